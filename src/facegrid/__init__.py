@@ -1,0 +1,28 @@
+"""facegrid: stream WIDER-FACE-format datasets into Keras 3 training of tiny grid face detectors.
+
+The annotation reader and grid codec load without TensorFlow, so data tools
+start fast; :class:`FaceSequence` imports Keras on first use.
+"""
+
+from facegrid.grid import GridCodec
+from facegrid.index import FaceFilter, Index
+from facegrid.wider import AnnotationError, read_annotations, write_annotations
+
+__all__ = [
+    "AnnotationError",
+    "FaceFilter",
+    "FaceSequence",
+    "GridCodec",
+    "Index",
+    "read_annotations",
+    "write_annotations",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "FaceSequence":
+        from facegrid.sequence import FaceSequence
+
+        return FaceSequence
+    raise AttributeError(f"module 'facegrid' has no attribute {name!r}")

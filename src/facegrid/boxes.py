@@ -1,0 +1,55 @@
+"""Box conventions and box arithmetic, in NumPy.
+
+This module is the one place that defines how facegrid represents a box:
+
+* Inside the library a box is ``float32 [x1, y1, x2, y2]`` in pixels of the
+  upright original image (EXIF orientation applied), with ``x1 <= x2`` and
+  ``y1 <= y2``. Arrays of boxes have shape ``[N, 4]``.
+* WIDER FACE files store ``x1 y1 w h`` as integers; :func:`from_wider` turns
+  that into ``x1, y1, x1 + w, y1 + h``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def from_wider(xywh: np.ndarray) -> np.ndarray:
+    """Convert WIDER ``[x1, y1, w, h]`` rows to float32 ``[x1, y1, x2, y2]``.
+
+    Args:
+        xywh: array of shape ``[N, 4]`` (any numeric dtype).
+
+    Returns:
+        float32 array of shape ``[N, 4]``.
+
+    Example:
+        >>> from_wider(np.array([[10, 20, 30, 40]]))
+        array([[10., 20., 40., 60.]], dtype=float32)
+    """
+    xywh = np.asarray(xywh, dtype=np.float32).reshape(-1, 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+def clip(boxes: np.ndarray, width, height) -> np.ndarray:
+    """Clip ``[N, 4]`` xyxy boxes to the image ``[0, width] x [0, height]``.
+
+    ``width`` and ``height`` are scalars, or ``[N]`` arrays giving each box its own image.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    w, h = np.asarray(width, dtype=np.float32), np.asarray(height, dtype=np.float32)
+    limits = np.stack(np.broadcast_arrays(w, h, w, h), axis=-1)
+    return np.clip(boxes, 0.0, limits)
+
+
+def area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of ``[N, 4]`` xyxy boxes; inverted boxes count as zero."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    sides = np.maximum(boxes[:, 2:] - boxes[:, :2], 0.0)
+    return sides[:, 0] * sides[:, 1]
+
+
+def centers(boxes: np.ndarray) -> np.ndarray:
+    """Centre points ``[N, 2]`` (x, y) of ``[N, 4]`` xyxy boxes."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return (boxes[:, :2] + boxes[:, 2:]) * 0.5
