@@ -1,0 +1,156 @@
+"""GridCodec: the one place that knows the detector's target layout.
+
+The image is divided into a ``G x G`` grid. A face belongs to the cell that
+holds its box centre. Each cell has five channels, in this order:
+
+====  ===========  ==========================================================
+ ch    name         meaning
+====  ===========  ==========================================================
+ 0     objectness   1 if the cell holds a face, else 0
+ 1     x            box centre x within the cell, 0 (left edge) .. 1 (right edge)
+ 2     y            box centre y within the cell, 0 (top edge) .. 1 (bottom edge)
+ 3     w            box width as a fraction of the image width
+ 4     h            box height as a fraction of the image height
+====  ===========  ==========================================================
+
+Channels 1-4 of a cell without a face are 0. Coordinates are fractions of the
+image, so the same target describes the original image and its resized
+network input alike; :meth:`GridCodec.decode` turns a grid back into boxes in
+pixels of whatever image size it is given.
+
+A cell holds one face. When several face centres fall into one cell, the
+largest face (by clipped area) is kept and the others are not represented;
+:meth:`GridCodec.assign` says which faces a grid represents, so their share can
+be reported (``facegrid data stats``). Encoding then decoding returns the
+represented boxes, clipped to the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facegrid import boxes as box_ops
+
+#: Channel names of a grid cell, in order.
+CHANNELS = ("objectness", "x", "y", "w", "h")
+
+
+@dataclass(frozen=True)
+class GridCodec:
+    """Encode boxes into ``[G, G, 5]`` targets and decode predictions back to boxes.
+
+    Args:
+        grid_size: ``G``, cells per side.
+
+    Example:
+        >>> codec = GridCodec(7)
+        >>> target = codec.encode(np.array([[10, 20, 50, 80]]), width=224, height=224)
+        >>> boxes, scores = codec.decode(target, width=224, height=224)
+        >>> np.round(boxes).tolist(), scores.tolist()
+        ([[10.0, 20.0, 50.0, 80.0]], [1.0])
+    """
+
+    grid_size: int = 7
+
+    def __post_init__(self):
+        if self.grid_size < 1:
+            raise ValueError(f"grid_size must be >= 1, got {self.grid_size}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one target: ``(G, G, 5)``."""
+        return (self.grid_size, self.grid_size, len(CHANNELS))
+
+    def _cells(self, boxes: np.ndarray, width, height):
+        boxes = box_ops.clip(boxes, width, height)
+        size = np.stack(np.broadcast_arrays(np.asarray(width), np.asarray(height)), axis=-1).astype(np.float32)
+        scaled = box_ops.centers(boxes) / size * self.grid_size
+        cells = np.minimum(np.floor(scaled), self.grid_size - 1).astype(np.int64)
+        return boxes, scaled, cells
+
+    def cells(self, boxes: np.ndarray, width, height) -> tuple[np.ndarray, np.ndarray]:
+        """The cell of each face and whether it can be represented at all.
+
+        Args:
+            boxes: ``[N, 4]`` xyxy boxes in pixels.
+            width, height: image size in pixels; scalars, or ``[N]`` arrays
+                when the boxes come from different images.
+
+        Returns:
+            ``(cells, visible)``: int64 ``[N, 2]`` (column, row) of each box
+            centre after clipping to the image, and ``[N]`` bool, false for
+            boxes with no area inside the image.
+        """
+        clipped, _, cells = self._cells(boxes, width, height)
+        return cells, box_ops.area(clipped) > 0
+
+    def assign(self, boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+        """Indices of the faces the grid represents, one per occupied cell.
+
+        Args:
+            boxes: ``[N, 4]`` xyxy boxes in pixels of an image of ``width x height``.
+            width, height: the image size in pixels.
+
+        Returns:
+            int64 indices into ``boxes``, ordered by cell (row-major). Faces with
+            no area inside the image are never represented.
+        """
+        clipped, _, cells = self._cells(boxes, width, height)
+        areas = box_ops.area(clipped)
+        candidates = np.flatnonzero(areas > 0)
+        if not len(candidates):
+            return candidates
+        cell_id = cells[candidates, 1] * self.grid_size + cells[candidates, 0]
+        order = np.lexsort((areas[candidates], cell_id))  # by cell, then by area
+        last_of_cell = np.append(cell_id[order][1:] != cell_id[order][:-1], True)
+        return candidates[order[last_of_cell]]
+
+    def encode(self, boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+        """The ``[G, G, 5]`` float32 target for the faces of one image.
+
+        Args:
+            boxes: ``[N, 4]`` xyxy boxes in pixels of an image of ``width x height``;
+                ``N`` may be 0 (an all-background target).
+            width, height: the image size in pixels.
+        """
+        target = np.zeros(self.shape, dtype=np.float32)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        keep = self.assign(boxes, width, height)
+        if not len(keep):
+            return target
+        clipped, scaled, cells = self._cells(boxes[keep], width, height)
+        cols, rows = cells[:, 0], cells[:, 1]
+        target[rows, cols, 0] = 1.0
+        target[rows, cols, 1:3] = scaled - cells
+        sides = clipped[:, 2:] - clipped[:, :2]
+        target[rows, cols, 3:5] = sides / np.array([width, height], dtype=np.float32)
+        return target
+
+    def decode(
+        self, grid: np.ndarray, width: float, height: float, threshold: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and scores from one ``[G, G, 5]`` target or prediction.
+
+        Args:
+            grid: ``[G, G, 5]`` array laid out as described in this module.
+            width, height: size in pixels of the image the boxes should refer to.
+            threshold: keep cells whose objectness is at least this.
+
+        Returns:
+            ``(boxes, scores)``: float32 ``[K, 4]`` xyxy pixel boxes and ``[K]``
+            objectness scores, highest score first. No suppression is applied.
+        """
+        grid = np.asarray(grid, dtype=np.float32)
+        if grid.shape != self.shape:
+            raise ValueError(f"expected a grid of shape {self.shape}, got {grid.shape}")
+        rows, cols = np.nonzero(grid[..., 0] >= threshold)
+        cells = grid[rows, cols]
+        order = np.argsort(-cells[:, 0], kind="stable")
+        cells, rows, cols = cells[order], rows[order], cols[order]
+        size = np.array([width, height], dtype=np.float32)
+        centre = (np.stack([cols, rows], axis=1) + cells[:, 1:3]) / self.grid_size * size
+        half = cells[:, 3:5] * size / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+        return boxes, cells[:, 0].copy()
