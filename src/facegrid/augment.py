@@ -1,0 +1,87 @@
+"""Box-aware training augmentation: random crop and scale, horizontal flip, colour jitter.
+
+Geometry is expressed in relative coordinates (fractions of the image), so a
+crop can be chosen before the image is decoded and the decoder can pick its
+DCT scale for just that region. Boxes move with the pixels: a face is kept if
+its centre lies inside the crop and is clipped to it; faces whose centre falls
+outside are dropped from that sample's target.
+
+Every random choice comes from the ``numpy.random.Generator`` passed in, so a
+sample is reproducible from its seed. Augmentation is off unless asked for and
+is never applied to validation data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facegrid import boxes as box_ops
+from facegrid.images import FULL_IMAGE
+
+# ITU-R BT.601 luma weights, for the saturation jitter.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random transforms for one training sample.
+
+    Attributes:
+        crop_scale: range of the crop's side as a fraction of the image side;
+            ``(1.0, 1.0)`` disables cropping.
+        max_aspect_change: the crop's width and height are drawn independently
+            within ``crop_scale`` but their ratio stays within this factor.
+        flip: probability of a horizontal flip.
+        brightness: pixels are shifted by up to this fraction of 255.
+        contrast: contrast is scaled by a factor in ``1 ± contrast``.
+        saturation: saturation is scaled by a factor in ``1 ± saturation``.
+    """
+
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    max_aspect_change: float = 1.3
+    flip: float = 0.5
+    brightness: float = 0.15
+    contrast: float = 0.25
+    saturation: float = 0.25
+
+    def sample_crop(self, rng: np.random.Generator) -> tuple[float, float, float, float]:
+        """A random crop ``[x1, y1, x2, y2]`` in fractions of the image."""
+        low, high = self.crop_scale
+        if low >= 1.0:
+            return FULL_IMAGE
+        w = rng.uniform(low, high)
+        ratio = np.exp(rng.uniform(-1.0, 1.0) * np.log(self.max_aspect_change))
+        h = float(np.clip(w * ratio, low, high))
+        x1 = rng.uniform(0.0, 1.0 - w)
+        y1 = rng.uniform(0.0, 1.0 - h)
+        return (x1, y1, x1 + w, y1 + h)
+
+    def color(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Brightness, contrast and saturation jitter of uint8 ``[H, W, 3]`` pixels."""
+        x = pixels.astype(np.float32)
+        gray = x @ _LUMA
+        x = gray[..., None] + (x - gray[..., None]) * rng.uniform(1 - self.saturation, 1 + self.saturation)
+        x = (x - gray.mean()) * rng.uniform(1 - self.contrast, 1 + self.contrast) + gray.mean()
+        x += rng.uniform(-self.brightness, self.brightness) * 255.0
+        return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def crop_boxes(boxes: np.ndarray, crop: tuple[float, float, float, float]) -> np.ndarray:
+    """Map relative ``[N, 4]`` xyxy boxes into a relative crop's frame.
+
+    Faces whose centre lies outside the crop are dropped; the rest are clipped
+    to it. Input and output are fractions of the image and of the crop.
+    """
+    x1, y1, x2, y2 = crop
+    centre = box_ops.centers(boxes)
+    inside = (centre[:, 0] >= x1) & (centre[:, 0] < x2) & (centre[:, 1] >= y1) & (centre[:, 1] < y2)
+    origin = np.array([x1, y1, x1, y1], dtype=np.float32)
+    extent = np.array([x2 - x1, y2 - y1, x2 - x1, y2 - y1], dtype=np.float32)
+    return box_ops.clip((boxes[inside] - origin) / extent, 1.0, 1.0)
+
+
+def flip_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Mirror relative ``[N, 4]`` xyxy boxes left to right."""
+    return np.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1)

@@ -1,0 +1,66 @@
+"""One training example: an image file and its faces in, ``(x, y)`` out.
+
+This is the per-image step shared by every input pipeline: decode at reduced
+scale (cropped when augmenting), resize to the square network input, move the
+boxes with the pixels, and encode them with the grid codec::
+
+    image.jpg ──decode+crop+resize──▶ x uint8 [S, S, 3]
+    boxes (original pixels) ──crop/flip──▶ GridCodec.encode ──▶ y float32 [G, G, 5]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from facegrid.augment import Augment, crop_boxes, flip_boxes
+from facegrid.grid import GridCodec
+from facegrid.images import FULL_IMAGE, load_input
+
+
+@dataclass(frozen=True)
+class ExampleBuilder:
+    """Builds ``(x, y)`` for one image.
+
+    Attributes:
+        input_size: side ``S`` of the square network input.
+        codec: the grid codec that lays out ``y``.
+        augment: random transforms, or None for the plain image (validation).
+    """
+
+    input_size: int = 224
+    codec: GridCodec = GridCodec(7)
+    augment: Augment | None = None
+
+    def __call__(
+        self, path: str | os.PathLike, boxes: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Build one example.
+
+        Args:
+            path: the image file.
+            boxes: ``[N, 4]`` float32 xyxy faces in original-image pixels.
+            rng: source of the augmentation's randomness; required when augmenting.
+
+        Returns:
+            ``x`` uint8 ``[S, S, 3]`` and ``y`` float32 ``[G, G, 5]``.
+
+        Raises:
+            facegrid.images.ImageError: the image cannot be read.
+        """
+        crop = self.augment.sample_crop(rng) if self.augment else FULL_IMAGE
+        x, (width, height) = load_input(path, self.input_size, crop)
+        relative = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / np.array(
+            [width, height, width, height], dtype=np.float32
+        )
+        if self.augment:
+            relative = crop_boxes(relative, crop)
+            if rng.random() < self.augment.flip:
+                x = x[:, ::-1]
+                relative = flip_boxes(relative)
+            x = self.augment.color(x, rng)
+        size = self.input_size
+        y = self.codec.encode(relative * size, size, size)
+        return np.ascontiguousarray(x), y
