@@ -1,0 +1,132 @@
+"""FaceSequence: a WIDER-FACE-format dataset as a ``keras.utils.PyDataset``.
+
+The "Sequence dataset" way of feeding Keras: the dataset knows its length,
+builds each batch on demand from disk (so datasets larger than memory
+stream), and draws a new seeded image order every epoch. Pass it straight to
+``model.fit``; ``workers`` and ``use_multiprocessing`` parallelise batch
+building in threads or processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from facegrid.augment import Augment
+from facegrid.examples import ExampleBuilder
+from facegrid.grid import GridCodec
+from facegrid.index import FaceFilter, Index
+from facegrid.wider import read_annotations
+
+
+class FaceSequence(keras.utils.PyDataset):
+    """Batches of ``(images, grid targets)`` read from a WIDER-FACE-format dataset.
+
+    One sample per image, carrying all of that image's faces; every image
+    appears exactly once per epoch, the last batch holding the remainder.
+    With ``shuffle=True`` the image order of epoch ``e`` is a permutation drawn
+    from ``(seed, e)``, so runs repeat exactly and each epoch differs. Keras
+    calls :meth:`on_epoch_end` after every epoch (workers, threads or
+    processes, then see the new order) and once more before the first, after
+    reading a batch or two to learn the output signature: inside ``model.fit``
+    the first trained epoch is served in the order of ``e = 1``.
+
+    Args:
+        annotations: a ``wider_face_*_bbx_gt.txt`` file, or an
+            :class:`~facegrid.index.Index` already read.
+        images: the folder the annotation paths are relative to
+            (``WIDER_train/images``).
+        batch_size: images per batch.
+        input_size: side ``S`` of the square network input.
+        grid_size: side ``G`` of the target grid.
+        shuffle: draw a new image order each epoch; else file order.
+        augment: ``True`` for the default :class:`~facegrid.augment.Augment`,
+            an ``Augment`` to choose its settings, or ``False``. Keep it off
+            for validation data.
+        seed: seeds the image order and the augmentation.
+        face_filter: which annotated faces become targets
+            (:class:`~facegrid.index.FaceFilter`; by default invalid and
+            zero-size faces are left out).
+        **kwargs: passed to ``keras.utils.PyDataset``: ``workers``,
+            ``use_multiprocessing``, ``max_queue_size``.
+
+    Each item is ``(x, y)``:
+
+    * ``x``: uint8 ``[B, S, S, 3]`` RGB. The model maps it to ``[-1, 1]``
+      itself (``facegrid.images.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
+      keeps batches four times smaller than float32 on their way from workers.
+    * ``y``: float32 ``[B, G, G, 5]``, laid out as :mod:`facegrid.grid` describes.
+
+    Example:
+        >>> train = FaceSequence("wider_face_split/wider_face_train_bbx_gt.txt",
+        ...                      "WIDER_train/images", augment=True, workers=2)  # doctest: +SKIP
+        >>> model.fit(train, epochs=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        annotations: str | os.PathLike | Index,
+        images: str | os.PathLike,
+        *,
+        batch_size: int = 16,
+        input_size: int = 224,
+        grid_size: int = 7,
+        shuffle: bool = True,
+        augment: bool | Augment = False,
+        seed: int = 0,
+        face_filter: FaceFilter = FaceFilter(),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
+        if not len(index):
+            raise ValueError(f"{index.source or 'the index'} lists no images")
+        self.index = face_filter.apply(index)
+        self.images = Path(images)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.builder = ExampleBuilder(
+            input_size=input_size,
+            codec=GridCodec(grid_size),
+            augment=Augment() if augment is True else (augment or None),
+        )
+        self.epoch = 0
+        self._order = self._draw_order()
+
+    def _draw_order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.index))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.index))
+
+    @property
+    def order(self) -> np.ndarray:
+        """Image indices in the order this epoch serves them."""
+        return self._order
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.index) / self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} out of range for {len(self)} batches")
+        chosen = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+        size, codec = self.builder.input_size, self.builder.codec
+        x = np.empty((len(chosen), size, size, 3), dtype=np.uint8)
+        y = np.empty((len(chosen), *codec.shape), dtype=np.float32)
+        for k, image in enumerate(chosen.tolist()):
+            rng = np.random.default_rng([self.seed, self.epoch, image]) if self.builder.augment else None
+            path = self.images / str(self.index.paths[image])
+            x[k], y[k] = self.builder(path, self.index.image_boxes(image), rng)
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        """Advance to the next epoch and draw its image order."""
+        self.epoch += 1
+        self._order = self._draw_order()
