@@ -1,0 +1,145 @@
+"""Dataset checks: what is wrong, or merely odd, in an annotation file and its images.
+
+Findings come in two severities:
+
+* **errors** lose data if ignored: an image the file lists that is missing
+  or cannot be decoded;
+* **warnings** are quirks that facegrid handles but a user should know about:
+  faces flagged invalid, zero-size boxes, boxes reaching outside their image,
+  images listed twice, the tolerated file-format deviations.
+
+Each kind is counted, and the first few places are kept as examples
+(``FILE:LINE`` or an image path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facegrid.images import ImageError, verify_image
+from facegrid.index import Index
+from facegrid.wider import read_annotations
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_PER_KIND = 5
+
+
+@dataclass
+class CheckReport:
+    """The outcome of :func:`check_dataset`."""
+
+    annotations: str
+    images_dir: str | None
+    images: int = 0
+    faces: int = 0
+    warnings: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, severity: Counter, kind: str, where: str) -> None:
+        severity[kind] += 1
+        if len(self.examples[kind]) < EXAMPLES_PER_KIND:
+            self.examples[kind].append(where)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing would lose data."""
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return {
+            "annotations": self.annotations,
+            "images_dir": self.images_dir,
+            "images": self.images,
+            "faces": self.faces,
+            "warnings": dict(sorted(self.warnings.items())),
+            "errors": dict(sorted(self.errors.items())),
+            "examples": {kind: list(places) for kind, places in sorted(self.examples.items())},
+        }
+
+
+def _check_annotations(index: Index, report: CheckReport) -> None:
+    for note in index.notes:
+        report.add(report.warnings, note.kind, f"{index.where(note.line)}: {note.message}")
+    lines = index.face_lines
+    for k in np.flatnonzero(index.attribute("invalid") == 1).tolist():
+        report.add(report.warnings, "invalid_face", index.where(int(lines[k])))
+    for k in np.flatnonzero((index.boxes[:, 2:] <= 0).any(axis=1)).tolist():
+        w, h = index.boxes[k, 2:].tolist()
+        report.add(report.warnings, "zero_size_box", f"{index.where(int(lines[k]))}: w={w} h={h}")
+    _, first, counts = np.unique(index.paths, return_index=True, return_counts=True)
+    for k in np.flatnonzero(counts > 1).tolist():
+        image = int(first[k])
+        report.add(report.warnings, "duplicate_image", f"{index.where(int(index.name_lines[image]))}: {index.paths[image]}")
+
+
+def _open_image(path: Path) -> tuple[int, int] | ImageError:
+    try:
+        return verify_image(path)
+    except ImageError as error:
+        return error
+
+
+def _check_images(index: Index, images: Path, report: CheckReport, workers: int, progress: bool) -> None:
+    paths = [images / str(p) for p in index.paths.tolist()]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_open_image, paths)
+        for i, result in enumerate(tqdm(results, total=len(paths), desc="images", unit="img", disable=not progress)):
+            where = f"{paths[i]} ({index.where(int(index.name_lines[i]))})"
+            if isinstance(result, ImageError):
+                kind = "missing_image" if result.reason == "no such file" else "unreadable_image"
+                report.add(report.errors, kind, where if kind == "missing_image" else f"{where}: {result.reason}")
+                continue
+            width, height = result
+            xywh = index.boxes[index.offsets[i] : index.offsets[i + 1]]
+            outside = (xywh[:, 0] < 0) | (xywh[:, 1] < 0)
+            outside |= (xywh[:, 0] + xywh[:, 2] > width) | (xywh[:, 1] + xywh[:, 3] > height)
+            for k in np.flatnonzero(outside).tolist():
+                line = int(index.face_lines[index.offsets[i] + k])
+                report.add(
+                    report.warnings,
+                    "box_outside_image",
+                    f"{index.where(line)}: box {xywh[k].tolist()} vs image {width}x{height}",
+                )
+
+
+def check_dataset(
+    annotations: str | os.PathLike,
+    images: str | os.PathLike | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+) -> CheckReport:
+    """Check an annotation file and, optionally, every image it lists.
+
+    Args:
+        annotations: the WIDER-FACE-format annotation file.
+        images: the folder its paths are relative to; when given, every image
+            is decoded (at the smallest DCT scale, which still reads all its data).
+        workers: threads decoding images; defaults to the number of CPUs.
+        progress: show a progress bar on stderr while images are opened.
+
+    Returns:
+        The report. Problems in the data are reported, never raised.
+
+    Raises:
+        facegrid.wider.AnnotationError: the file is not valid WIDER FACE format.
+        OSError: the annotation file cannot be read.
+    """
+    index = read_annotations(annotations)
+    report = CheckReport(str(annotations), None if images is None else str(images))
+    report.images, report.faces = len(index), index.num_faces
+    _check_annotations(index, report)
+    if images is not None:
+        _check_images(index, Path(images), report, workers or os.cpu_count() or 1, progress)
+    log.info("checked %s: %d images, %d faces", annotations, report.images, report.faces)
+    return report

@@ -1,0 +1,199 @@
+"""The ``facegrid`` command: a thin layer over the library.
+
+Exit status of every command: 0 success, 1 problems found in the data,
+2 the input cannot be used at all (the message goes to stderr, without a
+traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from facegrid.images import ImageError
+from facegrid.index import FaceFilter
+from facegrid.wider import AnnotationError, read_annotations
+
+
+def _sample_dataset() -> tuple[Path, Path]:
+    root = Path(str(resources.files("facegrid") / "samples"))
+    return root / "faces_bbx_gt.txt", root / "images"
+
+
+def _fatal_input_errors(command):
+    """Turn unusable input into exit status 2 and a one-line message."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AnnotationError as error:
+            click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
+        except ImageError as error:
+            click.echo(f"error: {error}", err=True)
+        except OSError as error:
+            click.echo(f"error: {error.filename or ''}: {error.strerror or error}", err=True)
+        sys.exit(2)
+
+    return wrapper
+
+
+def _face_filter_options(command):
+    options = [
+        click.option("--keep-invalid", is_flag=True, help="Keep faces flagged invalid."),
+        click.option("--min-size", type=float, default=0.0, show_default=True,
+                     help="Drop faces whose shorter side is below this (original pixels)."),
+        click.option("--max-blur", type=click.IntRange(0, 2), default=None,
+                     help="Drop faces blurrier than this (0 clear, 1 normal, 2 heavy)."),
+        click.option("--max-occlusion", type=click.IntRange(0, 2), default=None,
+                     help="Drop faces more occluded than this (0 none, 1 partial, 2 heavy)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _face_filter(keep_invalid, min_size, max_blur, max_occlusion) -> FaceFilter:
+    return FaceFilter(drop_invalid=not keep_invalid, min_size=min_size, max_blur=max_blur, max_occlusion=max_occlusion)
+
+
+@click.group()
+@click.version_option(package_name="facegrid")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+def main(verbose: bool) -> None:
+    """facegrid: train and inspect tiny grid face detectors on WIDER-FACE-format data."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def data() -> None:
+    """Inspect a WIDER-FACE-format dataset: check, show, stats."""
+
+
+@data.command()
+@click.argument("annotations", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the annotation paths are relative to; every image is opened.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Threads decoding images [default: CPUs].")
+@_fatal_input_errors
+def check(annotations: Path, images: Path | None, as_json: bool, workers: int | None) -> None:
+    """Check ANNOTATIONS (and with --images every image it lists).
+
+    Errors (missing or unreadable images) make the exit status 1; warnings
+    (invalid or zero-size faces, boxes outside their image, tolerated format
+    quirks) are reported but do not.
+    """
+    from facegrid.check import check_dataset
+
+    report = check_dataset(annotations, images, workers=workers, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"{annotations}: {report.images:,} images, {report.faces:,} face rows")
+        if images is not None:
+            click.echo(f"images opened from {images}")
+        for title, found in (("errors", report.errors), ("warnings", report.warnings)):
+            click.echo(f"{title}: {'none' if not found else ''}")
+            for kind, count in sorted(found.items()):
+                click.echo(f"  {kind}: {count:,}")
+                for place in report.examples[kind]:
+                    click.echo(f"      {place}")
+                if count > len(report.examples[kind]):
+                    click.echo(f"      ... and {count - len(report.examples[kind]):,} more")
+    sys.exit(0 if report.ok else 1)
+
+
+@data.command()
+@click.argument("annotations", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the annotation paths are relative to (required with ANNOTATIONS).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("facegrid-show"),
+              show_default=True, help="Folder for the PNGs.")
+@click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images to show.")
+@click.option("--input-size", type=click.IntRange(32), default=224, show_default=True)
+@click.option("--grid-size", type=click.IntRange(1), default=7, show_default=True)
+@click.option("--augment", is_flag=True, help="Show the training augmentation instead of the plain input.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmentation.")
+@_face_filter_options
+@_fatal_input_errors
+def show(annotations, images, out, count, input_size, grid_size, augment, seed, **filter_args) -> None:
+    """Draw images with their boxes next to the network input and its decoded target.
+
+    Without ANNOTATIONS, shows facegrid's bundled sample dataset. Green boxes
+    are training targets, red ones faces the filter leaves out; on the right,
+    the grid and the boxes decoded back from the target (yellow).
+    """
+    from facegrid.augment import Augment
+    from facegrid.examples import ExampleBuilder
+    from facegrid.grid import GridCodec
+    from facegrid.render import show_dataset
+
+    if annotations is None:
+        annotations, images = _sample_dataset()
+        click.echo(f"showing the bundled sample dataset ({annotations})")
+    elif images is None:
+        raise click.UsageError("--images is required with ANNOTATIONS")
+    builder = ExampleBuilder(input_size, GridCodec(grid_size), Augment() if augment else None)
+    written, failed = show_dataset(
+        read_annotations(annotations), images, out, count=count, builder=builder,
+        face_filter=_face_filter(**filter_args), seed=seed,
+    )
+    for path in written:
+        click.echo(f"wrote {path}")
+    for error in failed:
+        click.echo(f"skipped {error}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@data.command()
+@click.argument("annotations", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Image folder, to read image sizes (else estimated from the boxes).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save a plot (PNG).")
+@click.option("--input-size", type=click.IntRange(32), default=224, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_face_filter_options
+@_fatal_input_errors
+def stats(annotations, images, out, input_size, as_json, **filter_args) -> None:
+    """Faces per image, face sizes, and the share of faces 7x7, 14x14 and 28x28 grids can represent."""
+    from facegrid.stats import dataset_stats, plot_stats
+
+    result = dataset_stats(read_annotations(annotations), images, face_filter=_face_filter(**filter_args),
+                           input_size=input_size)
+    if out is not None:
+        plot_stats(result, out, title=f"{annotations.name}: {result.images:,} images, {result.faces:,} faces")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    summary = result.to_dict()
+    per_image = summary["faces_per_image"]
+    click.echo(f"{annotations}: {result.images:,} images, {result.face_rows:,} face rows, "
+               f"{result.faces:,} faces after filtering")
+    click.echo(f"faces per image: mean {per_image['mean']:.1f}, median {per_image['median']:.0f}, "
+               f"max {per_image['max']}, {per_image['without_faces']:,} images without faces")
+    click.echo("face size sqrt(w*h), original pixels: "
+               + ", ".join(f"{k} {v}" for k, v in summary["face_size_px_percentiles"].items()))
+    click.echo(f"\nface size in pixels of the {input_size}px input:")
+    click.echo(f"  {'pixels':>10}  {'faces':>9}  {'share':>6}")
+    for label, count, share in result.size_table():
+        click.echo(f"  {label:>10}  {count:>9,}  {share:>6.1%}")
+    click.echo("\nfaces with a grid cell of their own (one face per cell):")
+    click.echo(f"  {'grid':>7}  {'share':>6}")
+    for g, share in result.representable.items():
+        click.echo(f"  {f'{g}x{g}':>7}  {share:>6.1%}")
+    if result.sizes_estimated:
+        click.echo(f"\n{result.sizes_estimated:,} of {result.images:,} image sizes were estimated from the "
+                   "extent of their boxes" + ("" if images else " (pass --images to read them)"))
+    if out is not None:
+        click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Pictures for people: boxes drawn on images, and what the network is shown.
+
+:func:`example_panel` puts side by side the original image with its
+annotated boxes and the ``S x S`` network input with the grid and the boxes
+decoded back from its target, so a user can see at a glance that targets sit
+on the faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facegrid.examples import ExampleBuilder
+from facegrid.grid import GridCodec
+from facegrid.images import ImageError, read_image
+from facegrid.index import FaceFilter, Index
+
+log = logging.getLogger(__name__)
+
+KEPT = (0, 230, 0)
+DROPPED = (255, 60, 60)
+DECODED = (255, 220, 0)
+GRID = (255, 255, 255)
+
+
+def _fit(pixels: np.ndarray, height: int) -> tuple[Image.Image, float]:
+    image = Image.fromarray(pixels)
+    scale = height / image.height
+    resample = Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST
+    return image.resize((max(1, round(image.width * scale)), height), resample), scale
+
+
+def draw_boxes(draw: ImageDraw.ImageDraw, boxes: np.ndarray, scale: float, color, width: int = 2) -> None:
+    """Outline ``[N, 4]`` xyxy boxes, scaled by ``scale``."""
+    for x1, y1, x2, y2 in (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale).tolist():
+        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=width)
+
+
+def example_panel(
+    original: np.ndarray,
+    kept: np.ndarray,
+    dropped: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    codec: GridCodec,
+    title: str,
+    height: int = 448,
+) -> Image.Image:
+    """One picture: original with boxes (left), network input with grid and decoded target (right).
+
+    Args:
+        original: uint8 ``[H, W, 3]`` image at any resolution; boxes are scaled to it.
+        kept: ``[N, 4]`` xyxy faces used as targets, in original-image pixels, drawn green.
+        dropped: faces the filter left out (invalid, zero-size...), drawn red.
+        x: uint8 ``[S, S, 3]`` network input.
+        y: ``[G, G, 5]`` target of ``x``; its decoded boxes are drawn yellow.
+        codec: the codec that made ``y``.
+        title: caption above the picture.
+        height: height of each half in pixels.
+    """
+    left, left_scale = _fit(original, height)
+    right, right_scale = _fit(x, height)
+    header = 22
+    canvas = Image.new("RGB", (left.width + right.width + 10, height + header), (32, 32, 32))
+    ImageDraw.Draw(canvas).text((4, 4), title, fill=(255, 255, 255))
+
+    left_view = ImageDraw.Draw(left)
+    draw_boxes(left_view, dropped, left_scale, DROPPED)
+    draw_boxes(left_view, kept, left_scale, KEPT)
+    canvas.paste(left, (0, header))
+
+    right_view = ImageDraw.Draw(right)
+    size = x.shape[0]
+    step = right.width / codec.grid_size
+    for k in range(1, codec.grid_size):
+        right_view.line([(k * step, 0), (k * step, right.height)], fill=GRID, width=1)
+        right_view.line([(0, k * step), (right.width, k * step)], fill=GRID, width=1)
+    boxes, _ = codec.decode(y, size, size)
+    draw_boxes(right_view, boxes, right_scale, DECODED)
+    for cx, cy in ((boxes[:, :2] + boxes[:, 2:]) / 2 * right_scale).tolist():
+        right_view.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=DECODED)
+    canvas.paste(right, (left.width + 10, header))
+    return canvas
+
+
+def show_dataset(
+    index: Index,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    count: int = 8,
+    builder: ExampleBuilder = ExampleBuilder(),
+    face_filter: FaceFilter = FaceFilter(),
+    seed: int = 0,
+) -> tuple[list[Path], list[ImageError]]:
+    """Write :func:`example_panel` PNGs for the first ``count`` images of ``index``.
+
+    Returns:
+        The PNGs written and the images that could not be read (skipped).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = face_filter.mask(index)
+    written, failed = [], []
+    for i in range(min(count, len(index))):
+        rows = slice(index.offsets[i], index.offsets[i + 1])
+        boxes = index.image_boxes(i)
+        path = Path(images) / str(index.paths[i])
+        try:
+            original = read_image(path)
+            x, y = builder(path, boxes[keep[rows]], np.random.default_rng([seed, i]))
+        except ImageError as error:
+            log.warning("skipped %s", error)
+            failed.append(error)
+            continue
+        faces = int(keep[rows].sum())
+        shown = int(y[..., 0].sum())
+        title = f"{index.paths[i]}  {faces} face(s), {shown} in the {builder.codec.grid_size}x{builder.codec.grid_size} target"
+        panel = example_panel(original, boxes[keep[rows]], boxes[~keep[rows]], x, y, builder.codec, title)
+        target = out / f"{i:04d}_{Path(str(index.paths[i])).stem}.png"
+        panel.save(target)
+        written.append(target)
+    return written, failed

@@ -1,0 +1,127 @@
+"""The facegrid command line: data check, show and stats, their output and exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from facegrid.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_check_official_train_file_counts(split_file):
+    result = run("data", "check", split_file("train"), "--json")
+    report = json.loads(result.output)
+    assert report["images"] == 12_880
+    assert report["faces"] == 159_420
+    assert report["warnings"]["invalid_face"] == 2_399
+    assert report["warnings"]["zero_size_box"] == 27
+    assert report["warnings"]["no_face_dummy_row"] == 4
+    assert report["errors"] == {}
+    assert result.exit_code == 0
+
+
+def test_check_val_with_images_reports_absent_ones(split_file, wider):
+    result = run("data", "check", split_file("val"), "--images", wider / "WIDER_val" / "images", "--json")
+    report = json.loads(result.output)
+    assert report["images"] == 3_226
+    assert report["faces"] == 39_708
+    assert report["errors"] == {"missing_image": 3_226 - 394}  # only the 394 sample images are present
+    example = report["examples"]["missing_image"][0]
+    assert "WIDER_val/images/" in example and "wider_face_val_bbx_gt.txt:" in example
+    assert result.exit_code == 1
+
+
+def test_check_human_summary(samples):
+    result = run("data", "check", samples / "faces_bbx_gt.txt", "--images", samples / "images")
+    assert result.exit_code == 0
+    assert "4 images, 3 face rows" in result.output
+    assert "no_face_dummy_row: 1" in result.output
+
+
+def test_check_finds_unreadable_image_and_box_outside(tmp_path):
+    (tmp_path / "images" / "e").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "images" / "e" / "ok.jpg")
+    (tmp_path / "images" / "e" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text(
+        "e/ok.jpg\n2\n1 1 10 10 0 0 0 0 0 0 \n50 30 20 20 0 0 0 0 0 0 \n"
+        "e/broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n"
+    )
+    result = run("data", "check", annotations, "--images", tmp_path / "images", "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 1
+    assert report["errors"] == {"unreadable_image": 1}
+    assert report["warnings"] == {"box_outside_image": 1}
+    assert report["examples"]["box_outside_image"][0].startswith(f"{annotations}:4:")
+    assert "broken.jpg" in report["examples"]["unreadable_image"][0]
+
+
+MALFORMED = {
+    "wrong_count": ("a.jpg\n3\n1 2 3 4 0 0 0 0 0 0 \n1 2 3 4 0 0 0 0 0 0 \nb.jpg\n1\n1 2 3 4 0 0 0 0 0 0 \n", 5),
+    "non_number_count": ("a.jpg\n1\n1 2 3 4 0 0 0 0 0 0 \nb.jpg\none\n1 2 3 4 0 0 0 0 0 0 \n", 5),
+    "non_number_in_row": ("a.jpg\n2\n1 2 3 4 0 0 0 0 0 0 \n1 2 x 4 0 0 0 0 0 0 \n", 4),
+    "truncated": ("a.jpg\n1\n1 2 3 4 0 0 0 0 0 0 \nb.jpg\n3\n1 2 3 4 0 0 0 0 0 0 \n", 7),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_check_malformed_file_exits_2_naming_file_and_line(tmp_path, case):
+    text, line = MALFORMED[case]
+    path = tmp_path / f"{case}.txt"
+    path.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "facegrid.cli", "data", "check", str(path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert f"{path}:{line}:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_missing_annotation_file_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["data", "check", str(tmp_path / "nope.txt")])
+    assert result.exit_code == 2
+    assert "nope.txt" in result.output
+
+
+def test_show_bundled_samples(tmp_path):
+    result = run("data", "show", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 4
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.height == 448 + 22 and image.width > 448
+
+
+def test_show_reports_and_skips_missing_image(tmp_path, samples):
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text("portraits/astronaut.png\n1\n180 72 88 102 0 0 0 0 0 0 \ngone/missing.jpg\n0\n")
+    result = run("data", "show", annotations, "--images", samples / "images", "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "missing.jpg" in result.output
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_stats_val_sample(wider, tmp_path):
+    annotations = wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
+    plot = tmp_path / "stats.png"
+    result = run("data", "stats", annotations, "--images", wider / "WIDER_val" / "images", "--out", plot, "--json")
+    assert result.exit_code == 0
+    stats = json.loads(result.output)
+    assert stats["images"] == 394 and stats["face_rows"] == 5_289
+    assert stats["sizes_estimated"] == 0
+    shares = stats["representable"]
+    assert 0 < shares["7"] < shares["14"] < shares["28"] <= 1
+    assert plot.stat().st_size > 10_000
