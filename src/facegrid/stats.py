@@ -158,7 +158,9 @@ def plot_stats(stats: DatasetStats, out: str | os.PathLike, title: str = "") -> 
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     per_image = stats.faces_per_image
-    axes[0].hist(per_image, bins=np.arange(0, max(int(per_image.max(initial=0)), 1) + 2) - 0.5, color="tab:blue")
+    edges = np.unique(np.geomspace(1, max(int(per_image.max(initial=0)), 1) + 1, 40).astype(int))
+    axes[0].hist(per_image, bins=np.concatenate([[0], edges]) - 0.5, color="tab:blue")
+    axes[0].set_xscale("symlog", linthresh=10)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("faces per image")
     axes[0].set_ylabel("images")
