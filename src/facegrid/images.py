@@ -91,7 +91,8 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[Image.Image, 
             return image, ((height, width) if swapped else (width, height))
     with Image.open(io.BytesIO(data)) as opened:
         width, height = opened.size
-        opened.draft(opened.mode, raw_min)
+        if max(raw_min) > 0:
+            opened.draft(opened.mode, (max(raw_min[0], 1), max(raw_min[1], 1)))
         opened.load()
         orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
         image = _to_rgb(opened)
@@ -163,13 +164,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     def header():
         if data.startswith(_JPEG_MAGIC):
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-            size = (width, height)
+            size, orientation = (width, height), _orientation(data)
         else:
             with Image.open(io.BytesIO(data)) as image:
-                size = image.size
-        if (_orientation(data) if data.startswith(_JPEG_MAGIC) else 1) in (5, 6, 7, 8):
-            size = size[::-1]
-        return size
+                size, orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
+        return size[::-1] if orientation in (5, 6, 7, 8) else size
 
     return _guarded(path, header)
 

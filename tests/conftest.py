@@ -1,0 +1,59 @@
+"""Shared fixtures: the real WIDER FACE data beside the checkout and the bundled samples.
+
+The real data is never copied into the repository (licence); tests read it in
+place from ``../shared/data/widerface`` relative to the repository root, or
+from the folder named by the ``FACEGRID_WIDER`` environment variable, and skip
+with a clear message where it is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from pathlib import Path
+
+import pytest
+
+#: The repository root (this file is ``<root>/tests/conftest.py``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Default location of the real data: ``shared/`` beside the checkout.
+WIDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface"
+
+
+def wider_root() -> Path:
+    """The WIDER FACE folder: ``$FACEGRID_WIDER`` if set, else :data:`WIDER`."""
+    override = os.environ.get("FACEGRID_WIDER")
+    return Path(override).expanduser().resolve() if override else WIDER
+
+
+@pytest.fixture(scope="session")
+def wider() -> Path:
+    """The real WIDER FACE folder (``wider_face_split/``, ``WIDER_train/``, ...), or skip."""
+    root = wider_root()
+    if not (root / "wider_face_split").is_dir():
+        pytest.skip(f"WIDER FACE data not found at {root}; set FACEGRID_WIDER")
+    return root
+
+
+@pytest.fixture(scope="session")
+def split_file(wider):
+    """``split_file("val")`` -> path of ``wider_face_val_bbx_gt.txt``."""
+
+    def get(split: str) -> Path:
+        path = wider / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        if not path.is_file():
+            pytest.skip(f"{path} not found; set FACEGRID_WIDER")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The sample dataset bundled with facegrid (``faces_bbx_gt.txt`` + ``images/``)."""
+    root = importlib.resources.files("facegrid") / "samples"
+    path = Path(str(root))
+    assert (path / "faces_bbx_gt.txt").is_file(), f"bundled samples missing at {path}"
+    assert (path / "images").is_dir(), f"bundled sample images missing at {path}"
+    return path

@@ -1,0 +1,61 @@
+"""Box conventions and arithmetic (``facegrid.boxes``), on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facegrid.boxes import area, centers, clip, from_wider
+
+
+def test_from_wider_converts_xywh_to_xyxy():
+    out = from_wider(np.array([[10, 20, 30, 40], [0, 0, 0, 0], [5, 7, 1, 2]], dtype=np.int32))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[10, 20, 40, 60], [0, 0, 0, 0], [5, 7, 6, 9]])
+
+
+def test_from_wider_accepts_lists_flat_rows_and_empty_input():
+    np.testing.assert_array_equal(from_wider([1, 2, 3, 4]), [[1, 2, 4, 6]])
+    empty = from_wider(np.zeros((0, 4), dtype=np.int32))
+    assert empty.shape == (0, 4) and empty.dtype == np.float32
+
+
+def test_clip_to_image():
+    boxes = np.array([[-5, -5, 10, 10], [90, 40, 130, 70], [10, 10, 20, 20], [200, 200, 300, 300]])
+    out = clip(boxes, width=100, height=60)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0, 0, 10, 10], [90, 40, 100, 60], [10, 10, 20, 20], [100, 60, 100, 60]])
+
+
+def test_clip_fractional_limits():
+    np.testing.assert_allclose(clip([[-0.2, 0.5, 1.5, 0.9]], 1.0, 1.0), [[0.0, 0.5, 1.0, 0.9]])
+
+
+def test_area():
+    boxes = np.array([[0, 0, 10, 20], [5, 5, 5, 9], [10, 10, 5, 20], [1.5, 2, 3, 2.5]], dtype=np.float32)
+    np.testing.assert_allclose(area(boxes), [200, 0, 0, 0.75])
+    assert area(np.zeros((0, 4))).shape == (0,)
+
+
+def test_centers():
+    boxes = np.array([[0, 0, 10, 20], [3, 4, 4, 8]], dtype=np.float32)
+    np.testing.assert_allclose(centers(boxes), [[5, 10], [3.5, 6]])
+    assert centers(np.zeros((0, 4))).shape == (0, 2)
+
+
+def test_wider_box_centre_and_area_together():
+    # WIDER row 449 330 122 149 -> xyxy 449 330 571 479
+    box = from_wider([[449, 330, 122, 149]])
+    np.testing.assert_array_equal(box, [[449, 330, 571, 479]])
+    np.testing.assert_allclose(centers(box), [[510, 404.5]])
+    np.testing.assert_allclose(area(box), [122 * 149])
+    # clipped to a 500x400 image: 449..500 x 330..400
+    np.testing.assert_allclose(area(clip(box, 500, 400)), [51 * 70])
+
+
+def test_clip_with_one_image_size_per_box():
+    boxes = np.array([[-5, -5, 150, 150], [-5, -5, 150, 150], [10, 20, 30, 40]], dtype=np.float32)
+    out = clip(boxes, np.array([100, 40, 640]), np.array([50, 200, 480]))
+    np.testing.assert_array_equal(out, [[0, 0, 100, 50], [0, 0, 40, 150], [10, 20, 30, 40]])
+    # the same as clipping each box to its own image
+    for box, w, h, row in zip(boxes, [100, 40, 640], [50, 200, 480], out):
+        np.testing.assert_array_equal(clip(box, w, h)[0], row)
