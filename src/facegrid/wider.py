@@ -103,7 +103,11 @@ def _walk(path: str, lines: list[bytes], records: _Records, notes: list[Note]) -
     while i < n:
         name = lines[i].strip()
         if not name or (name[-1:].isdigit() and (name.isdigit() or _is_face_row(name))):
-            raise AnnotationError(path, i + 1, f"expected an image path, got {_show(lines[i])}")
+            hint = ""
+            if name and _is_face_row(name) and records.names:
+                hint = (f" (a face row: line {records.name_lines[-1] + 1} gives {_show(records.names[-1])}"
+                        f" {records.counts[-1]} face(s); is that count too small?)")
+            raise AnnotationError(path, i + 1, f"expected an image path, got {_show(lines[i])}{hint}")
         if i + 1 >= n:
             raise AnnotationError(path, i + 2, f"expected the number of faces of {_show(name)}, got end of file")
         count_text = lines[i + 1].strip()
