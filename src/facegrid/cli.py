@@ -33,6 +33,9 @@ def _fatal_input_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # output piped into `head` and the like
+            sys.stderr.close()
+            sys.exit(1)
         except AnnotationError as error:
             click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
         except ImageError as error:
@@ -100,7 +103,7 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
         if images is not None:
             click.echo(f"images opened from {images}")
         for title, found in (("errors", report.errors), ("warnings", report.warnings)):
-            click.echo(f"{title}: {'none' if not found else ''}")
+            click.echo(f"{title}:" + ("" if found else " none"))
             for kind, count in sorted(found.items()):
                 click.echo(f"  {kind}: {count:,}")
                 for place in report.examples[kind]:
