@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facegrid.boxes import area, centers, clip, from_wider
+from facegrid.boxes import area, centers, clip, from_wider, iou, nms
 
 
 def test_from_wider_converts_xywh_to_xyxy():
@@ -59,3 +59,19 @@ def test_clip_with_one_image_size_per_box():
     # the same as clipping each box to its own image
     for box, w, h, row in zip(boxes, [100, 40, 640], [50, 200, 480], out):
         np.testing.assert_array_equal(clip(box, w, h)[0], row)
+
+
+def test_iou_hand_computed():
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
+    b = np.array([[5, 5, 15, 15], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    expected = np.array([[25 / 175, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(iou(a, b), expected, rtol=1e-6)
+
+
+def test_nms_keeps_best_of_each_cluster():
+    b = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9]], np.float32)
+    scores = np.array([0.6, 0.9, 0.8, 0.3], np.float32)
+    # Box 1 (0.9) suppresses 0 (IoU 0.68) and 3; box 2 stands alone.
+    assert nms(b, scores, 0.5).tolist() == [1, 2]
+    assert nms(b, scores, 0.99).tolist() == [1, 2, 0, 3]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []

@@ -159,3 +159,21 @@ def test_default_filter_on_real_val_never_drops_an_image(split_file):
 def test_note_is_a_value():
     assert Note("utf8_bom", 1, "x") == Note("utf8_bom", 1, "x")
     assert Note("utf8_bom", 1, "x") != Note("utf8_bom", 2, "x")
+
+
+def test_take_selects_images_with_all_their_faces(tmp_path):
+    from facegrid.wider import format_annotations, read_annotations
+
+    path = tmp_path / "gt.txt"
+    path.write_text(
+        "a.jpg\n2\n1 1 5 5 0 0 0 0 0 0 \n9 9 5 5 1 0 0 0 0 0 \n"
+        "b.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n"
+        "c.jpg\n1\n3 3 7 7 0 0 0 1 0 0 \n"
+    )
+    index = read_annotations(path)
+    picked = index.take([2, 0, 1, 2])
+    assert picked.paths.tolist() == ["c.jpg", "a.jpg", "b.jpg", "c.jpg"]
+    assert picked.faces_per_image().tolist() == [1, 2, 0, 1]
+    assert picked.face_lines.tolist() == [10, 3, 4, 10]
+    assert format_annotations(index.take([0, 1, 2])) == path.read_text()
+    assert len(index.take([])) == 0 and index.take([]).num_faces == 0

@@ -53,3 +53,40 @@ def centers(boxes: np.ndarray) -> np.ndarray:
     """Centre points ``[N, 2]`` (x, y) of ``[N, 4]`` xyxy boxes."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     return (boxes[:, :2] + boxes[:, 2:]) * 0.5
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` ``[N, 4]`` with every box in ``b`` ``[M, 4]``.
+
+    Returns:
+        float32 ``[N, M]``; pairs with zero union get 0.
+    """
+    a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0.0, None), axis=-1)
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    Visits boxes from the highest score down and drops each box whose IoU with
+    an already kept box exceeds ``iou_threshold``.
+
+    Returns:
+        int64 indices of the kept boxes, highest score first.
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[order]
+    overlaps = iou(boxes, boxes)
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        suppressed |= overlaps[i] > iou_threshold
+    return np.asarray(keep, dtype=np.int64)

@@ -84,6 +84,23 @@ class Index:
         """``FILE:LINE`` for messages about a place in the annotation file."""
         return f"{self.source}:{line}"
 
+    def take(self, images: np.ndarray) -> Index:
+        """A new index of the given images (any order, repeats allowed), with all their faces."""
+        images = np.asarray(images, dtype=np.int64).reshape(-1)
+        starts, stops = self.offsets[images], self.offsets[images + 1]
+        counts = stops - starts
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        rows = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
+        return dataclasses.replace(
+            self,
+            paths=self.paths[images],
+            name_lines=self.name_lines[images],
+            offsets=offsets,
+            boxes=self.boxes[rows],
+            attributes=self.attributes[rows],
+            face_lines=self.face_lines[rows],
+        )
+
     def select_faces(self, keep: np.ndarray) -> Index:
         """A new index with only the faces where ``keep`` is true; every image stays."""
         keep = np.asarray(keep, dtype=bool)
