@@ -199,5 +199,93 @@ def stats(annotations, images, out, input_size, as_json, **filter_args) -> None:
         click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.option("--annotations", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Training annotations (WIDER FACE format).")
+@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the training annotation paths are relative to.")
+@click.option("--val-annotations", type=click.Path(dir_okay=False, path_type=Path),
+              help="Validation annotations: enables val AP, best.keras and early stopping.")
+@click.option("--val-images", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: config, log, checkpoints, TensorBoard logs.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file of settings (see facegrid.config.Config).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run from its last finished epoch.")
+@click.option("--epochs", type=click.IntRange(1))
+@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--learning-rate", type=float)
+@click.option("--input-size", type=click.IntRange(32))
+@click.option("--grid-size", type=click.IntRange(1))
+@click.option("--alpha", type=float)
+@click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
+@click.option("--workers", type=click.IntRange(1))
+@click.option("--seed", type=int)
+@_fatal_input_errors
+def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
+    """Train a detector; flags override the --config file, which overrides the defaults."""
+    from facegrid.config import load_config
+    from facegrid.train import train as run_training
+
+    if (val_annotations is None) != (val_images is None):
+        raise click.UsageError("--val-annotations and --val-images go together")
+    if resume and config_path is None:
+        config_path = run_dir / "config.toml"
+    try:
+        config = load_config(config_path, **overrides)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
+                 val_images=val_images, resume=resume)
+    click.echo(f"run saved in {run_dir}")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A .keras detector [default: the bundled model].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Minimum score of a reported face.")
+@click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.4, show_default=True)
+@click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the official WIDER FACE result files (every box down to score 0.01) "
+                   "for images under folder INPUTs, as DIR/<event>/<name>.txt.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@_fatal_input_errors
+def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size) -> None:
+    """Find faces in INPUT images (files, or folders searched recursively)."""
+    from facegrid.detect import Detector, find_images
+    from facegrid.images import read_image
+    from facegrid.render import annotated_image
+    from facegrid.submission import write_image_result
+
+    floor = min(threshold, 0.01) if wider_submission else threshold
+    detector = Detector.load(model_path, score_threshold=floor, nms_iou=nms_iou)
+    failed = 0
+    for image, folder in find_images(inputs):
+        try:
+            (found,) = detector.detect([image], batch_size=batch_size)
+        except ImageError as error:
+            click.echo(f"skipped {error}", err=True)
+            failed += 1
+            continue
+        relative = image.relative_to(folder) if folder else Path(image.name)
+        if wider_submission and folder:
+            write_image_result(wider_submission, relative.as_posix(), found.boxes, found.scores)
+        shown = found.scores >= threshold
+        found.boxes, found.scores = found.boxes[shown], found.scores[shown]
+        if out:
+            target = (out / relative).with_suffix(".jpg")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            annotated_image(read_image(image), found.boxes, found.scores).save(target, quality=90)
+        if as_json:
+            click.echo(json.dumps(found.to_dict()))
+        else:
+            click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if out else ""))
+    sys.exit(1 if failed else 0)
+
+
 if __name__ == "__main__":
     main()

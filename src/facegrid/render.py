@@ -41,6 +41,17 @@ def draw_boxes(draw: ImageDraw.ImageDraw, boxes: np.ndarray, scale: float, color
         draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=width)
 
 
+def annotated_image(pixels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> Image.Image:
+    """The image with each detection outlined and labelled with its score."""
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(min(image.size) / 300))
+    draw_boxes(draw, boxes, 1.0, KEPT, width)
+    for (x1, y1, _, _), score in zip(np.asarray(boxes).reshape(-1, 4).tolist(), np.asarray(scores).tolist()):
+        draw.text((x1, max(0, y1 - 12)), f"{score:.2f}", fill=KEPT)
+    return image
+
+
 def example_panel(
     original: np.ndarray,
     kept: np.ndarray,

@@ -1,0 +1,162 @@
+"""One frozen configuration for a detector and its training run, read from TOML.
+
+Every setting has a documented default; a TOML file overrides any of them, and
+command-line flags override the file. The resolved configuration is written
+into each run folder and printed in its log, so a run can be repeated from it.
+
+Example TOML::
+
+    input_size = 224
+    grid_size = 7
+    alpha = 0.75
+    epochs = 40
+    learning_rate = 2e-3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the detector and of its training.
+
+    Model (fully convolutional: trained at one input size, it runs at any multiple of 32):
+        input_size: side ``S`` of the square training input.
+        grid_size: side ``G`` of the training output grid; ``S/32`` (the backbone's own
+            resolution), ``S/16`` or ``S/8`` (upsampling head fed from an earlier stage).
+        detect_size: side of the square input at detection time; 0 means ``input_size``.
+            Training on random crops and detecting on the whole image at a larger
+            size shows the network faces at the scale it learned them.
+        alpha: MobileNetV2 width multiplier.
+        backbone_weights: ``"none"``, ``"imagenet"`` (Keras' weights, downloaded;
+            needs internet), or the path of a ``.weights.h5`` file.
+        backbone_style: ``"keras"`` (keras.applications.MobileNetV2) or
+            ``"torchvision"`` (the same network with torchvision's padding and
+            batch-norm epsilon, for weights converted from torchvision by
+            :mod:`facegrid.pretrained`; alpha must be 1.0).
+        head_channels: width of the detection head's 3x3 convolution.
+
+    Data:
+        batch_size, augment, seed: as for :class:`facegrid.FaceSequence`.
+        crop_scale: range of the random crop's side as a fraction of the image
+            side, when augmenting (:class:`facegrid.augment.Augment`).
+        min_face_size: faces smaller than this (original pixels) are not targets.
+        workers, use_multiprocessing: batch-building parallelism.
+
+    Optimisation:
+        epochs, learning_rate, warmup_epochs: Adam with linear warm-up then cosine decay.
+        weight_decay: AdamW decoupled weight decay.
+        early_stopping_patience: stop after this many epochs without a better
+            validation AP (0 disables).
+
+    Loss (:class:`facegrid.loss.GridLoss`):
+        focal_gamma, focal_alpha: focal loss on objectness over every cell.
+        box_weight: weight of the box terms on cells holding a face.
+
+    Detection:
+        score_threshold: keep detections scoring at least this.
+        nms_iou: suppress boxes overlapping a better one by more than this IoU.
+    """
+
+    input_size: int = 224
+    grid_size: int = 7
+    detect_size: int = 0
+    alpha: float = 0.75
+    backbone_weights: str = "none"
+    backbone_style: str = "keras"
+    head_channels: int = 128
+
+    batch_size: int = 16
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    seed: int = 0
+    min_face_size: float = 0.0
+    workers: int = 2
+    use_multiprocessing: bool = False
+
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    warmup_epochs: int = 1
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 10
+
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    box_weight: float = 5.0
+
+    score_threshold: float = 0.5
+    nms_iou: float = 0.4
+
+    def __post_init__(self):
+        strides = {self.input_size // s: s for s in (32, 16, 8) if self.input_size % s == 0}
+        if self.grid_size not in strides:
+            raise ValueError(
+                f"grid_size {self.grid_size} does not fit input_size {self.input_size}: "
+                f"choose one of {sorted(strides)} (input_size / 32, / 16 or / 8)"
+            )
+        for name in ("input_size", "detect_size"):
+            if getattr(self, name) % 32:
+                raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if self.backbone_style not in ("keras", "torchvision"):
+            raise ValueError(f"backbone_style must be 'keras' or 'torchvision', got {self.backbone_style!r}")
+        if self.backbone_style == "torchvision" and self.alpha != 1.0:
+            raise ValueError("torchvision-style backbones exist only for alpha 1.0")
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per grid cell."""
+        return self.input_size // self.grid_size
+
+    @property
+    def detection_input_size(self) -> int:
+        """Side of the square input at detection time."""
+        return self.detect_size or self.input_size
+
+    def replace(self, **changes) -> Config:
+        """A copy with some settings changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(dataclasses.asdict(self))
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
+    """Read a TOML file (or start from the defaults) and apply ``overrides``.
+
+    Raises:
+        ValueError: unknown keys, wrong types, or inconsistent settings; the
+            message names the file.
+    """
+    values = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML: {error}") from None
+    known = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    for name, value in values.items():
+        expected = type(getattr(Config(), name))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif expected is tuple and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            values[name] = tuple(float(v) for v in value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: {name} must be {expected.__name__}, got {value!r}")
+    return Config(**values).replace(**overrides)

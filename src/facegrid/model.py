@@ -1,0 +1,87 @@
+"""The detector: MobileNetV2 backbone and a grid head producing ``[G, G, 5]``.
+
+The model takes uint8 RGB ``[S, S, 3]`` and scales it to ``[-1, 1]`` itself
+(:data:`facegrid.images.PIXEL_SCALE`), so data pipelines ship compact uint8
+batches and exported models accept plain pixels. Its output follows the grid
+codec's channel layout (:mod:`facegrid.grid`), every channel through a sigmoid:
+objectness, centre within the cell, and size as a fraction of the image.
+
+For ``G = S/32`` the head sits on the backbone's last feature map. Finer grids
+(``S/16``, ``S/8``) upsample it and add the stride-16 (and stride-8) backbone
+stages, a small feature pyramid, so each cell sees both context and detail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from facegrid.config import Config
+from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
+
+#: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).
+TAPS = {16: "block_12_add", 8: "block_5_add"}
+
+#: Objectness prior of the freshly initialised head (focal-loss initialisation).
+OBJECTNESS_PRIOR = 0.01
+
+
+def build_backbone(config: Config) -> keras.Model:
+    """MobileNetV2 without its classifier, with the weights ``config`` names.
+
+    Returns a model from ``[-1, 1]`` float input of any size (multiple of 32) to a
+    list of feature maps, finest first: one map for ``G = S/32``, two for
+    ``S/16``, three for ``S/8``.
+    """
+    shape = (None, None, 3)
+    if config.backbone_style == "torchvision":
+        from facegrid.pretrained import torchvision_compatible_mobilenet_v2
+
+        base = torchvision_compatible_mobilenet_v2(None, alpha=config.alpha)
+    else:
+        weights = "imagenet" if config.backbone_weights == "imagenet" else None
+        base = keras.applications.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights=weights)
+    if config.backbone_weights not in ("none", "imagenet"):
+        base.load_weights(config.backbone_weights)
+    strides = [s for s in (8, 16) if config.stride <= s]
+    outputs = [base.get_layer(TAPS[s]).output for s in strides] + [base.output]
+    return keras.Model(base.inputs, outputs, name="backbone")
+
+
+def _conv_bn_relu(x, channels: int, kernel: int, name: str):
+    x = keras.layers.Conv2D(channels, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_detector(config: Config = Config()) -> keras.Model:
+    """The detector for ``config``: uint8 ``[B, H, W, 3]`` in, ``[B, H/s, W/s, 5]`` out.
+
+    ``s`` is ``config.stride``; trained at ``S x S`` it outputs ``G x G``, and it
+    accepts any other size that is a multiple of 32.
+
+    Example:
+        >>> model = build_detector(Config(input_size=224, grid_size=14, alpha=0.35))  # doctest: +SKIP
+        >>> model.output_shape  # doctest: +SKIP
+        (None, 14, 14, 5)
+    """
+    inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
+    scaled = keras.layers.Rescaling(PIXEL_SCALE, PIXEL_OFFSET, name="to_unit_range")(inputs)
+    *taps, top = build_backbone(config)(scaled)
+
+    x = _conv_bn_relu(top, config.head_channels, 1, "lateral32")
+    for tap, stride in zip(reversed(taps), (16, 8)):
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{stride}")(x)
+        lateral = _conv_bn_relu(tap, config.head_channels, 1, f"lateral{stride}")
+        x = keras.layers.Add(name=f"merge{stride}")([x, lateral])
+    x = _conv_bn_relu(x, config.head_channels, 3, "head")
+    prior = -math.log((1 - OBJECTNESS_PRIOR) / OBJECTNESS_PRIOR)
+    outputs = keras.layers.Conv2D(
+        5,
+        1,
+        activation="sigmoid",
+        bias_initializer=keras.initializers.Constant([prior, 0.0, 0.0, -2.0, -2.0]),
+        name="grid",
+    )(x)
+    return keras.Model(inputs, outputs, name="facegrid_detector")

@@ -1,0 +1,215 @@
+"""Training: the whole run in one place, from config to checkpoints.
+
+A run folder holds everything needed to inspect or continue it::
+
+    RUN/
+      config.toml     the resolved configuration (also printed in the log)
+      train.log       the log
+      history.csv     loss and validation AP per epoch
+      last.keras      model + optimizer state after the last finished epoch
+      best.keras      the model with the best validation AP so far
+      state.json      last finished epoch and best AP (what --resume reads)
+      logs/           TensorBoard
+
+Checkpoints are written to a temporary file and renamed into place, so a run
+killed at any moment leaves the previous complete checkpoint, never half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from facegrid.augment import Augment
+from facegrid.config import Config
+from facegrid.detect import Detector
+from facegrid.evaluate import average_precision
+from facegrid.images import image_size
+from facegrid.index import FaceFilter, Index
+from facegrid.loss import GridLoss
+from facegrid.model import build_detector
+from facegrid.sequence import FaceSequence
+from facegrid.wider import read_annotations
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_save_model(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class ValidationAP(keras.callbacks.Callback):
+    """Adds ``val_ap`` (AP at IoU 0.5 over the validation images) to each epoch's logs.
+
+    Detections are decoded at each image's original size with a low score
+    threshold (the whole precision-recall curve counts), and compared with the
+    validation faces; faces the filter leaves out are ignore regions.
+    """
+
+    def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter):
+        super().__init__()
+        self.index = index
+        self.face_filter = face_filter
+        self.nms_iou = config.nms_iou
+        size = config.detection_input_size
+        self.data = FaceSequence(
+            index, images, batch_size=config.batch_size, input_size=size,
+            grid_size=size // config.stride, shuffle=False, workers=config.workers,
+        )
+        self.sizes = [image_size(Path(images) / p) for p in index.paths.tolist()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        grids = self.model.predict(self.data, verbose=0)
+        detector = Detector(self.model, self.data.builder.input_size, score_threshold=0.01, nms_iou=self.nms_iou)
+        predictions = {
+            path: detector.decode(grid, *size)
+            for path, size, grid in zip(self.index.paths.tolist(), self.sizes, grids)
+        }
+        ap = average_precision(predictions, self.index, face_filter=self.face_filter).ap
+        if logs is not None:
+            logs["val_ap"] = ap
+        log.info("epoch %d: val_ap %.4f", epoch + 1, ap)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Writes last.keras every epoch and best.keras on a new best ``val_ap``, atomically."""
+
+    def __init__(self, run_dir: Path, best_ap: float):
+        super().__init__()
+        self.run_dir = run_dir
+        self.best_ap = best_ap
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        ap = logs.get("val_ap")
+        if ap is not None and ap > self.best_ap:
+            self.best_ap = ap
+            _atomic_save_model(self.model, self.run_dir / "best.keras")
+            log.info("epoch %d: new best val_ap %.4f, saved best.keras", epoch + 1, ap)
+        _atomic_save_model(self.model, self.run_dir / "last.keras")
+        state = {"epoch": epoch + 1, "best_ap": self.best_ap}
+        _atomic_write_text(self.run_dir / "state.json", json.dumps(state) + "\n")
+
+
+def _log_to(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("facegrid").addHandler(handler)
+    logging.getLogger("facegrid").setLevel(logging.INFO)
+    return handler
+
+
+def _compile(model: keras.Model, config: Config, steps_per_epoch: int) -> None:
+    warmup = config.warmup_epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * 0.01 if warmup else config.learning_rate,
+        decay_steps=max(config.epochs * steps_per_epoch - warmup, 1),
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+    loss = GridLoss(focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha, box_weight=config.box_weight)
+    model.compile(optimizer=optimizer, loss=loss)
+
+
+def train(
+    config: Config,
+    train_annotations: str | os.PathLike | Index,
+    train_images: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    val_annotations: str | os.PathLike | Index | None = None,
+    val_images: str | os.PathLike | None = None,
+    resume: bool = False,
+    verbose: int | str = "auto",
+) -> keras.Model:
+    """Train a detector, writing the run folder described in this module's docstring.
+
+    Args:
+        config: every setting of model, data and optimisation.
+        train_annotations, train_images: the training set.
+        run_dir: the run folder (created).
+        val_annotations, val_images: the validation set; without it there is no
+            validation AP, no best.keras and no early stopping.
+        resume: continue the run in ``run_dir`` from its last finished epoch,
+            with its optimizer state and data order.
+        verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
+
+    Returns:
+        The trained model (weights of the last epoch).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _log_to(run_dir)
+    try:
+        return _train(config, train_annotations, train_images, run_dir, val_annotations, val_images, resume, verbose)
+    finally:
+        logging.getLogger("facegrid").removeHandler(handler)
+        handler.close()
+
+
+def _train(config, train_annotations, train_images, run_dir, val_annotations, val_images, resume, verbose):
+    keras.utils.set_random_seed(config.seed)
+    face_filter = FaceFilter(min_size=config.min_face_size)
+    train_data = FaceSequence(
+        train_annotations, train_images, batch_size=config.batch_size, input_size=config.input_size,
+        grid_size=config.grid_size, shuffle=True, seed=config.seed,
+        augment=Augment(crop_scale=config.crop_scale) if config.augment else False,
+        face_filter=face_filter, workers=config.workers, use_multiprocessing=config.use_multiprocessing,
+    )
+    callbacks: list[keras.callbacks.Callback] = []
+    if val_annotations is not None:
+        val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
+        callbacks.append(ValidationAP(val_index, val_images, config, face_filter))
+
+    state_path = run_dir / "state.json"
+    if resume:
+        if not state_path.is_file():
+            raise FileNotFoundError(f"{state_path}: nothing to resume (no finished epoch in {run_dir})")
+        state = json.loads(state_path.read_text())
+        model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+        initial_epoch, best_ap = int(state["epoch"]), float(state["best_ap"])
+        log.info("resuming %s after epoch %d (best val_ap %.4f)", run_dir, initial_epoch, best_ap)
+    else:
+        model = build_detector(config)
+        _compile(model, config, len(train_data))
+        initial_epoch, best_ap = 0, -1.0
+    train_data.epoch = initial_epoch  # Keras advances it once before the first epoch
+    config.save(run_dir / "config.toml")
+    log.info("configuration:\n%s", config.to_toml())
+    log.info(
+        "input pipeline: FaceSequence, %d images in %d batches, %d %s worker(s)",
+        len(train_data.index), len(train_data), config.workers,
+        "process" if config.use_multiprocessing else "thread",
+    )
+
+    callbacks += [
+        Checkpoints(run_dir, best_ap),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
+    ]
+    if val_annotations is not None and config.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_ap", mode="max", patience=config.early_stopping_patience)
+        )
+    model.fit(
+        train_data, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+        shuffle=False, verbose=verbose,
+    )
+    return model

@@ -1,0 +1,59 @@
+"""Config: defaults, TOML overrides, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from facegrid.config import Config, load_config
+
+
+def test_defaults_are_the_documented_detector():
+    config = Config()
+    assert (config.input_size, config.grid_size, config.alpha) == (224, 7, 0.75)
+    assert config.stride == 32 and config.detection_input_size == 224
+
+
+def test_toml_then_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("input_size = 320\ngrid_size = 20\nlearning_rate = 1\nepochs = 5\n")
+    config = load_config(path, epochs=7, seed=None)
+    assert (config.input_size, config.grid_size, config.epochs) == (320, 20, 7)
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+
+
+def test_saved_config_reads_back(tmp_path):
+    config = Config(input_size=256, grid_size=16, detect_size=512, alpha=1.0, backbone_style="torchvision")
+    config.save(tmp_path / "config.toml")
+    assert load_config(tmp_path / "config.toml") == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochz = 3\n", "unknown setting(s) epochz"),
+        ("epochs = 'three'\n", "epochs must be int"),
+        ("augment = 1\n", "augment must be bool"),
+        ("epochs = \n", "not valid TOML"),
+    ],
+)
+def test_bad_toml_names_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"input_size": 224, "grid_size": 10}, "grid_size 10 does not fit input_size 224"),
+        ({"input_size": 200, "grid_size": 25}, "input_size must be a multiple of 32"),
+        ({"detect_size": 500}, "detect_size must be a multiple of 32"),
+        ({"backbone_style": "caffe"}, "backbone_style"),
+        ({"backbone_style": "torchvision", "alpha": 0.75}, "alpha 1.0"),
+    ],
+)
+def test_inconsistent_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**settings)

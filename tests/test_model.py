@@ -1,0 +1,43 @@
+"""The detector network: shapes for every grid setting, uint8 input, any size, safe saving."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from facegrid.config import Config
+from facegrid.model import build_detector
+
+
+@pytest.mark.parametrize(("grid", "taps"), [(3, 0), (6, 1), (12, 2)])
+def test_output_grid_for_each_stride(grid, taps):
+    model = build_detector(Config(input_size=96, grid_size=grid, alpha=0.35, head_channels=16))
+    out = model.predict(np.zeros((2, 96, 96, 3), np.uint8), verbose=0)
+    assert out.shape == (2, grid, grid, 5)
+    assert ((out >= 0) & (out <= 1)).all()  # every channel through a sigmoid
+    assert len(model.get_layer("backbone").outputs) == taps + 1
+
+
+def test_fully_convolutional_and_fresh_objectness_is_the_prior():
+    model = build_detector(Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8))
+    for size in (64, 128, 160):
+        out = model.predict(np.full((1, size, size, 3), 128, np.uint8), verbose=0)
+        assert out.shape == (1, size // 16, size // 16, 5)
+    assert np.median(out[..., 0]) == pytest.approx(0.01, abs=0.02)
+
+
+def test_pixels_are_scaled_inside_the_model():
+    model = build_detector(Config(input_size=64, grid_size=2, alpha=0.35, head_channels=8))
+    scale = model.get_layer("to_unit_range")
+    out = np.asarray(scale(np.array([[[[0, 127.5, 255]]]], np.float32)))
+    np.testing.assert_allclose(out.ravel(), [-1.0, 0.0, 1.0], atol=1e-6)
+    assert model.input.dtype == "uint8"
+
+
+def test_saves_and_loads_in_safe_mode(tmp_path):
+    model = build_detector(Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8))
+    x = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
