@@ -18,6 +18,7 @@ import click
 
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
+from facegrid.submission import SubmissionError
 from facegrid.wider import AnnotationError, read_annotations
 
 
@@ -38,6 +39,8 @@ def _fatal_input_errors(command):
             sys.exit(1)
         except AnnotationError as error:
             click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
+        except SubmissionError as error:
+            click.echo(f"error: not a readable WIDER result file: {error}", err=True)
         except ImageError as error:
             click.echo(f"error: {error}", err=True)
         except OSError as error:
@@ -285,6 +288,49 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
         else:
             click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if out else ""))
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("submission", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The official eval_tools/ground_truth folder: WIDER easy/medium/hard AP.")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Any WIDER-format annotation file: plain AP at --iou.")
+@click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="IoU a detection needs to find a face (with --annotations).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_fatal_input_errors
+def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
+    """Score SUBMISSION, a folder of WIDER result files (SUBMISSION/<event>/<name>.txt).
+
+    With --ground-truth: the official protocol on the images the submission
+    covers. With --annotations: AP against that file, faces flagged invalid or
+    of zero size ignored.
+    """
+    from facegrid.evaluate import average_precision, evaluate_wider, plot_pr
+    from facegrid.submission import read_submission
+
+    if (ground_truth is None) == (annotations is None):
+        raise click.UsageError("give exactly one of --ground-truth and --annotations")
+    predictions = read_submission(submission)
+    if ground_truth is not None:
+        result = evaluate_wider(predictions, ground_truth)
+        curves, aps = result.curves, result.ap
+        report = {"protocol": "wider", "images": len(result.images), "ap": aps}
+    else:
+        curve = average_precision(predictions, read_annotations(annotations), iou=iou)
+        curves, aps = {f"AP@{iou:g}": curve}, {f"AP@{iou:g}": curve.ap}
+        report = {"protocol": "plain", "iou": iou, "faces": curve.num_faces, "ap": curve.ap}
+    if plot is not None:
+        plot_pr(curves, plot, title=f"{submission}")
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for name, ap in aps.items():
+            click.echo(f"{name:>8}: AP {ap:.4f}")
+        if plot is not None:
+            click.echo(f"wrote {plot}")
 
 
 if __name__ == "__main__":

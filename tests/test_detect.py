@@ -1,0 +1,123 @@
+"""Detection: decoding to original pixels with NMS, the detect and evaluate commands end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facegrid.cli import main
+from facegrid.config import Config
+from facegrid.detect import Detector, find_images
+from facegrid.model import build_detector
+from facegrid.submission import read_submission, write_image_result
+from facegrid.wider import read_annotations
+
+TINY = Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained detector saved with its configuration beside it."""
+    folder = tmp_path_factory.mktemp("model")
+    build_detector(TINY).save(folder / "tiny.keras")
+    TINY.save(folder / "tiny.toml")
+    return folder / "tiny.keras"
+
+
+def test_decode_maps_cells_to_original_pixels_and_suppresses_duplicates():
+    detector = Detector(model=None, input_size=64, score_threshold=0.5, nms_iou=0.4)
+    grid = np.zeros((4, 4, 5), np.float32)
+    grid[1, 2] = [0.9, 0.5, 0.5, 0.5, 0.5]  # centre (2.5/4, 1.5/4) of a 400 x 200 image
+    grid[1, 3] = [0.7, 0.0, 0.5, 0.5, 0.5]  # a neighbour's near-duplicate: IoU 0.6
+    grid[3, 0] = [0.3, 0.5, 0.5, 0.1, 0.1]  # below the threshold
+    boxes, scores = detector.decode(grid, 400, 200)
+    np.testing.assert_allclose(boxes, [[150.0, 25.0, 350.0, 125.0]], atol=1e-4)
+    np.testing.assert_allclose(scores, [0.9])
+
+
+def test_decoded_boxes_are_clipped_to_the_image():
+    detector = Detector(model=None, input_size=64)
+    grid = np.zeros((2, 2, 5), np.float32)
+    grid[0, 0] = [1.0, 0.1, 0.1, 0.9, 0.9]
+    boxes, _ = detector.decode(grid, 100, 50)
+    assert boxes.min() >= 0 and boxes[0, 2] <= 100 and boxes[0, 3] <= 50
+
+
+def test_detect_reports_original_sizes(tiny_model, samples):
+    detector = Detector.load(tiny_model, score_threshold=0.0)
+    assert detector.input_size == 64  # from tiny.toml
+    found = detector.detect(sorted((samples / "images").rglob("*.*")), batch_size=3)
+    assert [d.size for d in found] == [(640, 427), (512, 512), (512, 512), (512, 600)]
+    for d in found:
+        width, height = d.size
+        assert d.boxes.shape[1] == 4 and len(d.boxes) == len(d.scores) > 0
+        assert (d.boxes[:, [0, 2]] <= width).all() and (d.boxes[:, [1, 3]] <= height).all()
+        assert (np.diff(d.scores) <= 0).all()
+
+
+def test_find_images_recurses_into_folders(samples):
+    found = find_images([samples / "images", samples / "images" / "portraits" / "camera.png"])
+    names = [(image.name, folder is not None) for image, folder in found]
+    assert names[:4] == [("rocket.jpg", True), ("astronaut.png", True), ("camera.png", True), ("grace_hopper.jpg", True)]
+    assert names[4] == ("camera.png", False)
+
+
+def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samples, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["detect", str(samples / "images"), "--model", str(tiny_model), "--json", "--threshold", "0.9",
+         "--out", str(tmp_path / "out"), "--wider-submission", str(tmp_path / "sub")],
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["width"] for r in records] == [640, 512, 512, 512]
+    assert all(face["score"] >= 0.9 for r in records for face in r["faces"])
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg")) == [
+        "background/rocket.jpg", "portraits/astronaut.jpg", "portraits/camera.jpg", "portraits/grace_hopper.jpg",
+    ]
+    submission = read_submission(tmp_path / "sub")
+    assert sorted(submission) == ["background/rocket", "portraits/astronaut", "portraits/camera",
+                                  "portraits/grace_hopper"]
+    # The submission keeps low-score boxes, down to 0.01, for the whole PR curve.
+    assert min(scores.min() for _, scores in submission.values()) < 0.9
+
+    scored = CliRunner().invoke(
+        main, ["evaluate", str(tmp_path / "sub"), "--annotations", str(samples / "faces_bbx_gt.txt"), "--json"]
+    )
+    assert scored.exit_code == 0, scored.output
+    report = json.loads(scored.output)
+    assert report["faces"] == 3 and 0.0 <= report["ap"] <= 1.0
+
+
+def test_detect_command_reports_unreadable_image(tiny_model, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    result = CliRunner().invoke(main, ["detect", str(bad), "--model", str(tiny_model)])
+    assert result.exit_code == 1
+    assert "bad.jpg" in result.output
+
+
+def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):
+    index = read_annotations(wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt")
+    for i, path in enumerate(index.paths.tolist()):
+        boxes = index.image_boxes(i)
+        write_image_result(tmp_path, path, boxes, np.linspace(1.0, 0.5, len(boxes), dtype=np.float32))
+    plot = tmp_path / "pr.png"
+    result = CliRunner().invoke(
+        main,
+        ["evaluate", str(tmp_path), "--ground-truth", str(wider / "eval_tools" / "ground_truth"),
+         "--plot", str(plot), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images"] == 394
+    assert report["ap"] == pytest.approx({"easy": 1.0, "medium": 1.0, "hard": 1.0})
+    assert plot.stat().st_size > 10_000
+
+
+def test_evaluate_command_needs_one_reference(tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 2 and "exactly one" in result.output
