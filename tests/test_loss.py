@@ -22,10 +22,16 @@ def test_plain_cross_entropy_matches_hand_computation():
     value = float(loss(y_true, y_pred))
     # Objectness: 17 background cells at p=0.1 cost -log(0.9) each, the face cell -log(0.1).
     objectness = 17 * -np.log(0.9) - np.log(0.1)
-    # Box on the face cell: |0.5-0.1| * 2 + |sqrt(.25)-sqrt(.2)| + |sqrt(.16)-sqrt(.2)|.
-    box = 0.8 + abs(0.5 - np.sqrt(0.2)) + abs(0.4 - np.sqrt(0.2))
+    # Box, in cell units of the 3x3 grid: true centre (0.5, 0.5) size (0.75, 0.48)
+    # -> [0.125, 0.26, 0.875, 0.74]; predicted centre (0.1, 0.1) size (0.6, 0.6)
+    # -> [-0.2, -0.2, 0.4, 0.4]. Intersection 0.275 x 0.14, union 0.36 + 0.36 - 0.0385,
+    # hull 1.075 x 0.94.
+    intersection = 0.275 * 0.14
+    union = 0.36 + 0.36 - intersection
+    hull = 1.075 * 0.94
+    giou = intersection / union - (hull - union) / hull
     # One face in the batch: the batch sum is divided by 1.
-    assert value == pytest.approx(objectness + 2.0 * box, rel=1e-4)
+    assert value == pytest.approx(objectness + 2.0 * (1.0 - giou), rel=1e-4)
 
 
 def test_focal_weights_down_easy_background():
@@ -46,7 +52,7 @@ def test_box_term_ignores_cells_without_faces():
     before = float(loss(y_true, y_pred))
     y_pred[1, 2, 2, 1:] = [0.9, 0.9, 0.9, 0.9]  # box channels of an empty cell
     assert float(loss(y_true, y_pred)) == pytest.approx(before, rel=1e-6)
-    y_pred[0, 1, 1, 1:] = [0.9, 0.9, 0.9, 0.9]  # box channels of the face cell
+    y_pred[0, 1, 1, 1:] = [0.0, 0.0, 0.01, 0.01]  # the face cell's box, now far off
     assert float(loss(y_true, y_pred)) > before
 
 
@@ -67,3 +73,18 @@ def test_config_round_trip():
     loss = GridLoss(focal_gamma=1.5, focal_alpha=0.3, box_weight=4.0)
     again = GridLoss.from_config(loss.get_config())
     assert (again.focal_gamma, again.focal_alpha, again.box_weight) == (1.5, 0.3, 4.0)
+
+
+def test_box_term_is_scale_invariant_and_zero_when_exact():
+    loss = GridLoss()
+    small_true = np.zeros((1, 4, 4, 5), np.float32)
+    small_true[0, 2, 2] = [1, 0.5, 0.5, 0.02, 0.02]
+    large_true = small_true.copy()
+    large_true[0, 2, 2, 3:] = 0.2
+    small_pred, large_pred = small_true.copy(), large_true.copy()
+    small_pred[0, 2, 2, 3:] *= 1.5  # the same relative error on a tiny and on a large face
+    large_pred[0, 2, 2, 3:] *= 1.5
+    small = float(np.asarray(loss.box(small_true, small_pred)).sum())
+    large = float(np.asarray(loss.box(large_true, large_pred)).sum())
+    assert small == pytest.approx(large, rel=1e-4) and small == pytest.approx(1 - 1 / 2.25, rel=1e-3)
+    assert float(np.asarray(loss.box(large_true, large_true)).sum()) == pytest.approx(0.0, abs=1e-4)

@@ -41,3 +41,13 @@ def test_saves_and_loads_in_safe_mode(tmp_path):
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_sizes_stay_fractions_of_the_input_at_any_input_size():
+    """A face of the same pixel size must read as a smaller fraction of a larger input."""
+    model = build_detector(Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8))
+    small = model.predict(np.full((1, 64, 64, 3), 90, np.uint8), verbose=0)
+    large = model.predict(np.full((1, 128, 128, 3), 90, np.uint8), verbose=0)
+    # A uniform image gives the same raw output in every interior cell at both sizes.
+    np.testing.assert_allclose(large[0, 3, 3, 3:], small[0, 1, 1, 3:] / 2, rtol=1e-4)
+    np.testing.assert_allclose(large[0, 3, 3, :3], small[0, 1, 1, :3], rtol=1e-4)

@@ -90,7 +90,7 @@ class Config:
 
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
-    box_weight: float = 5.0
+    box_weight: float = 2.0
 
     score_threshold: float = 0.5
     nms_iou: float = 0.4

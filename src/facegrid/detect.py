@@ -110,7 +110,7 @@ class Detector:
 
     def predict_grids(self, pixels: np.ndarray) -> np.ndarray:
         """Raw ``[B, G, G, 5]`` grids for uint8 ``[B, S, S, 3]`` inputs."""
-        return np.asarray(self.model(pixels, training=False))
+        return np.asarray(self.model.predict_on_batch(pixels))
 
     def decode(self, grid: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes and scores in pixels of a ``width x height`` image, after NMS."""

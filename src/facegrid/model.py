@@ -6,6 +6,11 @@ batches and exported models accept plain pixels. Its output follows the grid
 codec's channel layout (:mod:`facegrid.grid`), every channel through a sigmoid:
 objectness, centre within the cell, and size as a fraction of the image.
 
+Box sizes are fractions of the image, and the network can only judge a face's
+size in pixels; :class:`SizeToImageFraction` therefore rescales the size
+channels by ``G_train / G``, so that a model trained at ``S x S`` and run on a
+larger input reports sizes as fractions of that larger input.
+
 For ``G = S/32`` the head sits on the backbone's last feature map. Finer grids
 (``S/16``, ``S/8``) upsample it and add the stride-16 (and stride-8) backbone
 stages, a small feature pyramid, so each cell sees both context and detail.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 
 import keras
+from keras import ops
 
 from facegrid.config import Config
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
@@ -49,6 +55,26 @@ def build_backbone(config: Config) -> keras.Model:
     return keras.Model(base.inputs, outputs, name="backbone")
 
 
+@keras.saving.register_keras_serializable(package="facegrid")
+class SizeToImageFraction(keras.layers.Layer):
+    """Rescale the size channels (3, 4) from the training grid to the grid actually produced.
+
+    Args:
+        train_grid: ``G`` at the training input size, where the factor is 1.
+    """
+
+    def __init__(self, train_grid: int, **kwargs):
+        super().__init__(**kwargs)
+        self.train_grid = train_grid
+
+    def call(self, grid):
+        factor = self.train_grid / ops.cast(ops.shape(grid)[1], grid.dtype)
+        return ops.concatenate([grid[..., :3], grid[..., 3:] * factor], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "train_grid": self.train_grid}
+
+
 def _conv_bn_relu(x, channels: int, kernel: int, name: str):
     x = keras.layers.Conv2D(channels, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -77,11 +103,12 @@ def build_detector(config: Config = Config()) -> keras.Model:
         x = keras.layers.Add(name=f"merge{stride}")([x, lateral])
     x = _conv_bn_relu(x, config.head_channels, 3, "head")
     prior = -math.log((1 - OBJECTNESS_PRIOR) / OBJECTNESS_PRIOR)
-    outputs = keras.layers.Conv2D(
+    raw = keras.layers.Conv2D(
         5,
         1,
         activation="sigmoid",
-        bias_initializer=keras.initializers.Constant([prior, 0.0, 0.0, -2.0, -2.0]),
-        name="grid",
+        bias_initializer=keras.initializers.Constant([prior, 0.0, 0.0, -3.0, -3.0]),
+        name="grid_raw",
     )(x)
+    outputs = SizeToImageFraction(config.grid_size, name="grid")(raw)
     return keras.Model(inputs, outputs, name="facegrid_detector")
