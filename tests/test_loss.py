@@ -88,3 +88,16 @@ def test_box_term_is_scale_invariant_and_zero_when_exact():
     large = float(np.asarray(loss.box(large_true, large_pred)).sum())
     assert small == pytest.approx(large, rel=1e-4) and small == pytest.approx(1 - 1 / 2.25, rel=1e-3)
     assert float(np.asarray(loss.box(large_true, large_true)).sum()) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_ignore_cells_cost_nothing():
+    y_true, y_pred = grids()
+    loss = GridLoss()
+    before = float(loss(y_true, y_pred))
+    y_true[1, 0, 0, 0] = -1.0  # an ignore cell, e.g. covered by a face it does not hold
+    y_pred[1, 0, 0, 0] = 0.99  # a confident detection there is not punished...
+    after = float(loss(y_true, y_pred))
+    background = GridLoss().objectness(np.zeros((1, 1, 1, 5), np.float32), np.full((1, 1, 1, 5), 0.1, np.float32))
+    assert after == pytest.approx(before - float(np.asarray(background).sum()), rel=1e-5)
+    y_true[1, 0, 0, 0] = 0.0  # ...where as background it costs a lot
+    assert float(loss(y_true, y_pred)) > before

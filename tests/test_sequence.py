@@ -29,7 +29,7 @@ def test_batches_have_documented_shapes_and_dtypes(val_sample):
     x, y = seq[0]
     assert x.shape == (32, 96, 96, 3) and x.dtype == np.uint8
     assert y.shape == (32, 6, 6, 5) and y.dtype == np.float32
-    assert set(np.unique(y[..., 0])) <= {0.0, 1.0}
+    assert set(np.unique(y[..., 0])) <= {-1.0, 0.0, 1.0}
     x_last, y_last = seq[len(seq) - 1]
     assert len(x_last) == len(y_last) == 394 - 12 * 32  # the last batch holds the remainder
     with pytest.raises(IndexError):
@@ -65,7 +65,7 @@ def test_targets_hold_all_representable_faces_of_each_image(val_sample, wider):
     for k in range(8):
         width, height = image_size(images / str(index.paths[k]))
         expected = len(codec.assign(index.image_boxes(k), width, height))
-        assert y[k, ..., 0].sum() == expected
+        assert (y[k, ..., 0] == 1).sum() == expected
 
 
 def test_batch_content_matches_its_images_in_shuffled_order(val_sample):

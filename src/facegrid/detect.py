@@ -21,6 +21,7 @@ from facegrid import boxes as box_ops
 from facegrid.config import load_config
 from facegrid.grid import GridCodec
 from facegrid.images import load_input
+from facegrid.model import SizeToImageFraction
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ class Detector:
         carrying arbitrary code is refused.
         """
         path = Path(path) if path is not None else bundled_model_path()
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(
+            path, compile=False, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
+        )
         if input_size is None:
             sidecars = [path.with_suffix(".toml"), path.parent / "config.toml"]
             found = next((p for p in sidecars if p.is_file()), None)

@@ -35,7 +35,11 @@ class ExampleBuilder:
     augment: Augment | None = None
 
     def __call__(
-        self, path: str | os.PathLike, boxes: np.ndarray, rng: np.random.Generator | None = None
+        self,
+        path: str | os.PathLike,
+        boxes: np.ndarray,
+        rng: np.random.Generator | None = None,
+        ignore: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Build one example.
 
@@ -43,6 +47,8 @@ class ExampleBuilder:
             path: the image file.
             boxes: ``[N, 4]`` float32 xyxy faces in original-image pixels.
             rng: source of the augmentation's randomness; required when augmenting.
+            ignore: ``[M, 4]`` faces left out of training, in original-image
+                pixels; they move with the pixels and become ignore cells.
 
         Returns:
             ``x`` uint8 ``[S, S, 3]`` and ``y`` float32 ``[G, G, 5]``.
@@ -52,15 +58,15 @@ class ExampleBuilder:
         """
         crop = self.augment.sample_crop(rng) if self.augment else FULL_IMAGE
         x, (width, height) = load_input(path, self.input_size, crop)
-        relative = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / np.array(
-            [width, height, width, height], dtype=np.float32
-        )
+        scale = np.array([width, height, width, height], dtype=np.float32)
+        relative = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / scale
+        ignored = np.zeros((0, 4), np.float32) if ignore is None else np.asarray(ignore, np.float32).reshape(-1, 4) / scale
         if self.augment:
-            relative = crop_boxes(relative, crop)
+            relative, ignored = crop_boxes(relative, crop), crop_boxes(ignored, crop)
             if rng.random() < self.augment.flip:
                 x = x[:, ::-1]
-                relative = flip_boxes(relative)
+                relative, ignored = flip_boxes(relative), flip_boxes(ignored)
             x = self.augment.color(x, rng)
         size = self.input_size
-        y = self.codec.encode(relative * size, size, size)
+        y = self.codec.encode(relative * size, size, size, ignore=ignored * size)
         return np.ascontiguousarray(x), y

@@ -6,14 +6,18 @@ holds its box centre. Each cell has five channels, in this order:
 ====  ===========  ==========================================================
  ch    name         meaning
 ====  ===========  ==========================================================
- 0     objectness   1 if the cell holds a face, else 0
+ 0     objectness   1 if the cell holds a face; -1 "ignore" if its centre lies inside a
+                   face it does not hold (or an ignore region); else 0
  1     x            box centre x within the cell, 0 (left edge) .. 1 (right edge)
  2     y            box centre y within the cell, 0 (top edge) .. 1 (bottom edge)
  3     w            box width as a fraction of the image width
  4     h            box height as a fraction of the image height
 ====  ===========  ==========================================================
 
-Channels 1-4 of a cell without a face are 0. Coordinates are fractions of the
+Channels 1-4 of a cell without a face are 0. Ignore cells keep a loss from
+punishing a cell for seeing a face that belongs to a neighbouring cell, or a
+face left out of training (flagged invalid, too small); predictions never
+contain -1, and decoding treats it as background. Coordinates are fractions of the
 image, so the same target describes the original image and its resized
 network input alike; :meth:`GridCodec.decode` turns a grid back into boxes in
 pixels of whatever image size it is given.
@@ -107,16 +111,28 @@ class GridCodec:
         last_of_cell = np.append(cell_id[order][1:] != cell_id[order][:-1], True)
         return candidates[order[last_of_cell]]
 
-    def encode(self, boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    def encode(
+        self, boxes: np.ndarray, width: float, height: float, ignore: np.ndarray | None = None
+    ) -> np.ndarray:
         """The ``[G, G, 5]`` float32 target for the faces of one image.
 
         Args:
             boxes: ``[N, 4]`` xyxy boxes in pixels of an image of ``width x height``;
                 ``N`` may be 0 (an all-background target).
             width, height: the image size in pixels.
+            ignore: ``[M, 4]`` xyxy regions that are neither face nor background
+                (faces left out of training); cells whose centre they cover get -1.
         """
         target = np.zeros(self.shape, dtype=np.float32)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        regions = boxes if ignore is None else np.concatenate([boxes, np.asarray(ignore, np.float32).reshape(-1, 4)])
+        if len(regions):
+            steps = (np.arange(self.grid_size, dtype=np.float32) + 0.5) / self.grid_size
+            cx, cy = steps * width, steps * height
+            inside_x = (cx[None, :] > regions[:, 0:1]) & (cx[None, :] < regions[:, 2:3])  # [R, G]
+            inside_y = (cy[None, :] > regions[:, 1:2]) & (cy[None, :] < regions[:, 3:4])
+            covered = (inside_y[:, :, None] & inside_x[:, None, :]).any(axis=0)  # [G rows, G cols]
+            target[covered, 0] = -1.0
         keep = self.assign(boxes, width, height)
         if not len(keep):
             return target

@@ -1,6 +1,7 @@
 """GridLoss: the training objective over every cell of the ``[G, G, 5]`` grid.
 
-* **Objectness**, on every cell: sigmoid focal loss (Lin et al., 2017), so the
+* **Objectness**, on every cell but ignore cells (target -1, see
+  :mod:`facegrid.grid`): sigmoid focal loss (Lin et al., 2017), so the
   many easy background cells do not drown the few cells holding a face.
 * **Box**, on cells holding a face only: ``1 - GIoU`` (Rezatofighi et al.,
   2019) between the predicted and the true box. Like the IoU that decides a
@@ -45,14 +46,15 @@ class GridLoss(keras.losses.Loss):
 
     def objectness(self, y_true, y_pred):
         """Per-cell focal loss ``[B, G, G]``."""
-        target = y_true[..., 0]
+        counted = ops.cast(y_true[..., 0] >= 0.0, y_pred.dtype)  # -1 marks ignore cells
+        target = ops.maximum(y_true[..., 0], 0.0)
         prob = ops.clip(y_pred[..., 0], _EPSILON, 1.0 - _EPSILON)
         cross_entropy = -(target * ops.log(prob) + (1.0 - target) * ops.log(1.0 - prob))
         p_true = target * prob + (1.0 - target) * (1.0 - prob)
         loss = ops.power(1.0 - p_true, self.focal_gamma) * cross_entropy
         if self.focal_alpha is not None:
             loss = loss * (target * self.focal_alpha + (1.0 - target) * (1.0 - self.focal_alpha))
-        return loss
+        return loss * counted
 
     def box(self, y_true, y_pred):
         """Per-cell ``1 - GIoU`` ``[B, G, G]``, zero on cells without a face."""
@@ -72,7 +74,7 @@ class GridLoss(keras.losses.Loss):
         hull = ops.prod(ops.maximum(true_max, pred_max) - ops.minimum(true_min, pred_min), axis=-1)
         iou = intersection / (union + _EPSILON)
         giou = iou - (hull - union) / (hull + _EPSILON)
-        return y_true[..., 0] * (1.0 - giou)
+        return ops.cast(y_true[..., 0] > 0.0, y_pred.dtype) * (1.0 - giou)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
@@ -80,7 +82,7 @@ class GridLoss(keras.losses.Loss):
         per_image = ops.sum(per_cell, axis=(1, 2))
         # Normalise by the faces in the whole batch: the mean Keras takes over
         # images then equals (sum over the batch) / (faces in the batch).
-        faces = ops.maximum(ops.sum(y_true[..., 0]), 1.0)
+        faces = ops.maximum(ops.sum(ops.cast(y_true[..., 0] > 0.0, y_pred.dtype)), 1.0)
         images = ops.cast(ops.shape(y_true)[0], y_pred.dtype)
         return per_image * images / faces
 

@@ -124,13 +124,13 @@ def show_dataset(
         path = Path(images) / str(index.paths[i])
         try:
             original = read_image(path)
-            x, y = builder(path, boxes[keep[rows]], np.random.default_rng([seed, i]))
+            x, y = builder(path, boxes[keep[rows]], np.random.default_rng([seed, i]), ignore=boxes[~keep[rows]])
         except ImageError as error:
             log.warning("skipped %s", error)
             failed.append(error)
             continue
         faces = int(keep[rows].sum())
-        shown = int(y[..., 0].sum())
+        shown = int((y[..., 0] == 1).sum())
         title = f"{index.paths[i]}  {faces} face(s), {shown} in the {builder.codec.grid_size}x{builder.codec.grid_size} target"
         panel = example_panel(original, boxes[keep[rows]], boxes[~keep[rows]], x, y, builder.codec, title)
         target = out / f"{i:04d}_{Path(str(index.paths[i])).stem}.png"

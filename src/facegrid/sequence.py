@@ -50,7 +50,8 @@ class FaceSequence(keras.utils.PyDataset):
         seed: seeds the image order and the augmentation.
         face_filter: which annotated faces become targets
             (:class:`~facegrid.index.FaceFilter`; by default invalid and
-            zero-size faces are left out).
+            zero-size faces are left out). Faces left out become ignore
+            regions, neither face nor background.
         **kwargs: passed to ``keras.utils.PyDataset``: ``workers``,
             ``use_multiprocessing``, ``max_queue_size``.
 
@@ -59,7 +60,8 @@ class FaceSequence(keras.utils.PyDataset):
     * ``x``: uint8 ``[B, S, S, 3]`` RGB. The model maps it to ``[-1, 1]``
       itself (``facegrid.images.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
       keeps batches four times smaller than float32 on their way from workers.
-    * ``y``: float32 ``[B, G, G, 5]``, laid out as :mod:`facegrid.grid` describes.
+    * ``y``: float32 ``[B, G, G, 5]``, laid out as :mod:`facegrid.grid` describes
+      (objectness 1 face, 0 background, -1 ignore).
 
     Example:
         >>> train = FaceSequence("wider_face_split/wider_face_train_bbx_gt.txt",
@@ -87,7 +89,8 @@ class FaceSequence(keras.utils.PyDataset):
         index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
         if not len(index):
             raise ValueError(f"{index.source or 'the index'} lists no images")
-        self.index = face_filter.apply(index)
+        self.index = index
+        self.targets = face_filter.mask(index)
         self.images = Path(images)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -123,7 +126,9 @@ class FaceSequence(keras.utils.PyDataset):
         for k, image in enumerate(chosen.tolist()):
             rng = np.random.default_rng([self.seed, self.epoch, image]) if self.builder.augment else None
             path = self.images / str(self.index.paths[image])
-            x[k], y[k] = self.builder(path, self.index.image_boxes(image), rng)
+            boxes = self.index.image_boxes(image)
+            chosen_faces = self.targets[self.index.offsets[image] : self.index.offsets[image + 1]]
+            x[k], y[k] = self.builder(path, boxes[chosen_faces], rng, ignore=boxes[~chosen_faces])
         return x, y
 
     def on_epoch_end(self) -> None:
