@@ -47,3 +47,21 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     assert detector.input_size == 64
     (found,) = detector.detect([images / "portraits" / "astronaut.png"])
     assert found.size == (512, 512)
+
+
+def test_export_keeps_the_network_and_its_settings(samples, tmp_path):
+    from click.testing import CliRunner
+
+    from facegrid.cli import main
+
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    run = tmp_path / "run"
+    train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    out = tmp_path / "exported" / "tiny.keras"
+    result = CliRunner().invoke(main, ["export", str(run / "last.keras"), str(out), "--detect-size", "128"])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size < (run / "last.keras").stat().st_size  # no optimizer state
+    assert load_config(out.with_suffix(".toml")).detect_size == 128
+    detector = Detector.load(out)
+    assert detector.input_size == 128
+    assert len(detector.detect([images / "portraits" / "camera.png"])) == 1

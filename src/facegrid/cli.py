@@ -333,5 +333,21 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
             click.echo(f"wrote {plot}")
 
 
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--detect-size", type=click.IntRange(32), help="Detection input size to record [default: the run's].")
+@_fatal_input_errors
+def export(checkpoint, out, detect_size) -> None:
+    """Export CHECKPOINT (a run's .keras) to OUT.keras + OUT.toml, for inference."""
+    from facegrid.export import export_model
+
+    try:
+        path = export_model(checkpoint, out, detect_size)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(f"wrote {path} and {path.with_suffix('.toml')}")
+
+
 if __name__ == "__main__":
     main()
