@@ -260,34 +260,49 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
 def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size) -> None:
     """Find faces in INPUT images (files, or folders searched recursively)."""
     from facegrid.detect import Detector, find_images
-    from facegrid.images import read_image
-    from facegrid.render import annotated_image
-    from facegrid.submission import write_image_result
 
     floor = min(threshold, 0.01) if wider_submission else threshold
     detector = Detector.load(model_path, score_threshold=floor, nms_iou=nms_iou)
     failed = 0
-    for image, folder in find_images(inputs):
+    images = find_images(inputs)
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
         try:
-            (found,) = detector.detect([image], batch_size=batch_size)
-        except ImageError as error:
-            click.echo(f"skipped {error}", err=True)
-            failed += 1
-            continue
-        relative = image.relative_to(folder) if folder else Path(image.name)
-        if wider_submission and folder:
-            write_image_result(wider_submission, relative.as_posix(), found.boxes, found.scores)
-        shown = found.scores >= threshold
-        found.boxes, found.scores = found.boxes[shown], found.scores[shown]
-        if out:
-            target = (out / relative).with_suffix(".jpg")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            annotated_image(read_image(image), found.boxes, found.scores).save(target, quality=90)
-        if as_json:
-            click.echo(json.dumps(found.to_dict()))
-        else:
-            click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if out else ""))
+            results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
+        except ImageError:  # find the unreadable image(s), keep the rest
+            results = []
+            for image, _ in chunk:
+                try:
+                    results += detector.detect([image])
+                except ImageError as error:
+                    click.echo(f"skipped {error}", err=True)
+                    failed += 1
+                    results.append(None)
+        for (image, folder), found in zip(chunk, results):
+            if found is not None:
+                _report_detections(found, image, folder, out, as_json, threshold, wider_submission)
     sys.exit(1 if failed else 0)
+
+
+def _report_detections(found, image, folder, out, as_json, threshold, wider_submission) -> None:
+    """Write one image's detections as the detect command's options ask."""
+    from facegrid.images import read_image
+    from facegrid.render import annotated_image
+    from facegrid.submission import write_image_result
+
+    relative = image.relative_to(folder) if folder else Path(image.name)
+    if wider_submission and folder:
+        write_image_result(wider_submission, relative.as_posix(), found.boxes, found.scores)
+    shown = found.scores >= threshold
+    found.boxes, found.scores = found.boxes[shown], found.scores[shown]
+    if out:
+        target = (out / relative).with_suffix(".jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        annotated_image(read_image(image), found.boxes, found.scores).save(target, quality=90)
+    if as_json:
+        click.echo(json.dumps(found.to_dict()))
+    else:
+        click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if out else ""))
 
 
 @main.command()
