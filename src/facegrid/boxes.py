@@ -90,3 +90,30 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         keep.append(order[i])
         suppressed |= overlaps[i] > iou_threshold
     return np.asarray(keep, dtype=np.int64)
+
+
+def checked_detections(where: object, boxes, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Detections as float32 ``[K, 4]`` xyxy boxes and float64 ``[K]`` scores, or ValueError.
+
+    Args:
+        where: names the image in the error message.
+        boxes, scores: array-likes; an empty ``boxes`` of any shape means no detection.
+
+    Raises:
+        ValueError: wrong shapes, non-finite values, or a box with ``x2 < x1`` or ``y2 < y1``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    scores = np.asarray(scores, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{where}: boxes must have shape [K, 4], got {boxes.shape}")
+    if scores.shape != (len(boxes),):
+        raise ValueError(f"{where}: scores must have shape ({len(boxes)},), got {scores.shape}")
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ValueError(f"{where}: boxes and scores must be finite")
+    inverted = (boxes[:, 2:] < boxes[:, :2]).any(axis=1)
+    if inverted.any():
+        k = int(np.argmax(inverted))
+        raise ValueError(f"{where}: box {k} has x2 < x1 or y2 < y1: {boxes[k].tolist()}")
+    return boxes, scores

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from facegrid.boxes import from_wider
+from facegrid.boxes import checked_detections, from_wider
 from facegrid.index import FaceFilter, Index
 from facegrid.submission import image_key
 
@@ -162,19 +162,7 @@ def _curve_ap(recall: np.ndarray, precision: np.ndarray, num_faces: int) -> floa
 
 def _detections(key: object, detections: Detections) -> tuple[np.ndarray, np.ndarray]:
     """Validated float32 ``[K, 4]`` boxes and float64 ``[K]`` scores."""
-    boxes, scores = detections
-    boxes = np.asarray(boxes, dtype=np.float32)
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    scores = np.asarray(scores, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{key}: boxes must have shape [K, 4], got {boxes.shape}")
-    if scores.shape != (len(boxes),):
-        raise ValueError(f"{key}: scores must have shape ({len(boxes)},), got {scores.shape}")
-    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-        raise ValueError(f"{key}: boxes and scores must be finite")
-    if (boxes[:, 2:] < boxes[:, :2]).any():
-        raise ValueError(f"{key}: a box has x2 < x1 or y2 < y1")
+    boxes, scores = checked_detections(key, *detections)
     return boxes, scores
 
 

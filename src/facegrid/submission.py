@@ -36,6 +36,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from facegrid.boxes import checked_detections
+from facegrid.errors import FileLineError
+
 log = logging.getLogger(__name__)
 
 #: Suffixes that :func:`image_key` drops from an image path.
@@ -44,20 +47,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _COUNT = re.compile(r"[0-9]+")
 
 
-class SubmissionError(ValueError):
-    """A result file is not in the WIDER FACE result format.
-
-    Attributes:
-        path: the result file.
-        line: 1-based line number of the problem.
-        reason: what was expected there and what was found.
-    """
-
-    def __init__(self, path: str | os.PathLike, line: int, reason: str):
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}:{line}: {reason}")
+class SubmissionError(FileLineError):
+    """A result file is not in the WIDER FACE result format. See :class:`~facegrid.errors.FileLineError`."""
 
 
 def image_key(image_path: str) -> str:
@@ -106,21 +97,9 @@ def write_image_result(
     key = PurePosixPath(image_key(image_path))
     if len(key.parts) != 2 or key.is_absolute() or ".." in key.parts:
         raise ValueError(f"image path must look like '<event>/<name>.jpg', got {image_path!r}")
-    boxes = np.asarray(boxes_xyxy, dtype=np.float32)
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    scores = np.asarray(scores, dtype=np.float32)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{image_path}: boxes must have shape [K, 4], got {boxes.shape}")
-    if scores.shape != (len(boxes),):
-        raise ValueError(f"{image_path}: scores must have shape ({len(boxes)},), got {scores.shape}")
-    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-        raise ValueError(f"{image_path}: boxes and scores must be finite")
+    boxes, scores = checked_detections(image_path, boxes_xyxy, scores)
+    scores = scores.astype(np.float32)
     sides = boxes[:, 2:] - boxes[:, :2]
-    inverted = (sides < 0).any(axis=1)
-    if inverted.any():
-        k = int(np.argmax(inverted))
-        raise ValueError(f"{image_path}: box {k} has x2 < x1 or y2 < y1: {boxes[k].tolist()}")
     rows = np.concatenate([boxes[:, :2], sides, scores[:, None]], axis=1)
     rows = rows[np.argsort(-scores, kind="stable")]
     lines = [key.name, str(len(rows))]

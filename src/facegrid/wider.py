@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegrid.errors import FileLineError
 from facegrid.index import ATTRIBUTE_MAX, ATTRIBUTES, Index, Note
 
 _COLUMNS = "x1 y1 w h " + " ".join(ATTRIBUTES)
@@ -41,20 +42,8 @@ _DUMMY_ROW = b"0 0 0 0 0 0 0 0 0 0"
 _INTEGER = re.compile(rb"-?[0-9]+")
 
 
-class AnnotationError(ValueError):
-    """An annotation file is not valid WIDER FACE format.
-
-    Attributes:
-        path: the annotation file.
-        line: 1-based line number of the problem.
-        reason: what was expected there and what was found.
-    """
-
-    def __init__(self, path: str | os.PathLike, line: int, reason: str):
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{self.path}:{line}: {reason}")
+class AnnotationError(FileLineError):
+    """An annotation file is not valid WIDER FACE format. See :class:`~facegrid.errors.FileLineError`."""
 
 
 def _show(raw: bytes, limit: int = 60) -> str:

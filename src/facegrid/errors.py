@@ -1,0 +1,24 @@
+"""The error type shared by every reader of facegrid's text formats."""
+
+from __future__ import annotations
+
+import os
+
+
+class FileLineError(ValueError):
+    """A text file is not in the format expected, at a known line.
+
+    The message reads ``FILE:LINE: reason``, the form editors and terminals
+    turn into a link to the place.
+
+    Attributes:
+        path: the file.
+        line: 1-based line number of the problem.
+        reason: what was expected there and what was found.
+    """
+
+    def __init__(self, path: str | os.PathLike, line: int, reason: str):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{self.path}:{line}: {reason}")
