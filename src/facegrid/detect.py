@@ -21,7 +21,7 @@ from facegrid import boxes as box_ops
 from facegrid.config import load_config
 from facegrid.grid import GridCodec
 from facegrid.images import load_input
-from facegrid.model import SizeToImageFraction
+from facegrid.model import load_detector
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,7 @@ class Detector:
         carrying arbitrary code is refused.
         """
         path = Path(path) if path is not None else bundled_model_path()
-        model = keras.saving.load_model(
-            path, compile=False, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
-        )
+        model = load_detector(path)
         if input_size is None:
             sidecars = [path.with_suffix(".toml"), path.parent / "config.toml"]
             found = next((p for p in sidecars if p.is_file()), None)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import keras
-
 from facegrid.config import load_config
-from facegrid.model import SizeToImageFraction
+from facegrid.model import load_detector
 
 
 def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, detect_size: int | None = None) -> Path:
@@ -33,9 +31,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, detect_s
     if out.suffix != ".keras":
         raise ValueError(f"{out}: the exported model's name must end in .keras")
     config = load_config(checkpoint.parent / "config.toml", detect_size=detect_size)
-    model = keras.saving.load_model(
-        checkpoint, compile=False, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
-    )
+    model = load_detector(checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     config.save(out.with_suffix(".toml"))

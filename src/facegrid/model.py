@@ -112,3 +112,15 @@ def build_detector(config: Config = Config()) -> keras.Model:
     )(x)
     outputs = SizeToImageFraction(config.grid_size, name="grid")(raw)
     return keras.Model(inputs, outputs, name="facegrid_detector")
+
+
+def load_detector(path, *, compile: bool = False) -> keras.Model:
+    """Load a saved facegrid model in Keras safe mode (a file carrying arbitrary code is refused).
+
+    Args:
+        path: a ``.keras`` file.
+        compile: also restore the loss and optimizer state (to continue training).
+    """
+    return keras.saving.load_model(
+        path, compile=compile, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
+    )

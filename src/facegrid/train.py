@@ -32,7 +32,7 @@ from facegrid.evaluate import average_precision
 from facegrid.images import image_size
 from facegrid.index import FaceFilter, Index
 from facegrid.loss import GridLoss
-from facegrid.model import build_detector
+from facegrid.model import build_detector, load_detector
 from facegrid.sequence import FaceSequence
 from facegrid.wider import read_annotations
 
@@ -183,7 +183,7 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         if not state_path.is_file():
             raise FileNotFoundError(f"{state_path}: nothing to resume (no finished epoch in {run_dir})")
         state = json.loads(state_path.read_text())
-        model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+        model = load_detector(run_dir / "last.keras", compile=True)
         initial_epoch, best_ap = int(state["epoch"]), float(state["best_ap"])
         log.info("resuming %s after epoch %d (best val_ap %.4f)", run_dir, initial_epoch, best_ap)
     else:
