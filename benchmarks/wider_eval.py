@@ -7,7 +7,7 @@ images present). Also prints facegrid's per-image detection latency.
     python benchmarks/wider_eval.py [--model PATH] [--threads N] [--no-haar]
 
 Needs the shared WIDER FACE data (../shared/data/widerface or $FACEGRID_WIDER)
-and, for the Haar baseline, ``pip install -e '.[bench]'`` (opencv-python-headless < 5:
+and OpenCV's Haar cascade (opencv-python-headless, a facegrid dependency, kept < 5:
 OpenCV 5 has no CascadeClassifier).
 """
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from facegrid.augment import Augment, crop_boxes, flip_boxes
+from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
 from facegrid.images import FULL_IMAGE
 
 
@@ -117,6 +117,23 @@ def test_sample_crop_is_reproducible_and_varied():
     assert len(set(a)) == 20
 
 
+def test_sample_draws_every_choice_reproducibly():
+    augment = Augment()
+    draws = [augment.sample(np.random.default_rng(seed)) for seed in range(40)]
+    assert draws == [augment.sample(np.random.default_rng(seed)) for seed in range(40)]
+    assert 10 <= sum(j.flip for j in draws) <= 30
+    for j in draws:
+        assert 0.75 <= j.saturation <= 1.25 and 0.75 <= j.contrast <= 1.25
+        assert abs(j.brightness) <= 0.15 * 255
+        assert j.changes_color
+    assert not NO_JITTER.changes_color and NO_JITTER.crop == FULL_IMAGE and not NO_JITTER.flip
+
+
+def test_no_jitter_leaves_pixels_alone(photo):
+    assert adjust_color(photo, NO_JITTER) is photo
+    assert adjust_color(photo, Jitter(brightness=10.0)) is not photo
+
+
 def test_crop_scale_one_disables_cropping():
     rng = np.random.default_rng(0)
     assert Augment(crop_scale=(1.0, 1.0)).sample_crop(rng) == FULL_IMAGE
@@ -133,32 +150,32 @@ def photo():
 
 def test_color_without_strength_is_identity(photo):
     still = Augment(brightness=0.0, contrast=0.0, saturation=0.0)
-    out = still.color(photo, np.random.default_rng(0))
+    out = adjust_color(photo, still.sample(np.random.default_rng(0)))
     assert out.dtype == np.uint8 and out.shape == photo.shape
     np.testing.assert_array_equal(out, photo)
 
 
 def test_color_is_reproducible_and_keeps_shape(photo):
     augment = Augment()
-    a = augment.color(photo, np.random.default_rng(7))
-    b = augment.color(photo, np.random.default_rng(7))
+    a = adjust_color(photo, augment.sample(np.random.default_rng(7)))
+    b = adjust_color(photo, augment.sample(np.random.default_rng(7)))
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.uint8 and a.shape == photo.shape
-    assert not np.array_equal(a, augment.color(photo, np.random.default_rng(8)))
+    assert not np.array_equal(a, adjust_color(photo, augment.sample(np.random.default_rng(8))))
 
 
 def test_brightness_only_shifts_every_pixel_alike(photo):
     mid = np.clip(photo, 60, 190).astype(np.uint8)  # no clipping at 0 or 255 after the shift
     augment = Augment(brightness=0.2, contrast=0.0, saturation=0.0)
     for seed in range(10):
-        shift = augment.color(mid, np.random.default_rng(seed)).astype(int) - mid
+        shift = adjust_color(mid, augment.sample(np.random.default_rng(seed))).astype(int) - mid
         assert shift.max() - shift.min() <= 1
         assert abs(shift.mean()) <= 0.2 * 255 + 1
 
 
 def test_color_keeps_gray_pixels_gray():
     gray = np.repeat(np.arange(0, 250, 5, dtype=np.uint8)[None, :, None], 3, axis=2)
-    out = Augment().color(gray, np.random.default_rng(1))
+    out = adjust_color(gray, Augment().sample(np.random.default_rng(1)))
     np.testing.assert_array_equal(out[..., 0], out[..., 1])
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
     # brightness order is preserved

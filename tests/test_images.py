@@ -17,6 +17,7 @@ from facegrid.images import (
     image_size,
     load_input,
     read_image,
+    resize_region,
     verify_image,
 )
 
@@ -300,13 +301,51 @@ def test_load_input_full_image_is_the_default(big_jpeg):
     assert FULL_IMAGE == (0.0, 0.0, 1.0, 1.0)
 
 
-def test_load_input_png_equals_pillow_resize(tmp_path):
+def test_load_input_png_goes_through_the_same_resize(tmp_path):
     pixels = quadrants(100, 60)
     path = tmp_path / "q.png"
     Image.fromarray(pixels).save(path)
     out, size = load_input(path, 50)
     assert size == (100, 60)
-    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(pixels).resize((50, 50), Image.Resampling.BILINEAR)))
+    np.testing.assert_array_equal(out, resize_region(pixels, (0, 0, 100, 60), 50))
+
+
+# --------------------------------------------------------------------------- resize_region
+
+
+def noise(height, width, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_resize_region_same_size_is_a_copy_and_integer_offsets_are_slices():
+    pixels = noise(40, 40)
+    np.testing.assert_array_equal(resize_region(pixels, (0, 0, 40, 40), 40), pixels)
+    np.testing.assert_array_equal(resize_region(pixels, (5, 7, 25, 27), 20), pixels[7:27, 5:25])
+
+
+@pytest.mark.parametrize("region", [(0, 0, 300, 260), (17.5, 3.25, 250.0, 240.5), (40, 40, 200, 120)])
+def test_resize_region_is_half_pixel_bilinear_like_tensorflow(region):
+    tf = pytest.importorskip("tensorflow")
+    pixels = np.asarray(Image.fromarray(noise(260, 300)).resize((300, 260)))  # noise, as photos' worst case
+    x1, y1, x2, y2 = region
+    size = 160
+    scale = [size / (y2 - y1), size / (x2 - x1)]
+    reference = tf.raw_ops.ScaleAndTranslate(
+        images=tf.constant(pixels[None], tf.float32), size=[size, size], scale=scale,
+        translation=[-y1 * scale[0], -x1 * scale[1]], kernel_type="triangle", antialias=False,
+    )[0].numpy()
+    out = resize_region(pixels, region, size).astype(np.float64)
+    inner = (slice(2, -2), slice(2, -2))  # edges: replicated here, renormalised there
+    # OpenCV places samples to 1/32 pixel: on pixel noise that moves a value by up to ~8 levels
+    assert np.abs(out[inner] - reference[inner]).max() <= 8.0
+    assert mean_abs_diff(out[inner], reference[inner]) < 1.0
+
+
+def test_resize_region_area_averages_large_shrinks():
+    stripes = np.zeros((64, 64, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: plain bilinear sampling would alias them
+    out = resize_region(stripes, (0, 0, 64, 64), 8).astype(np.float64)
+    np.testing.assert_allclose(out, 127.5, atol=1.0)
 
 
 def test_pixel_scaling_constants_map_uint8_to_unit_range():

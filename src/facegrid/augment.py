@@ -6,9 +6,12 @@ DCT scale for just that region. Boxes move with the pixels: a face is kept if
 its centre lies inside the crop and is clipped to it; faces whose centre falls
 outside are dropped from that sample's target.
 
-Every random choice comes from the ``numpy.random.Generator`` passed in, so a
-sample is reproducible from its seed. Augmentation is off unless asked for and
-is never applied to validation data.
+All random choices for a sample are drawn at once (:meth:`Augment.sample`,
+from the ``numpy.random.Generator`` passed in) into a :class:`Jitter`, which
+is then applied to pixels and boxes. So a sample is reproducible from its
+seed, and every input pipeline (NumPy or tf.data) applies the very same
+choices. Augmentation is off unless asked for and is never applied to
+validation data.
 """
 
 from __future__ import annotations
@@ -20,8 +23,35 @@ import numpy as np
 from facegrid import boxes as box_ops
 from facegrid.images import FULL_IMAGE
 
-# ITU-R BT.601 luma weights, for the saturation jitter.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: ITU-R BT.601 luma weights: the gray that saturation jitter keeps.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """The random choices made for one training sample.
+
+    Attributes:
+        crop: region kept, ``[x1, y1, x2, y2]`` in fractions of the image.
+        flip: mirror left to right.
+        saturation: factor on the distance of each pixel from its gray.
+        contrast: factor on the distance from the image's mean gray.
+        brightness: shift added to every pixel, in levels of 0..255.
+    """
+
+    crop: tuple[float, float, float, float] = FULL_IMAGE
+    flip: bool = False
+    saturation: float = 1.0
+    contrast: float = 1.0
+    brightness: float = 0.0
+
+    @property
+    def changes_color(self) -> bool:
+        return (self.saturation, self.contrast, self.brightness) != (1.0, 1.0, 0.0)
+
+
+#: No augmentation: the whole image, as it is.
+NO_JITTER = Jitter()
 
 
 @dataclass(frozen=True)
@@ -58,14 +88,33 @@ class Augment:
         y1 = rng.uniform(0.0, 1.0 - h)
         return (x1, y1, x1 + w, y1 + h)
 
-    def color(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Brightness, contrast and saturation jitter of uint8 ``[H, W, 3]`` pixels."""
-        x = pixels.astype(np.float32)
-        gray = x @ _LUMA
-        x = gray[..., None] + (x - gray[..., None]) * rng.uniform(1 - self.saturation, 1 + self.saturation)
-        x = (x - gray.mean()) * rng.uniform(1 - self.contrast, 1 + self.contrast) + gray.mean()
-        x += rng.uniform(-self.brightness, self.brightness) * 255.0
-        return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    def sample(self, rng: np.random.Generator) -> Jitter:
+        """Draw every random choice for one sample (crop, flip, colour)."""
+        crop = self.sample_crop(rng)
+        flip = bool(rng.random() < self.flip)
+        return Jitter(
+            crop=crop,
+            flip=flip,
+            saturation=float(rng.uniform(1 - self.saturation, 1 + self.saturation)),
+            contrast=float(rng.uniform(1 - self.contrast, 1 + self.contrast)),
+            brightness=float(rng.uniform(-self.brightness, self.brightness) * 255.0),
+        )
+
+
+def adjust_color(pixels: np.ndarray, jitter: Jitter) -> np.ndarray:
+    """Apply a jitter's saturation, contrast and brightness to uint8 ``[H, W, 3]`` pixels.
+
+    Gray (BT.601 luma) is kept for saturation; contrast pivots on the image's
+    mean gray; results are rounded and clipped to uint8.
+    """
+    if not jitter.changes_color:
+        return pixels
+    x = pixels.astype(np.float32)
+    gray = x @ LUMA
+    x = gray[..., None] + (x - gray[..., None]) * np.float32(jitter.saturation)
+    mean = gray.mean()
+    x = (x - mean) * np.float32(jitter.contrast) + mean + np.float32(jitter.brightness)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def crop_boxes(boxes: np.ndarray, crop: tuple[float, float, float, float]) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facegrid.augment import Augment, crop_boxes, flip_boxes
+from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
 from facegrid.grid import GridCodec
 from facegrid.images import FULL_IMAGE, load_input
 
@@ -56,17 +56,39 @@ class ExampleBuilder:
         Raises:
             facegrid.images.ImageError: the image cannot be read.
         """
-        crop = self.augment.sample_crop(rng) if self.augment else FULL_IMAGE
-        x, (width, height) = load_input(path, self.input_size, crop)
+        jitter = self.jitter(rng)
+        x, (width, height) = load_input(path, self.input_size, jitter.crop)
+        if jitter.flip:
+            x = x[:, ::-1]
+        x = adjust_color(x, jitter)
+        return np.ascontiguousarray(x), self.target(boxes, width, height, jitter, ignore)
+
+    def jitter(self, rng: np.random.Generator | None) -> Jitter:
+        """The augmentation choices for one sample (none when not augmenting)."""
+        return self.augment.sample(rng) if self.augment else NO_JITTER
+
+    def target(
+        self,
+        boxes: np.ndarray,
+        width: int,
+        height: int,
+        jitter: Jitter = NO_JITTER,
+        ignore: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The grid target ``y`` of a ``width x height`` image's faces after ``jitter``.
+
+        Args:
+            boxes: ``[N, 4]`` float32 xyxy faces in original-image pixels.
+            width, height: the upright image's full-resolution size.
+            jitter: the crop and flip applied to the pixels.
+            ignore: ``[M, 4]`` faces left out of training (become ignore cells).
+        """
         scale = np.array([width, height, width, height], dtype=np.float32)
         relative = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / scale
         ignored = np.zeros((0, 4), np.float32) if ignore is None else np.asarray(ignore, np.float32).reshape(-1, 4) / scale
-        if self.augment:
-            relative, ignored = crop_boxes(relative, crop), crop_boxes(ignored, crop)
-            if rng.random() < self.augment.flip:
-                x = x[:, ::-1]
-                relative, ignored = flip_boxes(relative), flip_boxes(ignored)
-            x = self.augment.color(x, rng)
+        if jitter.crop != FULL_IMAGE:
+            relative, ignored = crop_boxes(relative, jitter.crop), crop_boxes(ignored, jitter.crop)
+        if jitter.flip:
+            relative, ignored = flip_boxes(relative), flip_boxes(ignored)
         size = self.input_size
-        y = self.codec.encode(relative * size, size, size, ignore=ignored * size)
-        return np.ascontiguousarray(x), y
+        return self.codec.encode(relative * size, size, size, ignore=ignored * size)
