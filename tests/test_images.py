@@ -10,10 +10,12 @@ import pytest
 from PIL import Image, ImageOps
 
 from facegrid.images import (
+    DCT_RATIOS,
     FULL_IMAGE,
     PIXEL_OFFSET,
     PIXEL_SCALE,
     ImageError,
+    dct_ratio,
     image_size,
     load_input,
     read_image,
@@ -269,6 +271,16 @@ def test_read_image_decodes_at_the_smallest_dct_scale_that_covers(big_jpeg):
     assert read_image(big_jpeg, min_size=(100, 100)).shape == (150, 200, 3)  # 1/8
     assert read_image(big_jpeg, min_size=(1600, 1200)).shape == (1200, 1600, 3)
     assert image_size(big_jpeg) == (1600, 1200)
+
+
+def test_dct_ratio_picks_the_smallest_decode_that_covers():
+    assert DCT_RATIOS == (1, 2, 4, 8)
+    assert dct_ratio(1024, 768, 224, 224) == 2  # 1/4 would be 256 x 192
+    assert dct_ratio(1024, 1024, 224, 224) == 4
+    assert dct_ratio(2000, 2000, 224, 224) == 8
+    assert dct_ratio(300, 200, 224, 224) == 1  # upscaled after decoding
+    assert dct_ratio(225, 225, 113, 113) == 2  # ceil(225 / 2) = 113 covers
+    assert dct_ratio(224, 224, 113, 113) == 1
 
 
 def test_load_input_with_dct_scaling_matches_a_full_decode_and_resize(big_jpeg):

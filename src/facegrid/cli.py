@@ -222,6 +222,8 @@ def stats(annotations, images, out, input_size, as_json, **filter_args) -> None:
 @click.option("--grid-size", type=click.IntRange(1))
 @click.option("--alpha", type=float)
 @click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
+@click.option("--pipeline", type=click.Choice(["tfdata", "sequence"]),
+              help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
 @click.option("--seed", type=int)
 @_fatal_input_errors

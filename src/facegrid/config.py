@@ -49,7 +49,11 @@ class Config:
         crop_scale: range of the random crop's side as a fraction of the image
             side, when augmenting (:class:`facegrid.augment.Augment`).
         min_face_size: faces smaller than this (original pixels) are not targets.
-        workers, use_multiprocessing: batch-building parallelism.
+        pipeline: ``"tfdata"`` (:class:`facegrid.tfdata.FacePipeline`: TensorFlow
+            decodes in its own threads; the faster) or ``"sequence"``
+            (:class:`facegrid.FaceSequence`). Both serve the same batches.
+        workers: images decoded at once (tfdata) or batch-building workers (sequence).
+        use_multiprocessing: sequence only: worker processes instead of threads.
 
     Optimisation:
         epochs, learning_rate, warmup_epochs: Adam with linear warm-up then cosine decay.
@@ -79,6 +83,7 @@ class Config:
     crop_scale: tuple[float, float] = (0.6, 1.0)
     seed: int = 0
     min_face_size: float = 0.0
+    pipeline: str = "tfdata"
     workers: int = 2
     use_multiprocessing: bool = False
 
@@ -108,6 +113,10 @@ class Config:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if self.pipeline not in ("tfdata", "sequence"):
+            raise ValueError(f"pipeline must be 'tfdata' or 'sequence', got {self.pipeline!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.backbone_style not in ("keras", "torchvision"):
             raise ValueError(f"backbone_style must be 'keras' or 'torchvision', got {self.backbone_style!r}")
         if self.backbone_style == "torchvision" and self.alpha != 1.0:

@@ -6,18 +6,24 @@ boxes with the pixels, and encode them with the grid codec::
 
     image.jpg ──decode+crop+resize──▶ x uint8 [S, S, 3]
     boxes (original pixels) ──crop/flip──▶ GridCodec.encode ──▶ y float32 [G, G, 5]
+
+:class:`ExampleSource` says which example each pipeline serves when: the
+image order of every epoch and the seeded jitter of every sample. FaceSequence
+and the tf.data pipeline both draw from it, so they serve the same examples.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
 from facegrid.grid import GridCodec
 from facegrid.images import FULL_IMAGE, load_input
+from facegrid.index import FaceFilter, Index
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,12 @@ class ExampleBuilder:
         Raises:
             facegrid.images.ImageError: the image cannot be read.
         """
-        jitter = self.jitter(rng)
+        return self.build(path, boxes, self.jitter(rng), ignore)
+
+    def build(
+        self, path: str | os.PathLike, boxes: np.ndarray, jitter: Jitter = NO_JITTER, ignore: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Build one example with the augmentation choices already drawn (see :meth:`__call__`)."""
         x, (width, height) = load_input(path, self.input_size, jitter.crop)
         if jitter.flip:
             x = x[:, ::-1]
@@ -92,3 +103,79 @@ class ExampleBuilder:
             relative, ignored = flip_boxes(relative), flip_boxes(ignored)
         size = self.input_size
         return self.codec.encode(relative * size, size, size, ignore=ignored * size)
+
+
+class ExampleSource:
+    """An index's images as training examples, epoch by epoch.
+
+    Every image is one example carrying all of its faces. With ``shuffle``
+    the image order of epoch ``e`` is a permutation drawn from ``(seed, e)``;
+    the jitter of image ``i`` in epoch ``e`` comes from ``(seed, e, i)``. Runs
+    therefore repeat exactly, every epoch differs, and any pipeline (or any
+    worker) can build any example on its own.
+
+    Args:
+        index: the images and faces.
+        images: the folder the index's paths are relative to.
+        builder: turns an image and its faces into ``(x, y)``.
+        face_filter: which faces are targets; the others become ignore regions.
+        shuffle: a new image order each epoch; else file order.
+        seed: seeds orders and jitter.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        images: str | os.PathLike,
+        builder: ExampleBuilder,
+        face_filter: FaceFilter = FaceFilter(),
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        if not len(index):
+            raise ValueError(f"{index.source or 'the index'} lists no images")
+        self.index = index
+        self.images = Path(images)
+        self.builder = builder
+        self.targets = face_filter.mask(index)
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Image indices in the order epoch ``epoch`` serves them."""
+        if not self.shuffle:
+            return np.arange(len(self.index))
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(len(self.index))
+
+    def path(self, image: int) -> Path:
+        """The file of image ``image``."""
+        return self.images / str(self.index.paths[image])
+
+    def faces(self, image: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(targets, ignored)``: float32 xyxy boxes of image ``image``'s faces, split by the filter."""
+        boxes = self.index.image_boxes(image)
+        chosen = self.targets[self.index.offsets[image] : self.index.offsets[image + 1]]
+        return boxes[chosen], boxes[~chosen]
+
+    def jitter(self, epoch: int, image: int) -> Jitter:
+        """The augmentation choices for image ``image`` in epoch ``epoch``."""
+        if not self.builder.augment:
+            return NO_JITTER
+        return self.builder.jitter(np.random.default_rng([self.seed, int(epoch), int(image)]))
+
+    def example(self, epoch: int, image: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of image ``image`` in epoch ``epoch``, decoded with NumPy.
+
+        Raises:
+            facegrid.images.ImageError: the image cannot be read.
+        """
+        faces, ignored = self.faces(image)
+        return self.builder.build(self.path(image), faces, self.jitter(epoch, image), ignored)
+
+    def target(self, epoch: int, image: int, width: int, height: int) -> np.ndarray:
+        """``y`` of image ``image`` in epoch ``epoch``, for a ``width x height`` image."""
+        faces, ignored = self.faces(image)
+        return self.builder.target(faces, width, height, self.jitter(epoch, image), ignored)

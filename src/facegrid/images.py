@@ -1,16 +1,19 @@
 """Image decoding: any photo in, upright RGB pixels out, at no more resolution than needed.
 
 JPEGs are decoded by libjpeg-turbo (through simplejpeg) at the smallest DCT
-scale (1/8 .. 8/8) whose output still covers the requested size, which skips
-most of the decoding work for a 1024-pixel photo headed for a 224-pixel
-network. Everything else (PNG, CMYK JPEG, 16-bit, palette, grayscale) goes
+scale of 1/1, 1/2, 1/4 or 1/8 whose output still covers the requested size,
+which skips most of the decoding work for a 1024-pixel photo headed for a
+224-pixel network. Only these four scales are used: libjpeg-turbo has fast
+paths for them (faster than the eighths between), and TensorFlow's decoder
+offers exactly them, so the tf.data pipeline decodes the same pixels. Everything else (PNG, CMYK JPEG, 16-bit, palette, grayscale) goes
 through Pillow. Either way the result is upright RGB: the EXIF orientation
 tag is applied, so boxes drawn on the image as viewers show it stay right.
 
 The network input is then cut and resized in one bilinear warp (OpenCV) with
-half-pixel centres, the convention of ``tf.image.resize`` too; after DCT
-scaling the remaining shrink is under 2x, where bilinear needs no antialiasing
-(larger shrinks are area-averaged first). This is several times faster than an
+half-pixel centres, the convention of ``tf.image.resize`` too. After DCT
+scaling the remaining shrink is under 2x along at least one side and rarely
+over 3x along the other, where bilinear needs no antialiasing (shrinks of 3x or
+more are area-averaged first). This is several times faster than an
 antialiased resize and keeps the decoder, not the resize, the cost per image.
 
 Pixels handed to the network are uint8 RGB; models map them to ``[-1, 1]``
@@ -21,6 +24,7 @@ the model, so batches stay four times smaller than float32.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,12 @@ from PIL import ExifTags, Image
 #: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
 PIXEL_SCALE = 1.0 / 127.5
 PIXEL_OFFSET = -1.0
+
+#: DCT scales JPEGs are decoded at, as ratios (full size / decoded size).
+DCT_RATIOS = (1, 2, 4, 8)
+
+#: A region shrunk by this factor or more is antialiased before bilinear resizing.
+ANTIALIAS_SHRINK = 3.0
 
 #: The whole image, as a relative crop ``[x1, y1, x2, y2]``.
 FULL_IMAGE = (0.0, 0.0, 1.0, 1.0)
@@ -79,6 +89,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def dct_ratio(width: int, height: int, min_width: int, min_height: int) -> int:
+    """The largest of :data:`DCT_RATIOS` whose decode of a ``width x height`` JPEG still covers ``min_width x min_height``."""
+    best = 1
+    for ratio in DCT_RATIOS:
+        if math.ceil(width / ratio) >= min_width and math.ceil(height / ratio) >= min_height:
+            best = ratio
+    return best
+
+
 def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 1:
         return pixels
@@ -96,8 +115,10 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
     if data.startswith(_JPEG_MAGIC):
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("CMYK", "YCCK"):
+            ratio = dct_ratio(width, height, *raw_min) if max(raw_min) > 0 else 1
             pixels = simplejpeg.decode_jpeg(
-                data, colorspace="RGB", min_width=raw_min[0], min_height=raw_min[1], strict=True
+                data, colorspace="RGB", min_width=math.ceil(width / ratio), min_height=math.ceil(height / ratio),
+                strict=True,
             )
             return _upright(pixels, orientation), ((height, width) if swapped else (width, height))
     with Image.open(io.BytesIO(data)) as opened:
@@ -168,28 +189,76 @@ def verify_image(path: str | os.PathLike) -> tuple[int, int]:
     return size
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """Upright ``(width, height)`` of an image, from its header alone."""
-    data = _read(path)
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a pipeline needs to know of an image before decoding it.
 
-    def header():
+    Attributes:
+        width, height: upright full-resolution size.
+        orientation: the EXIF orientation tag (1 = stored upright).
+        jpeg: a JPEG that libjpeg decodes to RGB itself (not CMYK or YCCK),
+            so any JPEG decoder can scale it in the DCT domain.
+    """
+
+    width: int
+    height: int
+    orientation: int = 1
+    jpeg: bool = False
+
+
+_HEAD_BYTES = 1 << 16  # holds the EXIF block and frame header of nearly every JPEG
+
+
+def probe(path: str | os.PathLike) -> ImageInfo:
+    """Read an image's size, orientation and kind from its first bytes.
+
+    Raises:
+        ImageError: missing, empty, or not an image.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except OSError as error:
+        raise ImageError(path, f"cannot read: {error.strerror or error}") from None
+    if not head:
+        raise ImageError(path, "file is empty")
+
+    def header(data: bytes) -> ImageInfo:
         if data.startswith(_JPEG_MAGIC):
-            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-            size, orientation = (width, height), _orientation(data)
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            orientation, jpeg = _orientation(data), colorspace not in ("CMYK", "YCCK")
         else:
             with Image.open(io.BytesIO(data)) as image:
-                size, orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
-        return size[::-1] if orientation in (5, 6, 7, 8) else size
+                (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
+            orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        return ImageInfo(width, height, orientation, jpeg)
 
-    return _guarded(path, header)
+    if len(head) == _HEAD_BYTES:
+        if head.startswith(_JPEG_MAGIC):
+            try:
+                return header(head)
+            except ValueError:
+                pass  # the frame header lies further in
+        head = _read(path)  # other formats may keep their EXIF block at the end
+    return _guarded(path, lambda: header(head))
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """Upright ``(width, height)`` of an image, from its header alone."""
+    info = probe(path)
+    return info.width, info.height
 
 
 def resize_region(pixels: np.ndarray, region: tuple[float, float, float, float], size: int) -> np.ndarray:
     """Cut ``region`` out of ``pixels`` and resize it to ``size x size``.
 
     Bilinear with half-pixel centres (as ``tf.image.resize``), edges
-    replicated; a region shrunk by 2x or more is first area-averaged so that
-    it is not aliased.
+    replicated; a region shrunk by :data:`ANTIALIAS_SHRINK` or more is first
+    area-averaged so that it is not aliased.
 
     Args:
         pixels: uint8 ``[H, W, 3]``.
@@ -199,7 +268,7 @@ def resize_region(pixels: np.ndarray, region: tuple[float, float, float, float],
     x1, y1, x2, y2 = region
     height, width = pixels.shape[:2]
     step_x, step_y = (x2 - x1) / size, (y2 - y1) / size
-    if max(step_x, step_y) >= 2.0:
+    if max(step_x, step_y) >= ANTIALIAS_SHRINK:
         left, top = max(int(x1), 0), max(int(y1), 0)
         right, bottom = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
         fx, fy = max(int(step_x), 1), max(int(step_y), 1)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from facegrid.augment import Augment
-from facegrid.examples import ExampleBuilder
+from facegrid.examples import ExampleBuilder, ExampleSource
 from facegrid.grid import GridCodec
 from facegrid.index import FaceFilter, Index
 from facegrid.wider import read_annotations
@@ -86,52 +85,44 @@ class FaceSequence(keras.utils.PyDataset):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        if not len(index):
-            raise ValueError(f"{index.source or 'the index'} lists no images")
-        self.index = index
-        self.targets = face_filter.mask(index)
-        self.images = Path(images)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.builder = ExampleBuilder(
+        builder = ExampleBuilder(
             input_size=input_size,
             codec=GridCodec(grid_size),
             augment=Augment() if augment is True else (augment or None),
         )
+        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
+        self.source = ExampleSource(index, images, builder, face_filter, shuffle, seed)
+        self.batch_size = batch_size
         self.epoch = 0
-        self._order = self._draw_order()
 
-    def _draw_order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.index))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.index))
+    @property
+    def index(self) -> Index:
+        return self.source.index
+
+    @property
+    def builder(self) -> ExampleBuilder:
+        return self.source.builder
 
     @property
     def order(self) -> np.ndarray:
         """Image indices in the order this epoch serves them."""
-        return self._order
+        return self.source.order(self.epoch)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.index) / self.batch_size)
+        return math.ceil(len(self.source) / self.batch_size)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} out of range for {len(self)} batches")
-        chosen = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+        epoch = self.epoch
+        chosen = self.source.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         size, codec = self.builder.input_size, self.builder.codec
         x = np.empty((len(chosen), size, size, 3), dtype=np.uint8)
         y = np.empty((len(chosen), *codec.shape), dtype=np.float32)
         for k, image in enumerate(chosen.tolist()):
-            rng = np.random.default_rng([self.seed, self.epoch, image]) if self.builder.augment else None
-            path = self.images / str(self.index.paths[image])
-            boxes = self.index.image_boxes(image)
-            chosen_faces = self.targets[self.index.offsets[image] : self.index.offsets[image + 1]]
-            x[k], y[k] = self.builder(path, boxes[chosen_faces], rng, ignore=boxes[~chosen_faces])
+            x[k], y[k] = self.source.example(epoch, image)
         return x, y
 
     def on_epoch_end(self) -> None:
-        """Advance to the next epoch and draw its image order."""
+        """Advance to the next epoch (and so to its image order)."""
         self.epoch += 1
-        self._order = self._draw_order()

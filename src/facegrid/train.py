@@ -34,6 +34,7 @@ from facegrid.index import FaceFilter, Index
 from facegrid.loss import GridLoss
 from facegrid.model import build_detector, load_detector
 from facegrid.sequence import FaceSequence
+from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
 
 log = logging.getLogger(__name__)
@@ -164,15 +165,24 @@ def train(
         handler.close()
 
 
+def _training_data(config: Config, annotations, images, face_filter: FaceFilter) -> FaceSequence | FacePipeline:
+    """The training batches, from the pipeline the configuration names."""
+    common = dict(
+        batch_size=config.batch_size, input_size=config.input_size, grid_size=config.grid_size, shuffle=True,
+        seed=config.seed, augment=Augment(crop_scale=config.crop_scale) if config.augment else False,
+        face_filter=face_filter,
+    )
+    if config.pipeline == "sequence":
+        return FaceSequence(
+            annotations, images, workers=config.workers, use_multiprocessing=config.use_multiprocessing, **common
+        )
+    return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
+
+
 def _train(config, train_annotations, train_images, run_dir, val_annotations, val_images, resume, verbose):
     keras.utils.set_random_seed(config.seed)
     face_filter = FaceFilter(min_size=config.min_face_size)
-    train_data = FaceSequence(
-        train_annotations, train_images, batch_size=config.batch_size, input_size=config.input_size,
-        grid_size=config.grid_size, shuffle=True, seed=config.seed,
-        augment=Augment(crop_scale=config.crop_scale) if config.augment else False,
-        face_filter=face_filter, workers=config.workers, use_multiprocessing=config.use_multiprocessing,
-    )
+    train_data = _training_data(config, train_annotations, train_images, face_filter)
     callbacks: list[keras.callbacks.Callback] = []
     if val_annotations is not None:
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
@@ -190,14 +200,26 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         model = build_detector(config)
         _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
-    train_data.epoch = initial_epoch  # Keras advances it once before the first epoch
     config.save(run_dir / "config.toml")
     log.info("configuration:\n%s", config.to_toml())
-    log.info(
-        "input pipeline: FaceSequence, %d images in %d batches, %d %s worker(s)",
-        len(train_data.index), len(train_data), config.workers,
-        "process" if config.use_multiprocessing else "thread",
-    )
+    if isinstance(train_data, FaceSequence):
+        train_data.epoch = initial_epoch  # Keras advances it once before the first epoch
+        data, steps = train_data, None
+        log.info(
+            "input pipeline: FaceSequence (keras.utils.PyDataset), %d images in %d batches, %d %s worker(s)",
+            len(train_data.index), len(train_data), config.workers,
+            "process" if config.use_multiprocessing else "thread",
+        )
+    else:
+        # epoch e is served in FaceSequence's order of epoch e + 1 (see FaceSequence), so the
+        # two pipelines train on the same batches
+        data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
+        steps = len(train_data)
+        log.info(
+            "input pipeline: tf.data (facegrid.tfdata.FacePipeline), %d images in %d batches, "
+            "%d images decoded at once",
+            len(train_data.index), steps, config.workers,
+        )
 
     callbacks += [
         Checkpoints(run_dir, best_ap),
@@ -209,7 +231,7 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
             keras.callbacks.EarlyStopping(monitor="val_ap", mode="max", patience=config.early_stopping_patience)
         )
     model.fit(
-        train_data, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+        data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
         shuffle=False, verbose=verbose,
     )
     return model

@@ -1,0 +1,251 @@
+"""The input pipeline as tf.data: FaceSequence's examples, decoded by TensorFlow's own ops.
+
+It serves the same examples as :class:`~facegrid.sequence.FaceSequence` (the
+same :class:`~facegrid.examples.ExampleSource`: image order per epoch, jitter
+per sample, grid targets from the same codec), but the pixels are read,
+decoded, cropped and resized by TensorFlow kernels in tf.data's thread pool,
+with no Python and no GIL on the way::
+
+    epoch e ──order(e)──▶ image i ─┬─ plan (NumPy, microseconds): jitter, DCT ratio, y
+                                   └─ read_file ─▶ decode_jpeg at 1/ratio ─▶ orient
+                                      ─▶ crop + bilinear resize ─▶ flip ─▶ colour ─▶ x
+    ─▶ batch (per epoch: the last batch holds the remainder) ─▶ epochs back to back ─▶ prefetch
+
+Pixels agree with FaceSequence up to rounding: JPEGs are decoded at the same
+DCT scale (1/1, 1/2, 1/4 or 1/8) and resized with the same half-pixel bilinear
+filter.
+Files TensorFlow cannot decode that way (PNG, CMYK JPEG, other formats) are
+read by :func:`facegrid.images.read_image` instead.
+
+Each image's size, orientation and kind are read once, from its first bytes,
+when the pipeline is built. An epoch is a plain dataset of image indices, so
+the same graph can be sharded, fed by a tf.data service or distributed by a
+``tf.distribute`` strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tensorflow as tf
+
+from facegrid.augment import LUMA, Augment
+from facegrid.examples import ExampleBuilder, ExampleSource
+from facegrid.grid import GridCodec
+from facegrid.images import ANTIALIAS_SHRINK, DCT_RATIOS, dct_ratio, read_image
+from facegrid.images import probe as probe_image
+from facegrid.index import FaceFilter, Index
+from facegrid.wider import read_annotations
+
+log = logging.getLogger(__name__)
+
+class FacePipeline:
+    """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, grid targets)`` batches.
+
+    Arguments mean what they mean for :class:`~facegrid.sequence.FaceSequence`,
+    and the batches are the same: uint8 ``x [B, S, S, 3]``, float32
+    ``y [B, G, G, 5]``, every image once per epoch, epoch ``e`` in the order
+    drawn from ``(seed, e)``.
+
+    Args:
+        annotations: a ``wider_face_*_bbx_gt.txt`` file or an :class:`~facegrid.index.Index`.
+        images: the folder the annotation paths are relative to.
+        batch_size, input_size, grid_size, shuffle, augment, seed, face_filter:
+            as for FaceSequence.
+        parallel_calls: images decoded at once (``tf.data.AUTOTUNE``: as many as helps).
+        deterministic: batches in exactly the order planned, even when images
+            finish decoding out of order (costs a little speed when off).
+
+    Raises:
+        facegrid.images.ImageError: an image is missing or not an image (found
+            while reading every image's header up front).
+
+    Example:
+        >>> pipeline = FacePipeline("wider_face_train_bbx_gt.txt", "WIDER_train/images",
+        ...                         augment=True)  # doctest: +SKIP
+        >>> model.fit(pipeline.dataset(), steps_per_epoch=len(pipeline), epochs=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        annotations: str | os.PathLike | Index,
+        images: str | os.PathLike,
+        *,
+        batch_size: int = 16,
+        input_size: int = 224,
+        grid_size: int = 7,
+        shuffle: bool = True,
+        augment: bool | Augment = False,
+        seed: int = 0,
+        face_filter: FaceFilter = FaceFilter(),
+        parallel_calls: int = tf.data.AUTOTUNE,
+        deterministic: bool = True,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        builder = ExampleBuilder(
+            input_size=input_size,
+            codec=GridCodec(grid_size),
+            augment=Augment() if augment is True else (augment or None),
+        )
+        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
+        self.source = ExampleSource(index, images, builder, face_filter, shuffle, seed)
+        self.batch_size = batch_size
+        self.parallel_calls = parallel_calls
+        self.deterministic = deterministic
+
+        names, file_of = np.unique(index.paths, return_inverse=True)
+        self._file_of = file_of.astype(np.int32)
+        files = [str(self.source.images / name) for name in names.tolist()]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            infos = list(pool.map(probe_image, files))
+        self._width = np.array([info.width for info in infos], np.int32)
+        self._height = np.array([info.height for info in infos], np.int32)
+        self._orientation = np.array([info.orientation for info in infos], np.int32)
+        self._jpeg = np.array([info.jpeg for info in infos], bool)
+        self._files = tf.constant(files)
+        log.info(
+            "tf.data pipeline: %d images (%d files, %d decoded outside TensorFlow), batches of %d",
+            len(index), len(files), int((~self._jpeg).sum()), batch_size,
+        )
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return math.ceil(len(self.source) / self.batch_size)
+
+    @property
+    def index(self) -> Index:
+        return self.source.index
+
+    def dataset(self, first_epoch: int = 0, epochs: int | None = None) -> tf.data.Dataset:
+        """Epochs ``first_epoch, first_epoch + 1, ...`` back to back (endless when ``epochs`` is None).
+
+        Pass it to ``model.fit`` with ``steps_per_epoch=len(self)``: Keras then
+        keeps one iterator across epochs, and each epoch gets its own order.
+        """
+        last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
+        return tf.data.Dataset.range(first_epoch, last).flat_map(self.epoch).prefetch(tf.data.AUTOTUNE)
+
+    def epoch(self, epoch: int | tf.Tensor) -> tf.data.Dataset:
+        """The batches of one epoch, in the order of :meth:`ExampleSource.order`."""
+        epoch = tf.cast(epoch, tf.int64)
+        order = tf.numpy_function(lambda e: self.source.order(e).astype(np.int64), [epoch], tf.int64, stateful=False)
+        order.set_shape([len(self.source)])
+        options = tf.data.Options()
+        options.deterministic = self.deterministic
+        return (
+            tf.data.Dataset.from_tensor_slices(order)
+            .map(lambda image: self._example(epoch, image), num_parallel_calls=self.parallel_calls)
+            .batch(self.batch_size)
+            .with_options(options)
+        )
+
+    # ------------------------------------------------------------------ one example
+
+    def _plan(self, epoch: np.int64, image: np.int64):
+        """NumPy side of one example: DCT ratio, crop, flip, colour factors and the target."""
+        file = self._file_of[image]
+        width, height = int(self._width[file]), int(self._height[file])
+        jitter = self.source.jitter(epoch, image)
+        y = self.source.target(epoch, image, width, height)
+        x1, y1, x2, y2 = jitter.crop
+        size = self.source.builder.input_size
+        need_w, need_h = math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
+        if self._orientation[file] in (5, 6, 7, 8):  # the decoder sees the stored, unrotated frame
+            width, height, need_w, need_h = height, width, need_h, need_w
+        ratio = DCT_RATIOS.index(dct_ratio(width, height, need_w, need_h))
+        color = np.array([jitter.saturation, jitter.contrast, jitter.brightness], np.float32)
+        return np.int32(ratio), np.array(jitter.crop, np.float32), np.bool_(jitter.flip), color, y
+
+    def _example(self, epoch: tf.Tensor, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        builder = self.source.builder
+        size = builder.input_size
+        ratio, crop, flip, color, y = tf.numpy_function(
+            self._plan, [epoch, image], [tf.int32, tf.float32, tf.bool, tf.float32, tf.float32], stateful=False
+        )
+        file = tf.gather(self._file_of, image)
+        pixels = self._decode(file, ratio)
+        x = _resize_region(pixels, crop, size)
+        if builder.augment:
+            x = tf.cond(flip, lambda: tf.reverse(x, axis=[1]), lambda: x)
+            x = _adjust_color(x, color)
+        x.set_shape([size, size, 3])
+        y.set_shape(builder.codec.shape)
+        return x, y
+
+    def _decode(self, file: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
+        """Upright uint8 RGB pixels of one file, JPEGs at DCT ratio ``DCT_RATIOS[ratio]``."""
+        path = tf.gather(self._files, file)
+
+        def tensorflow_jpeg():
+            data = tf.io.read_file(path)
+            branches = [
+                (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
+                for r in DCT_RATIOS
+            ]
+            pixels = tf.switch_case(ratio, branches)
+            if (self._orientation != 1).any():
+                pixels = _orient(pixels, tf.gather(self._orientation, file))
+            return pixels
+
+        def facegrid_reader():
+            pixels = tf.numpy_function(lambda p: read_image(p.decode()), [path], tf.uint8, stateful=False)
+            pixels.set_shape([None, None, 3])
+            return pixels
+
+        if self._jpeg.all():
+            return tensorflow_jpeg()
+        if not self._jpeg.any():
+            return facegrid_reader()
+        return tf.cond(tf.gather(self._jpeg, file), tensorflow_jpeg, facegrid_reader)
+
+
+def _orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Apply an EXIF orientation (1..8) to stored pixels, as :mod:`facegrid.images` does."""
+    branches = [
+        lambda: pixels,
+        lambda: tf.reverse(pixels, axis=[1]),
+        lambda: tf.image.rot90(pixels, k=2),
+        lambda: tf.reverse(pixels, axis=[0]),
+        lambda: tf.transpose(pixels, [1, 0, 2]),
+        lambda: tf.image.rot90(pixels, k=3),
+        lambda: tf.image.rot90(tf.transpose(pixels, [1, 0, 2]), k=2),
+        lambda: tf.image.rot90(pixels, k=1),
+    ]
+    return tf.switch_case(orientation - 1, branches)
+
+
+def _resize_region(pixels: tf.Tensor, crop: tf.Tensor, size: int) -> tf.Tensor:
+    """Cut ``crop`` (fractions of the image) out of uint8 pixels and resize it to ``size x size``.
+
+    The filter of :func:`facegrid.images.resize_region`: half-pixel bilinear,
+    antialiased only when shrinking by ``ANTIALIAS_SHRINK`` or more (with a
+    triangle filter here, area averaging there: they differ slightly).
+    """
+    shape = tf.cast(tf.shape(pixels)[:2], tf.float32)
+    top_left = tf.stack([crop[1], crop[0]]) * shape
+    extent = tf.stack([crop[3] - crop[1], crop[2] - crop[0]]) * shape
+    scale = size / extent
+
+    def resize(antialias):
+        return tf.raw_ops.ScaleAndTranslate(
+            images=pixels[None], size=[size, size], scale=scale, translation=-top_left * scale,
+            kernel_type="triangle", antialias=antialias,
+        )[0]
+
+    resized = tf.cond(tf.reduce_min(scale) <= 1.0 / ANTIALIAS_SHRINK, lambda: resize(True), lambda: resize(False))
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _adjust_color(x: tf.Tensor, color: tf.Tensor) -> tf.Tensor:
+    """:func:`facegrid.augment.adjust_color` on a TensorFlow tensor: ``color`` = saturation, contrast, brightness."""
+    pixels = tf.cast(x, tf.float32)
+    gray = tf.tensordot(pixels, tf.constant(LUMA), axes=1)[..., None]
+    pixels = gray + (pixels - gray) * color[0]
+    mean = tf.reduce_mean(gray)
+    pixels = (pixels - mean) * color[1] + mean + color[2]
+    return tf.cast(tf.clip_by_value(pixels + 0.5, 0.0, 255.0), tf.uint8)
