@@ -24,6 +24,7 @@ from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxe
 from facegrid.grid import GridCodec
 from facegrid.images import FULL_IMAGE, load_input
 from facegrid.index import FaceFilter, Index
+from facegrid.wider import read_annotations
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,28 @@ class ExampleSource:
         self.targets = face_filter.mask(index)
         self.shuffle = shuffle
         self.seed = seed
+
+    @classmethod
+    def create(
+        cls,
+        annotations: str | os.PathLike | Index,
+        images: str | os.PathLike,
+        *,
+        input_size: int = 224,
+        grid_size: int = 7,
+        shuffle: bool = True,
+        augment: bool | Augment = False,
+        seed: int = 0,
+        face_filter: FaceFilter = FaceFilter(),
+    ) -> ExampleSource:
+        """The examples of an annotation file (or an index already read), with the pipelines' arguments."""
+        builder = ExampleBuilder(
+            input_size=input_size,
+            codec=GridCodec(grid_size),
+            augment=Augment() if augment is True else (augment or None),
+        )
+        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
+        return cls(index, images, builder, face_filter, shuffle, seed)
 
     def __len__(self) -> int:
         return len(self.index)

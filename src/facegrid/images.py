@@ -27,7 +27,6 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -135,9 +134,11 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
     return pixels, (width, height)
 
 
-def _read(path: str | os.PathLike) -> bytes:
+def _read(path: str | os.PathLike, limit: int = -1) -> bytes:
+    """The file's bytes (its first ``limit`` bytes when ``limit`` >= 0)."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(limit)
     except FileNotFoundError:
         raise ImageError(path, "no such file") from None
     except OSError as error:
@@ -215,15 +216,7 @@ def probe(path: str | os.PathLike) -> ImageInfo:
     Raises:
         ImageError: missing, empty, or not an image.
     """
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_HEAD_BYTES)
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except OSError as error:
-        raise ImageError(path, f"cannot read: {error.strerror or error}") from None
-    if not head:
-        raise ImageError(path, "file is empty")
+    head = _read(path, _HEAD_BYTES)
 
     def header(data: bytes) -> ImageInfo:
         if data.startswith(_JPEG_MAGIC):

@@ -17,9 +17,7 @@ import numpy as np
 
 from facegrid.augment import Augment
 from facegrid.examples import ExampleBuilder, ExampleSource
-from facegrid.grid import GridCodec
 from facegrid.index import FaceFilter, Index
-from facegrid.wider import read_annotations
 
 
 class FaceSequence(keras.utils.PyDataset):
@@ -85,13 +83,10 @@ class FaceSequence(keras.utils.PyDataset):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        builder = ExampleBuilder(
-            input_size=input_size,
-            codec=GridCodec(grid_size),
-            augment=Augment() if augment is True else (augment or None),
+        self.source = ExampleSource.create(
+            annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
+            seed=seed, face_filter=face_filter,
         )
-        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        self.source = ExampleSource(index, images, builder, face_filter, shuffle, seed)
         self.batch_size = batch_size
         self.epoch = 0
 

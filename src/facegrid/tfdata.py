@@ -34,12 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.augment import LUMA, Augment
-from facegrid.examples import ExampleBuilder, ExampleSource
-from facegrid.grid import GridCodec
+from facegrid.examples import ExampleSource
 from facegrid.images import ANTIALIAS_SHRINK, DCT_RATIOS, dct_ratio, read_image
 from facegrid.images import probe as probe_image
 from facegrid.index import FaceFilter, Index
-from facegrid.wider import read_annotations
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +85,15 @@ class FacePipeline:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        builder = ExampleBuilder(
-            input_size=input_size,
-            codec=GridCodec(grid_size),
-            augment=Augment() if augment is True else (augment or None),
+        self.source = ExampleSource.create(
+            annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
+            seed=seed, face_filter=face_filter,
         )
-        index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        self.source = ExampleSource(index, images, builder, face_filter, shuffle, seed)
         self.batch_size = batch_size
         self.parallel_calls = parallel_calls
         self.deterministic = deterministic
 
+        index = self.source.index
         names, file_of = np.unique(index.paths, return_inverse=True)
         self._file_of = file_of.astype(np.int32)
         files = [str(self.source.images / name) for name in names.tolist()]

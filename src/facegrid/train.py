@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from facegrid.augment import Augment
 from facegrid.config import Config
