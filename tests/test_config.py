@@ -11,6 +11,7 @@ def test_defaults_are_the_documented_detector():
     config = Config()
     assert (config.input_size, config.grid_size, config.alpha) == (224, 7, 0.75)
     assert config.stride == 32 and config.detection_input_size == 224
+    assert config.pipeline == "tfdata"
 
 
 def test_toml_then_overrides(tmp_path):
@@ -52,6 +53,8 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"detect_size": 500}, "detect_size must be a multiple of 32"),
         ({"backbone_style": "caffe"}, "backbone_style"),
         ({"backbone_style": "torchvision", "alpha": 0.75}, "alpha 1.0"),
+        ({"pipeline": "torch"}, "pipeline must be 'tfdata' or 'sequence'"),
+        ({"workers": 0}, "workers must be >= 1"),
     ],
 )
 def test_inconsistent_settings_are_refused(settings, message):

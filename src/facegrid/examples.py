@@ -198,7 +198,11 @@ class ExampleSource:
         faces, ignored = self.faces(image)
         return self.builder.build(self.path(image), faces, self.jitter(epoch, image), ignored)
 
-    def target(self, epoch: int, image: int, width: int, height: int) -> np.ndarray:
-        """``y`` of image ``image`` in epoch ``epoch``, for a ``width x height`` image."""
+    def target(self, epoch: int, image: int, width: int, height: int, jitter: Jitter | None = None) -> np.ndarray:
+        """``y`` of image ``image`` in epoch ``epoch``, for a ``width x height`` image.
+
+        ``jitter`` saves drawing the sample's jitter again when the caller has it.
+        """
         faces, ignored = self.faces(image)
-        return self.builder.target(faces, width, height, self.jitter(epoch, image), ignored)
+        jitter = self.jitter(epoch, image) if jitter is None else jitter
+        return self.builder.target(faces, width, height, jitter, ignored)

@@ -25,6 +25,7 @@ the same graph can be sharded, fed by a tf.data service or distributed by a
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -40,6 +41,9 @@ from facegrid.images import probe as probe_image
 from facegrid.index import FaceFilter, Index
 
 log = logging.getLogger(__name__)
+
+#: Images planned (jitter, DCT ratio, target) per call into NumPy.
+PLAN_CHUNK = 64
 
 class FacePipeline:
     """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, grid targets)`` batches.
@@ -129,49 +133,67 @@ class FacePipeline:
     def epoch(self, epoch: int | tf.Tensor) -> tf.data.Dataset:
         """The batches of one epoch, in the order of :meth:`ExampleSource.order`."""
         epoch = tf.cast(epoch, tf.int64)
-        order = tf.numpy_function(lambda e: self.source.order(e).astype(np.int64), [epoch], tf.int64, stateful=False)
-        order.set_shape([len(self.source)])
         options = tf.data.Options()
         options.deterministic = self.deterministic
         return (
-            tf.data.Dataset.from_tensor_slices(order)
-            .map(lambda image: self._example(epoch, image), num_parallel_calls=self.parallel_calls)
+            tf.data.Dataset.range(0, len(self.source), PLAN_CHUNK)
+            .map(lambda start: self._plan(epoch, start))
+            .prefetch(1)  # plan the next chunk while this one decodes
+            .unbatch()
+            .map(self._example, num_parallel_calls=self.parallel_calls)
             .batch(self.batch_size)
             .with_options(options)
         )
 
-    # ------------------------------------------------------------------ one example
+    # ------------------------------------------------------------------ plan: NumPy, a chunk at a time
 
-    def _plan(self, epoch: np.int64, image: np.int64):
-        """NumPy side of one example: DCT ratio, crop, flip, colour factors and the target."""
-        file = self._file_of[image]
-        width, height = int(self._width[file]), int(self._height[file])
-        jitter = self.source.jitter(epoch, image)
-        y = self.source.target(epoch, image, width, height)
-        x1, y1, x2, y2 = jitter.crop
+    def _plan(self, epoch: tf.Tensor, start: tf.Tensor) -> dict[str, tf.Tensor]:
+        names = ("file", "ratio", "crop", "flip", "color", "y")
+        dtypes = (tf.int32, tf.int32, tf.float32, tf.bool, tf.float32, tf.float32)
+        planned = tf.numpy_function(self._plan_chunk, [epoch, start], dtypes, stateful=False)
+        shapes = ([None], [None], [None, 4], [None], [None, 3], [None, *self.source.builder.codec.shape])
+        for tensor, shape in zip(planned, shapes):
+            tensor.set_shape(shape)
+        return dict(zip(names, planned))
+
+    def _plan_chunk(self, epoch: np.int64, start: np.int64):
+        """For images ``start ..`` of the epoch's order: file, DCT ratio, crop, flip, colour factors, target."""
+        images = self._order(int(epoch))[start : start + PLAN_CHUNK]
         size = self.source.builder.input_size
-        need_w, need_h = math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
-        if self._orientation[file] in (5, 6, 7, 8):  # the decoder sees the stored, unrotated frame
-            width, height, need_w, need_h = height, width, need_h, need_w
-        ratio = DCT_RATIOS.index(dct_ratio(width, height, need_w, need_h))
-        color = np.array([jitter.saturation, jitter.contrast, jitter.brightness], np.float32)
-        return np.int32(ratio), np.array(jitter.crop, np.float32), np.bool_(jitter.flip), color, y
+        files = self._file_of[images]
+        ratios = np.empty(len(images), np.int32)
+        crops = np.empty((len(images), 4), np.float32)
+        flips = np.empty(len(images), bool)
+        colors = np.empty((len(images), 3), np.float32)
+        ys = np.empty((len(images), *self.source.builder.codec.shape), np.float32)
+        for k, (image, file) in enumerate(zip(images.tolist(), files.tolist())):
+            width, height = int(self._width[file]), int(self._height[file])
+            jitter = self.source.jitter(epoch, image)
+            ys[k] = self.source.target(epoch, image, width, height, jitter)
+            x1, y1, x2, y2 = jitter.crop
+            need_w, need_h = math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
+            if self._orientation[file] in (5, 6, 7, 8):  # the decoder sees the stored, unrotated frame
+                width, height, need_w, need_h = height, width, need_h, need_w
+            ratios[k] = DCT_RATIOS.index(dct_ratio(width, height, need_w, need_h))
+            crops[k], flips[k] = jitter.crop, jitter.flip
+            colors[k] = jitter.saturation, jitter.contrast, jitter.brightness
+        return files, ratios, crops, flips, colors, ys
 
-    def _example(self, epoch: tf.Tensor, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    @functools.lru_cache(maxsize=2)
+    def _order(self, epoch: int) -> np.ndarray:
+        return self.source.order(epoch)
+
+    # ------------------------------------------------------------------ pixels: TensorFlow
+
+    def _example(self, plan: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         builder = self.source.builder
         size = builder.input_size
-        ratio, crop, flip, color, y = tf.numpy_function(
-            self._plan, [epoch, image], [tf.int32, tf.float32, tf.bool, tf.float32, tf.float32], stateful=False
-        )
-        file = tf.gather(self._file_of, image)
-        pixels = self._decode(file, ratio)
-        x = _resize_region(pixels, crop, size)
+        x = _resize_region(self._decode(plan["file"], plan["ratio"]), plan["crop"], size)
         if builder.augment:
-            x = tf.cond(flip, lambda: tf.reverse(x, axis=[1]), lambda: x)
-            x = _adjust_color(x, color)
+            x = tf.cond(plan["flip"], lambda: tf.reverse(x, axis=[1]), lambda: x)
+            x = _adjust_color(x, plan["color"])
         x.set_shape([size, size, 3])
-        y.set_shape(builder.codec.shape)
-        return x, y
+        return x, plan["y"]
 
     def _decode(self, file: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
         """Upright uint8 RGB pixels of one file, JPEGs at DCT ratio ``DCT_RATIOS[ratio]``."""
