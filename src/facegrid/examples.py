@@ -14,6 +14,7 @@ and the tf.data pipeline both draw from it, so they serve the same examples.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
 from facegrid.grid import GridCodec
-from facegrid.images import FULL_IMAGE, load_input
+from facegrid.images import FULL_IMAGE, load_crop
 from facegrid.index import FaceFilter, Index
 from facegrid.wider import read_annotations
 
@@ -69,7 +70,8 @@ class ExampleBuilder:
         self, path: str | os.PathLike, boxes: np.ndarray, jitter: Jitter = NO_JITTER, ignore: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Build one example with the augmentation choices already drawn (see :meth:`__call__`)."""
-        x, (width, height) = load_input(path, self.input_size, jitter.crop)
+        x, (width, height), crop = load_crop(path, self.input_size, jitter.crop)
+        jitter = dataclasses.replace(jitter, crop=crop)
         if jitter.flip:
             x = x[:, ::-1]
         x = adjust_color(x, jitter)

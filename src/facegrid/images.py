@@ -277,6 +277,60 @@ def resize_region(pixels: np.ndarray, region: tuple[float, float, float, float],
     )
 
 
+def covering_size(size: int, crop: tuple[float, float, float, float]) -> tuple[int, int]:
+    """``(width, height)`` an image must at least have for ``crop`` of it to cover ``size x size``."""
+    x1, y1, x2, y2 = crop
+    return math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
+
+
+def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int, tuple[int, int]]:
+    """DCT ratio and upright ``(width, height)`` at which an image is decoded to cover ``min_width x min_height``.
+
+    Only JPEGs that libjpeg decodes to RGB itself (``info.jpeg``) are scaled.
+    """
+    if not info.jpeg:
+        return 1, (info.width, info.height)
+    swapped = info.orientation in (5, 6, 7, 8)  # the decoder sees the stored frame
+    width, height = (info.height, info.width) if swapped else (info.width, info.height)
+    need = (min_height, min_width) if swapped else (min_width, min_height)
+    ratio = dct_ratio(width, height, *need)
+    decoded = (math.ceil(width / ratio), math.ceil(height / ratio))
+    return ratio, (decoded[::-1] if swapped else decoded)
+
+
+def pixel_region(crop: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """A relative crop snapped to whole pixels of a ``width x height`` image: ``[x1, y1, x2, y2)``.
+
+    Cropping whole pixels lets every pipeline cut with a slice and resize with
+    its own bilinear kernel, and still agree.
+    """
+    x1, y1 = min(round(crop[0] * width), width - 1), min(round(crop[1] * height), height - 1)
+    x2, y2 = max(round(crop[2] * width), x1 + 1), max(round(crop[3] * height), y1 + 1)
+    return x1, y1, min(x2, width), min(y2, height)
+
+
+def load_crop(
+    path: str | os.PathLike, size: int, crop: tuple[float, float, float, float]
+) -> tuple[np.ndarray, tuple[int, int], tuple[float, float, float, float]]:
+    """Like :func:`load_input`, and also return the crop actually taken.
+
+    The crop is snapped to whole pixels of the decoded image
+    (:func:`pixel_region`); boxes must move with that crop, not the one asked for.
+
+    Returns:
+        ``(pixels, (width, height), crop)``.
+    """
+    data = _read(path)
+
+    def run():
+        pixels, original = _decode(data, *covering_size(size, crop))
+        h, w = pixels.shape[:2]
+        x1, y1, x2, y2 = region = pixel_region(crop, w, h)
+        return resize_region(pixels, region, size), original, (x1 / w, y1 / h, x2 / w, y2 / h)
+
+    return _guarded(path, run)
+
+
 def load_input(
     path: str | os.PathLike, size: int, crop: tuple[float, float, float, float] = FULL_IMAGE
 ) -> tuple[np.ndarray, tuple[int, int]]:
@@ -288,7 +342,8 @@ def load_input(
     Args:
         path: the image file.
         size: side of the square output, in pixels.
-        crop: region to keep, ``[x1, y1, x2, y2]`` as fractions of the upright image.
+        crop: region to keep, ``[x1, y1, x2, y2]`` as fractions of the upright
+            image (snapped to whole decoded pixels, see :func:`load_crop`).
 
     Returns:
         ``(pixels, (width, height))``: uint8 ``[size, size, 3]`` RGB and the
@@ -297,14 +352,5 @@ def load_input(
     Raises:
         ImageError: missing, empty, truncated or not an image.
     """
-    x1, y1, x2, y2 = crop
-    data = _read(path)
-
-    def run():
-        min_width = int(np.ceil(size / max(x2 - x1, 1e-6)))
-        min_height = int(np.ceil(size / max(y2 - y1, 1e-6)))
-        pixels, original = _decode(data, min_width, min_height)
-        h, w = pixels.shape[:2]
-        return resize_region(pixels, (x1 * w, y1 * h, x2 * w, y2 * h), size), original
-
-    return _guarded(path, run)
+    pixels, original, _ = load_crop(path, size, crop)
+    return pixels, original

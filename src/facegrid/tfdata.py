@@ -25,6 +25,7 @@ the same graph can be sharded, fed by a tf.data service or distributed by a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -36,7 +37,14 @@ import tensorflow as tf
 
 from facegrid.augment import LUMA, Augment
 from facegrid.examples import ExampleSource
-from facegrid.images import ANTIALIAS_SHRINK, DCT_RATIOS, dct_ratio, read_image
+from facegrid.images import (
+    ANTIALIAS_SHRINK,
+    DCT_RATIOS,
+    covering_size,
+    decoded_size,
+    pixel_region,
+    read_image,
+)
 from facegrid.images import probe as probe_image
 from facegrid.index import FaceFilter, Index
 
@@ -103,8 +111,7 @@ class FacePipeline:
         files = [str(self.source.images / name) for name in names.tolist()]
         with ThreadPoolExecutor(max_workers=8) as pool:
             infos = list(pool.map(probe_image, files))
-        self._width = np.array([info.width for info in infos], np.int32)
-        self._height = np.array([info.height for info in infos], np.int32)
+        self._infos = infos
         self._orientation = np.array([info.orientation for info in infos], np.int32)
         self._jpeg = np.array([info.jpeg for info in infos], bool)
         self._files = tf.constant(files)
@@ -148,8 +155,8 @@ class FacePipeline:
     # ------------------------------------------------------------------ plan: NumPy, a chunk at a time
 
     def _plan(self, epoch: tf.Tensor, start: tf.Tensor) -> dict[str, tf.Tensor]:
-        names = ("file", "ratio", "crop", "flip", "color", "y")
-        dtypes = (tf.int32, tf.int32, tf.float32, tf.bool, tf.float32, tf.float32)
+        names = ("file", "ratio", "region", "flip", "color", "y")
+        dtypes = (tf.int32, tf.int32, tf.int32, tf.bool, tf.float32, tf.float32)
         planned = tf.numpy_function(self._plan_chunk, [epoch, start], dtypes, stateful=False)
         shapes = ([None], [None], [None, 4], [None], [None, 3], [None, *self.source.builder.codec.shape])
         for tensor, shape in zip(planned, shapes):
@@ -157,27 +164,26 @@ class FacePipeline:
         return dict(zip(names, planned))
 
     def _plan_chunk(self, epoch: np.int64, start: np.int64):
-        """For images ``start ..`` of the epoch's order: file, DCT ratio, crop, flip, colour factors, target."""
+        """For images ``start ..`` of the epoch's order: file, DCT ratio, pixel region, flip, colour, target."""
         images = self._order(int(epoch))[start : start + PLAN_CHUNK]
         size = self.source.builder.input_size
         files = self._file_of[images]
         ratios = np.empty(len(images), np.int32)
-        crops = np.empty((len(images), 4), np.float32)
+        regions = np.empty((len(images), 4), np.int32)
         flips = np.empty(len(images), bool)
         colors = np.empty((len(images), 3), np.float32)
         ys = np.empty((len(images), *self.source.builder.codec.shape), np.float32)
         for k, (image, file) in enumerate(zip(images.tolist(), files.tolist())):
-            width, height = int(self._width[file]), int(self._height[file])
+            info = self._infos[file]
             jitter = self.source.jitter(epoch, image)
-            ys[k] = self.source.target(epoch, image, width, height, jitter)
-            x1, y1, x2, y2 = jitter.crop
-            need_w, need_h = math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
-            if self._orientation[file] in (5, 6, 7, 8):  # the decoder sees the stored, unrotated frame
-                width, height, need_w, need_h = height, width, need_h, need_w
-            ratios[k] = DCT_RATIOS.index(dct_ratio(width, height, need_w, need_h))
-            crops[k], flips[k] = jitter.crop, jitter.flip
+            ratio, (width, height) = decoded_size(info, *covering_size(size, jitter.crop))
+            x1, y1, x2, y2 = regions[k] = pixel_region(jitter.crop, width, height)
+            jitter = dataclasses.replace(jitter, crop=(x1 / width, y1 / height, x2 / width, y2 / height))
+            ys[k] = self.source.target(epoch, image, info.width, info.height, jitter)
+            ratios[k] = DCT_RATIOS.index(ratio)
+            flips[k] = jitter.flip
             colors[k] = jitter.saturation, jitter.contrast, jitter.brightness
-        return files, ratios, crops, flips, colors, ys
+        return files, ratios, regions, flips, colors, ys
 
     @functools.lru_cache(maxsize=2)
     def _order(self, epoch: int) -> np.ndarray:
@@ -188,7 +194,7 @@ class FacePipeline:
     def _example(self, plan: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         builder = self.source.builder
         size = builder.input_size
-        x = _resize_region(self._decode(plan["file"], plan["ratio"]), plan["crop"], size)
+        x = _resize_region(self._decode(plan["file"], plan["ratio"]), plan["region"], size)
         if builder.augment:
             x = tf.cond(plan["flip"], lambda: tf.reverse(x, axis=[1]), lambda: x)
             x = _adjust_color(x, plan["color"])
@@ -237,25 +243,20 @@ def _orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(orientation - 1, branches)
 
 
-def _resize_region(pixels: tf.Tensor, crop: tf.Tensor, size: int) -> tf.Tensor:
-    """Cut ``crop`` (fractions of the image) out of uint8 pixels and resize it to ``size x size``.
+def _resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor:
+    """Cut ``region`` (whole pixels ``[x1, y1, x2, y2)``) out of uint8 pixels and resize it to ``size x size``.
 
     The filter of :func:`facegrid.images.resize_region`: half-pixel bilinear,
     antialiased only when shrinking by ``ANTIALIAS_SHRINK`` or more (with a
     triangle filter here, area averaging there: they differ slightly).
     """
-    shape = tf.cast(tf.shape(pixels)[:2], tf.float32)
-    top_left = tf.stack([crop[1], crop[0]]) * shape
-    extent = tf.stack([crop[3] - crop[1], crop[2] - crop[0]]) * shape
-    scale = size / extent
-
-    def resize(antialias):
-        return tf.raw_ops.ScaleAndTranslate(
-            images=pixels[None], size=[size, size], scale=scale, translation=-top_left * scale,
-            kernel_type="triangle", antialias=antialias,
-        )[0]
-
-    resized = tf.cond(tf.reduce_min(scale) <= 1.0 / ANTIALIAS_SHRINK, lambda: resize(True), lambda: resize(False))
+    part = pixels[region[1] : region[3], region[0] : region[2]]
+    shrink = tf.cast(tf.reduce_max(tf.shape(part)[:2]), tf.float32) / size
+    resized = tf.cond(
+        shrink >= ANTIALIAS_SHRINK,
+        lambda: tf.image.resize(part, (size, size), antialias=True),
+        lambda: tf.image.resize(part, (size, size)),
+    )
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
