@@ -37,6 +37,8 @@ def clip(boxes: np.ndarray, width, height) -> np.ndarray:
     ``width`` and ``height`` are scalars, or ``[N]`` arrays giving each box its own image.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if np.ndim(width) == 0 and np.ndim(height) == 0:
+        return np.clip(boxes, 0.0, np.array([width, height, width, height], dtype=np.float32))
     w, h = np.asarray(width, dtype=np.float32), np.asarray(height, dtype=np.float32)
     limits = np.stack(np.broadcast_arrays(w, h, w, h), axis=-1)
     return np.clip(boxes, 0.0, limits)

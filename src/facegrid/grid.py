@@ -69,7 +69,10 @@ class GridCodec:
 
     def _cells(self, boxes: np.ndarray, width, height):
         boxes = box_ops.clip(boxes, width, height)
-        size = np.stack(np.broadcast_arrays(np.asarray(width), np.asarray(height)), axis=-1).astype(np.float32)
+        if np.ndim(width) == 0 and np.ndim(height) == 0:
+            size = np.array([width, height], dtype=np.float32)
+        else:
+            size = np.stack(np.broadcast_arrays(np.asarray(width), np.asarray(height)), axis=-1).astype(np.float32)
         scaled = box_ops.centers(boxes) / size * self.grid_size
         cells = np.minimum(np.floor(scaled), self.grid_size - 1).astype(np.int64)
         return boxes, scaled, cells
@@ -102,6 +105,9 @@ class GridCodec:
             no area inside the image are never represented.
         """
         clipped, _, cells = self._cells(boxes, width, height)
+        return self._one_per_cell(clipped, cells)
+
+    def _one_per_cell(self, clipped: np.ndarray, cells: np.ndarray) -> np.ndarray:
         areas = box_ops.area(clipped)
         candidates = np.flatnonzero(areas > 0)
         if not len(candidates):
@@ -133,10 +139,11 @@ class GridCodec:
             inside_y = (cy[None, :] > regions[:, 1:2]) & (cy[None, :] < regions[:, 3:4])
             covered = (inside_y[:, :, None] & inside_x[:, None, :]).any(axis=0)  # [G rows, G cols]
             target[covered, 0] = -1.0
-        keep = self.assign(boxes, width, height)
+        clipped, scaled, cells = self._cells(boxes, width, height)
+        keep = self._one_per_cell(clipped, cells)
         if not len(keep):
             return target
-        clipped, scaled, cells = self._cells(boxes[keep], width, height)
+        clipped, scaled, cells = clipped[keep], scaled[keep], cells[keep]
         cols, rows = cells[:, 0], cells[:, 1]
         target[rows, cols, 0] = 1.0
         target[rows, cols, 1:3] = scaled - cells

@@ -9,12 +9,12 @@ offers exactly them, so the tf.data pipeline decodes the same pixels. Everything
 through Pillow. Either way the result is upright RGB: the EXIF orientation
 tag is applied, so boxes drawn on the image as viewers show it stay right.
 
-The network input is then cut and resized in one bilinear warp (OpenCV) with
-half-pixel centres, the convention of ``tf.image.resize`` too. After DCT
+The network input is then cut (whole pixels) and resized by OpenCV, bilinear
+with half-pixel centres, the convention of ``tf.image.resize`` too. After DCT
 scaling the remaining shrink is under 2x along at least one side and rarely
 over 3x along the other, where bilinear needs no antialiasing (shrinks of 3x or
-more are area-averaged first). This is several times faster than an
-antialiased resize and keeps the decoder, not the resize, the cost per image.
+more are area-averaged). This is several times faster than an antialiased
+resize and keeps the decoder, not the resize, the cost per image.
 
 Pixels handed to the network are uint8 RGB; models map them to ``[-1, 1]``
 with ``x * PIXEL_SCALE + PIXEL_OFFSET`` (MobileNetV2's preprocessing), inside
@@ -40,14 +40,13 @@ PIXEL_OFFSET = -1.0
 #: DCT scales JPEGs are decoded at, as ratios (full size / decoded size).
 DCT_RATIOS = (1, 2, 4, 8)
 
-#: A region shrunk by this factor or more is antialiased before bilinear resizing.
+#: A region shrunk by this factor or more is area-averaged rather than sampled bilinearly.
 ANTIALIAS_SHRINK = 3.0
 
 #: The whole image, as a relative crop ``[x1, y1, x2, y2]``.
 FULL_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_EXIF_SEARCH = 1 << 16  # EXIF lives in APP1, right after the start-of-image marker
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -73,8 +72,21 @@ class ImageError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def _has_exif(data: bytes) -> bool:
+    """Whether a JPEG carries an EXIF block: an APP1 segment among those before the image data."""
+    at = 2
+    while at + 10 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            return True
+        if marker == 0xDA or not 0xE0 <= marker <= 0xFE:  # image data, or past the application segments
+            return False
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return False
+
+
 def _orientation(data: bytes) -> int:
-    if data.find(b"Exif\x00\x00", 0, _EXIF_SEARCH) < 0:
+    if not _has_exif(data):
         return 1
     with Image.open(io.BytesIO(data)) as image:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -246,35 +258,22 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return info.width, info.height
 
 
-def resize_region(pixels: np.ndarray, region: tuple[float, float, float, float], size: int) -> np.ndarray:
+def resize_region(pixels: np.ndarray, region: tuple[int, int, int, int], size: int) -> np.ndarray:
     """Cut ``region`` out of ``pixels`` and resize it to ``size x size``.
 
-    Bilinear with half-pixel centres (as ``tf.image.resize``), edges
-    replicated; a region shrunk by :data:`ANTIALIAS_SHRINK` or more is first
-    area-averaged so that it is not aliased.
+    Bilinear with half-pixel centres (as ``tf.image.resize``); a region
+    shrunk by :data:`ANTIALIAS_SHRINK` or more is area-averaged instead, so
+    that it is not aliased (as ``tf.image.resize(method="area")``).
 
     Args:
         pixels: uint8 ``[H, W, 3]``.
-        region: ``[x1, y1, x2, y2]`` in pixels of ``pixels`` (edges, may be fractional).
+        region: ``[x1, y1, x2, y2)`` in whole pixels of ``pixels`` (see :func:`pixel_region`).
         size: side of the square output.
     """
     x1, y1, x2, y2 = region
-    height, width = pixels.shape[:2]
-    step_x, step_y = (x2 - x1) / size, (y2 - y1) / size
-    if max(step_x, step_y) >= ANTIALIAS_SHRINK:
-        left, top = max(int(x1), 0), max(int(y1), 0)
-        right, bottom = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
-        fx, fy = max(int(step_x), 1), max(int(step_y), 1)
-        part = pixels[top:bottom, left:right]
-        new_w, new_h = max(round(part.shape[1] / fx), 1), max(round(part.shape[0] / fy), 1)
-        pixels = cv2.resize(part, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        sx, sy = new_w / part.shape[1], new_h / part.shape[0]
-        x1, x2, y1, y2 = (x1 - left) * sx, (x2 - left) * sx, (y1 - top) * sy, (y2 - top) * sy
-        step_x, step_y = (x2 - x1) / size, (y2 - y1) / size
-    matrix = np.array([[step_x, 0.0, x1 + 0.5 * step_x - 0.5], [0.0, step_y, y1 + 0.5 * step_y - 0.5]])
-    return cv2.warpAffine(
-        pixels, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
-    )
+    shrink = max(x2 - x1, y2 - y1) / size
+    method = cv2.INTER_AREA if shrink >= ANTIALIAS_SHRINK else cv2.INTER_LINEAR
+    return cv2.resize(pixels[y1:y2, x1:x2], (size, size), interpolation=method)
 
 
 def covering_size(size: int, crop: tuple[float, float, float, float]) -> tuple[int, int]:

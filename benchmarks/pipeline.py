@@ -1,0 +1,385 @@
+"""Input pipeline throughput: facegrid's two pipelines against the 2019 tutorial's generator.
+
+On the WIDER FACE train images present (../shared/data/widerface, or
+$FACEGRID_WIDER), in one run, interleaved: every pass runs every variant once,
+each in a fresh child process (so peak RSS is its own), and the table shows
+medians over passes, in images/s, with 1 and 2 workers, standalone (batches
+pulled as fast as possible) and through ``model.fit`` of a one-layer model.
+
+Variants:
+  tutorial      the tutorial's keras Sequence, re-created: load_img for the size,
+                load_img again at 224, img_to_array, preprocess_input whose
+                result goes unused (float32 batches); one sample per image
+                (the tutorial made one per face: slower still per image)
+  tf.data plain read_file + full decode_jpeg + resize, targets computed up front
+  FaceSequence  facegrid.FaceSequence (threads; "procs": worker processes)
+  FacePipeline  facegrid.tfdata.FacePipeline
+  floor: ...    the fastest decode-and-resize this machine runs, no targets:
+                simplejpeg at a power-of-two DCT scale + OpenCV resize in a
+                thread pool, and TensorFlow's decode_jpeg(ratio) + resize
+
+Also: peak RSS of a full pass over the train images and over the same images
+listed ten times, and the parse time of the full official train annotation file.
+
+    python benchmarks/pipeline.py [--passes 3] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_WIDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface"
+SIZE, GRID = 224, 7
+BATCH = int(os.environ.get("BENCH_BATCH", 16))
+
+VARIANTS = ["tutorial", "tfdata-plain", "sequence", "sequence-procs", "pipeline", "floor-simplejpeg", "floor-tf"]
+LABELS = {
+    "tutorial": "tutorial generator",
+    "tfdata-plain": "tf.data plain",
+    "sequence": "FaceSequence (threads)",
+    "sequence-procs": "FaceSequence (processes)",
+    "pipeline": "FacePipeline (tf.data)",
+    "floor-simplejpeg": "floor: simplejpeg + OpenCV",
+    "floor-tf": "floor: TF decode(ratio) + resize",
+}
+FIT_VARIANTS = ["tutorial", "tfdata-plain", "sequence", "sequence-procs", "pipeline"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wider", default=os.environ.get("FACEGRID_WIDER", DEFAULT_WIDER), type=Path)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="use only the first N train images")
+    parser.add_argument("--json", type=Path, help="write the raw figures here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # VARIANT:MODE:WORKERS[:REPEAT]
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- variants (run in a child)
+
+
+def targets_for(index, images, codec):
+    """Grid targets of every image at the network size (no augmentation), for the plain tf.data baseline."""
+    from facegrid.images import image_size
+
+    ys = np.zeros((len(index), *codec.shape), np.float32)
+    for i in range(len(index)):
+        width, height = image_size(images / str(index.paths[i]))
+        scale = np.array([SIZE / width, SIZE / height] * 2, np.float32)
+        ys[i] = codec.encode(index.image_boxes(i) * scale, SIZE, SIZE)
+    return ys
+
+
+def tutorial_dataset(index, images, workers, use_multiprocessing):
+    """The tutorial's generator: load_img twice per image (size, then 224) and float32 batches."""
+    import keras
+
+    from facegrid.grid import GridCodec
+
+    codec = GridCodec(GRID)
+
+    class TutorialSequence(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=use_multiprocessing)
+
+        def __len__(self):
+            return math.ceil(len(index) / BATCH)
+
+        def __getitem__(self, i):
+            rows = range(i * BATCH, min((i + 1) * BATCH, len(index)))
+            x = np.zeros((len(rows), SIZE, SIZE, 3), np.float32)
+            y = np.zeros((len(rows), *codec.shape), np.float32)
+            for k, row in enumerate(rows):
+                path = str(images / str(index.paths[row]))
+                width, height = keras.utils.load_img(path).size
+                pixels = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(SIZE, SIZE)))
+                keras.applications.mobilenet_v2.preprocess_input(pixels)  # its return value unused, as there
+                x[k] = pixels
+                scale = np.array([SIZE / width, SIZE / height] * 2, np.float32)
+                y[k] = codec.encode(index.image_boxes(row) * scale, SIZE, SIZE)
+            return x, y
+
+    return TutorialSequence()
+
+
+def plain_tfdata(index, images, workers):
+    import tensorflow as tf
+
+    from facegrid.grid import GridCodec
+
+    ys = targets_for(index, images, GridCodec(GRID))
+    paths = [str(images / str(p)) for p in index.paths.tolist()]
+
+    def load(path, y):
+        pixels = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        return tf.cast(tf.image.resize(pixels, (SIZE, SIZE)), tf.uint8), y
+
+    return (
+        tf.data.Dataset.from_tensor_slices((paths, ys))
+        .map(load, num_parallel_calls=workers)
+        .batch(BATCH)
+        .prefetch(2)
+    )
+
+
+def floor_tf(paths, workers):
+    import tensorflow as tf
+
+    from facegrid.images import DCT_RATIOS, dct_ratio, probe
+
+    ratios = [DCT_RATIOS.index(dct_ratio(i.width, i.height, SIZE, SIZE)) for i in map(probe, paths)]
+
+    def load(path, ratio):
+        data = tf.io.read_file(path)
+        pixels = tf.switch_case(ratio, [(lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r)) for r in DCT_RATIOS])
+        return tf.cast(tf.image.resize(pixels, (SIZE, SIZE)), tf.uint8)
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, ratios)).map(load, num_parallel_calls=workers).batch(BATCH)
+    return ds.prefetch(2)
+
+
+def floor_simplejpeg(paths, workers):
+    """Batches of simplejpeg power-of-two DCT decodes + OpenCV bilinear resizes, in a thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import simplejpeg
+
+    from facegrid.images import dct_ratio
+
+    def load(path):
+        data = Path(path).read_bytes()
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        ratio = dct_ratio(width, height, SIZE, SIZE)
+        pixels = simplejpeg.decode_jpeg(data, min_width=math.ceil(width / ratio), min_height=math.ceil(height / ratio))
+        return cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+
+    def batches():
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = pool.map(load, paths)
+            for start in range(0, len(paths), BATCH):
+                yield np.stack([next(loaded) for _ in paths[start : start + BATCH]])
+
+    return batches
+
+
+def iterate_pydataset(dataset, workers, processes):
+    """Pull every batch of a PyDataset with ``workers`` threads or processes, in order."""
+    if processes:
+        from multiprocessing import get_context
+
+        pool = get_context().Pool(workers)  # as keras.utils.PyDataset's process workers
+        pulled = pool.imap(dataset.__getitem__, range(len(dataset)))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers)
+        pulled = pool.map(dataset.__getitem__, range(len(dataset)))
+    try:
+        for batch in pulled:
+            yield batch
+    finally:
+        pool.terminate() if processes else pool.shutdown()
+
+
+def one_layer_model(dtype):
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3), dtype=dtype),
+        keras.layers.Rescaling(1 / 127.5, -1.0),
+        keras.layers.Conv2D(5, 32, strides=32),
+    ])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+class EpochTimer:
+    """Keras callback recording each epoch's wall time."""
+
+    def __init__(self):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(cb, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(cb, epoch, logs=None):
+                self.times.append(time.perf_counter() - self.start)
+
+        self.times: list[float] = []
+        self.callback = Callback()
+
+
+def run_child(spec: str, wider: Path, limit: int | None) -> dict:
+    """Measure one variant once; returns images/s and peak RSS."""
+    variant, mode, workers, *rest = spec.split(":")
+    workers, repeat = int(workers), int(rest[0]) if rest else 1
+    from facegrid.wider import read_annotations
+
+    images = wider / "WIDER_train" / "images"
+    index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
+    if limit:
+        index = index.take(np.arange(min(limit, len(index))))
+    if repeat > 1:
+        index = index.take(np.tile(np.arange(len(index)), repeat))
+    n = len(index)
+    paths = [str(images / str(p)) for p in index.paths.tolist()]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    if variant == "tutorial":
+        data = tutorial_dataset(index, images, workers, False)
+    elif variant in ("sequence", "sequence-procs"):
+        from facegrid.sequence import FaceSequence
+
+        data = FaceSequence(index, images, batch_size=BATCH, shuffle=False, workers=workers,
+                            use_multiprocessing=variant == "sequence-procs")
+    elif variant == "pipeline":
+        from facegrid.tfdata import FacePipeline
+
+        pipeline = FacePipeline(index, images, batch_size=BATCH, shuffle=False, parallel_calls=workers)
+        data = pipeline.dataset(epochs=2 if mode == "fit" else 1)
+    elif variant == "tfdata-plain":
+        data = plain_tfdata(index, images, workers)
+    elif variant == "floor-tf":
+        data = floor_tf(paths, workers)
+    elif variant == "floor-simplejpeg":
+        data = floor_simplejpeg(paths, workers)
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+
+    if mode == "fit":
+        timer = EpochTimer()
+        model = one_layer_model("float32" if variant == "tutorial" else "uint8")
+        steps = math.ceil(n / BATCH) if variant == "pipeline" else None
+        model.fit(data, epochs=2, steps_per_epoch=steps, callbacks=[timer.callback], shuffle=False, verbose=0)
+        seconds = timer.times[-1]  # the first epoch includes tracing and worker start-up
+    else:
+        if variant in ("tutorial", "sequence", "sequence-procs"):
+            batches = iterate_pydataset(data, workers, processes=variant == "sequence-procs")
+        elif variant == "floor-simplejpeg":
+            batches = data()
+        else:
+            batches = iter(data)
+        start, count = None, 0
+        for k, batch in enumerate(batches):
+            if k == 0:  # start the clock once the first batch arrives (start-up excluded)
+                start = time.perf_counter()
+                continue
+            count += len(batch[0] if isinstance(batch, tuple) else batch)
+        seconds = time.perf_counter() - start
+        n = count
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"images_per_s": n / seconds, "images": n, "peak_rss_mb": usage, "rss_at_start_mb": rss_before,
+            "worker_peak_rss_mb": children}
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def child(spec: str, args) -> dict:
+    command = [sys.executable, __file__, "--child", spec, "--wider", str(args.wider)]
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{spec} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def parse_time(wider: Path) -> float:
+    from facegrid.wider import read_annotations
+
+    path = wider / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    read_annotations(path)  # warm the page cache
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        read_annotations(path)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}"
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child, args.wider, args.limit)))
+        return 0
+    if not (args.wider / "WIDER_train" / "images").is_dir():
+        print(f"WIDER FACE data not found at {args.wider}; set FACEGRID_WIDER or --wider", file=sys.stderr)
+        return 2
+
+    specs = [f"{v}:standalone:{w}" for v in VARIANTS for w in (1, 2)]
+    specs += [f"{v}:fit:{w}" for v in FIT_VARIANTS for w in (1, 2)]
+    results: dict[str, list[dict]] = {spec: [] for spec in specs}
+    print(f"machine: {machine()}", flush=True)
+    for p in range(args.passes):
+        order = specs if p % 2 == 0 else specs[::-1]  # interleaved, alternating direction
+        for spec in order:
+            results[spec].append(child(spec, args))
+            print(f"pass {p + 1}/{args.passes} {spec}: {results[spec][-1]['images_per_s']:.0f} images/s",
+                  file=sys.stderr, flush=True)
+
+    def median(spec, key="images_per_s"):
+        return statistics.median(r[key] for r in results[spec]) if results.get(spec) else float("nan")
+
+    base = {mode: {w: median(f"tutorial:{mode}:{w}") for w in (1, 2)} for mode in ("standalone", "fit")}
+    print(f"\nimages/s, median of {args.passes} passes ({results[specs[0]][0]['images']} train images, batch {BATCH}, "
+          f"{SIZE}x{SIZE}); x = ratio to the tutorial generator in the same column\n")
+    header = f"{'variant':34s} {'standalone 1':>16s} {'standalone 2':>16s} {'fit 1':>16s} {'fit 2':>16s} {'peak RSS MB':>12s}"
+    print(header)
+    print("-" * len(header))
+    for variant in VARIANTS:
+        cells = []
+        for mode in ("standalone", "fit"):
+            for w in (1, 2):
+                spec = f"{variant}:{mode}:{w}"
+                if spec in results:
+                    rate = median(spec)
+                    cells.append(f"{rate:7.0f} ({rate / base[mode][w]:4.2f}x)")
+                else:
+                    cells.append("")
+        rss = max(r["peak_rss_mb"] for spec in results if spec.startswith(variant + ":") for r in results[spec])
+        print(f"{LABELS[variant]:34s} " + " ".join(f"{c:>16s}" for c in cells) + f" {rss:12.0f}")
+
+    floor = {w: max(median(f"floor-simplejpeg:standalone:{w}"), median(f"floor-tf:standalone:{w}")) for w in (1, 2)}
+    print("\nstandalone, share of the fastest decode-and-resize (the better floor):")
+    for variant in ("sequence", "pipeline"):
+        print(f"  {LABELS[variant]:32s} " + "  ".join(
+            f"{w} worker(s): {median(f'{variant}:standalone:{w}') / floor[w]:.0%}" for w in (1, 2)))
+
+    print("\npeak RSS over a full standalone pass, train images listed once vs ten times (2 workers):")
+    scaling = {}
+    for variant in ("sequence", "pipeline"):
+        one, ten = child(f"{variant}:standalone:2:1", args), child(f"{variant}:standalone:2:10", args)
+        scaling[variant] = (one, ten)
+        print(f"  {LABELS[variant]:32s} 1x {one['peak_rss_mb']:6.0f} MB ({one['images']} images)   "
+              f"10x {ten['peak_rss_mb']:6.0f} MB ({ten['images']} images)   "
+              f"growth {ten['peak_rss_mb'] - one['peak_rss_mb']:+.0f} MB")
+
+    seconds = parse_time(args.wider)
+    print(f"\nparse of the full official train annotation file (12,880 images): {seconds * 1000:.0f} ms (median of 5)")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "scaling": scaling, "parse_s": seconds}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
