@@ -100,12 +100,17 @@ def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samp
     assert report["faces"] == 3 and 0.0 <= report["ap"] <= 1.0
 
 
-def test_detect_command_reports_unreadable_image(tiny_model, tmp_path):
+def test_detect_command_stops_at_an_unreadable_image_or_skips_it(tiny_model, samples, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    result = CliRunner().invoke(main, ["detect", str(bad), "--model", str(tiny_model)])
-    assert result.exit_code == 1
-    assert "bad.jpg" in result.output
+    good = samples / "images" / "portraits" / "astronaut.png"
+    stopped = CliRunner().invoke(main, ["detect", str(bad), str(good), "--model", str(tiny_model)])
+    assert stopped.exit_code == 2
+    assert "error:" in stopped.output and "bad.jpg: not a readable image" in stopped.output
+    skipped = CliRunner().invoke(main, ["detect", str(bad), str(good), "--model", str(tiny_model), "--on-bad-image", "skip"])
+    assert skipped.exit_code == 1
+    assert "skipped" in skipped.output and "bad.jpg" in skipped.output
+    assert "astronaut.png: " in skipped.output  # the readable image is still processed
 
 
 def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facegrid.images import ImageError, verify_image
+from facegrid.paths import image_path
 from facegrid.index import Index
 from facegrid.wider import read_annotations
 
@@ -82,21 +83,27 @@ def _check_annotations(index: Index, report: CheckReport) -> None:
         report.add(report.warnings, "duplicate_image", f"{index.where(int(index.name_lines[image]))}: {index.paths[image]}")
 
 
-def _open_image(path: Path) -> tuple[int, int] | ImageError:
+def _open_image(images: Path, name: str) -> tuple[int, int] | ImageError:
     try:
-        return verify_image(path)
+        return verify_image(image_path(images, name))
     except ImageError as error:
         return error
 
 
 def _check_images(index: Index, images: Path, report: CheckReport, workers: int, progress: bool) -> None:
-    paths = [images / str(p) for p in index.paths.tolist()]
+    names = index.paths.tolist()
+    paths = [images / name for name in names]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_open_image, paths)
+        results = pool.map(_open_image, [images] * len(names), names)
         for i, result in enumerate(tqdm(results, total=len(paths), desc="images", unit="img", disable=not progress)):
             where = f"{paths[i]} ({index.where(int(index.name_lines[i]))})"
             if isinstance(result, ImageError):
-                kind = "missing_image" if result.reason == "no such file" else "unreadable_image"
+                if result.reason == "no such file":
+                    kind = "missing_image"
+                elif result.reason.startswith("refused:"):
+                    kind = "refused_path"
+                else:
+                    kind = "unreadable_image"
                 report.add(report.errors, kind, where if kind == "missing_image" else f"{where}: {result.reason}")
                 continue
             width, height = result

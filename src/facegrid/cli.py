@@ -225,6 +225,8 @@ def stats(annotations, images, out, input_size, as_json, **filter_args) -> None:
 @click.option("--pipeline", type=click.Choice(["tfdata", "sequence"]),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
+@click.option("--on-bad-image", type=click.Choice(["raise", "skip"]),
+              help="An unusable image stops training (raise, the default) or is left out, logged and counted (skip).")
 @click.option("--seed", type=int)
 @_fatal_input_errors
 def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
@@ -258,8 +260,11 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
                    "for images under folder INPUTs, as DIR/<event>/<name>.txt.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--on-bad-image", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="An unreadable image stops the run (exit status 2), or is reported and skipped "
+                   "(the others are still processed; exit status 1).")
 @_fatal_input_errors
-def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size) -> None:
+def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, on_bad_image) -> None:
     """Find faces in INPUT images (files, or folders searched recursively)."""
     from facegrid.detect import Detector, find_images
 
@@ -271,8 +276,10 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
         chunk = images[start : start + batch_size]
         try:
             results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
-        except ImageError:  # find the unreadable image(s), keep the rest
-            results = []
+        except ImageError:
+            if on_bad_image == "raise":
+                raise
+            results = []  # find the unreadable image(s), keep the rest
             for image, _ in chunk:
                 try:
                     results += detector.detect([image])

@@ -54,6 +54,8 @@ class Config:
             (:class:`facegrid.FaceSequence`). Both serve the same batches.
         workers: images decoded at once (tfdata) or batch-building workers (sequence).
         use_multiprocessing: sequence only: worker processes instead of threads.
+        on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
+            it out, log it, count it): see :mod:`facegrid.bad_images`.
 
     Optimisation:
         epochs, learning_rate, warmup_epochs: Adam with linear warm-up then cosine decay.
@@ -86,6 +88,7 @@ class Config:
     pipeline: str = "tfdata"
     workers: int = 2
     use_multiprocessing: bool = False
+    on_bad_image: str = "raise"
 
     epochs: int = 30
     learning_rate: float = 1e-3
@@ -115,6 +118,8 @@ class Config:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         if self.pipeline not in ("tfdata", "sequence"):
             raise ValueError(f"pipeline must be 'tfdata' or 'sequence', got {self.pipeline!r}")
+        if self.on_bad_image not in ("raise", "skip"):
+            raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {self.on_bad_image!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.backbone_style not in ("keras", "torchvision"):

@@ -22,3 +22,6 @@ class FileLineError(ValueError):
         self.line = line
         self.reason = reason
         super().__init__(f"{self.path}:{line}: {reason}")
+
+    def __reduce__(self):  # arrives whole from a worker process
+        return type(self), (self.path, self.line, self.reason)

@@ -25,6 +25,7 @@ from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxe
 from facegrid.grid import GridCodec
 from facegrid.images import FULL_IMAGE, load_crop
 from facegrid.index import FaceFilter, Index
+from facegrid.paths import image_path
 from facegrid.wider import read_annotations
 
 
@@ -140,9 +141,11 @@ class ExampleSource:
         self.index = index
         self.images = Path(images)
         self.builder = builder
+        self.face_filter = face_filter
         self.targets = face_filter.mask(index)
         self.shuffle = shuffle
         self.seed = seed
+        self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
 
     @classmethod
     def create(
@@ -169,15 +172,32 @@ class ExampleSource:
     def __len__(self) -> int:
         return len(self.index)
 
+    def without(self, images) -> ExampleSource:
+        """The same examples less the images ``images`` (indices), e.g. bad files."""
+        keep = np.setdiff1d(np.arange(len(self.index)), np.fromiter(images, dtype=np.int64))
+        return ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
+
     def order(self, epoch: int) -> np.ndarray:
-        """Image indices in the order epoch ``epoch`` serves them."""
-        if not self.shuffle:
-            return np.arange(len(self.index))
-        return np.random.default_rng([self.seed, int(epoch)]).permutation(len(self.index))
+        """Image indices in the order epoch ``epoch`` serves them (read-only)."""
+        epoch = int(epoch)
+        order = self._orders.get(epoch)
+        if order is None:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.index))
+            else:
+                order = np.arange(len(self.index))
+            order.flags.writeable = False
+            self._orders = {epoch: order, **{e: o for e, o in self._orders.items() if e == epoch - 1}}
+        return order
 
     def path(self, image: int) -> Path:
-        """The file of image ``image``."""
-        return self.images / str(self.index.paths[image])
+        """The file of image ``image``.
+
+        Raises:
+            facegrid.images.ImageError: its annotation path leads outside the
+                images folder (see :func:`facegrid.paths.image_path`).
+        """
+        return image_path(self.images, str(self.index.paths[image]))
 
     def faces(self, image: int) -> tuple[np.ndarray, np.ndarray]:
         """``(targets, ignored)``: float32 xyxy boxes of image ``image``'s faces, split by the filter."""

@@ -43,6 +43,10 @@ DCT_RATIOS = (1, 2, 4, 8)
 #: A region shrunk by this factor or more is area-averaged rather than sampled bilinearly.
 ANTIALIAS_SHRINK = 3.0
 
+#: Images with more pixels than this are refused before decoding (decompression
+#: bombs: a small file claiming a huge image). Pillow's own warning threshold.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
 #: The whole image, as a relative crop ``[x1, y1, x2, y2]``.
 FULL_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
@@ -70,6 +74,9 @@ class ImageError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # arrives whole from a worker process
+        return type(self), (self.path, self.reason)
 
 
 def _has_exif(data: bytes) -> bool:
@@ -109,6 +116,15 @@ def dct_ratio(width: int, height: int, min_width: int, min_height: int) -> int:
     return best
 
 
+class _TooManyPixels(ValueError):
+    pass
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise _TooManyPixels(f"too many pixels: {width} x {height} exceeds the limit of {MAX_PIXELS:,}")
+
+
 def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 1:
         return pixels
@@ -125,6 +141,7 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
     raw_min = (min_height, min_width) if swapped else (min_width, min_height)
     if data.startswith(_JPEG_MAGIC):
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        _check_pixels(width, height)
         if colorspace not in ("CMYK", "YCCK"):
             ratio = dct_ratio(width, height, *raw_min) if max(raw_min) > 0 else 1
             pixels = simplejpeg.decode_jpeg(
@@ -134,6 +151,7 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
             return _upright(pixels, orientation), ((height, width) if swapped else (width, height))
     with Image.open(io.BytesIO(data)) as opened:
         width, height = opened.size
+        _check_pixels(width, height)
         if max(raw_min) > 0:
             opened.draft(opened.mode, (max(raw_min[0], 1), max(raw_min[1], 1)))
         opened.load()
@@ -165,6 +183,8 @@ def _guarded(path, action):
         return action()
     except ImageError:
         raise
+    except _TooManyPixels as error:
+        raise ImageError(path, str(error)) from None
     except Image.DecompressionBombError as error:
         raise ImageError(path, f"too many pixels: {error}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
@@ -238,6 +258,7 @@ def probe(path: str | os.PathLike) -> ImageInfo:
             with Image.open(io.BytesIO(data)) as image:
                 (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
             orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
+        _check_pixels(width, height)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
         return ImageInfo(width, height, orientation, jpeg)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from facegrid.examples import ExampleBuilder
 from facegrid.grid import GridCodec
 from facegrid.images import ImageError, read_image
+from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,8 @@ def show_dataset(
     for i in range(min(count, len(index))):
         rows = slice(index.offsets[i], index.offsets[i + 1])
         boxes = index.image_boxes(i)
-        path = Path(images) / str(index.paths[i])
         try:
+            path = image_path(images, str(index.paths[i]))
             original = read_image(path)
             x, y = builder(path, boxes[keep[rows]], np.random.default_rng([seed, i]), ignore=boxes[~keep[rows]])
         except ImageError as error:

@@ -16,7 +16,9 @@ import keras
 import numpy as np
 
 from facegrid.augment import Augment
+from facegrid.bad_images import BadImages, check_policy, leave_out_bad_images
 from facegrid.examples import ExampleBuilder, ExampleSource
+from facegrid.images import ImageError
 from facegrid.index import FaceFilter, Index
 
 
@@ -49,6 +51,11 @@ class FaceSequence(keras.utils.PyDataset):
             (:class:`~facegrid.index.FaceFilter`; by default invalid and
             zero-size faces are left out). Faces left out become ignore
             regions, neither face nor background.
+        on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
+            Every image's header is read when the sequence is built, so
+            missing and unusable files show up before the first batch;
+            truncated ones when they are decoded. Skipped images met by
+            worker processes are logged there and not counted here.
         **kwargs: passed to ``keras.utils.PyDataset``: ``workers``,
             ``use_multiprocessing``, ``max_queue_size``.
 
@@ -78,15 +85,19 @@ class FaceSequence(keras.utils.PyDataset):
         augment: bool | Augment = False,
         seed: int = 0,
         face_filter: FaceFilter = FaceFilter(),
+        on_bad_image: str = "raise",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = ExampleSource.create(
+        self.on_bad_image = check_policy(on_bad_image)
+        self.bad_images = BadImages()
+        source = ExampleSource.create(
             annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
             seed=seed, face_filter=face_filter,
         )
+        self.source = leave_out_bad_images(source, on_bad_image, self.bad_images, verify=False)
         self.batch_size = batch_size
         self.epoch = 0
 
@@ -114,9 +125,23 @@ class FaceSequence(keras.utils.PyDataset):
         size, codec = self.builder.input_size, self.builder.codec
         x = np.empty((len(chosen), size, size, 3), dtype=np.uint8)
         y = np.empty((len(chosen), *codec.shape), dtype=np.float32)
-        for k, image in enumerate(chosen.tolist()):
-            x[k], y[k] = self.source.example(epoch, image)
+        for k, position in enumerate(range(i * self.batch_size, i * self.batch_size + len(chosen))):
+            x[k], y[k] = self._example(epoch, position)
         return x, y
+
+    def _example(self, epoch: int, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """The example at ``position`` of the epoch's order; when skipping, a bad
+        image gives way to the next readable one in that order."""
+        order = self.source.order(epoch)
+        for step in range(len(order)):
+            image = int(order[(position + step) % len(order)])
+            try:
+                return self.source.example(epoch, image)
+            except ImageError as error:
+                if self.on_bad_image == "raise":
+                    raise
+                self.bad_images.add(error)
+        raise ImageError(self.source.images, "no readable image left in the dataset")
 
     def on_epoch_end(self) -> None:
         """Advance to the next epoch (and so to its image order)."""

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from facegrid.grid import GridCodec
 from facegrid.images import ImageError, image_size
+from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 
 #: Face-size buckets, in pixels of the network input (``sqrt(w * h)``).
@@ -103,10 +103,9 @@ def image_sizes(index: Index, images: str | os.PathLike | None) -> tuple[np.ndar
     extent = np.maximum(extent, 1.0)
     estimated = np.ones(len(index), dtype=bool)
     if images is not None:
-        root = Path(images)
-        for i, path in enumerate(index.paths.tolist()):
+        for i, name in enumerate(index.paths.tolist()):
             try:
-                extent[i] = image_size(root / path)
+                extent[i] = image_size(image_path(images, name))
                 estimated[i] = False
             except ImageError:
                 pass

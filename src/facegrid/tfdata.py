@@ -26,7 +26,6 @@ the same graph can be sharded, fed by a tf.data service or distributed by a
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.augment import LUMA, Augment
+from facegrid.bad_images import BadImages, leave_out_bad_images
 from facegrid.examples import ExampleSource
 from facegrid.images import (
     ANTIALIAS_SHRINK,
@@ -47,6 +47,7 @@ from facegrid.images import (
 )
 from facegrid.images import probe as probe_image
 from facegrid.index import FaceFilter, Index
+from facegrid.paths import image_path
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,15 @@ class FacePipeline:
         parallel_calls: images decoded at once (``tf.data.AUTOTUNE``: as many as helps).
         deterministic: batches in exactly the order planned, even when images
             finish decoding out of order (costs a little speed when off).
+        on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
+        verify: decode every image once (at the smallest DCT scale, about a
+            millisecond each) when the pipeline is built, so that a truncated
+            or corrupt file is found then, named, and never stops training.
+            Without it only headers are read up front.
 
     Raises:
-        facegrid.images.ImageError: an image is missing or not an image (found
-            while reading every image's header up front).
+        facegrid.images.ImageError: with ``on_bad_image="raise"``, the first
+            image that cannot be used.
 
     Example:
         >>> pipeline = FacePipeline("wider_face_train_bbx_gt.txt", "WIDER_train/images",
@@ -94,13 +100,17 @@ class FacePipeline:
         face_filter: FaceFilter = FaceFilter(),
         parallel_calls: int = tf.data.AUTOTUNE,
         deterministic: bool = True,
+        on_bad_image: str = "raise",
+        verify: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = ExampleSource.create(
+        self.bad_images = BadImages()
+        source = ExampleSource.create(
             annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
             seed=seed, face_filter=face_filter,
         )
+        self.source = leave_out_bad_images(source, on_bad_image, self.bad_images, verify=verify)
         self.batch_size = batch_size
         self.parallel_calls = parallel_calls
         self.deterministic = deterministic
@@ -108,7 +118,7 @@ class FacePipeline:
         index = self.source.index
         names, file_of = np.unique(index.paths, return_inverse=True)
         self._file_of = file_of.astype(np.int32)
-        files = [str(self.source.images / name) for name in names.tolist()]
+        files = [str(image_path(self.source.images, name)) for name in names.tolist()]
         with ThreadPoolExecutor(max_workers=8) as pool:
             infos = list(pool.map(probe_image, files))
         self._infos = infos
@@ -165,7 +175,7 @@ class FacePipeline:
 
     def _plan_chunk(self, epoch: np.int64, start: np.int64):
         """For images ``start ..`` of the epoch's order: file, DCT ratio, pixel region, flip, colour, target."""
-        images = self._order(int(epoch))[start : start + PLAN_CHUNK]
+        images = self.source.order(epoch)[start : start + PLAN_CHUNK]
         size = self.source.builder.input_size
         files = self._file_of[images]
         ratios = np.empty(len(images), np.int32)
@@ -184,10 +194,6 @@ class FacePipeline:
             flips[k] = jitter.flip
             colors[k] = jitter.saturation, jitter.contrast, jitter.brightness
         return files, ratios, regions, flips, colors, ys
-
-    @functools.lru_cache(maxsize=2)
-    def _order(self, epoch: int) -> np.ndarray:
-        return self.source.order(epoch)
 
     # ------------------------------------------------------------------ pixels: TensorFlow
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 
 from facegrid.augment import Augment
+from facegrid.bad_images import BadImages
 from facegrid.config import Config
 from facegrid.detect import Detector
 from facegrid.evaluate import average_precision
@@ -85,6 +86,19 @@ class ValidationAP(keras.callbacks.Callback):
         if logs is not None:
             logs["val_ap"] = ap
         log.info("epoch %d: val_ap %.4f", epoch + 1, ap)
+
+
+class ReportBadImages(keras.callbacks.Callback):
+    """Logs, at the end of each epoch, how many images have been left out as unusable."""
+
+    def __init__(self, bad_images: BadImages):
+        super().__init__()
+        self.bad_images = bad_images
+
+    def on_epoch_end(self, epoch, logs=None):
+        if len(self.bad_images):
+            log.warning("epoch %d: %d image(s) left out so far as unusable (each logged when met)",
+                        epoch + 1, len(self.bad_images))
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -169,7 +183,7 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     common = dict(
         batch_size=config.batch_size, input_size=config.input_size, grid_size=config.grid_size, shuffle=True,
         seed=config.seed, augment=Augment(crop_scale=config.crop_scale) if config.augment else False,
-        face_filter=face_filter,
+        face_filter=face_filter, on_bad_image=config.on_bad_image,
     )
     if config.pipeline == "sequence":
         return FaceSequence(
@@ -221,6 +235,7 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         )
 
     callbacks += [
+        ReportBadImages(train_data.bad_images),
         Checkpoints(run_dir, best_ap),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
