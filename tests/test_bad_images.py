@@ -217,3 +217,18 @@ def test_worker_error_reaches_model_fit_with_the_path(tmp_path, use_multiprocess
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ImageError, match="cut.jpg"):
         model.fit(sequence, epochs=1, verbose=0)
+
+
+def test_data_check_reports_escaping_paths_with_their_line(tmp_path):
+    from facegrid.check import check_dataset
+
+    annotations, folder = make_dataset(tmp_path, {})
+    annotations.write_text(annotations.read_text().replace("good1.jpg", "../outside.jpg"))
+    outside = tmp_path / "linked.jpg"
+    outside.write_bytes(jpeg_bytes())
+    os.symlink(outside, folder / "good3.jpg.link")
+    annotations.write_text(annotations.read_text().replace("good3.jpg", "good3.jpg.link"))
+    for images in (None, folder):
+        report = check_dataset(annotations, images)
+        assert report.errors["refused_path"] == (1 if images is None else 2)
+        assert any("faces.txt:4" in place and "'..'" in place for place in report.examples["refused_path"])

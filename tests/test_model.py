@@ -51,3 +51,29 @@ def test_sizes_stay_fractions_of_the_input_at_any_input_size():
     # A uniform image gives the same raw output in every interior cell at both sizes.
     np.testing.assert_allclose(large[0, 3, 3, 3:], small[0, 1, 1, 3:] / 2, rtol=1e-4)
     np.testing.assert_allclose(large[0, 3, 3, :3], small[0, 1, 1, :3], rtol=1e-4)
+
+
+def test_model_file_carrying_code_is_refused_never_run(tmp_path):
+    from facegrid.errors import ModelFileError
+    from facegrid.model import load_detector
+
+    payload = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2)])
+    payload.save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelFileError, match="refused: it carries Python code"):
+        load_detector(tmp_path / "lambda.keras")
+    (tmp_path / "garbage.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="not a .keras model file"):
+        load_detector(tmp_path / "garbage.keras")
+    with pytest.raises(ModelFileError, match="no such file"):
+        load_detector(tmp_path / "missing.keras")
+
+
+def test_detect_command_refuses_a_model_carrying_code(tmp_path, samples):
+    from click.testing import CliRunner
+
+    from facegrid.cli import main
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x + 1)]).save(tmp_path / "evil.keras")
+    result = CliRunner().invoke(main, ["detect", str(samples / "images"), "--model", str(tmp_path / "evil.keras")])
+    assert result.exit_code == 2
+    assert "evil.keras: refused: it carries Python code" in result.output

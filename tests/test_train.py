@@ -6,6 +6,8 @@ import csv
 import json
 
 import keras
+import numpy as np
+import pytest
 
 from facegrid.config import Config, load_config
 from facegrid.detect import Detector
@@ -47,6 +49,31 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     assert detector.input_size == 64
     (found,) = detector.detect([images / "portraits" / "astronaut.png"])
     assert found.size == (512, 512)
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(samples, tmp_path, monkeypatch):
+    import facegrid.train
+
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    config = TINY.replace(epochs=3, warmup_epochs=1)
+    whole = train(config, annotations, images, tmp_path / "whole", verbose=0)
+
+    save = facegrid.train.Checkpoints.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):  # stopped dead right after the first checkpoint
+        save(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, annotations, images, tmp_path / "cut", verbose=0)
+    monkeypatch.undo()
+    (tmp_path / "cut" / "last.tmp.keras").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves it
+    resumed = train(config, annotations, images, tmp_path / "cut", resume=True, verbose=0)
+    assert not list((tmp_path / "cut").glob("*.tmp*"))
+    assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 6
+    for a, b in zip(whole.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
 
 
 def test_face_sequence_pipeline_on_request(samples, tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facegrid.images import ImageError, verify_image
-from facegrid.paths import image_path
+from facegrid.paths import escape_reason, image_path
 from facegrid.index import Index
 from facegrid.wider import read_annotations
 
@@ -77,6 +77,10 @@ def _check_annotations(index: Index, report: CheckReport) -> None:
     for k in np.flatnonzero((index.boxes[:, 2:] <= 0).any(axis=1)).tolist():
         w, h = index.boxes[k, 2:].tolist()
         report.add(report.warnings, "zero_size_box", f"{index.where(int(lines[k]))}: w={w} h={h}")
+    for image, name in enumerate(index.paths.tolist()):
+        reason = escape_reason(name)
+        if reason is not None:
+            report.add(report.errors, "refused_path", f"{index.where(int(index.name_lines[image]))}: {name!r}: {reason}")
     _, first, counts = np.unique(index.paths, return_index=True, return_counts=True)
     for k in np.flatnonzero(counts > 1).tolist():
         image = int(first[k])
@@ -101,6 +105,8 @@ def _check_images(index: Index, images: Path, report: CheckReport, workers: int,
                 if result.reason == "no such file":
                     kind = "missing_image"
                 elif result.reason.startswith("refused:"):
+                    if escape_reason(names[i]) is not None:
+                        continue  # already reported from the annotation file alone
                     kind = "refused_path"
                 else:
                     kind = "unreadable_image"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from facegrid.errors import ModelFileError
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
 from facegrid.submission import SubmissionError
@@ -41,7 +42,7 @@ def _fatal_input_errors(command):
             click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
         except SubmissionError as error:
             click.echo(f"error: not a readable WIDER result file: {error}", err=True)
-        except ImageError as error:
+        except (ImageError, ModelFileError) as error:
             click.echo(f"error: {error}", err=True)
         except OSError as error:
             click.echo(f"error: {error.filename or ''}: {error.strerror or error}", err=True)

@@ -1,4 +1,4 @@
-"""The error type shared by every reader of facegrid's text formats."""
+"""Error types shared across modules, free of heavy imports so that any command can catch them."""
 
 from __future__ import annotations
 
@@ -25,3 +25,20 @@ class FileLineError(ValueError):
 
     def __reduce__(self):  # arrives whole from a worker process
         return type(self), (self.path, self.line, self.reason)
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be loaded: missing, not a Keras model, or carrying code.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # arrives whole from a worker process
+        return type(self), (self.path, self.reason)

@@ -19,11 +19,15 @@ stages, a small feature pyramid, so each cell sees both context and detail.
 from __future__ import annotations
 
 import math
+import os
+import zipfile
+from pathlib import Path
 
 import keras
 from keras import ops
 
 from facegrid.config import Config
+from facegrid.errors import ModelFileError
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
 
 #: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).
@@ -114,13 +118,33 @@ def build_detector(config: Config = Config()) -> keras.Model:
     return keras.Model(inputs, outputs, name="facegrid_detector")
 
 
-def load_detector(path, *, compile: bool = False) -> keras.Model:
-    """Load a saved facegrid model in Keras safe mode (a file carrying arbitrary code is refused).
+def load_detector(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:
+    """Load a saved facegrid model in Keras safe mode: a file carrying code is refused, never run.
+
+    Model files travel between people. A ``.keras`` file can hold Python
+    (a ``Lambda`` layer's function, say) that would run on loading; Keras' safe
+    mode refuses it, and facegrid never turns safe mode off.
 
     Args:
         path: a ``.keras`` file.
         compile: also restore the loss and optimizer state (to continue training).
+
+    Raises:
+        ModelFileError: missing, not a ``.keras`` file, or carrying code.
     """
-    return keras.saving.load_model(
-        path, compile=compile, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
-    )
+    if not Path(path).is_file():
+        raise ModelFileError(path, "no such file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(path, "not a .keras model file (a .keras file is a zip archive)")
+    try:
+        return keras.saving.load_model(
+            path, compile=compile, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
+        )
+    except ValueError as error:
+        text = str(error)
+        if "arbitrary code" in text or "safe_mode" in text:
+            raise ModelFileError(
+                path, "refused: it carries Python code (such as a Lambda layer) that would run on loading; "
+                "facegrid loads models in Keras safe mode only"
+            ) from None
+        raise ModelFileError(path, f"cannot load it: {text.splitlines()[0] if text else type(error).__name__}") from None

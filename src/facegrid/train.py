@@ -209,6 +209,9 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         model = load_detector(run_dir / "last.keras", compile=True)
         initial_epoch, best_ap = int(state["epoch"]), float(state["best_ap"])
         log.info("resuming %s after epoch %d (best val_ap %.4f)", run_dir, initial_epoch, best_ap)
+        for stale in run_dir.glob("*.tmp*"):  # a checkpoint cut short when the run was killed
+            log.info("removing %s, left by an interrupted save", stale.name)
+            stale.unlink()
     else:
         model = build_detector(config)
         _compile(model, config, len(train_data))
