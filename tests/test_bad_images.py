@@ -20,7 +20,6 @@ from facegrid.examples import ExampleSource
 from facegrid.images import ImageError
 from facegrid.paths import escape_reason, image_path
 from facegrid.sequence import FaceSequence
-from facegrid.wider import read_annotations
 
 FACE = "10 10 30 30 0 0 0 0 0 0 "
 

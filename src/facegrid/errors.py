@@ -27,8 +27,10 @@ class FileLineError(ValueError):
         return type(self), (self.path, self.line, self.reason)
 
 
-class ModelFileError(ValueError):
-    """A model file cannot be loaded: missing, not a Keras model, or carrying code.
+class PathError(ValueError):
+    """A file cannot be used, for a reason that concerns the whole file.
+
+    The message reads ``PATH: reason``.
 
     Attributes:
         path: the file.
@@ -42,3 +44,7 @@ class ModelFileError(ValueError):
 
     def __reduce__(self):  # arrives whole from a worker process
         return type(self), (self.path, self.reason)
+
+
+class ModelFileError(PathError):
+    """A model file cannot be loaded: missing, not a Keras model, or carrying code."""

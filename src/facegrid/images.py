@@ -33,6 +33,8 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image
 
+from facegrid.errors import PathError
+
 #: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
 PIXEL_SCALE = 1.0 / 127.5
 PIXEL_OFFSET = -1.0
@@ -62,21 +64,13 @@ _TRANSPOSE = {
 }
 
 
-class ImageError(ValueError):
-    """An image cannot be read: missing, empty, truncated or not an image.
+class ImageError(PathError):
+    """An image cannot be read: missing, empty, truncated, not an image, or refused.
 
     Attributes:
         path: the image file.
         reason: what went wrong.
     """
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):  # arrives whole from a worker process
-        return type(self), (self.path, self.reason)
 
 
 def _has_exif(data: bytes) -> bool:
