@@ -146,6 +146,7 @@ class ExampleSource:
         self.shuffle = shuffle
         self.seed = seed
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
+        self._vetted: dict[str, Path] = {}  # image paths already checked to stay inside the folder
 
     @classmethod
     def create(
@@ -193,11 +194,17 @@ class ExampleSource:
     def path(self, image: int) -> Path:
         """The file of image ``image``.
 
+        Each distinct path is checked once (symbolic links resolved), then remembered.
+
         Raises:
             facegrid.images.ImageError: its annotation path leads outside the
                 images folder (see :func:`facegrid.paths.image_path`).
         """
-        return image_path(self.images, str(self.index.paths[image]))
+        name = str(self.index.paths[image])
+        path = self._vetted.get(name)
+        if path is None:
+            path = self._vetted[name] = image_path(self.images, name)
+        return path
 
     def faces(self, image: int) -> tuple[np.ndarray, np.ndarray]:
         """``(targets, ignored)``: float32 xyxy boxes of image ``image``'s faces, split by the filter."""
