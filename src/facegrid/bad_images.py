@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from facegrid.images import ImageError, probe, verify_image
+from facegrid.images import ImageError, verify_image
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,9 @@ def screen(source, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
 
     def look(image: int) -> ImageError | tuple[int, int]:
         try:
-            path = source.path(image)
-            info = probe(path)
+            info = source.info(image)
             if verify:
-                verify_image(path)
+                verify_image(source.path(image))
         except ImageError as error:
             return error
         return info.width, info.height

@@ -23,7 +23,7 @@ import numpy as np
 
 from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
 from facegrid.grid import GridCodec
-from facegrid.images import FULL_IMAGE, load_crop
+from facegrid.images import FULL_IMAGE, ImageInfo, load_crop, probe
 from facegrid.index import FaceFilter, Index
 from facegrid.paths import image_path
 from facegrid.wider import read_annotations
@@ -147,6 +147,7 @@ class ExampleSource:
         self.seed = seed
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
         self._vetted: dict[str, Path] = {}  # image paths already checked to stay inside the folder
+        self._infos: dict[str, ImageInfo] = {}  # image headers already read
 
     @classmethod
     def create(
@@ -176,7 +177,9 @@ class ExampleSource:
     def without(self, images) -> ExampleSource:
         """The same examples less the images ``images`` (indices), e.g. bad files."""
         keep = np.setdiff1d(np.arange(len(self.index)), np.fromiter(images, dtype=np.int64))
-        return ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
+        rest = ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
+        rest._vetted, rest._infos = self._vetted, self._infos
+        return rest
 
     def order(self, epoch: int) -> np.ndarray:
         """Image indices in the order epoch ``epoch`` serves them (read-only)."""
@@ -205,6 +208,19 @@ class ExampleSource:
         if path is None:
             path = self._vetted[name] = image_path(self.images, name)
         return path
+
+    def info(self, image: int) -> ImageInfo:
+        """Size, orientation and kind of image ``image``'s file, read from its header once.
+
+        Raises:
+            facegrid.images.ImageError: the path escapes the folder, or the file
+                is missing, empty or not an image.
+        """
+        name = str(self.index.paths[image])
+        info = self._infos.get(name)
+        if info is None:
+            info = self._infos[name] = probe(self.path(image))
+        return info
 
     def faces(self, image: int) -> tuple[np.ndarray, np.ndarray]:
         """``(targets, ignored)``: float32 xyxy boxes of image ``image``'s faces, split by the filter."""

@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -45,9 +44,7 @@ from facegrid.images import (
     pixel_region,
     read_image,
 )
-from facegrid.images import probe as probe_image
 from facegrid.index import FaceFilter, Index
-from facegrid.paths import image_path
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +113,10 @@ class FacePipeline:
         self.deterministic = deterministic
 
         index = self.source.index
-        names, file_of = np.unique(index.paths, return_inverse=True)
+        _, first, file_of = np.unique(index.paths, return_index=True, return_inverse=True)
         self._file_of = file_of.astype(np.int32)
-        files = [str(image_path(self.source.images, name)) for name in names.tolist()]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            infos = list(pool.map(probe_image, files))
+        files = [str(self.source.path(image)) for image in first.tolist()]
+        infos = [self.source.info(image) for image in first.tolist()]  # read while screening
         self._infos = infos
         self._orientation = np.array([info.orientation for info in infos], np.int32)
         self._jpeg = np.array([info.jpeg for info in infos], bool)
