@@ -16,10 +16,12 @@ from PIL import Image
 from facegrid import images as images_module
 from facegrid.bad_images import BadImages, check_policy, screen
 from facegrid.errors import FileLineError
-from facegrid.examples import ExampleSource
+from facegrid.examples import ExampleBuilder, ExampleSource
+from facegrid.grid import GridCodec
 from facegrid.images import ImageError
 from facegrid.paths import escape_reason, image_path
 from facegrid.sequence import FaceSequence
+from facegrid.wider import read_annotations
 
 FACE = "10 10 30 30 0 0 0 0 0 0 "
 
@@ -54,7 +56,8 @@ def jpeg_bytes(size=(80, 64)) -> bytes:
 
 
 def source_of(annotations, folder) -> ExampleSource:
-    return ExampleSource.create(annotations, folder, input_size=32, grid_size=2)
+    """The examples as listed, not yet screened."""
+    return ExampleSource(read_annotations(annotations), folder, ExampleBuilder(32, GridCodec(2)))
 
 
 # --------------------------------------------------------------------------- screening

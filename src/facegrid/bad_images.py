@@ -119,8 +119,8 @@ def screen(source, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
     return bad
 
 
-def leave_out_bad_images(source, policy: str, bad_images: BadImages, *, verify: bool):
-    """``source`` less its bad images (see :func:`screen`), as ``policy`` says.
+def leave_out_bad_images(source, policy: str, *, verify: bool):
+    """``source`` less its bad images (see :func:`screen`), as ``policy`` says; they go to ``source.bad_images``.
 
     Raises:
         ImageError: with ``policy="raise"``, the first bad image in file order.
@@ -131,6 +131,6 @@ def leave_out_bad_images(source, policy: str, bad_images: BadImages, *, verify: 
     if check_policy(policy) == "raise":
         raise bad[min(bad)]
     for image in sorted(bad):
-        bad_images.add(bad[image])
+        source.bad_images.add(bad[image])
     log.warning("left out %d of %d images that cannot be used", len(bad), len(source))
     return source.without(bad)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
+from facegrid.bad_images import BadImages, leave_out_bad_images
 from facegrid.grid import GridCodec
 from facegrid.images import FULL_IMAGE, ImageInfo, load_crop, probe
 from facegrid.index import FaceFilter, Index
@@ -148,6 +149,7 @@ class ExampleSource:
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
         self._vetted: dict[str, Path] = {}  # image paths already checked to stay inside the folder
         self._infos: dict[str, ImageInfo] = {}  # image headers already read
+        self.bad_images = BadImages()  # images left out as unusable
 
     @classmethod
     def create(
@@ -161,15 +163,22 @@ class ExampleSource:
         augment: bool | Augment = False,
         seed: int = 0,
         face_filter: FaceFilter = FaceFilter(),
+        on_bad_image: str = "raise",
+        verify: bool = False,
     ) -> ExampleSource:
-        """The examples of an annotation file (or an index already read), with the pipelines' arguments."""
+        """The usable examples of an annotation file (or an index already read), with the pipelines' arguments.
+
+        Every image is screened first (:func:`facegrid.bad_images.screen`; with
+        ``verify`` every byte decoded); ``on_bad_image`` says whether a bad one
+        raises or is left out, recorded in :attr:`bad_images`.
+        """
         builder = ExampleBuilder(
             input_size=input_size,
             codec=GridCodec(grid_size),
             augment=Augment() if augment is True else (augment or None),
         )
         index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        return cls(index, images, builder, face_filter, shuffle, seed)
+        return leave_out_bad_images(cls(index, images, builder, face_filter, shuffle, seed), on_bad_image, verify=verify)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -178,7 +187,7 @@ class ExampleSource:
         """The same examples less the images ``images`` (indices), e.g. bad files."""
         keep = np.setdiff1d(np.arange(len(self.index)), np.fromiter(images, dtype=np.int64))
         rest = ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
-        rest._vetted, rest._infos = self._vetted, self._infos
+        rest._vetted, rest._infos, rest.bad_images = self._vetted, self._infos, self.bad_images
         return rest
 
     def order(self, epoch: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from facegrid.augment import Augment
-from facegrid.bad_images import BadImages, check_policy, leave_out_bad_images
+from facegrid.bad_images import BadImages, check_policy
 from facegrid.examples import ExampleBuilder, ExampleSource
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter, Index
@@ -92,18 +92,21 @@ class FaceSequence(keras.utils.PyDataset):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.on_bad_image = check_policy(on_bad_image)
-        self.bad_images = BadImages()
-        source = ExampleSource.create(
+        self.source = ExampleSource.create(
             annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
-            seed=seed, face_filter=face_filter,
+            seed=seed, face_filter=face_filter, on_bad_image=on_bad_image, verify=False,
         )
-        self.source = leave_out_bad_images(source, on_bad_image, self.bad_images, verify=False)
         self.batch_size = batch_size
         self.epoch = 0
 
     @property
     def index(self) -> Index:
         return self.source.index
+
+    @property
+    def bad_images(self) -> BadImages:
+        """Images left out as unusable so far."""
+        return self.source.bad_images
 
     @property
     def builder(self) -> ExampleBuilder:

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.augment import LUMA, Augment
-from facegrid.bad_images import BadImages, leave_out_bad_images
+from facegrid.bad_images import BadImages
 from facegrid.examples import ExampleSource
 from facegrid.images import (
     ANTIALIAS_SHRINK,
@@ -102,12 +102,10 @@ class FacePipeline:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.bad_images = BadImages()
-        source = ExampleSource.create(
+        self.source = ExampleSource.create(
             annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
-            seed=seed, face_filter=face_filter,
+            seed=seed, face_filter=face_filter, on_bad_image=on_bad_image, verify=verify,
         )
-        self.source = leave_out_bad_images(source, on_bad_image, self.bad_images, verify=verify)
         self.batch_size = batch_size
         self.parallel_calls = parallel_calls
         self.deterministic = deterministic
@@ -133,6 +131,11 @@ class FacePipeline:
     @property
     def index(self) -> Index:
         return self.source.index
+
+    @property
+    def bad_images(self) -> BadImages:
+        """Images left out as unusable so far."""
+        return self.source.bad_images
 
     def dataset(self, first_epoch: int = 0, epochs: int | None = None) -> tf.data.Dataset:
         """Epochs ``first_epoch, first_epoch + 1, ...`` back to back (endless when ``epochs`` is None).
