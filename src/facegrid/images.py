@@ -137,12 +137,16 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height)
         if colorspace not in ("CMYK", "YCCK"):
-            ratio = dct_ratio(width, height, *raw_min) if max(raw_min) > 0 else 1
+            upright = (height, width) if swapped else (width, height)
+            if max(min_width, min_height) > 0:  # the scale rule the tf.data pipeline plans with too
+                _, decoded = decoded_size(ImageInfo(*upright, orientation, jpeg=True), min_width, min_height)
+            else:
+                decoded = upright
+            stored = decoded[::-1] if swapped else decoded
             pixels = simplejpeg.decode_jpeg(
-                data, colorspace="RGB", min_width=math.ceil(width / ratio), min_height=math.ceil(height / ratio),
-                strict=True,
+                data, colorspace="RGB", min_width=stored[0], min_height=stored[1], strict=True
             )
-            return _upright(pixels, orientation), ((height, width) if swapped else (width, height))
+            return _upright(pixels, orientation), upright
     with Image.open(io.BytesIO(data)) as opened:
         width, height = opened.size
         _check_pixels(width, height)
