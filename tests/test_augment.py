@@ -58,20 +58,33 @@ def test_crop_boxes_hand_computed():
         ],
         dtype=np.float32,
     )
-    np.testing.assert_allclose(
-        crop_boxes(boxes, crop), [[0.1, 0.1, 0.3, 0.3], [0, 0.1, 0.3, 0.5], [0.5, 0.7, 1, 1]], atol=1e-6
-    )
+    moved, kept = crop_boxes(boxes, crop)
+    np.testing.assert_allclose(moved, [[0.1, 0.1, 0.3, 0.3], [0, 0.1, 0.3, 0.5], [0.5, 0.7, 1, 1]], atol=1e-6)
+    assert kept.tolist() == [True, True, False, False, True]
 
 
 def test_crop_boxes_non_square_crop():
-    out = crop_boxes(np.array([[0.45, 0.1, 0.55, 0.3]], dtype=np.float32), (0.4, 0.0, 0.6, 0.5))
+    out, _ = crop_boxes(np.array([[0.45, 0.1, 0.55, 0.3]], dtype=np.float32), (0.4, 0.0, 0.6, 0.5))
     np.testing.assert_allclose(out, [[0.25, 0.2, 0.75, 0.6]], atol=1e-6)
 
 
 def test_crop_boxes_full_image_is_identity_and_empty_stays_empty():
     boxes = np.array([[0.1, 0.2, 0.5, 0.9]], dtype=np.float32)
-    np.testing.assert_allclose(crop_boxes(boxes, FULL_IMAGE), boxes)
-    assert crop_boxes(np.zeros((0, 4), dtype=np.float32), (0.1, 0.1, 0.9, 0.9)).shape == (0, 4)
+    np.testing.assert_allclose(crop_boxes(boxes, FULL_IMAGE)[0], boxes)
+    assert crop_boxes(np.zeros((0, 4), dtype=np.float32), (0.1, 0.1, 0.9, 0.9))[0].shape == (0, 4)
+
+
+def test_crop_boxes_with_a_crop_per_box_crops_each_box_as_alone():
+    rng = np.random.default_rng(5)
+    corner = rng.uniform(0, 0.6, (40, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0.01, 0.4, (40, 2))], axis=1).astype(np.float32)
+    start = rng.uniform(0, 0.4, (40, 2))
+    crops = np.concatenate([start, start + rng.uniform(0.3, 0.6, (40, 2))], axis=1)
+    moved, kept = crop_boxes(boxes, crops)
+    one_by_one = [crop_boxes(box[None], tuple(crop)) for box, crop in zip(boxes, crops)]
+    assert kept.tolist() == [bool(k[0]) for _, k in one_by_one]
+    np.testing.assert_array_equal(moved, np.concatenate([m for m, _ in one_by_one]))
+    assert 0 < kept.sum() < len(boxes)
 
 
 @settings(max_examples=100, deadline=None)
@@ -84,10 +97,10 @@ def test_crop_boxes_full_image_is_identity_and_empty_stays_empty():
 )
 def test_crop_boxes_keeps_exactly_the_faces_centred_inside(boxes, x1, y1, w, h):
     crop = (x1, y1, x1 + w, y1 + h)
-    out = crop_boxes(boxes, crop)
+    out, kept = crop_boxes(boxes, crop)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     inside = (cx >= crop[0]) & (cx < crop[2]) & (cy >= crop[1]) & (cy < crop[3])
-    assert len(out) == inside.sum()
+    assert len(out) == inside.sum() and (kept == inside).all()
     assert ((out >= 0) & (out <= 1)).all()
     # mapping back to image fractions gives the kept boxes clipped to the crop
     back = out * np.array([w, h, w, h]) + np.array([x1, y1, x1, y1])

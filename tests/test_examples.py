@@ -191,3 +191,18 @@ def test_real_wider_val_image(wider):
         xa, ya = augmented(path, boxes, np.random.default_rng(i))
         assert xa.shape == (224, 224, 3) and ya.shape == (7, 7, 5)
         assert int((ya[..., 0] == 1).sum()) <= len(boxes)
+
+
+def test_targets_of_a_batch_are_those_of_its_images_one_by_one(split_file):
+    index = read_annotations(split_file("train"))
+    builder = ExampleBuilder(augment=Augment())
+    rng = np.random.default_rng(4)
+    images = rng.choice(len(index), 64, replace=False)
+    boxes = [index.image_boxes(i) for i in images]
+    ignore = [b[: len(b) // 3] for b in boxes]
+    sizes = [(int(w), int(h)) for w, h in rng.integers(200, 1500, (64, 2))]
+    jitters = [builder.jitter(rng) for _ in images]
+    batch = builder.targets(boxes, sizes, jitters, ignore)
+    for k in range(64):
+        np.testing.assert_array_equal(batch[k], builder.targets([boxes[k]], [sizes[k]], [jitters[k]], [ignore[k]])[0])
+    assert (batch[..., 0] == 1).sum() > 64

@@ -246,3 +246,20 @@ def test_cells_with_one_image_size_per_box():
     # 200x200: clipped to [150, 150, 200, 200], centre (175, 175) -> column 3, row 3
     np.testing.assert_array_equal(cells, [[3, 2], [0, 0], [3, 3]])
     assert visible.all()
+
+
+def test_a_batch_encodes_as_its_images_one_by_one():
+    rng = np.random.default_rng(11)
+    codec = GridCodec(7)
+    per_image, ignores = [], []
+    for _ in range(12):  # crowded images: many faces share cells, some regions ignored, some images empty
+        n = int(rng.integers(0, 30))
+        corner = rng.uniform(-20, 210, (n, 2))
+        per_image.append(np.concatenate([corner, corner + rng.uniform(1, 80, (n, 2))], axis=1).astype(np.float32))
+        ignores.append(per_image[-1][: int(rng.integers(0, 4))] + 5)
+    owners = np.repeat(np.arange(12), [len(b) for b in per_image])
+    ignore_owners = np.repeat(np.arange(12), [len(b) for b in ignores])
+    batch = codec.encode_batch(np.concatenate(per_image), owners, 12, 224, 224, np.concatenate(ignores), ignore_owners)
+    for k in range(12):
+        np.testing.assert_array_equal(batch[k], codec.encode(per_image[k], 224, 224, ignore=ignores[k]))
+    assert (batch[..., 0] == 1).sum() > 50 and (batch[..., 0] == -1).sum() > 50

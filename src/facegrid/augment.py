@@ -117,18 +117,30 @@ def adjust_color(pixels: np.ndarray, jitter: Jitter) -> np.ndarray:
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
-def crop_boxes(boxes: np.ndarray, crop: tuple[float, float, float, float]) -> np.ndarray:
+def crop_boxes(boxes: np.ndarray, crop) -> tuple[np.ndarray, np.ndarray]:
     """Map relative ``[N, 4]`` xyxy boxes into a relative crop's frame.
 
     Faces whose centre lies outside the crop are dropped; the rest are clipped
     to it. Input and output are fractions of the image and of the crop.
+
+    Args:
+        boxes: ``[N, 4]`` relative xyxy boxes.
+        crop: ``[x1, y1, x2, y2]`` for every box, or ``[N, 4]``, one crop per
+            box (boxes of several images at once).
+
+    Returns:
+        ``(moved, kept)``: the kept boxes in the crop's frame, and the ``[N]``
+        bool mask of the boxes kept.
     """
-    x1, y1, x2, y2 = crop
+    crop = np.asarray(crop, dtype=np.float64)
     centre = box_ops.centers(boxes)
-    inside = (centre[:, 0] >= x1) & (centre[:, 0] < x2) & (centre[:, 1] >= y1) & (centre[:, 1] < y2)
-    origin = np.array([x1, y1, x1, y1], dtype=np.float32)
-    extent = np.array([x2 - x1, y2 - y1, x2 - x1, y2 - y1], dtype=np.float32)
-    return box_ops.clip((boxes[inside] - origin) / extent, 1.0, 1.0)
+    edges = crop.astype(np.float32)  # compared in the boxes' precision
+    kept = ((centre >= edges[..., :2]) & (centre < edges[..., 2:])).all(axis=-1)
+    if crop.ndim == 2:
+        crop = crop[kept]
+    origin = np.tile(crop[..., :2], 2).astype(np.float32)
+    extent = np.tile(crop[..., 2:] - crop[..., :2], 2).astype(np.float32)
+    return box_ops.clip((boxes[kept] - origin) / extent, 1.0, 1.0), kept
 
 
 def flip_boxes(boxes: np.ndarray) -> np.ndarray:

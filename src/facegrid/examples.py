@@ -5,7 +5,7 @@ scale (cropped when augmenting), resize to the square network input, move the
 boxes with the pixels, and encode them with the grid codec::
 
     image.jpg ──decode+crop+resize──▶ x uint8 [S, S, 3]
-    boxes (original pixels) ──crop/flip──▶ GridCodec.encode ──▶ y float32 [G, G, 5]
+    boxes (original pixels) ──crop/flip──▶ GridCodec.encode_batch ──▶ y float32 [G, G, 5]
 
 :class:`ExampleSource` says which example each pipeline serves when: the
 image order of every epoch and the seeded jitter of every sample. FaceSequence
@@ -72,42 +72,83 @@ class ExampleBuilder:
         self, path: str | os.PathLike, boxes: np.ndarray, jitter: Jitter = NO_JITTER, ignore: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Build one example with the augmentation choices already drawn (see :meth:`__call__`)."""
-        x, (width, height), crop = load_crop(path, self.input_size, jitter.crop)
-        jitter = dataclasses.replace(jitter, crop=crop)
-        if jitter.flip:
-            x = x[:, ::-1]
-        x = adjust_color(x, jitter)
-        return np.ascontiguousarray(x), self.target(boxes, width, height, jitter, ignore)
+        x, size, jitter = self.pixels(path, jitter)
+        return x, self.targets([boxes], [size], [jitter], [ignore])[0]
 
     def jitter(self, rng: np.random.Generator | None) -> Jitter:
         """The augmentation choices for one sample (none when not augmenting)."""
         return self.augment.sample(rng) if self.augment else NO_JITTER
 
-    def target(
-        self,
-        boxes: np.ndarray,
-        width: int,
-        height: int,
-        jitter: Jitter = NO_JITTER,
-        ignore: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """The grid target ``y`` of a ``width x height`` image's faces after ``jitter``.
+    def pixels(
+        self, path: str | os.PathLike, jitter: Jitter = NO_JITTER, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, tuple[int, int], Jitter]:
+        """``x`` of one image: decoded, cropped, resized, flipped and coloured as ``jitter`` says.
 
         Args:
-            boxes: ``[N, 4]`` float32 xyxy faces in original-image pixels.
-            width, height: the upright image's full-resolution size.
-            jitter: the crop and flip applied to the pixels.
-            ignore: ``[M, 4]`` faces left out of training (become ignore cells).
+            path: the image file.
+            jitter: the augmentation choices for this sample.
+            out: a uint8 ``[S, S, 3]`` array to write ``x`` into (a slot of a batch).
+
+        Returns:
+            ``(x, (width, height), jitter)``: the pixels, the image's upright
+            full-resolution size, and the jitter with its crop as actually
+            taken (snapped to whole decoded pixels), which the boxes must follow.
+
+        Raises:
+            facegrid.images.ImageError: the image cannot be read.
         """
-        scale = np.array([width, height, width, height], dtype=np.float32)
-        relative = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / scale
-        ignored = np.zeros((0, 4), np.float32) if ignore is None else np.asarray(ignore, np.float32).reshape(-1, 4) / scale
-        if jitter.crop != FULL_IMAGE:
-            relative, ignored = crop_boxes(relative, jitter.crop), crop_boxes(ignored, jitter.crop)
+        x, size, crop = load_crop(path, self.input_size, jitter.crop)
+        jitter = dataclasses.replace(jitter, crop=crop)
         if jitter.flip:
-            relative, ignored = flip_boxes(relative), flip_boxes(ignored)
+            x = x[:, ::-1]
+        x = adjust_color(x, jitter)
+        if out is None:
+            return np.ascontiguousarray(x), size, jitter
+        out[...] = x
+        return out, size, jitter
+
+    def targets(
+        self,
+        boxes: list[np.ndarray],
+        sizes: list[tuple[int, int]],
+        jitters: list[Jitter],
+        ignore: list[np.ndarray | None],
+    ) -> np.ndarray:
+        """The grid targets ``y`` ``[B, G, G, 5]`` of ``B`` images' faces, each after its jitter.
+
+        One vectorised pass for a whole batch: per-image encoding in Python
+        costs more than decoding threads can hide.
+
+        Args:
+            boxes: per image, ``[N, 4]`` float32 xyxy faces in original-image pixels.
+            sizes: per image, its upright full-resolution ``(width, height)``.
+            jitters: per image, the crop (as taken) and flip applied to its pixels.
+            ignore: per image, ``[M, 4]`` faces left out of training (they
+                become ignore cells), or None.
+        """
         size = self.input_size
-        return self.codec.encode(relative * size, size, size, ignore=ignored * size)
+        faces, owners = self._into_input(boxes, sizes, jitters)
+        regions, region_owners = self._into_input(ignore, sizes, jitters)
+        return self.codec.encode_batch(faces, owners, len(sizes), size, size, regions, region_owners)
+
+    def _into_input(self, boxes, sizes, jitters) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes of several images moved with their jitter into network-input pixels, and each one's image."""
+        boxes = [np.zeros((0, 4), np.float32) if b is None else np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
+        owners = np.repeat(np.arange(len(boxes)), [len(b) for b in boxes])
+        if not len(owners):
+            return np.zeros((0, 4), np.float32), owners
+        scale = np.tile(np.asarray(sizes, dtype=np.float32).reshape(-1, 2), 2)  # per image: w, h, w, h
+        relative = np.concatenate(boxes) / scale[owners]
+        cropped = np.array([j.crop != FULL_IMAGE for j in jitters])[owners]
+        if cropped.any():
+            crops = np.array([j.crop for j in jitters], dtype=np.float64)
+            moved, kept = crop_boxes(relative[cropped], crops[owners[cropped]])
+            relative = np.concatenate([relative[~cropped], moved])
+            owners = np.concatenate([owners[~cropped], owners[cropped][kept]])
+        flipped = np.array([j.flip for j in jitters])[owners]
+        if flipped.any():
+            relative[flipped] = flip_boxes(relative[flipped])
+        return relative * self.input_size, owners
 
 
 class ExampleSource:
@@ -143,7 +184,7 @@ class ExampleSource:
         self.images = Path(images)
         self.builder = builder
         self.face_filter = face_filter
-        self.targets = face_filter.mask(index)
+        self.trained = face_filter.mask(index)  # per face: a target (else an ignore region)
         self.shuffle = shuffle
         self.seed = seed
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
@@ -234,7 +275,7 @@ class ExampleSource:
     def faces(self, image: int) -> tuple[np.ndarray, np.ndarray]:
         """``(targets, ignored)``: float32 xyxy boxes of image ``image``'s faces, split by the filter."""
         boxes = self.index.image_boxes(image)
-        chosen = self.targets[self.index.offsets[image] : self.index.offsets[image + 1]]
+        chosen = self.trained[self.index.offsets[image] : self.index.offsets[image + 1]]
         return boxes[chosen], boxes[~chosen]
 
     def jitter(self, epoch: int, image: int) -> Jitter:
@@ -252,11 +293,25 @@ class ExampleSource:
         faces, ignored = self.faces(image)
         return self.builder.build(self.path(image), faces, self.jitter(epoch, image), ignored)
 
-    def target(self, epoch: int, image: int, width: int, height: int, jitter: Jitter | None = None) -> np.ndarray:
-        """``y`` of image ``image`` in epoch ``epoch``, for a ``width x height`` image.
+    def pixels(
+        self, epoch: int, image: int, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, tuple[int, int], Jitter]:
+        """``x`` of image ``image`` in epoch ``epoch``, with what its targets need (see :meth:`ExampleBuilder.pixels`).
 
-        ``jitter`` saves drawing the sample's jitter again when the caller has it.
+        Raises:
+            facegrid.images.ImageError: the image cannot be read.
         """
-        faces, ignored = self.faces(image)
-        jitter = self.jitter(epoch, image) if jitter is None else jitter
-        return self.builder.target(faces, width, height, jitter, ignored)
+        return self.builder.pixels(self.path(image), self.jitter(epoch, image), out)
+
+    def targets(
+        self, epoch: int, images, sizes: list[tuple[int, int]], jitters: list[Jitter] | None = None
+    ) -> np.ndarray:
+        """``y`` ``[B, G, G, 5]`` of images ``images`` in epoch ``epoch``, of upright sizes ``sizes``.
+
+        ``jitters`` saves drawing the samples' jitter again when the caller has
+        them (with their crops as taken).
+        """
+        faces = [self.faces(image) for image in images]
+        if jitters is None:
+            jitters = [self.jitter(epoch, image) for image in images]
+        return self.builder.targets([f for f, _ in faces], sizes, jitters, [i for _, i in faces])

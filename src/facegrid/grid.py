@@ -107,12 +107,14 @@ class GridCodec:
         clipped, _, cells = self._cells(boxes, width, height)
         return self._one_per_cell(clipped, cells)
 
-    def _one_per_cell(self, clipped: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    def _one_per_cell(self, clipped: np.ndarray, cells: np.ndarray, owners: np.ndarray | None = None) -> np.ndarray:
         areas = box_ops.area(clipped)
         candidates = np.flatnonzero(areas > 0)
         if not len(candidates):
             return candidates
         cell_id = cells[candidates, 1] * self.grid_size + cells[candidates, 0]
+        if owners is not None:  # cells of different images are different cells
+            cell_id = cell_id + owners[candidates] * self.grid_size**2
         order = np.lexsort((areas[candidates], cell_id))  # by cell, then by area
         last_of_cell = np.append(cell_id[order][1:] != cell_id[order][:-1], True)
         return candidates[order[last_of_cell]]
@@ -129,26 +131,58 @@ class GridCodec:
             ignore: ``[M, 4]`` xyxy regions that are neither face nor background
                 (faces left out of training); cells whose centre they cover get -1.
         """
-        target = np.zeros(self.shape, dtype=np.float32)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        regions = boxes if ignore is None else np.concatenate([boxes, np.asarray(ignore, np.float32).reshape(-1, 4)])
+        ignore = np.zeros((0, 4), np.float32) if ignore is None else np.asarray(ignore, np.float32).reshape(-1, 4)
+        first = np.zeros(len(boxes), np.int64), np.zeros(len(ignore), np.int64)  # all of image 0
+        return self.encode_batch(boxes, first[0], 1, width, height, ignore, first[1])[0]
+
+    def encode_batch(
+        self,
+        boxes: np.ndarray,
+        owners: np.ndarray,
+        count: int,
+        width: float,
+        height: float,
+        ignore: np.ndarray | None = None,
+        ignore_owners: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``[count, G, G, 5]`` targets for the faces of ``count`` images of one size at once.
+
+        The same targets as :meth:`encode` image by image, for a fraction of
+        the cost: a batch's faces go through each step together.
+
+        Args:
+            boxes: ``[N, 4]`` xyxy boxes in pixels, the faces of all images.
+            owners: ``[N]`` the image (``0 .. count - 1``) each box belongs to.
+            count: number of images.
+            width, height: the size in pixels of every image.
+            ignore, ignore_owners: ``[M, 4]`` ignore regions and their images.
+        """
+        grid = self.grid_size
+        target = np.zeros((count, *self.shape), dtype=np.float32)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        owners = np.asarray(owners, dtype=np.int64).reshape(-1)
+        regions, region_owners = boxes, owners
+        if ignore is not None and len(ignore):
+            regions = np.concatenate([boxes, np.asarray(ignore, np.float32).reshape(-1, 4)])
+            region_owners = np.concatenate([owners, np.asarray(ignore_owners, np.int64).reshape(-1)])
         if len(regions):
-            steps = (np.arange(self.grid_size, dtype=np.float32) + 0.5) / self.grid_size
+            steps = (np.arange(grid, dtype=np.float32) + 0.5) / grid
             cx, cy = steps * width, steps * height
             inside_x = (cx[None, :] > regions[:, 0:1]) & (cx[None, :] < regions[:, 2:3])  # [R, G]
             inside_y = (cy[None, :] > regions[:, 1:2]) & (cy[None, :] < regions[:, 3:4])
-            covered = (inside_y[:, :, None] & inside_x[:, None, :]).any(axis=0)  # [G rows, G cols]
-            target[covered, 0] = -1.0
+            region, row, col = np.nonzero(inside_y[:, :, None] & inside_x[:, None, :])  # cell centres covered
+            target[region_owners[region], row, col, 0] = -1.0
         clipped, scaled, cells = self._cells(boxes, width, height)
-        keep = self._one_per_cell(clipped, cells)
+        keep = self._one_per_cell(clipped, cells, owners)
         if not len(keep):
             return target
-        clipped, scaled, cells = clipped[keep], scaled[keep], cells[keep]
+        clipped, scaled, cells, images = clipped[keep], scaled[keep], cells[keep], owners[keep]
         cols, rows = cells[:, 0], cells[:, 1]
-        target[rows, cols, 0] = 1.0
-        target[rows, cols, 1:3] = scaled - cells
+        target[images, rows, cols, 0] = 1.0
+        target[images, rows, cols, 1:3] = scaled - cells
         sides = clipped[:, 2:] - clipped[:, :2]
-        target[rows, cols, 3:5] = sides / np.array([width, height], dtype=np.float32)
+        target[images, rows, cols, 3:5] = sides / np.array([width, height], dtype=np.float32)
         return target
 
     def decode(

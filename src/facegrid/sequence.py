@@ -15,7 +15,7 @@ import os
 import keras
 import numpy as np
 
-from facegrid.augment import Augment
+from facegrid.augment import Augment, Jitter
 from facegrid.bad_images import BadImages, check_policy
 from facegrid.examples import ExampleBuilder, ExampleSource
 from facegrid.images import ImageError
@@ -124,22 +124,29 @@ class FaceSequence(keras.utils.PyDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} out of range for {len(self)} batches")
         epoch = self.epoch
-        chosen = self.source.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-        size, codec = self.builder.input_size, self.builder.codec
-        x = np.empty((len(chosen), size, size, 3), dtype=np.uint8)
-        y = np.empty((len(chosen), *codec.shape), dtype=np.float32)
-        for k, position in enumerate(range(i * self.batch_size, i * self.batch_size + len(chosen))):
-            x[k], y[k] = self._example(epoch, position)
-        return x, y
+        positions = range(i * self.batch_size, min((i + 1) * self.batch_size, len(self.source)))
+        size = self.builder.input_size
+        x = np.empty((len(positions), size, size, 3), dtype=np.uint8)
+        images, sizes, jitters = [], [], []
+        for k, position in enumerate(positions):
+            image, original, jitter = self._pixels(epoch, position, x[k])
+            images.append(image)
+            sizes.append(original)
+            jitters.append(jitter)
+        return x, self.source.targets(epoch, images, sizes, jitters)
 
-    def _example(self, epoch: int, position: int) -> tuple[np.ndarray, np.ndarray]:
-        """The example at ``position`` of the epoch's order; when skipping, a bad
-        image gives way to the next readable one in that order."""
+    def _pixels(self, epoch: int, position: int, out: np.ndarray) -> tuple[int, tuple[int, int], Jitter]:
+        """Decode the image at ``position`` of the epoch's order into ``out``; when
+        skipping, a bad image gives way to the next readable one in that order.
+
+        Returns the image served, its upright size and its jitter (crop as taken).
+        """
         order = self.source.order(epoch)
         for step in range(len(order)):
             image = int(order[(position + step) % len(order)])
             try:
-                return self.source.example(epoch, image)
+                _, original, jitter = self.source.pixels(epoch, image, out)
+                return image, original, jitter
             except ImageError as error:
                 if self.on_bad_image == "raise":
                     raise

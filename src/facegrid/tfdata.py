@@ -181,17 +181,18 @@ class FacePipeline:
         regions = np.empty((len(images), 4), np.int32)
         flips = np.empty(len(images), bool)
         colors = np.empty((len(images), 3), np.float32)
-        ys = np.empty((len(images), *self.source.builder.codec.shape), np.float32)
+        sizes, jitters = [], []
         for k, (image, file) in enumerate(zip(images.tolist(), files.tolist())):
             info = self._infos[file]
             jitter = self.source.jitter(epoch, image)
             ratio, (width, height) = decoded_size(info, *covering_size(size, jitter.crop))
             x1, y1, x2, y2 = regions[k] = pixel_region(jitter.crop, width, height)
-            jitter = dataclasses.replace(jitter, crop=(x1 / width, y1 / height, x2 / width, y2 / height))
-            ys[k] = self.source.target(epoch, image, info.width, info.height, jitter)
+            jitters.append(dataclasses.replace(jitter, crop=(x1 / width, y1 / height, x2 / width, y2 / height)))
+            sizes.append((info.width, info.height))
             ratios[k] = DCT_RATIOS.index(ratio)
             flips[k] = jitter.flip
             colors[k] = jitter.saturation, jitter.contrast, jitter.brightness
+        ys = self.source.targets(epoch, images.tolist(), sizes, jitters)
         return files, ratios, regions, flips, colors, ys
 
     # ------------------------------------------------------------------ pixels: TensorFlow
