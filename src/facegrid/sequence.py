@@ -4,7 +4,10 @@ The "Sequence dataset" way of feeding Keras: the dataset knows its length,
 builds each batch on demand from disk (so datasets larger than memory
 stream), and draws a new seeded image order every epoch. Pass it straight to
 ``model.fit``; ``workers`` and ``use_multiprocessing`` parallelise batch
-building in threads or processes.
+building in threads or processes. Prefer threads: JPEG decoding and resizing
+run outside the GIL, while a worker process's batches reach the trainer
+through a pipe whose reading costs the main process several milliseconds a
+batch (``benchmarks/pipeline.py`` measures both).
 """
 
 from __future__ import annotations
