@@ -128,28 +128,37 @@ class ExampleBuilder:
                 become ignore cells), or None.
         """
         size = self.input_size
-        faces, owners = self._into_input(boxes, sizes, jitters)
-        regions, region_owners = self._into_input(ignore, sizes, jitters)
+        moves = _Moves(sizes, jitters)
+        faces, owners = moves.into_input(boxes, size)
+        regions, region_owners = moves.into_input(ignore, size)
         return self.codec.encode_batch(faces, owners, len(sizes), size, size, regions, region_owners)
 
-    def _into_input(self, boxes, sizes, jitters) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes of several images moved with their jitter into network-input pixels, and each one's image."""
+
+class _Moves:
+    """How each image of a batch moves its boxes: its size, crop (as taken) and flip, as arrays."""
+
+    def __init__(self, sizes: list[tuple[int, int]], jitters: list[Jitter]):
+        self.scale = np.tile(np.asarray(sizes, dtype=np.float32).reshape(-1, 2), 2)  # per image: w, h, w, h
+        self.crops = np.array([j.crop for j in jitters], dtype=np.float64).reshape(-1, 4)
+        self.cropped = np.array([j.crop != FULL_IMAGE for j in jitters], dtype=bool)
+        self.flipped = np.array([j.flip for j in jitters], dtype=bool)
+
+    def into_input(self, boxes: list[np.ndarray | None], size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes of each image (original pixels) in ``size x size`` network-input pixels, and each one's image."""
         boxes = [np.zeros((0, 4), np.float32) if b is None else np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
         owners = np.repeat(np.arange(len(boxes)), [len(b) for b in boxes])
         if not len(owners):
             return np.zeros((0, 4), np.float32), owners
-        scale = np.tile(np.asarray(sizes, dtype=np.float32).reshape(-1, 2), 2)  # per image: w, h, w, h
-        relative = np.concatenate(boxes) / scale[owners]
-        cropped = np.array([j.crop != FULL_IMAGE for j in jitters])[owners]
+        relative = np.concatenate(boxes) / self.scale[owners]
+        cropped = self.cropped[owners]
         if cropped.any():
-            crops = np.array([j.crop for j in jitters], dtype=np.float64)
-            moved, kept = crop_boxes(relative[cropped], crops[owners[cropped]])
+            moved, kept = crop_boxes(relative[cropped], self.crops[owners[cropped]])
             relative = np.concatenate([relative[~cropped], moved])
             owners = np.concatenate([owners[~cropped], owners[cropped][kept]])
-        flipped = np.array([j.flip for j in jitters])[owners]
+        flipped = self.flipped[owners]
         if flipped.any():
             relative[flipped] = flip_boxes(relative[flipped])
-        return relative * self.input_size, owners
+        return relative * size, owners
 
 
 class ExampleSource:
@@ -285,15 +294,6 @@ class ExampleSource:
             return NO_JITTER
         return self.builder.jitter(np.random.default_rng([self.seed, int(epoch), int(image)]))
 
-    def example(self, epoch: int, image: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(x, y)`` of image ``image`` in epoch ``epoch``, decoded with NumPy.
-
-        Raises:
-            facegrid.images.ImageError: the image cannot be read.
-        """
-        faces, ignored = self.faces(image)
-        return self.builder.build(self.path(image), faces, self.jitter(epoch, image), ignored)
-
     def pixels(
         self, epoch: int, image: int, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, tuple[int, int], Jitter]:
@@ -304,15 +304,11 @@ class ExampleSource:
         """
         return self.builder.pixels(self.path(image), self.jitter(epoch, image), out)
 
-    def targets(
-        self, epoch: int, images, sizes: list[tuple[int, int]], jitters: list[Jitter] | None = None
-    ) -> np.ndarray:
-        """``y`` ``[B, G, G, 5]`` of images ``images`` in epoch ``epoch``, of upright sizes ``sizes``.
+    def targets(self, images, sizes: list[tuple[int, int]], jitters: list[Jitter]) -> np.ndarray:
+        """``y`` ``[B, G, G, 5]`` of images ``images``, of upright sizes ``sizes``, after ``jitters``.
 
-        ``jitters`` saves drawing the samples' jitter again when the caller has
-        them (with their crops as taken).
+        The jitters are those the pixels were made with, crops as taken
+        (see :meth:`pixels`).
         """
         faces = [self.faces(image) for image in images]
-        if jitters is None:
-            jitters = [self.jitter(epoch, image) for image in images]
         return self.builder.targets([f for f, _ in faces], sizes, jitters, [i for _, i in faces])

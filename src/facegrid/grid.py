@@ -133,8 +133,8 @@ class GridCodec:
         """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         ignore = np.zeros((0, 4), np.float32) if ignore is None else np.asarray(ignore, np.float32).reshape(-1, 4)
-        first = np.zeros(len(boxes), np.int64), np.zeros(len(ignore), np.int64)  # all of image 0
-        return self.encode_batch(boxes, first[0], 1, width, height, ignore, first[1])[0]
+        image_0 = np.zeros(len(boxes), np.int64)
+        return self.encode_batch(boxes, image_0, 1, width, height, ignore, np.zeros(len(ignore), np.int64))[0]
 
     def encode_batch(
         self,

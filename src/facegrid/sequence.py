@@ -136,7 +136,7 @@ class FaceSequence(keras.utils.PyDataset):
             images.append(image)
             sizes.append(original)
             jitters.append(jitter)
-        return x, self.source.targets(epoch, images, sizes, jitters)
+        return x, self.source.targets(images, sizes, jitters)
 
     def _pixels(self, epoch: int, position: int, out: np.ndarray) -> tuple[int, tuple[int, int], Jitter]:
         """Decode the image at ``position`` of the epoch's order into ``out``; when

@@ -192,7 +192,7 @@ class FacePipeline:
             ratios[k] = DCT_RATIOS.index(ratio)
             flips[k] = jitter.flip
             colors[k] = jitter.saturation, jitter.contrast, jitter.brightness
-        ys = self.source.targets(epoch, images.tolist(), sizes, jitters)
+        ys = self.source.targets(images.tolist(), sizes, jitters)
         return files, ratios, regions, flips, colors, ys
 
     # ------------------------------------------------------------------ pixels: TensorFlow
