@@ -57,3 +57,14 @@ def samples() -> Path:
     assert (path / "faces_bbx_gt.txt").is_file(), f"bundled samples missing at {path}"
     assert (path / "images").is_dir(), f"bundled sample images missing at {path}"
     return path
+
+
+@pytest.fixture
+def shm_blocks():
+    """``shm_blocks()`` -> names of the POSIX shared-memory blocks that exist now."""
+
+    def names() -> set[str]:
+        shm = Path("/dev/shm")
+        return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+
+    return names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import pickle
 
 import keras
@@ -11,6 +12,7 @@ import pytest
 
 from facegrid import FaceFilter, FaceSequence, GridCodec, read_annotations
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
+from facegrid.shared_batches import AVAILABLE as SHARED_MEMORY
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,32 @@ def test_sequence_pickles(val_sample):
     assert copy.epoch == 1
     np.testing.assert_array_equal(copy.order, seq.order)
     np.testing.assert_array_equal(copy[1][1], seq[1][1])
+
+
+def _share(dataset):
+    global _DATASET
+    _DATASET = dataset
+
+
+def _batch(i):
+    return _DATASET[i]
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="POSIX shared memory only")
+def test_batches_from_worker_processes_equal_those_built_in_process(val_sample, shm_blocks):
+    annotations, images = val_sample
+    seq = FaceSequence(annotations, images, batch_size=8, input_size=64, grid_size=4, seed=3,
+                       augment=True, workers=2, use_multiprocessing=True)
+    assert type(seq[0]) is tuple  # built in this process: plain arrays
+    before = shm_blocks()
+    context = multiprocessing.get_context("fork")  # as keras.utils.PyDataset's workers on Linux
+    with context.Pool(2, initializer=_share, initargs=(seq,)) as pool:
+        batches = pool.map(_batch, range(len(seq)))
+    assert shm_blocks() == before
+    for i, (x, y) in enumerate(batches):
+        want_x, want_y = seq[i]
+        np.testing.assert_array_equal(x, want_x)
+        np.testing.assert_array_equal(y, want_y)
 
 
 class _RecordingSequence(FaceSequence):

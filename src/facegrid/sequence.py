@@ -5,9 +5,10 @@ builds each batch on demand from disk (so datasets larger than memory
 stream), and draws a new seeded image order every epoch. Pass it straight to
 ``model.fit``; ``workers`` and ``use_multiprocessing`` parallelise batch
 building in threads or processes. Prefer threads: JPEG decoding and resizing
-run outside the GIL, while a worker process's batches reach the trainer
-through a pipe whose reading costs the main process several milliseconds a
-batch (``benchmarks/pipeline.py`` measures both).
+run outside the GIL. Worker processes hand their batches to the trainer in
+shared memory (:mod:`facegrid.shared_batches`) rather than through a pipe, yet
+Keras starts them afresh every epoch and they cost more system time
+(``benchmarks/pipeline.py`` measures both).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import keras
 import numpy as np
 
+from facegrid import shared_batches
 from facegrid.augment import Augment, Jitter
 from facegrid.bad_images import BadImages, check_policy
 from facegrid.examples import ExampleBuilder, ExampleSource
@@ -101,6 +103,9 @@ class FaceSequence(keras.utils.PyDataset):
         )
         self.batch_size = batch_size
         self.epoch = 0
+        self._pid = os.getpid()
+        if self.use_multiprocessing and shared_batches.AVAILABLE:
+            shared_batches.prepare_parent()
 
     @property
     def index(self) -> Index:
@@ -136,7 +141,10 @@ class FaceSequence(keras.utils.PyDataset):
             images.append(image)
             sizes.append(original)
             jitters.append(jitter)
-        return x, self.source.targets(images, sizes, jitters)
+        batch = (x, self.source.targets(images, sizes, jitters))
+        if os.getpid() == self._pid or not shared_batches.AVAILABLE:
+            return batch
+        return shared_batches.SharedBatch(batch)  # built in a worker process: cross to the trainer in shared memory
 
     def _pixels(self, epoch: int, position: int, out: np.ndarray) -> tuple[int, tuple[int, int], Jitter]:
         """Decode the image at ``position`` of the epoch's order into ``out``; when
