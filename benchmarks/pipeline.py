@@ -16,7 +16,9 @@ Variants:
   FacePipeline  facegrid.tfdata.FacePipeline
   floor: ...    the fastest decode-and-resize this machine runs, no targets:
                 simplejpeg at a power-of-two DCT scale + OpenCV resize in a
-                thread pool, and TensorFlow's decode_jpeg(ratio) + resize
+                thread pool, and TensorFlow's decode_jpeg(ratio) + resize;
+                through fit, the simplejpeg floor as a keras.utils.PyDataset
+                (threads) with all-zero targets: the most any PyDataset gets
 
 Through fit: a one-layer model, so that the figures are about the input
 pipeline. By default (``--fit-model pool``) the 224x224 input is average-pooled
@@ -61,7 +63,7 @@ LABELS = {
     "floor-simplejpeg": "floor: simplejpeg + OpenCV",
     "floor-tf": "floor: TF decode(ratio) + resize",
 }
-FIT_VARIANTS = ["tutorial", "tfdata-plain", "sequence", "sequence-procs", "pipeline"]
+FIT_VARIANTS = ["tutorial", "tfdata-plain", "sequence", "sequence-procs", "pipeline", "floor-simplejpeg"]
 
 
 def parse_args(argv=None):
@@ -158,29 +160,54 @@ def floor_tf(paths, workers):
     return ds.prefetch(2)
 
 
-def floor_simplejpeg(paths, workers):
-    """Batches of simplejpeg power-of-two DCT decodes + OpenCV bilinear resizes, in a thread pool."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def simplejpeg_load(path):
+    """One image as fast as this machine decodes and resizes it: simplejpeg at the power-of-two DCT
+    scale covering the input, then an OpenCV bilinear resize."""
     import cv2
     import simplejpeg
 
     from facegrid.images import dct_ratio
 
-    def load(path):
-        data = Path(path).read_bytes()
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        ratio = dct_ratio(width, height, SIZE, SIZE)
-        pixels = simplejpeg.decode_jpeg(data, min_width=math.ceil(width / ratio), min_height=math.ceil(height / ratio))
-        return cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    data = Path(path).read_bytes()
+    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    ratio = dct_ratio(width, height, SIZE, SIZE)
+    pixels = simplejpeg.decode_jpeg(data, min_width=math.ceil(width / ratio), min_height=math.ceil(height / ratio))
+    return cv2.resize(pixels, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+
+
+def floor_simplejpeg(paths, workers):
+    """Batches of :func:`simplejpeg_load` images from a thread pool, no targets."""
+    from concurrent.futures import ThreadPoolExecutor
 
     def batches():
         with ThreadPoolExecutor(workers) as pool:
-            loaded = pool.map(load, paths)
+            loaded = pool.map(simplejpeg_load, paths)
             for start in range(0, len(paths), BATCH):
                 yield np.stack([next(loaded) for _ in paths[start : start + BATCH]])
 
     return batches
+
+
+def floor_pydataset(paths, workers):
+    """The fastest PyDataset built here, for fit: :func:`simplejpeg_load` images into uint8 batches,
+    all-zero targets (no annotations read, no targets computed)."""
+    import keras
+
+    class FloorSequence(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers)
+
+        def __len__(self):
+            return math.ceil(len(paths) / BATCH)
+
+        def __getitem__(self, i):
+            chosen = paths[i * BATCH : (i + 1) * BATCH]
+            x = np.empty((len(chosen), SIZE, SIZE, 3), np.uint8)
+            for k, path in enumerate(chosen):
+                x[k] = simplejpeg_load(path)
+            return x, np.zeros((len(chosen), GRID, GRID, 5), np.float32)
+
+    return FloorSequence()
 
 
 _SHARED = None  # the PyDataset, in worker processes
@@ -281,7 +308,7 @@ def run_child(spec: str, wider: Path, limit: int | None, fit_model: str) -> dict
     elif variant == "floor-tf":
         data = floor_tf(paths, workers)
     elif variant == "floor-simplejpeg":
-        data = floor_simplejpeg(paths, workers)
+        data = floor_pydataset(paths, workers) if mode == "fit" else floor_simplejpeg(paths, workers)
     else:
         raise SystemExit(f"unknown variant {variant}")
 
@@ -397,6 +424,9 @@ def main() -> int:
     for variant in ("sequence", "pipeline"):
         print(f"  {LABELS[variant]:32s} " + "  ".join(
             f"{w} worker(s): {median(f'{variant}:standalone:{w}') / floor[w]:.0%}" for w in (1, 2)))
+    print("through fit, FaceSequence's share of the PyDataset floor (simplejpeg + OpenCV, no targets):")
+    print("  " + "  ".join(f"{w} worker(s): {median(f'sequence:fit:{w}') / median(f'floor-simplejpeg:fit:{w}'):.0%}"
+                           for w in (1, 2)))
 
     print("\npeak RSS over a full standalone pass, train images listed once vs ten times (2 workers):")
     scaling = {}
