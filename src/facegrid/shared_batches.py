@@ -37,7 +37,7 @@ class SharedBatch(tuple):
     """
 
     def __reduce__(self):
-        arrays = [np.ascontiguousarray(a) for a in self]
+        arrays = [np.asarray(a) for a in self]
         layout, offset = [], 0
         for a in arrays:
             layout.append((a.shape, a.dtype.str, offset))
