@@ -1,10 +1,10 @@
 """facegrid: stream WIDER-FACE-format datasets into Keras 3 training of tiny grid face detectors.
 
-The annotation reader and grid codec load without TensorFlow, so data tools
+The annotation reader and the codecs load without TensorFlow, so data tools
 start fast; :class:`FaceSequence` imports Keras on first use.
 """
 
-from facegrid.grid import GridCodec
+from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.index import FaceFilter, Index
 from facegrid.wider import AnnotationError, read_annotations, write_annotations
 
@@ -14,6 +14,7 @@ __all__ = [
     "FaceSequence",
     "GridCodec",
     "Index",
+    "PyramidCodec",
     "read_annotations",
     "write_annotations",
 ]
