@@ -139,7 +139,7 @@ def test_escaping_path_in_an_annotation_file_stops_the_sequence(tmp_path):
     text = annotations.read_text().replace("good3.jpg", "../../etc/hosts")
     annotations.write_text(text)
     with pytest.raises(ImageError, match="refused: '..' in the path"):
-        FaceSequence(annotations, folder, batch_size=2, input_size=32, grid_size=2)
+        FaceSequence(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2))
 
 
 # --------------------------------------------------------------------------- policies
@@ -154,12 +154,12 @@ def test_policy_names_are_checked():
 def test_sequence_raises_with_the_path_by_default(tmp_path):
     annotations, folder = make_dataset(tmp_path, {"missing.jpg": None})
     with pytest.raises(ImageError, match="missing.jpg: no such file"):
-        FaceSequence(annotations, folder, batch_size=2, input_size=32, grid_size=2)
+        FaceSequence(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2))
 
 
 def test_sequence_skips_and_counts_files_found_up_front(tmp_path, caplog):
     annotations, folder = make_dataset(tmp_path, {"missing.jpg": None, "empty.jpg": b""})
-    sequence = FaceSequence(annotations, folder, batch_size=2, input_size=32, grid_size=2, on_bad_image="skip")
+    sequence = FaceSequence(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2), on_bad_image="skip")
     assert len(sequence.index) == 5 and len(sequence.bad_images) == 2
     assert sum("skipped" in r.message and "missing.jpg" in r.message for r in caplog.records) == 1
     assert [len(sequence[i][0]) for i in range(len(sequence))] == [2, 2, 1]
@@ -168,10 +168,10 @@ def test_sequence_skips_and_counts_files_found_up_front(tmp_path, caplog):
 def test_sequence_skips_a_truncated_image_met_while_training(tmp_path):
     whole = jpeg_bytes((400, 300))
     annotations, folder = make_dataset(tmp_path, {"cut.jpg": whole[: len(whole) // 2]})
-    strict = FaceSequence(annotations, folder, batch_size=3, input_size=32, grid_size=2, shuffle=False)
+    strict = FaceSequence(annotations, folder, batch_size=3, input_size=32, codec=GridCodec(2), shuffle=False)
     with pytest.raises(ImageError, match="cut.jpg"):
         strict[0]
-    lenient = FaceSequence(annotations, folder, batch_size=3, input_size=32, grid_size=2, shuffle=False,
+    lenient = FaceSequence(annotations, folder, batch_size=3, input_size=32, codec=GridCodec(2), shuffle=False,
                            on_bad_image="skip")
     x, y = lenient[0]  # images 0, 1 and, for the cut one, the next in order
     assert x.shape == (3, 32, 32, 3) and y.shape == (3, 2, 2, 5)
@@ -187,8 +187,8 @@ def test_tfdata_pipeline_finds_truncated_images_before_the_first_batch(tmp_path)
     whole = jpeg_bytes((400, 300))
     annotations, folder = make_dataset(tmp_path, {"cut.jpg": whole[: len(whole) // 2]})
     with pytest.raises(ImageError, match="cut.jpg"):
-        FacePipeline(annotations, folder, batch_size=2, input_size=32, grid_size=2)
-    pipeline = FacePipeline(annotations, folder, batch_size=2, input_size=32, grid_size=2, on_bad_image="skip")
+        FacePipeline(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2))
+    pipeline = FacePipeline(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2), on_bad_image="skip")
     assert len(pipeline.index) == 5 and len(pipeline.bad_images) == 1
     sizes = [len(x) for x, _ in pipeline.epoch(0).as_numpy_iterator()]
     assert sizes == [2, 2, 1]
@@ -213,7 +213,7 @@ def test_worker_error_reaches_model_fit_with_the_path(tmp_path, use_multiprocess
     keras = pytest.importorskip("keras")
     whole = jpeg_bytes((400, 300))
     annotations, folder = make_dataset(tmp_path, {"cut.jpg": whole[: len(whole) // 2]}, good=7)
-    sequence = FaceSequence(annotations, folder, batch_size=2, input_size=32, grid_size=2, shuffle=False,
+    sequence = FaceSequence(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2), shuffle=False,
                             workers=2, use_multiprocessing=use_multiprocessing)
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(5, 16, strides=16)])
     model.compile(optimizer="sgd", loss="mse")

@@ -99,7 +99,8 @@ def test_boxes_move_with_the_pixels_under_augmentation(synthetic):
         if blobs:
             top = min(blobs, key=lambda b: b[1])
             flipped.append(top[0] > 112)
-    assert min(counts) >= 1 and max(counts) == 4
+    # crops are square, at most the shorter side (480 of 640 px): three of the four faces fit at best
+    assert min(counts) >= 1 and max(counts) == 3
     assert any(flipped) and not all(flipped)  # both cases were exercised
 
 

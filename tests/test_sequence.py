@@ -26,7 +26,7 @@ def val_sample(wider):
 
 def test_batches_have_documented_shapes_and_dtypes(val_sample):
     annotations, images = val_sample
-    seq = FaceSequence(annotations, images, batch_size=32, input_size=96, grid_size=6)
+    seq = FaceSequence(annotations, images, batch_size=32, input_size=96, codec=GridCodec(6))
     assert len(seq) == 13  # ceil(394 / 32)
     x, y = seq[0]
     assert x.shape == (32, 96, 96, 3) and x.dtype == np.uint8
@@ -58,7 +58,7 @@ def test_every_image_once_per_epoch_and_new_order_each_epoch(val_sample):
 def test_targets_hold_all_representable_faces_of_each_image(val_sample, wider):
     """One sample per image with all its faces, not one sample per face."""
     annotations, images = val_sample
-    seq = FaceSequence(annotations, images, batch_size=8, shuffle=False, input_size=224, grid_size=7)
+    seq = FaceSequence(annotations, images, batch_size=8, shuffle=False, input_size=224, codec=GridCodec(7))
     index = FaceFilter().apply(read_annotations(annotations))
     codec = GridCodec(7)
     _, y = seq[0]
@@ -117,7 +117,7 @@ def _batch(i):
 @pytest.mark.skipif(not SHARED_MEMORY, reason="POSIX shared memory only")
 def test_batches_from_worker_processes_equal_those_built_in_process(val_sample, shm_blocks):
     annotations, images = val_sample
-    seq = FaceSequence(annotations, images, batch_size=8, input_size=64, grid_size=4, seed=3,
+    seq = FaceSequence(annotations, images, batch_size=8, input_size=64, codec=GridCodec(4), seed=3,
                        augment=True, workers=2, use_multiprocessing=True)
     assert type(seq[0]) is tuple  # built in this process: plain arrays
     before = shm_blocks()
@@ -152,7 +152,7 @@ def test_model_fit_with_two_workers(val_sample, tmp_path, use_multiprocessing):
     index = read_annotations(annotations)  # an Index works as well as a path
     log_path = tmp_path / "served.jsonl"
     seq = _RecordingSequence(
-        index, images, batch_size=16, input_size=64, grid_size=4, seed=11,
+        index, images, batch_size=16, input_size=64, codec=GridCodec(4), seed=11,
         workers=2, use_multiprocessing=use_multiprocessing, log_path=log_path,
     )
     inputs = keras.Input((64, 64, 3), dtype="uint8")

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facegrid.augment import Augment
+from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import ImageError
 from facegrid.sequence import FaceSequence
 from facegrid.tfdata import FacePipeline
@@ -56,6 +58,18 @@ def test_same_batches_as_face_sequence(val_sample, augment):
     assert_same_batches(ours, sequence)
 
 
+def test_same_pyramid_batches_as_face_sequence(val_sample):
+    index, images = val_sample
+    settings = dict(input_size=128, codec=PyramidCodec((8, 16, 32)), augment=Augment(crop_scale=(0.3, 1.0)), seed=5)
+    pipeline = FacePipeline(index.take(np.arange(48)), images, batch_size=16, **settings)
+    sequence = FaceSequence(index.take(np.arange(48)), images, batch_size=16, **settings)
+    sequence.epoch = 1
+    ours = batches(pipeline.epoch(1))
+    assert ours[0][1].shape == (16, 16 * 16 + 8 * 8 + 4 * 4, 5)
+    assert_same_batches(ours, sequence)
+    assert sum(int((y[..., 0] == 1).sum()) for _, y in ours) > 200  # several cells per face
+
+
 def test_epochs_follow_each_other_with_new_orders(val_sample):
     index, images = val_sample
     pipeline = FacePipeline(index, images, batch_size=100, seed=1)
@@ -100,9 +114,9 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path, orientation):
     Image.fromarray(np.ascontiguousarray(stored)).save(folder / "rotated.jpg", exif=exif, quality=95)
     annotations = tmp_path / "faces.txt"
     annotations.write_text("rotated.jpg\n1\n40 20 80 80 0 0 0 0 0 0 \n")
-    pipeline = FacePipeline(annotations, folder, batch_size=1, input_size=64, grid_size=2, shuffle=False)
+    pipeline = FacePipeline(annotations, folder, batch_size=1, input_size=64, codec=GridCodec(2), shuffle=False)
     (x, y), = batches(pipeline.epoch(0))
-    assert_same_batches([(x, y)], FaceSequence(annotations, folder, batch_size=1, input_size=64, grid_size=2, shuffle=False))
+    assert_same_batches([(x, y)], FaceSequence(annotations, folder, batch_size=1, input_size=64, codec=GridCodec(2), shuffle=False))
     assert x[0, 12, 16, 0] > 180 and x[0, 12, 16, 2] < 80  # red at the top left
     assert x[0, 50, 50, 2] > 150  # blue elsewhere
     assert y[0, 0, 0, 0] == 1  # the face's cell
@@ -126,7 +140,7 @@ def read_annotations_from(tmp_path, names):
 def test_model_fit_reads_one_iterator_across_epochs(samples):
     keras = pytest.importorskip("keras")
     index = read_annotations(samples / "faces_bbx_gt.txt")
-    pipeline = FacePipeline(index, samples / "images", batch_size=2, input_size=64, grid_size=2, seed=0)
+    pipeline = FacePipeline(index, samples / "images", batch_size=2, input_size=64, codec=GridCodec(2), seed=0)
     model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(5, 32, strides=32)])
     model.compile(optimizer="sgd", loss="mse")
     history = model.fit(pipeline.dataset(epochs=3), steps_per_epoch=len(pipeline), epochs=3, shuffle=False, verbose=0)

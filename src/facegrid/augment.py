@@ -58,11 +58,15 @@ NO_JITTER = Jitter()
 class Augment:
     """Random transforms for one training sample.
 
+    Crops are square in pixels, as the field trains its detectors: the side
+    is a fraction of the image's shorter side, so faces keep their shape
+    when the crop is resized to the square network input.
+
     Attributes:
-        crop_scale: range of the crop's side as a fraction of the image side;
-            ``(1.0, 1.0)`` disables cropping.
-        max_aspect_change: the crop's width and height are drawn independently
-            within ``crop_scale`` but their ratio stays within this factor.
+        crop_scale: range of the crop's side as a fraction of the image's
+            shorter side; ``(1.0, 1.0)`` disables cropping.
+        max_aspect_change: the crop's width-to-height ratio (in pixels) is
+            drawn within this factor of square; 1 keeps crops square.
         flip: probability of a horizontal flip.
         brightness: pixels are shifted by up to this fraction of 255.
         contrast: contrast is scaled by a factor in ``1 ± contrast``.
@@ -70,27 +74,35 @@ class Augment:
     """
 
     crop_scale: tuple[float, float] = (0.6, 1.0)
-    max_aspect_change: float = 1.3
+    max_aspect_change: float = 1.0
     flip: float = 0.5
     brightness: float = 0.15
     contrast: float = 0.25
     saturation: float = 0.25
 
-    def sample_crop(self, rng: np.random.Generator) -> tuple[float, float, float, float]:
-        """A random crop ``[x1, y1, x2, y2]`` in fractions of the image."""
+    def __post_init__(self):
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1. Received: crop_scale={self.crop_scale}")
+        if self.max_aspect_change < 1:
+            raise ValueError(f"max_aspect_change must be >= 1. Received: max_aspect_change={self.max_aspect_change}")
+
+    def sample_crop(self, rng: np.random.Generator, aspect: float = 1.0) -> tuple[float, float, float, float]:
+        """A random crop ``[x1, y1, x2, y2]`` in fractions of an image whose width is ``aspect`` times its height."""
         low, high = self.crop_scale
         if low >= 1.0:
             return FULL_IMAGE
-        w = rng.uniform(low, high)
-        ratio = np.exp(rng.uniform(-1.0, 1.0) * np.log(self.max_aspect_change))
-        h = float(np.clip(w * ratio, low, high))
+        side = rng.uniform(low, high)  # of the shorter side
+        stretch = np.exp(rng.uniform(-0.5, 0.5) * np.log(self.max_aspect_change))  # sqrt of width / height in pixels
+        w = min(side * min(1.0, 1.0 / aspect) * stretch, 1.0)  # the shorter side over the width, times side
+        h = min(side * min(1.0, aspect) / stretch, 1.0)
         x1 = rng.uniform(0.0, 1.0 - w)
         y1 = rng.uniform(0.0, 1.0 - h)
         return (x1, y1, x1 + w, y1 + h)
 
-    def sample(self, rng: np.random.Generator) -> Jitter:
-        """Draw every random choice for one sample (crop, flip, colour)."""
-        crop = self.sample_crop(rng)
+    def sample(self, rng: np.random.Generator, aspect: float = 1.0) -> Jitter:
+        """Draw every random choice for one sample (crop, flip, colour) of an image of that aspect (width / height)."""
+        crop = self.sample_crop(rng, aspect)
         flip = bool(rng.random() < self.flip)
         return Jitter(
             crop=crop,

@@ -5,7 +5,7 @@ scale (cropped when augmenting), resize to the square network input, move the
 boxes with the pixels, and encode them with the grid codec::
 
     image.jpg ──decode+crop+resize──▶ x uint8 [S, S, 3]
-    boxes (original pixels) ──crop/flip──▶ GridCodec.encode_batch ──▶ y float32 [G, G, 5]
+    boxes (original pixels) ──crop/flip──▶ codec.encode_batch ──▶ y float32 [G, G, 5] (or [N, 5])
 
 :class:`ExampleSource` says which example each pipeline serves when: the
 image order of every epoch and the seeded jitter of every sample. FaceSequence
@@ -23,7 +23,7 @@ import numpy as np
 
 from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
 from facegrid.bad_images import BadImages, leave_out_bad_images
-from facegrid.grid import GridCodec
+from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import FULL_IMAGE, ImageInfo, load_crop, probe
 from facegrid.index import FaceFilter, Index
 from facegrid.paths import image_path
@@ -36,13 +36,21 @@ class ExampleBuilder:
 
     Attributes:
         input_size: side ``S`` of the square network input.
-        codec: the grid codec that lays out ``y``.
+        codec: the codec that lays out ``y``: a :class:`~facegrid.grid.GridCodec`
+            (``y [G, G, 5]``) or a :class:`~facegrid.grid.PyramidCodec` (``y [N, 5]``).
         augment: random transforms, or None for the plain image (validation).
     """
 
     input_size: int = 224
-    codec: GridCodec = GridCodec(7)
+    codec: GridCodec | PyramidCodec = GridCodec(7)
     augment: Augment | None = None
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Shape of one ``y``: ``(G, G, 5)``, or ``(N, 5)`` for a pyramid over the ``S x S`` input."""
+        if isinstance(self.codec, PyramidCodec):
+            return self.codec.shape(self.input_size, self.input_size)
+        return self.codec.shape
 
     def __call__(
         self,
@@ -66,7 +74,11 @@ class ExampleBuilder:
         Raises:
             facegrid.images.ImageError: the image cannot be read.
         """
-        return self.build(path, boxes, self.jitter(rng), ignore)
+        jitter = NO_JITTER
+        if self.augment:
+            info = probe(path)
+            jitter = self.jitter(rng, info.width / info.height)
+        return self.build(path, boxes, jitter, ignore)
 
     def build(
         self, path: str | os.PathLike, boxes: np.ndarray, jitter: Jitter = NO_JITTER, ignore: np.ndarray | None = None
@@ -75,9 +87,9 @@ class ExampleBuilder:
         x, size, jitter = self.pixels(path, jitter)
         return x, self.targets([boxes], [size], [jitter], [ignore])[0]
 
-    def jitter(self, rng: np.random.Generator | None) -> Jitter:
-        """The augmentation choices for one sample (none when not augmenting)."""
-        return self.augment.sample(rng) if self.augment else NO_JITTER
+    def jitter(self, rng: np.random.Generator | None, aspect: float = 1.0) -> Jitter:
+        """The augmentation choices for one sample of an image ``aspect`` times as wide as high (none when not augmenting)."""
+        return self.augment.sample(rng, aspect) if self.augment else NO_JITTER
 
     def pixels(
         self, path: str | os.PathLike, jitter: Jitter = NO_JITTER, out: np.ndarray | None = None
@@ -209,7 +221,7 @@ class ExampleSource:
         images: str | os.PathLike,
         *,
         input_size: int = 224,
-        grid_size: int = 7,
+        codec: GridCodec | PyramidCodec = GridCodec(7),
         shuffle: bool = True,
         augment: bool | Augment = False,
         seed: int = 0,
@@ -217,15 +229,39 @@ class ExampleSource:
         on_bad_image: str = "raise",
         verify: bool = False,
     ) -> ExampleSource:
-        """The usable examples of an annotation file (or an index already read), with the pipelines' arguments.
+        """The usable examples of an annotation file (or an index already read).
 
-        Every image is screened first (:func:`facegrid.bad_images.screen`; with
-        ``verify`` every byte decoded); ``on_bad_image`` says whether a bad one
-        raises or is left out, recorded in :attr:`bad_images`.
+        These keyword arguments are those of both pipelines
+        (:class:`~facegrid.sequence.FaceSequence`,
+        :class:`~facegrid.tfdata.FacePipeline`), which pass them on here.
+
+        Args:
+            annotations: a ``wider_face_*_bbx_gt.txt`` file, or an
+                :class:`~facegrid.index.Index` already read.
+            images: the folder the annotation paths are relative to
+                (``WIDER_train/images``).
+            input_size: side ``S`` of the square network input.
+            codec: the target layout (default: the single ``7 x 7`` grid).
+            shuffle: draw a new image order each epoch; else file order.
+            augment: ``True`` for the default :class:`~facegrid.augment.Augment`,
+                an ``Augment`` to choose its settings, or ``False``. Keep it
+                off for validation data.
+            seed: seeds the image order and the augmentation.
+            face_filter: which annotated faces become targets
+                (:class:`~facegrid.index.FaceFilter`; by default invalid and
+                zero-size faces are left out). Faces left out become ignore
+                regions, neither face nor background.
+            on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
+            verify: decode every image once while screening (with it every
+                byte is checked; without it, headers only).
+
+        Every image is screened first (:func:`facegrid.bad_images.screen`);
+        ``on_bad_image`` says whether a bad one raises or is left out,
+        recorded in :attr:`bad_images`.
         """
         builder = ExampleBuilder(
             input_size=input_size,
-            codec=GridCodec(grid_size),
+            codec=codec,
             augment=Augment() if augment is True else (augment or None),
         )
         index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
@@ -292,7 +328,8 @@ class ExampleSource:
         """The augmentation choices for image ``image`` in epoch ``epoch``."""
         if not self.builder.augment:
             return NO_JITTER
-        return self.builder.jitter(np.random.default_rng([self.seed, int(epoch), int(image)]))
+        info = self.info(image)
+        return self.builder.jitter(np.random.default_rng([self.seed, int(epoch), int(image)]), info.width / info.height)
 
     def pixels(
         self, epoch: int, image: int, out: np.ndarray | None = None

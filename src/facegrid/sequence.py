@@ -20,11 +20,11 @@ import keras
 import numpy as np
 
 from facegrid import shared_batches
-from facegrid.augment import Augment, Jitter
+from facegrid.augment import Jitter
 from facegrid.bad_images import BadImages, check_policy
 from facegrid.examples import ExampleBuilder, ExampleSource
 from facegrid.images import ImageError
-from facegrid.index import FaceFilter, Index
+from facegrid.index import Index
 
 
 class FaceSequence(keras.utils.PyDataset):
@@ -40,37 +40,27 @@ class FaceSequence(keras.utils.PyDataset):
     the first trained epoch is served in the order of ``e = 1``.
 
     Args:
-        annotations: a ``wider_face_*_bbx_gt.txt`` file, or an
-            :class:`~facegrid.index.Index` already read.
-        images: the folder the annotation paths are relative to
-            (``WIDER_train/images``).
+        annotations, images: the dataset, as for :meth:`ExampleSource.create
+            <facegrid.examples.ExampleSource.create>`.
         batch_size: images per batch.
-        input_size: side ``S`` of the square network input.
-        grid_size: side ``G`` of the target grid.
-        shuffle: draw a new image order each epoch; else file order.
-        augment: ``True`` for the default :class:`~facegrid.augment.Augment`,
-            an ``Augment`` to choose its settings, or ``False``. Keep it off
-            for validation data.
-        seed: seeds the image order and the augmentation.
-        face_filter: which annotated faces become targets
-            (:class:`~facegrid.index.FaceFilter`; by default invalid and
-            zero-size faces are left out). Faces left out become ignore
-            regions, neither face nor background.
-        on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
-            Every image's header is read when the sequence is built, so
-            missing and unusable files show up before the first batch;
-            truncated ones when they are decoded. Skipped images met by
-            worker processes are logged there and not counted here.
-        **kwargs: passed to ``keras.utils.PyDataset``: ``workers``,
-            ``use_multiprocessing``, ``max_queue_size``.
+        workers, use_multiprocessing, max_queue_size: as for
+            ``keras.utils.PyDataset``. Skipped images met by worker processes
+            are logged there and not counted here.
+        **settings: what the examples are (``input_size``, ``codec``,
+            ``shuffle``, ``augment``, ``seed``, ``face_filter``,
+            ``on_bad_image``): the keyword arguments of
+            :meth:`ExampleSource.create <facegrid.examples.ExampleSource.create>`,
+            which documents them. Every image's header is read when the
+            sequence is built, so missing and unusable files show up before
+            the first batch; truncated ones when they are decoded.
 
     Each item is ``(x, y)``:
 
     * ``x``: uint8 ``[B, S, S, 3]`` RGB. The model maps it to ``[-1, 1]``
       itself (``facegrid.images.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
       keeps batches four times smaller than float32 on their way from workers.
-    * ``y``: float32 ``[B, G, G, 5]``, laid out as :mod:`facegrid.grid` describes
-      (objectness 1 face, 0 background, -1 ignore).
+    * ``y``: float32 ``[B, G, G, 5]`` (or ``[B, N, 5]`` for a pyramid codec),
+      laid out as :mod:`facegrid.grid` describes (1 face, 0 background, -1 ignore).
 
     Example:
         >>> train = FaceSequence("wider_face_split/wider_face_train_bbx_gt.txt",
@@ -84,23 +74,16 @@ class FaceSequence(keras.utils.PyDataset):
         images: str | os.PathLike,
         *,
         batch_size: int = 16,
-        input_size: int = 224,
-        grid_size: int = 7,
-        shuffle: bool = True,
-        augment: bool | Augment = False,
-        seed: int = 0,
-        face_filter: FaceFilter = FaceFilter(),
-        on_bad_image: str = "raise",
-        **kwargs,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+        **settings,
     ):
-        super().__init__(**kwargs)
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.on_bad_image = check_policy(on_bad_image)
-        self.source = ExampleSource.create(
-            annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
-            seed=seed, face_filter=face_filter, on_bad_image=on_bad_image, verify=False,
-        )
+        self.on_bad_image = check_policy(settings.get("on_bad_image", "raise"))
+        self.source = ExampleSource.create(annotations, images, verify=False, **settings)
         self.batch_size = batch_size
         self.epoch = 0
         self._pid = os.getpid()

@@ -33,7 +33,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from facegrid.augment import LUMA, Augment
+from facegrid.augment import LUMA
 from facegrid.bad_images import BadImages
 from facegrid.examples import ExampleSource
 from facegrid.images import (
@@ -44,7 +44,7 @@ from facegrid.images import (
     pixel_region,
     read_image,
 )
-from facegrid.index import FaceFilter, Index
+from facegrid.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,20 @@ class FacePipeline:
     drawn from ``(seed, e)``.
 
     Args:
-        annotations: a ``wider_face_*_bbx_gt.txt`` file or an :class:`~facegrid.index.Index`.
-        images: the folder the annotation paths are relative to.
-        batch_size, input_size, grid_size, shuffle, augment, seed, face_filter:
-            as for FaceSequence.
+        annotations, images: the dataset, as for :meth:`ExampleSource.create
+            <facegrid.examples.ExampleSource.create>`.
+        batch_size: images per batch.
         parallel_calls: images decoded at once (``tf.data.AUTOTUNE``: as many as helps).
         deterministic: batches in exactly the order planned, even when images
             finish decoding out of order (costs a little speed when off).
-        on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
         verify: decode every image once (at the smallest DCT scale, about a
             millisecond each) when the pipeline is built, so that a truncated
             or corrupt file is found then, named, and never stops training.
             Without it only headers are read up front.
+        **settings: what the examples are (``input_size``, ``codec``,
+            ``shuffle``, ``augment``, ``seed``, ``face_filter``,
+            ``on_bad_image``): the keyword arguments of
+            :meth:`ExampleSource.create <facegrid.examples.ExampleSource.create>`.
 
     Raises:
         facegrid.images.ImageError: with ``on_bad_image="raise"``, the first
@@ -89,23 +91,14 @@ class FacePipeline:
         images: str | os.PathLike,
         *,
         batch_size: int = 16,
-        input_size: int = 224,
-        grid_size: int = 7,
-        shuffle: bool = True,
-        augment: bool | Augment = False,
-        seed: int = 0,
-        face_filter: FaceFilter = FaceFilter(),
         parallel_calls: int = tf.data.AUTOTUNE,
         deterministic: bool = True,
-        on_bad_image: str = "raise",
         verify: bool = True,
+        **settings,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = ExampleSource.create(
-            annotations, images, input_size=input_size, grid_size=grid_size, shuffle=shuffle, augment=augment,
-            seed=seed, face_filter=face_filter, on_bad_image=on_bad_image, verify=verify,
-        )
+        self.source = ExampleSource.create(annotations, images, verify=verify, **settings)
         self.batch_size = batch_size
         self.parallel_calls = parallel_calls
         self.deterministic = deterministic
@@ -167,7 +160,8 @@ class FacePipeline:
         names = ("file", "ratio", "region", "flip", "color", "y")
         dtypes = (tf.int32, tf.int32, tf.int32, tf.bool, tf.float32, tf.float32)
         planned = tf.numpy_function(self._plan_chunk, [epoch, start], dtypes, stateful=False)
-        shapes = ([None], [None], [None, 4], [None], [None, 3], [None, *self.source.builder.codec.shape])
+        builder = self.source.builder
+        shapes = ([None], [None], [None, 4], [None], [None, 3], [None, *builder.target_shape])
         for tensor, shape in zip(planned, shapes):
             tensor.set_shape(shape)
         return dict(zip(names, planned))
