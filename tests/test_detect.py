@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from facegrid.cli import main
 from facegrid.config import Config
 from facegrid.detect import Detector, find_images
+from facegrid.grid import PyramidCodec
 from facegrid.model import build_detector
 from facegrid.submission import read_submission, write_image_result
 from facegrid.wider import read_annotations
@@ -134,3 +135,34 @@ def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):
 def test_evaluate_command_needs_one_reference(tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2 and "exactly one" in result.output
+
+
+def test_pyramid_decode_maps_cells_through_the_fitted_input_to_original_pixels():
+    codec = PyramidCodec((8, 16, 32))
+    detector = Detector(model=None, input_size=320, score_threshold=0.5, nms_iou=0.4, codec=codec)
+    # a 1000 x 500 image fitted into 320 x 160 (scale 0.32), padded to 320 x 160
+    face = np.array([[100, 50, 164, 114]], np.float32)  # input pixels: a 64 px face, level 16
+    cells = codec.encode(face, 320, 160)
+    cells[cells[:, 0] == 1, 0] = np.linspace(0.9, 0.6, int((cells[:, 0] == 1).sum()))
+    boxes, scores = detector.decode(cells, 1000, 500, input_size=(320, 160), fitted=(320, 160))
+    np.testing.assert_allclose(boxes, face / 0.32, rtol=1e-5)  # the duplicates from its other cells suppressed
+    np.testing.assert_allclose(scores, [0.9])
+
+
+def test_pyramid_detector_keeps_the_aspect_ratio(tmp_path, samples):
+    config = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, head_channels=8, detect_size=96)
+    model = build_detector(config)
+    model.save(tmp_path / "pyramid.keras")
+    config.save(tmp_path / "pyramid.toml")
+    detector = Detector.load(tmp_path / "pyramid.keras", score_threshold=0.0)
+    assert detector.input_size == 96 and detector.codec == config.codec
+    seen = []
+    detector.predict_grids = lambda pixels: seen.append(pixels.shape) or model.predict_on_batch(pixels)
+    path = samples / "images" / "portraits" / "grace_hopper.jpg"  # 512 x 600 (portrait)
+    (found,) = detector.detect([path])
+    assert seen == [(1, 96, 96, 3)]  # fitted to 82 x 96, padded to a multiple of 32
+    assert found.size == (512, 600) and len(found.boxes)
+    assert found.boxes[:, 2].max() <= 512 and found.boxes[:, 3].max() <= 600
+    (tmp_path / "pyramid.toml").unlink()
+    with pytest.raises(ValueError, match="strides"):
+        Detector.load(tmp_path / "pyramid.keras")

@@ -453,3 +453,18 @@ def test_verify_image_catches_a_jpeg_cut_near_its_end(tmp_path, big_jpeg):
     assert image_size(path) == (1600, 1200)  # the header alone looks fine
     with pytest.raises(ImageError):
         verify_image(path)
+
+
+def test_load_fitted_keeps_the_aspect_ratio_and_pads_to_32(tmp_path):
+    from facegrid.images import fitted_size, load_fitted, padded_size
+
+    pixels = np.zeros((300, 500, 3), np.uint8)
+    pixels[:, 250:] = 200  # right half bright
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    x, original, fitted = load_fitted(tmp_path / "wide.png", 320)
+    assert original == (500, 300) and fitted == (320, 192) == fitted_size(500, 300, 320)
+    assert x.shape == (192, 320, 3)  # 192 is already a multiple of 32
+    assert x[:, :150].max() == 0 and x[:, 170:].min() == 200
+    x, _, fitted = load_fitted(tmp_path / "wide.png", 100)
+    assert fitted == (100, 60) and x.shape == (64, 128, 3) and padded_size(100, 60) == (128, 64)
+    assert x[60:].max() == 0 and x[:, 100:].max() == 0  # padding is black

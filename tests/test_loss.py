@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegrid.loss import GridLoss
+from facegrid.loss import GridLoss, PyramidLoss, loss_for
 
 
 def grids(batch=2, g=3):
@@ -101,3 +101,60 @@ def test_ignore_cells_cost_nothing():
     assert after == pytest.approx(before - float(np.asarray(background).sum()), rel=1e-5)
     y_true[1, 0, 0, 0] = 0.0  # ...where as background it costs a lot
     assert float(loss(y_true, y_pred)) > before
+
+
+def pyramid_cells():
+    """Two images of 4 cells: one positive cell (box 2 x 2 strides at the cell centre), one ignore cell."""
+    y_true = np.zeros((2, 4, 5), np.float32)
+    y_true[0, 0] = [1, 0, 0, 2, 2]
+    y_true[0, 1, 0] = -1
+    y_pred = np.zeros((2, 4, 5), np.float32)
+    y_pred[..., 0] = 0.1
+    y_pred[..., 3:] = 1.0
+    y_pred[0, 0] = [0.3, 0.5, 0, 2, 2]  # the same box moved right by a quarter of its width
+    return y_true, y_pred
+
+
+def test_pyramid_loss_matches_hand_computation():
+    y_true, y_pred = pyramid_cells()
+    value = float(PyramidLoss(focal_gamma=2.0, box_weight=2.0)(y_true, y_pred))
+    # IoU of [-1, -1, 1, 1] and [-0.5, -1, 1.5, 1]: 1.5 x 2 / (4 + 4 - 3); hull 2.5 x 2.
+    iou = 3 / 5
+    giou = iou - (5 - 5) / 5
+    q, p = iou, 0.3
+    positive = abs(q - p) ** 2 * -(q * np.log(p) + (1 - q) * np.log(1 - p))
+    negatives = 6 * 0.1**2 * -np.log(0.9)  # 8 cells less the positive and the ignore cell
+    assert value == pytest.approx(positive + negatives + 2.0 * (1 - giou), rel=1e-4)
+
+
+def test_pyramid_loss_is_zero_for_a_perfect_prediction():
+    y_true, _ = pyramid_cells()
+    perfect = y_true.copy()
+    perfect[..., 0] = np.maximum(perfect[..., 0], 1e-7)
+    perfect[0, 1, 0] = 0.9  # an ignore cell may score anything
+    assert float(PyramidLoss()(y_true, perfect)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_pyramid_score_target_is_the_iou_and_gets_no_box_gradient():
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    y_true, y_pred = pyramid_cells()
+    score, box, iou = PyramidLoss().parts(y_true, y_pred)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(iou)[0, 0], 0.6, rtol=1e-5)
+    assert float(keras.ops.sum(box)) == pytest.approx(1 - 0.6, rel=1e-5)
+    pred = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        score, _, _ = PyramidLoss().parts(y_true, pred)
+        total = tf.reduce_sum(score)
+    gradient = tape.gradient(total, pred).numpy()
+    assert np.abs(gradient[..., 1:]).max() == 0  # the IoU target is held constant
+    assert gradient[0, 1, 0] == 0 and gradient[1, 1, 0] != 0  # nothing flows from an ignore cell
+
+
+def test_loss_for_each_layout():
+    from facegrid.config import Config
+
+    assert isinstance(loss_for(Config()), GridLoss)
+    pyramid = loss_for(Config(strides=(8, 16), grid_size=0, focal_gamma=1.5, box_weight=3.0))
+    assert isinstance(pyramid, PyramidLoss) and (pyramid.focal_gamma, pyramid.box_weight) == (1.5, 3.0)
+    assert PyramidLoss.from_config(pyramid.get_config()).box_weight == 3.0

@@ -77,3 +77,40 @@ def test_detect_command_refuses_a_model_carrying_code(tmp_path, samples):
     result = CliRunner().invoke(main, ["detect", str(samples / "images"), "--model", str(tmp_path / "evil.keras")])
     assert result.exit_code == 2
     assert "evil.keras: refused: it carries Python code" in result.output
+
+
+PYRAMID = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, head_channels=8)
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (96, 160), (224, 320)])
+def test_pyramid_output_is_every_level_of_any_input(height, width):
+    model = build_detector(PYRAMID)
+    out = model.predict(np.full((2, height, width, 3), 100, np.uint8), verbose=0)
+    assert out.shape == (2, PYRAMID.codec.cells_for(width, height), 5)
+    assert ((out[..., 0] > 0) & (out[..., 0] < 1)).all() and (out[..., 3:] > 0).all()
+    assert np.median(out[..., 0]) == pytest.approx(0.01, abs=0.02)  # the score prior
+    _, _, levels = PYRAMID.codec.cell_table(width, height)
+    # sizes start at 2 strides on the finest level, 4 on the others (an untrained head's median)
+    assert np.median(out[0, levels == 0, 3]) == pytest.approx(2.0, rel=0.5)
+    assert np.median(out[0, levels == 2, 3]) == pytest.approx(4.0, rel=0.5)
+
+
+def test_pyramid_saves_and_loads_in_safe_mode(tmp_path):
+    model = build_detector(PYRAMID)
+    x = np.random.default_rng(1).integers(0, 256, (1, 96, 128, 3), dtype=np.uint8)
+    model.save(tmp_path / "p.keras")
+    again = keras.saving.load_model(tmp_path / "p.keras", compile=False, safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_backbone_can_start_from_another_detector(tmp_path):
+    first = build_detector(PYRAMID)
+    first.get_layer("backbone").get_layer("Conv1").set_weights(
+        [w + 1.0 for w in first.get_layer("backbone").get_layer("Conv1").get_weights()]
+    )
+    first.save(tmp_path / "first.keras")
+    second = build_detector(PYRAMID.replace(backbone_weights=str(tmp_path / "first.keras")))
+    for a, b in zip(first.get_layer("backbone").weights, second.get_layer("backbone").weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    heads = [w for w in second.weights if "cells" in w.path]
+    assert heads  # the head is new

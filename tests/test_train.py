@@ -100,3 +100,18 @@ def test_export_keeps_the_network_and_its_settings(samples, tmp_path):
     detector = Detector.load(out)
     assert detector.input_size == 128
     assert len(detector.detect([images / "portraits" / "camera.png"])) == 1
+
+
+def test_a_pyramid_trains_and_detects_with_its_own_settings(samples, tmp_path):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    config = TINY.replace(strides=(8, 16, 32), grid_size=0, epochs=1, detect_size=96)
+    run = tmp_path / "pyramid"
+    train(config, annotations, images, run, val_annotations=annotations, val_images=images, verbose=0)
+    assert load_config(run / "config.toml") == config
+    assert "val_ap" in (run / "train.log").read_text()
+    model = keras.saving.load_model(run / "last.keras")
+    assert type(model.loss).__name__ == "PyramidLoss"
+    detector = Detector.load(run / "best.keras", score_threshold=0.0)
+    assert detector.codec == config.codec and detector.input_size == 96
+    (found,) = detector.detect([images / "portraits" / "grace_hopper.jpg"])
+    assert found.size == (512, 600) and len(found.boxes)

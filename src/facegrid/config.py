@@ -19,9 +19,22 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import tomli_w
+
+#: File name of the model bundled with facegrid, inside the package's ``models/`` folder.
+BUNDLED_MODEL = "facegrid-wider.keras"
+
+
+def bundled_model_path() -> Path:
+    """Path of the detector shipped with facegrid; its settings are beside it (``.toml``), and its model card."""
+    return Path(str(resources.files("facegrid") / "models" / BUNDLED_MODEL))
+
+
+#: Strides a pyramid level can have: where MobileNetV2 offers a feature map.
+TAPS_BY_STRIDE = (8, 16, 32)
 
 
 @dataclass(frozen=True)
@@ -30,11 +43,16 @@ class Config:
 
     Model (fully convolutional: trained at one input size, it runs at any multiple of 32):
         input_size: side ``S`` of the square training input.
-        grid_size: side ``G`` of the training output grid; ``S/32`` (the backbone's own
-            resolution), ``S/16`` or ``S/8`` (upsampling head fed from an earlier stage).
-        detect_size: side of the square input at detection time; 0 means ``input_size``.
-            Training on random crops and detecting on the whole image at a larger
-            size shows the network faces at the scale it learned them.
+        strides: a pyramid of grids, one per stride (:class:`facegrid.grid.PyramidCodec`:
+            several cells per face, each face on the level of its size), such as
+            ``[8, 16, 32]``; empty for a single grid of ``grid_size``.
+        grid_size: side ``G`` of the single training output grid; ``S/32`` (the backbone's
+            own resolution), ``S/16`` or ``S/8`` (upsampling head fed from an earlier
+            stage); 0 with ``strides``.
+        detect_size: detection input, 0 meaning ``input_size``. Pyramid models
+            keep the aspect ratio: the longer side is resized to ``detect_size``
+            and the other padded to a multiple of 32. Single-grid models see the
+            image stretched to a ``detect_size`` square.
         alpha: MobileNetV2 width multiplier.
         backbone_weights: ``"none"``, ``"imagenet"`` (Keras' weights, downloaded;
             needs internet), or the path of a ``.weights.h5`` file.
@@ -64,7 +82,11 @@ class Config:
             validation AP (0 disables).
 
     Loss (:class:`facegrid.loss.GridLoss`):
-        focal_gamma, focal_alpha: focal loss on objectness over every cell.
+        focal_gamma: focusing parameter of the score loss (focal loss on a single grid,
+            quality focal loss on a pyramid) over every cell.
+        focal_alpha: weight of face cells in a single grid's focal loss (pyramid
+            scores are weighted by their IoU target instead, so it must stay at
+            its default there).
         box_weight: weight of the box terms on cells holding a face.
 
     Detection:
@@ -73,6 +95,7 @@ class Config:
     """
 
     input_size: int = 224
+    strides: tuple[int, ...] = ()
     grid_size: int = 7
     detect_size: int = 0
     alpha: float = 0.75
@@ -104,8 +127,18 @@ class Config:
     nms_iou: float = 0.4
 
     def __post_init__(self):
+        if self.strides:
+            from facegrid.grid import PyramidCodec
+
+            object.__setattr__(self, "strides", PyramidCodec(tuple(self.strides)).strides)  # validated, ints
+            if self.grid_size:
+                raise ValueError(f"grid_size must be 0 with strides (a pyramid has no single grid), got {self.grid_size}")
+            if self.focal_alpha != Config.focal_alpha:
+                raise ValueError("focal_alpha applies to single-grid models only; leave it out with strides")
+            if not set(self.strides) <= set(TAPS_BY_STRIDE):
+                raise ValueError(f"strides must be among {sorted(TAPS_BY_STRIDE)}. Received: strides={self.strides}")
         strides = {self.input_size // s: s for s in (32, 16, 8) if self.input_size % s == 0}
-        if self.grid_size not in strides:
+        if not self.strides and self.grid_size not in strides:
             raise ValueError(
                 f"grid_size {self.grid_size} does not fit input_size {self.input_size}: "
                 f"choose one of {sorted(strides)} (input_size / 32, / 16 or / 8)"
@@ -113,9 +146,7 @@ class Config:
         for name in ("input_size", "detect_size"):
             if getattr(self, name) % 32:
                 raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        self.augmentation()  # validates crop_scale
         if self.pipeline not in ("tfdata", "sequence"):
             raise ValueError(f"pipeline must be 'tfdata' or 'sequence', got {self.pipeline!r}")
         if self.on_bad_image not in ("raise", "skip"):
@@ -127,10 +158,19 @@ class Config:
         if self.backbone_style == "torchvision" and self.alpha != 1.0:
             raise ValueError("torchvision-style backbones exist only for alpha 1.0")
 
+    def augmentation(self):
+        """The training augmentation, or None when ``augment`` is off."""
+        from facegrid.augment import Augment
+
+        augment = Augment(crop_scale=self.crop_scale)
+        return augment if self.augment else None
+
     @property
-    def stride(self) -> int:
-        """Input pixels per grid cell."""
-        return self.input_size // self.grid_size
+    def codec(self):
+        """The target layout of this model: a :class:`~facegrid.grid.PyramidCodec` or a :class:`~facegrid.grid.GridCodec`."""
+        from facegrid.grid import codec_for
+
+        return codec_for(self.strides, self.grid_size)
 
     @property
     def detection_input_size(self) -> int:

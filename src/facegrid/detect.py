@@ -1,9 +1,12 @@
 """Detector: images in, face boxes in original-image pixels with scores out.
 
-Each image is decoded and resized exactly as in training (:func:`facegrid.images.load_input`),
-the model predicts a grid, :class:`~facegrid.grid.GridCodec` decodes it at the
-image's own size, and non-maximum suppression removes duplicates from
-neighbouring cells.
+A pyramid model (:class:`~facegrid.grid.PyramidCodec`) sees each image with
+its aspect ratio kept: the longer side resized to the detection size, the
+other padded to a multiple of 32 (:func:`facegrid.images.load_fitted`). A
+single-grid model sees it stretched to a square, as it was trained
+(:func:`facegrid.images.load_input`). The codec decodes the prediction, the
+boxes are scaled back to the image's own pixels, and non-maximum suppression
+removes duplicates from neighbouring cells.
 """
 
 from __future__ import annotations
@@ -11,29 +14,20 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from facegrid import boxes as box_ops
-from facegrid.config import load_config
-from facegrid.grid import GridCodec
-from facegrid.images import load_input
+from facegrid.config import bundled_model_path, load_config
+from facegrid.grid import GridCodec, PyramidCodec
+from facegrid.images import load_fitted, load_input
 from facegrid.model import load_detector
 
 log = logging.getLogger(__name__)
 
-#: File name of the model bundled with facegrid, inside the package's ``models/`` folder.
-BUNDLED_MODEL = "facegrid-wider.keras"
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def bundled_model_path() -> Path:
-    """Path of the detector shipped with facegrid (see its model card beside it)."""
-    return Path(str(resources.files("facegrid") / "models" / BUNDLED_MODEL))
 
 
 @dataclass
@@ -69,21 +63,33 @@ class Detector:
     """Runs a facegrid model on image files.
 
     Args:
-        model: a facegrid detector (uint8 ``[B, S, S, 3]`` in, ``[B, G, G, 5]`` out).
-        input_size: side ``S`` images are resized to (a multiple of 32).
+        model: a facegrid detector (uint8 images in; ``[B, G, G, 5]`` grids or
+            ``[B, N, 5]`` pyramid cells out).
+        input_size: side ``S`` images are resized to (a multiple of 32): the
+            square of a single-grid model, the longer side for a pyramid.
         score_threshold: keep detections scoring at least this.
         nms_iou: suppress a box overlapping a better one by more than this IoU.
+        codec: the model's target layout; None for a single grid, whose size
+            is read off each prediction.
 
     Example:
         >>> detector = Detector.load()  # the bundled model  # doctest: +SKIP
         >>> [d.boxes for d in detector.detect(["group.jpg"])]  # doctest: +SKIP
     """
 
-    def __init__(self, model: keras.Model, input_size: int, score_threshold: float = 0.5, nms_iou: float = 0.4):
+    def __init__(
+        self,
+        model: keras.Model,
+        input_size: int,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.4,
+        codec: PyramidCodec | None = None,
+    ):
         self.model = model
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
+        self.codec = codec
 
     @classmethod
     def load(
@@ -98,28 +104,63 @@ class Detector:
         """
         path = Path(path) if path is not None else bundled_model_path()
         model = load_detector(path)
+        sidecars = [path.with_suffix(".toml"), path.parent / "config.toml"]
+        found = next((p for p in sidecars if p.is_file()), None)
+        config = load_config(found) if found is not None else None
+        if config is None and len(model.output_shape) == 3:
+            raise ValueError(f"{path}: no configuration beside it says its pyramid's strides ({sidecars[0].name})")
         if input_size is None:
-            sidecars = [path.with_suffix(".toml"), path.parent / "config.toml"]
-            found = next((p for p in sidecars if p.is_file()), None)
-            if found is not None:
-                input_size = load_config(found).detection_input_size
+            if config is not None:
+                input_size = config.detection_input_size
             elif model.input_shape[1] is not None:
                 input_size = int(model.input_shape[1])
             else:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
-        return cls(model, input_size, **kwargs)
+        codec = config.codec if config is not None and config.strides else None
+        return cls(model, input_size, codec=codec, **kwargs)
 
     def predict_grids(self, pixels: np.ndarray) -> np.ndarray:
-        """Raw ``[B, G, G, 5]`` grids for uint8 ``[B, S, S, 3]`` inputs."""
+        """Raw predictions (``[B, G, G, 5]`` grids or ``[B, N, 5]`` cells) for uint8 ``[B, H, W, 3]`` inputs."""
         return np.asarray(self.model.predict_on_batch(pixels))
 
-    def decode(self, grid: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes and scores in pixels of a ``width x height`` image, after NMS."""
-        codec = GridCodec(grid.shape[0])
-        boxes, scores = codec.decode(grid, width, height, threshold=self.score_threshold)
+    def decode(
+        self, grid: np.ndarray, width: int, height: int, input_size: tuple[int, int] | None = None,
+        fitted: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and scores in pixels of a ``width x height`` image, after NMS.
+
+        Args:
+            grid: one prediction.
+            width, height: the image's own size.
+            input_size: for a pyramid, the ``(width, height)`` of the input the
+                prediction was made on (padding included).
+            fitted: for a pyramid, the size the image had inside that input.
+        """
+        if self.codec is None:
+            boxes, scores = GridCodec(grid.shape[0]).decode(grid, width, height, threshold=self.score_threshold)
+        else:
+            boxes, scores = self.codec.decode(grid, *input_size, threshold=self.score_threshold)
+            boxes = boxes * np.tile(np.array([width / fitted[0], height / fitted[1]], np.float32), 2)
         boxes = box_ops.clip(boxes, width, height)
         keep = box_ops.nms(boxes, scores, self.nms_iou)
         return boxes[keep], scores[keep]
+
+    def _detect_batch(self, paths: list[str]) -> list[Detections]:
+        if self.codec is None:
+            loaded = [load_input(p, self.input_size) for p in paths]
+            grids = self.predict_grids(np.stack([pixels for pixels, _ in loaded]))
+            return [Detections(p, size, *self.decode(g, *size)) for p, (_, size), g in zip(paths, loaded, grids)]
+        loaded = [load_fitted(p, self.input_size) for p in paths]
+        height = max(pixels.shape[0] for pixels, _, _ in loaded)
+        width = max(pixels.shape[1] for pixels, _, _ in loaded)
+        batch = np.zeros((len(paths), height, width, 3), np.uint8)  # images of one batch share the largest input
+        for slot, (pixels, _, _) in zip(batch, loaded):
+            slot[: pixels.shape[0], : pixels.shape[1]] = pixels
+        cells = self.predict_grids(batch)
+        return [
+            Detections(p, size, *self.decode(c, *size, input_size=(width, height), fitted=fitted))
+            for p, (_, size, fitted), c in zip(paths, loaded, cells)
+        ]
 
     def detect(self, paths, batch_size: int = 8) -> list[Detections]:
         """Detect faces in each image file.
@@ -130,12 +171,7 @@ class Detector:
         paths = [str(p) for p in paths]
         results = []
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            loaded = [load_input(p, self.input_size) for p in chunk]
-            grids = self.predict_grids(np.stack([pixels for pixels, _ in loaded]))
-            for path, (_, size), grid in zip(chunk, loaded, grids):
-                boxes, scores = self.decode(grid, *size)
-                results.append(Detections(path, size, boxes, scores))
+            results.extend(self._detect_batch(paths[start : start + batch_size]))
         return results
 
 

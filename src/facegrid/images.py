@@ -240,6 +240,21 @@ class ImageInfo:
 _HEAD_BYTES = 1 << 16  # holds the EXIF block and frame header of nearly every JPEG
 
 
+def _header(data: bytes) -> ImageInfo:
+    """The :class:`ImageInfo` of an image from its first bytes (ValueError or PIL errors if they do not tell)."""
+    if data.startswith(_JPEG_MAGIC):
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        orientation, jpeg = _orientation(data), colorspace not in ("CMYK", "YCCK")
+    else:
+        with Image.open(io.BytesIO(data)) as image:
+            (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
+    _check_pixels(width, height)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(width, height, orientation, jpeg)
+
+
 def probe(path: str | os.PathLike) -> ImageInfo:
     """Read an image's size, orientation and kind from its first bytes.
 
@@ -248,27 +263,14 @@ def probe(path: str | os.PathLike) -> ImageInfo:
     """
     head = _read(path, _HEAD_BYTES)
 
-    def header(data: bytes) -> ImageInfo:
-        if data.startswith(_JPEG_MAGIC):
-            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            orientation, jpeg = _orientation(data), colorspace not in ("CMYK", "YCCK")
-        else:
-            with Image.open(io.BytesIO(data)) as image:
-                (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
-            orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
-        _check_pixels(width, height)
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
-        return ImageInfo(width, height, orientation, jpeg)
-
     if len(head) == _HEAD_BYTES:
         if head.startswith(_JPEG_MAGIC):
             try:
-                return header(head)
+                return _header(head)
             except ValueError:
                 pass  # the frame header lies further in
         head = _read(path)  # other formats may keep their EXIF block at the end
-    return _guarded(path, lambda: header(head))
+    return _guarded(path, lambda: _header(head))
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -277,8 +279,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return info.width, info.height
 
 
-def resize_region(pixels: np.ndarray, region: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """Cut ``region`` out of ``pixels`` and resize it to ``size x size``.
+def resize_region(pixels: np.ndarray, region: tuple[int, int, int, int], size: int | tuple[int, int]) -> np.ndarray:
+    """Cut ``region`` out of ``pixels`` and resize it to ``size x size`` (or to ``(width, height)``).
 
     Bilinear with half-pixel centres (as ``tf.image.resize``); a region
     shrunk by :data:`ANTIALIAS_SHRINK` or more is area-averaged instead, so
@@ -287,12 +289,13 @@ def resize_region(pixels: np.ndarray, region: tuple[int, int, int, int], size: i
     Args:
         pixels: uint8 ``[H, W, 3]``.
         region: ``[x1, y1, x2, y2)`` in whole pixels of ``pixels`` (see :func:`pixel_region`).
-        size: side of the square output.
+        size: side of the square output, or its ``(width, height)``.
     """
     x1, y1, x2, y2 = region
-    shrink = max(x2 - x1, y2 - y1) / size
+    width, height = (size, size) if isinstance(size, int) else size
+    shrink = max((x2 - x1) / width, (y2 - y1) / height)
     method = cv2.INTER_AREA if shrink >= ANTIALIAS_SHRINK else cv2.INTER_LINEAR
-    return cv2.resize(pixels[y1:y2, x1:x2], (size, size), interpolation=method)
+    return cv2.resize(pixels[y1:y2, x1:x2], (width, height), interpolation=method)
 
 
 def covering_size(size: int, crop: tuple[float, float, float, float]) -> tuple[int, int]:
@@ -372,3 +375,46 @@ def load_input(
     """
     pixels, original, _ = load_crop(path, size, crop)
     return pixels, original
+
+
+def fitted_size(width: int, height: int, longer_side: int) -> tuple[int, int]:
+    """``(width, height)`` of an image resized, aspect ratio kept, so that its longer side is ``longer_side``."""
+    scale = longer_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def padded_size(width: int, height: int, multiple: int = 32) -> tuple[int, int]:
+    """``(width, height)`` rounded up to multiples of ``multiple``: what a network with that total stride takes."""
+    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+
+
+def load_fitted(
+    path: str | os.PathLike, longer_side: int, multiple: int = 32
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """Decode an image and resize it, aspect ratio kept, to a longer side of ``longer_side``, padded with black.
+
+    The image lies in the top-left corner of uint8 ``[H', W', 3]`` pixels whose
+    sides are multiples of ``multiple``; a box maps to the input by one scale
+    factor per axis (``fitted / original``).
+
+    Returns:
+        ``(pixels, (width, height), (fitted_width, fitted_height))``: the padded
+        input, the upright full-resolution size of the file, and the size the
+        image was resized to inside the input.
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    data = _read(path)
+
+    def run():
+        info = _header(data)
+        fitted = fitted_size(info.width, info.height, longer_side)
+        pixels, original = _decode(data, *fitted)
+        resized = resize_region(pixels, (0, 0, pixels.shape[1], pixels.shape[0]), fitted)
+        width, height = padded_size(*fitted, multiple)
+        out = np.zeros((height, width, 3), dtype=np.uint8)
+        out[: fitted[1], : fitted[0]] = resized
+        return out, original, fitted
+
+    return _guarded(path, run)

@@ -13,12 +13,27 @@ Both terms are summed over the batch and divided by the number of faces in it,
 so the loss does not depend on how crowded the images are; the box term is
 multiplied by ``box_weight``. Written with ``keras.ops``, so it runs on any
 Keras backend.
+
+:class:`PyramidLoss` is the objective of a pyramid of grids
+(:class:`facegrid.grid.PyramidCodec`), where a face has several positive cells:
+
+* **Score**: quality focal loss (Li et al., 2020, Generalized Focal Loss)
+  on every cell but ignore cells. A positive cell's target is the IoU of its
+  predicted box with the face (held constant), so its score ranks boxes by
+  how well they fit, which is what non-maximum suppression and the AP reward.
+* **Box**: ``1 - GIoU`` on positive cells, as above.
+
+Both are divided by the number of positive cells in the batch.
+
+:func:`loss_for` gives each configuration its loss.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from facegrid.grid import PyramidCodec
 
 _EPSILON = 1e-6
 
@@ -66,15 +81,7 @@ class GridLoss(keras.losses.Loss):
 
         true_min, true_max = corners(y_true)
         pred_min, pred_max = corners(y_pred)
-        inter_sides = ops.maximum(ops.minimum(true_max, pred_max) - ops.maximum(true_min, pred_min), 0.0)
-        intersection = inter_sides[..., 0] * inter_sides[..., 1]
-        true_area = ops.prod(true_max - true_min, axis=-1)
-        pred_area = ops.prod(pred_max - pred_min, axis=-1)
-        union = true_area + pred_area - intersection
-        hull = ops.prod(ops.maximum(true_max, pred_max) - ops.minimum(true_min, pred_min), axis=-1)
-        iou = intersection / (union + _EPSILON)
-        giou = iou - (hull - union) / (hull + _EPSILON)
-        return ops.cast(y_true[..., 0] > 0.0, y_pred.dtype) * (1.0 - giou)
+        return ops.cast(y_true[..., 0] > 0.0, y_pred.dtype) * (1.0 - _iou_giou(true_min, true_max, pred_min, pred_max)[1])
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
@@ -93,3 +100,65 @@ class GridLoss(keras.losses.Loss):
             "focal_alpha": self.focal_alpha,
             "box_weight": self.box_weight,
         }
+
+
+def _iou_giou(true_min, true_max, pred_min, pred_max):
+    """IoU and GIoU of boxes given by their corners (any common unit)."""
+    inter_sides = ops.maximum(ops.minimum(true_max, pred_max) - ops.maximum(true_min, pred_min), 0.0)
+    intersection = inter_sides[..., 0] * inter_sides[..., 1]
+    true_area = ops.prod(true_max - true_min, axis=-1)
+    pred_area = ops.prod(pred_max - pred_min, axis=-1)
+    union = true_area + pred_area - intersection
+    hull = ops.prod(ops.maximum(true_max, pred_max) - ops.minimum(true_min, pred_min), axis=-1)
+    iou = intersection / (union + _EPSILON)
+    return iou, iou - (hull - union) / (hull + _EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="facegrid")
+class PyramidLoss(keras.losses.Loss):
+    """Quality focal loss on every cell's score plus ``1 - GIoU`` on positive cells of ``[B, N, 5]`` cells.
+
+    Args:
+        focal_gamma: focusing parameter of the quality focal loss; 0 gives
+            binary cross-entropy against the IoU target.
+        box_weight: multiplier of the box term.
+
+    Example:
+        >>> model.compile(optimizer="adam", loss=PyramidLoss())  # doctest: +SKIP
+    """
+
+    def __init__(self, focal_gamma: float = 2.0, box_weight: float = 2.0, **kwargs):
+        kwargs.setdefault("name", "pyramid_loss")
+        super().__init__(**kwargs)
+        self.focal_gamma = focal_gamma
+        self.box_weight = box_weight
+
+    def parts(self, y_true, y_pred):
+        """Per-cell ``(score loss, box loss, IoU)``, each ``[B, N]``; the box loss and IoU are 0 off positives."""
+        y_true = ops.cast(y_true, y_pred.dtype)
+        positive = ops.cast(y_true[..., 0] > 0.0, y_pred.dtype)
+        counted = ops.cast(y_true[..., 0] >= 0.0, y_pred.dtype)  # -1 marks ignore cells
+        (true_min, true_max), (pred_min, pred_max) = PyramidCodec.corners(y_true), PyramidCodec.corners(y_pred)
+        iou, giou = _iou_giou(true_min, true_max, pred_min, pred_max)
+        quality = ops.stop_gradient(ops.maximum(iou, 0.0)) * positive
+        prob = ops.clip(y_pred[..., 0], _EPSILON, 1.0 - _EPSILON)
+        cross_entropy = -(quality * ops.log(prob) + (1.0 - quality) * ops.log(1.0 - prob))
+        score = ops.power(ops.abs(quality - prob), self.focal_gamma) * cross_entropy * counted
+        return score, positive * (1.0 - giou), iou * positive
+
+    def call(self, y_true, y_pred):
+        score, box, _ = self.parts(y_true, y_pred)
+        per_image = ops.sum(score + self.box_weight * box, axis=1)
+        positives = ops.maximum(ops.sum(ops.cast(ops.cast(y_true, y_pred.dtype)[..., 0] > 0.0, y_pred.dtype)), 1.0)
+        images = ops.cast(ops.shape(y_true)[0], y_pred.dtype)
+        return per_image * images / positives  # Keras' mean over images: batch sum / positives
+
+    def get_config(self):
+        return {**super().get_config(), "focal_gamma": self.focal_gamma, "box_weight": self.box_weight}
+
+
+def loss_for(config) -> keras.losses.Loss:
+    """The loss of a :class:`facegrid.config.Config`: :class:`PyramidLoss` with strides, else :class:`GridLoss`."""
+    if config.strides:
+        return PyramidLoss(focal_gamma=config.focal_gamma, box_weight=config.box_weight)
+    return GridLoss(focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha, box_weight=config.box_weight)

@@ -14,6 +14,13 @@ larger input reports sizes as fractions of that larger input.
 For ``G = S/32`` the head sits on the backbone's last feature map. Finer grids
 (``S/16``, ``S/8``) upsample it and add the stride-16 (and stride-8) backbone
 stages, a small feature pyramid, so each cell sees both context and detail.
+
+A pyramid model (``config.strides``, :class:`facegrid.grid.PyramidCodec`)
+taps the backbone at strides 8, 16 and 32 (its last 320-channel block: the
+1280-channel classifier layer is left out), merges them top-down as a feature
+pyramid, and puts a small head of its own on every level. Its output is every
+level's cells flattened into one ``[B, N, 5]`` array (:class:`PyramidCells`),
+so one model runs at any input size, square or not.
 """
 
 from __future__ import annotations
@@ -28,10 +35,17 @@ from keras import ops
 
 from facegrid.config import Config
 from facegrid.errors import ModelFileError
+from facegrid.grid import PyramidCodec
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
 
 #: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).
 TAPS = {16: "block_12_add", 8: "block_5_add"}
+
+#: Backbone layers a pyramid's levels are fed from, by stride.
+PYRAMID_TAPS = {8: "block_5_add", 16: "block_12_add", 32: "block_16_project_BN"}
+
+#: Momentum of the backbone's batch-norm statistics: they follow the last ~100 steps.
+BATCH_NORM_MOMENTUM = 0.99
 
 #: Objectness prior of the freshly initialised head (focal-loss initialisation).
 OBJECTNESS_PRIOR = 0.01
@@ -42,7 +56,11 @@ def build_backbone(config: Config) -> keras.Model:
 
     Returns a model from ``[-1, 1]`` float input of any size (multiple of 32) to a
     list of feature maps, finest first: one map for ``G = S/32``, two for
-    ``S/16``, three for ``S/8``.
+    ``S/16``, three for ``S/8``; for a pyramid, one per stride.
+
+    ``config.backbone_weights`` may also name a facegrid ``.keras`` model with
+    the same backbone: its backbone's weights (already tuned on faces) are
+    the starting point.
     """
     shape = (None, None, 3)
     if config.backbone_style == "torchvision":
@@ -52,10 +70,22 @@ def build_backbone(config: Config) -> keras.Model:
     else:
         weights = "imagenet" if config.backbone_weights == "imagenet" else None
         base = keras.applications.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights=weights)
-    if config.backbone_weights not in ("none", "imagenet"):
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # keras.applications averages batch statistics over ~1,000 steps (momentum 0.999); a
+            # detector fine-tuned for a few thousand steps then runs on statistics that lag its weights
+            layer.momentum = BATCH_NORM_MOMENTUM
+    if config.backbone_weights.endswith(".keras"):
+        for layer in load_detector(config.backbone_weights).get_layer("backbone").layers:
+            if layer.weights:
+                base.get_layer(layer.name).set_weights(layer.get_weights())
+    elif config.backbone_weights not in ("none", "imagenet"):
         base.load_weights(config.backbone_weights)
-    strides = [s for s in (8, 16) if config.stride <= s]
-    outputs = [base.get_layer(TAPS[s]).output for s in strides] + [base.output]
+    if config.strides:
+        outputs = [base.get_layer(PYRAMID_TAPS[s]).output for s in config.strides]
+    else:
+        strides = [s for s in (8, 16) if config.input_size // config.grid_size <= s]
+        outputs = [base.get_layer(TAPS[s]).output for s in strides] + [base.output]
     return keras.Model(base.inputs, outputs, name="backbone")
 
 
@@ -79,6 +109,25 @@ class SizeToImageFraction(keras.layers.Layer):
         return {**super().get_config(), "train_grid": self.train_grid}
 
 
+@keras.saving.register_keras_serializable(package="facegrid")
+class PyramidCells(keras.layers.Layer):
+    """Every level's raw ``[B, H_l, W_l, 5]`` head output as the codec's ``[B, N, 5]`` cells.
+
+    Channel 0 goes through a sigmoid (the score), channels 1-2 stay as they
+    are (centre offsets in strides), channels 3-4 through ``exp`` (sizes in
+    strides, always positive), in the layout of :class:`facegrid.grid.PyramidCodec`.
+    """
+
+    def call(self, levels):
+        flat = [ops.reshape(level, (ops.shape(level)[0], -1, 5)) for level in levels]
+        cells = ops.concatenate(flat, axis=1)
+        sizes = ops.exp(ops.clip(cells[..., 3:], -8.0, 8.0))
+        return ops.concatenate([ops.sigmoid(cells[..., :1]), cells[..., 1:3], sizes], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], None, 5)
+
+
 def _conv_bn_relu(x, channels: int, kernel: int, name: str):
     x = keras.layers.Conv2D(channels, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -98,6 +147,8 @@ def build_detector(config: Config = Config()) -> keras.Model:
     """
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     scaled = keras.layers.Rescaling(PIXEL_SCALE, PIXEL_OFFSET, name="to_unit_range")(inputs)
+    if config.strides:
+        return keras.Model(inputs, _pyramid_head(build_backbone(config)(scaled), config), name="facegrid_pyramid")
     *taps, top = build_backbone(config)(scaled)
 
     x = _conv_bn_relu(top, config.head_channels, 1, "lateral32")
@@ -116,6 +167,35 @@ def build_detector(config: Config = Config()) -> keras.Model:
     )(x)
     outputs = SizeToImageFraction(config.grid_size, name="grid")(raw)
     return keras.Model(inputs, outputs, name="facegrid_detector")
+
+
+def _separable_bn_relu(x, channels: int, name: str):
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = keras.layers.ReLU(name=f"{name}_dw_relu")(x)
+    return _conv_bn_relu(x, channels, 1, f"{name}_pw")
+
+
+def _pyramid_head(features: list, config: Config):
+    """Top-down feature pyramid over the backbone's maps, then one head per level, as ``[B, N, 5]`` cells."""
+    channels = config.head_channels
+    merged = [_conv_bn_relu(features[-1], channels, 1, f"lateral{config.strides[-1]}")]
+    for feature, stride in zip(reversed(features[:-1]), reversed(config.strides[:-1])):
+        up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{stride}")(merged[0])
+        lateral = _conv_bn_relu(feature, channels, 1, f"lateral{stride}")
+        merged.insert(0, keras.layers.Add(name=f"merge{stride}")([up, lateral]))
+    prior = -math.log((1 - OBJECTNESS_PRIOR) / OBJECTNESS_PRIOR)
+    raw = []
+    for level, stride in enumerate(config.strides):
+        # sizes start at the middle of the level's range: 4 strides, 2 on the finest level (it also takes
+        # every face below its range)
+        size = math.log(PyramidCodec.faces_per_stride / (2.0 if level == 0 else 1.0))
+        x = _separable_bn_relu(merged[level], channels, f"head{stride}_1")
+        x = _separable_bn_relu(x, channels, f"head{stride}_2")
+        raw.append(keras.layers.Conv2D(
+            5, 1, bias_initializer=keras.initializers.Constant([prior, 0.0, 0.0, size, size]), name=f"cells{stride}",
+        )(x))
+    return PyramidCells(name="cells")(raw)
 
 
 def load_detector(path: str | os.PathLike, *, compile: bool = False) -> keras.Model:
@@ -138,7 +218,8 @@ def load_detector(path: str | os.PathLike, *, compile: bool = False) -> keras.Mo
         raise ModelFileError(path, "not a .keras model file (a .keras file is a zip archive)")
     try:
         return keras.saving.load_model(
-            path, compile=compile, safe_mode=True, custom_objects={"SizeToImageFraction": SizeToImageFraction}
+            path, compile=compile, safe_mode=True,
+            custom_objects={"SizeToImageFraction": SizeToImageFraction, "PyramidCells": PyramidCells},
         )
     except ValueError as error:
         text = str(error)

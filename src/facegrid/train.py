@@ -24,14 +24,13 @@ from pathlib import Path
 
 import keras
 
-from facegrid.augment import Augment
 from facegrid.bad_images import BadImages
 from facegrid.config import Config
 from facegrid.detect import Detector
 from facegrid.evaluate import average_precision
-from facegrid.images import image_size
+from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
-from facegrid.loss import GridLoss
+from facegrid.loss import loss_for
 from facegrid.model import build_detector, load_detector
 from facegrid.sequence import FaceSequence
 from facegrid.tfdata import FacePipeline
@@ -58,30 +57,26 @@ def _atomic_save_model(model: keras.Model, path: Path) -> None:
 class ValidationAP(keras.callbacks.Callback):
     """Adds ``val_ap`` (AP at IoU 0.5 over the validation images) to each epoch's logs.
 
-    Detections are decoded at each image's original size with a low score
-    threshold (the whole precision-recall curve counts), and compared with the
-    validation faces; faces the filter leaves out are ignore regions.
+    The images go through :class:`~facegrid.detect.Detector` as at detection
+    time (at the detection size, decoded at each image's original size) with a
+    low score threshold, so the whole precision-recall curve counts; faces the
+    filter leaves out are ignore regions.
     """
 
     def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter):
         super().__init__()
         self.index = index
         self.face_filter = face_filter
-        self.nms_iou = config.nms_iou
-        size = config.detection_input_size
-        self.data = FaceSequence(
-            index, images, batch_size=config.batch_size, input_size=size,
-            grid_size=size // config.stride, shuffle=False, workers=config.workers,
-        )
-        self.sizes = [image_size(Path(images) / p) for p in index.paths.tolist()]
+        self.config = config
+        self.paths = [image_path(images, p) for p in index.paths.tolist()]
 
     def on_epoch_end(self, epoch, logs=None):
-        grids = self.model.predict(self.data, verbose=0)
-        detector = Detector(self.model, self.data.builder.input_size, score_threshold=0.01, nms_iou=self.nms_iou)
-        predictions = {
-            path: detector.decode(grid, *size)
-            for path, size, grid in zip(self.index.paths.tolist(), self.sizes, grids)
-        }
+        codec = self.config.codec if self.config.strides else None
+        detector = Detector(
+            self.model, self.config.detection_input_size, score_threshold=0.01, nms_iou=self.config.nms_iou, codec=codec
+        )
+        found = detector.detect(self.paths, batch_size=self.config.batch_size)
+        predictions = {key: (d.boxes, d.scores) for key, d in zip(self.index.paths.tolist(), found)}
         ap = average_precision(predictions, self.index, face_filter=self.face_filter).ap
         if logs is not None:
             logs["val_ap"] = ap
@@ -138,8 +133,7 @@ def _compile(model: keras.Model, config: Config, steps_per_epoch: int) -> None:
         warmup_steps=warmup,
     )
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-    loss = GridLoss(focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha, box_weight=config.box_weight)
-    model.compile(optimizer=optimizer, loss=loss)
+    model.compile(optimizer=optimizer, loss=loss_for(config))
 
 
 def train(
@@ -181,9 +175,9 @@ def train(
 def _training_data(config: Config, annotations, images, face_filter: FaceFilter) -> FaceSequence | FacePipeline:
     """The training batches, from the pipeline the configuration names."""
     common = dict(
-        batch_size=config.batch_size, input_size=config.input_size, grid_size=config.grid_size, shuffle=True,
-        seed=config.seed, augment=Augment(crop_scale=config.crop_scale) if config.augment else False,
-        face_filter=face_filter, on_bad_image=config.on_bad_image,
+        batch_size=config.batch_size, input_size=config.input_size, codec=config.codec, shuffle=True,
+        seed=config.seed, augment=config.augmentation() or False, face_filter=face_filter,
+        on_bad_image=config.on_bad_image,
     )
     if config.pipeline == "sequence":
         return FaceSequence(
