@@ -124,20 +124,26 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("facegrid-show"),
               show_default=True, help="Folder for the PNGs.")
 @click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images to show.")
-@click.option("--input-size", type=click.IntRange(32), default=224, show_default=True)
-@click.option("--grid-size", type=click.IntRange(1), default=7, show_default=True)
+@click.option("--input-size", type=click.IntRange(32), help="Side of the square input  [default: 224].")
+@click.option("--grid-size", type=click.IntRange(1), help="Side of a single grid  [default: 7].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Take the input size, target layout and crops of these detector settings (TOML), "
+                   "e.g. src/facegrid/models/facegrid-wider.toml for the bundled model's pyramid.")
 @click.option("--augment", is_flag=True, help="Show the training augmentation instead of the plain input.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmentation.")
 @_face_filter_options
 @_fatal_input_errors
-def show(annotations, images, out, count, input_size, grid_size, augment, seed, **filter_args) -> None:
+def show(annotations, images, out, count, input_size, grid_size, config_path, augment, seed, **filter_args) -> None:
     """Draw images with their boxes next to the network input and its decoded target.
 
     Without ANNOTATIONS, shows facegrid's bundled sample dataset. Green boxes
     are training targets, red ones faces the filter leaves out; on the right,
-    the grid and the boxes decoded back from the target (yellow).
+    the grid and the boxes decoded back from the target (yellow). A pyramid
+    (--config with strides) is drawn level by level: positive cells filled,
+    ignore cells grey.
     """
     from facegrid.augment import Augment
+    from facegrid.config import load_config
     from facegrid.examples import ExampleBuilder
     from facegrid.grid import GridCodec
     from facegrid.render import show_dataset
@@ -147,7 +153,13 @@ def show(annotations, images, out, count, input_size, grid_size, augment, seed, 
         click.echo(f"showing the bundled sample dataset ({annotations})")
     elif images is None:
         raise click.UsageError("--images is required with ANNOTATIONS")
-    builder = ExampleBuilder(input_size, GridCodec(grid_size), Augment() if augment else None)
+    if config_path is not None:
+        if input_size is not None or grid_size is not None:
+            raise click.UsageError("--config sets the input size and layout: leave out --input-size and --grid-size")
+        config = load_config(config_path)
+        builder = ExampleBuilder(config.input_size, config.codec, Augment(crop_scale=config.crop_scale) if augment else None)
+    else:
+        builder = ExampleBuilder(input_size or 224, GridCodec(grid_size or 7), Augment() if augment else None)
     written, failed = show_dataset(
         read_annotations(annotations), images, out, count=count, builder=builder,
         face_filter=_face_filter(**filter_args), seed=seed,
@@ -165,15 +177,25 @@ def show(annotations, images, out, count, input_size, grid_size, augment, seed, 
               help="Image folder, to read image sizes (else estimated from the boxes).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save a plot (PNG).")
 @click.option("--input-size", type=click.IntRange(32), default=224, show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Detector settings (TOML) whose pyramid's share to report too (default: the bundled model's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @_face_filter_options
 @_fatal_input_errors
-def stats(annotations, images, out, input_size, as_json, **filter_args) -> None:
-    """Faces per image, face sizes, and the share of faces 7x7, 14x14 and 28x28 grids can represent."""
+def stats(annotations, images, out, input_size, config_path, as_json, **filter_args) -> None:
+    """Faces per image, face sizes, and the share of faces each target layout can represent.
+
+    Shares are given for 7x7, 14x14 and 28x28 grids over the square
+    input, and for the pyramid of the detector settings (the bundled model's
+    unless --config), at their detection size.
+    """
+    from facegrid.config import bundled_model_path, load_config
     from facegrid.stats import dataset_stats, plot_stats
 
+    config = load_config(config_path or bundled_model_path().with_suffix(".toml"))
+    pyramid = (config.codec, config.detection_input_size) if config.strides else None
     result = dataset_stats(read_annotations(annotations), images, face_filter=_face_filter(**filter_args),
-                           input_size=input_size)
+                           input_size=input_size, pyramid=pyramid)
     if out is not None:
         plot_stats(result, out, title=f"{annotations.name}: {result.images:,} images, {result.faces:,} faces")
     if as_json:
@@ -191,10 +213,10 @@ def stats(annotations, images, out, input_size, as_json, **filter_args) -> None:
     click.echo(f"  {'pixels':>10}  {'faces':>9}  {'share':>6}")
     for label, count, share in result.size_table():
         click.echo(f"  {label:>10}  {count:>9,}  {share:>6.1%}")
-    click.echo("\nfaces with a grid cell of their own (one face per cell):")
-    click.echo(f"  {'grid':>7}  {'share':>6}")
-    for g, share in result.representable.items():
-        click.echo(f"  {f'{g}x{g}':>7}  {share:>6.1%}")
+    click.echo("\nfaces with a cell of their own (grids: one face per cell, over the square input):")
+    click.echo(f"  {'layout':>22}  {'share':>6}")
+    for layout, share in result.representable.items():
+        click.echo(f"  {layout:>22}  {share:>6.1%}")
     if result.sizes_estimated:
         click.echo(f"\n{result.sizes_estimated:,} of {result.images:,} image sizes were estimated from the "
                    "extent of their boxes, a lower bound: shares and input-pixel sizes above run a few points "

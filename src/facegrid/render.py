@@ -3,7 +3,9 @@
 :func:`example_panel` puts side by side the original image with its
 annotated boxes and the ``S x S`` network input with the grid and the boxes
 decoded back from its target, so a user can see at a glance that targets sit
-on the faces.
+on the faces. For a pyramid of grids it shows the input once per level, with
+that level's grid, its positive cells (filled) and ignore cells (grey), and the
+boxes decoded from them: which faces went to which level, on how many cells.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from facegrid.examples import ExampleBuilder
-from facegrid.grid import GridCodec
+from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import ImageError, read_image
 from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
@@ -59,7 +61,7 @@ def example_panel(
     dropped: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
-    codec: GridCodec,
+    codec: GridCodec | PyramidCodec,
     title: str,
     height: int = 448,
 ) -> Image.Image:
@@ -70,7 +72,7 @@ def example_panel(
         kept: ``[N, 4]`` xyxy faces used as targets, in original-image pixels, drawn green.
         dropped: faces the filter left out (invalid, zero-size...), drawn red.
         x: uint8 ``[S, S, 3]`` network input.
-        y: ``[G, G, 5]`` target of ``x``; its decoded boxes are drawn yellow.
+        y: ``[G, G, 5]`` (or pyramid ``[N, 5]``) target of ``x``; its decoded boxes are drawn yellow.
         codec: the codec that made ``y``.
         title: caption above the picture.
         height: height of each half in pixels.
@@ -78,26 +80,65 @@ def example_panel(
     left, left_scale = _fit(original, height)
     right, right_scale = _fit(x, height)
     header = 22
-    canvas = Image.new("RGB", (left.width + right.width + 10, height + header), (32, 32, 32))
-    ImageDraw.Draw(canvas).text((4, 4), title, fill=(255, 255, 255))
-
     left_view = ImageDraw.Draw(left)
     draw_boxes(left_view, dropped, left_scale, DROPPED)
     draw_boxes(left_view, kept, left_scale, KEPT)
-    canvas.paste(left, (0, header))
 
-    right_view = ImageDraw.Draw(right)
     size = x.shape[0]
-    step = right.width / codec.grid_size
-    for k in range(1, codec.grid_size):
-        right_view.line([(k * step, 0), (k * step, right.height)], fill=GRID, width=1)
-        right_view.line([(0, k * step), (right.width, k * step)], fill=GRID, width=1)
-    boxes, _ = codec.decode(y, size, size)
-    draw_boxes(right_view, boxes, right_scale, DECODED)
-    for cx, cy in ((boxes[:, :2] + boxes[:, 2:]) / 2 * right_scale).tolist():
-        right_view.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=DECODED)
-    canvas.paste(right, (left.width + 10, header))
+    if isinstance(codec, PyramidCodec):
+        panels = [_level_panel(right.copy(), right_scale, y, codec, level, size) for level in range(len(codec.strides))]
+    else:
+        right_view = ImageDraw.Draw(right)
+        _grid_lines(right_view, right.width / codec.grid_size, right.width)
+        boxes, _ = codec.decode(y, size, size)
+        _draw_decoded(right_view, boxes, right_scale)
+        panels = [right]
+    canvas = Image.new("RGB", (left.width + sum(p.width + 10 for p in panels), height + header), (32, 32, 32))
+    ImageDraw.Draw(canvas).text((4, 4), title, fill=(255, 255, 255))
+    canvas.paste(left, (0, header))
+    offset = left.width + 10
+    for panel in panels:
+        canvas.paste(panel, (offset, header))
+        offset += panel.width + 10
     return canvas
+
+
+def _grid_lines(view: ImageDraw.ImageDraw, step: float, extent: int) -> None:
+    for k in range(1, round(extent / step)):
+        view.line([(k * step, 0), (k * step, extent)], fill=GRID, width=1)
+        view.line([(0, k * step), (extent, k * step)], fill=GRID, width=1)
+
+
+def _draw_decoded(view: ImageDraw.ImageDraw, boxes: np.ndarray, scale: float) -> None:
+    draw_boxes(view, boxes, scale, DECODED)
+    for cx, cy in ((boxes[:, :2] + boxes[:, 2:]) / 2 * scale).tolist():
+        view.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=DECODED)
+
+
+def _level_panel(
+    image: Image.Image, scale: float, y: np.ndarray, codec: PyramidCodec, level: int, size: int
+) -> Image.Image:
+    """The input with one pyramid level's grid, positive and ignore cells, and the boxes its positives decode to."""
+    centres, strides, levels = codec.cell_table(size, size)
+    mine = levels == level
+    stride = codec.strides[level]
+    shade = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    shading = ImageDraw.Draw(shade)
+    for (cx, cy), value in zip(centres[mine].tolist(), y[mine, 0].tolist()):
+        if value != 0:
+            x1, y1 = (cx - stride / 2) * scale, (cy - stride / 2) * scale
+            fill = (*DECODED, 110) if value > 0 else (160, 160, 160, 110)
+            shading.rectangle([x1, y1, x1 + stride * scale, y1 + stride * scale], fill=fill)
+    image = Image.alpha_composite(image.convert("RGBA"), shade).convert("RGB")
+    view = ImageDraw.Draw(image)
+    if stride * scale >= 6:
+        _grid_lines(view, stride * scale, image.width)
+    only = np.where(mine[:, None], y, 0.0)  # this level's cells alone
+    boxes, _ = codec.decode(only, size, size)
+    _draw_decoded(view, boxes, scale)
+    positives = int((y[mine, 0] > 0).sum())
+    view.text((4, 4), f"stride {stride}: {positives} positive cells", fill=(255, 255, 255))
+    return image
 
 
 def show_dataset(
@@ -131,8 +172,14 @@ def show_dataset(
             failed.append(error)
             continue
         faces = int(keep[rows].sum())
-        shown = int((y[..., 0] == 1).sum())
-        title = f"{index.paths[i]}  {faces} face(s), {shown} in the {builder.codec.grid_size}x{builder.codec.grid_size} target"
+        if isinstance(builder.codec, PyramidCodec):  # a face is decoded once per positive cell
+            decoded, _ = builder.codec.decode(y, builder.input_size, builder.input_size)
+            shown = len(np.unique(np.round(decoded, 2), axis=0))
+            layout = "pyramid " + "/".join(map(str, builder.codec.strides))
+        else:
+            shown = int((y[..., 0] == 1).sum())
+            layout = f"{builder.codec.grid_size}x{builder.codec.grid_size}"
+        title = f"{index.paths[i]}  {faces} face(s), {shown} in the {layout} target"
         panel = example_panel(original, boxes[keep[rows]], boxes[~keep[rows]], x, y, builder.codec, title)
         target = out / f"{i:04d}_{Path(str(index.paths[i])).stem}.png"
         panel.save(target)

@@ -3,7 +3,10 @@
 A ``G x G`` grid holds one face per cell, so crowded images lose faces to
 their neighbours. :func:`dataset_stats` measures, for each grid size, the share
 of (filtered) faces that get a cell of their own: the ceiling on recall for a
-detector of that grid before any training.
+detector of that grid before any training. A pyramid of grids
+(:class:`facegrid.grid.PyramidCodec`) spreads faces over levels by size and
+gives each several cells; its share is measured the same way, on the images as
+detection sees them (longer side resized, aspect kept).
 
 Cell assignment needs each image's size. Sizes come from the image headers
 when the images are at hand; otherwise each image is taken to be as large as
@@ -18,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facegrid.grid import GridCodec
-from facegrid.images import ImageError, image_size
+from facegrid.grid import GridCodec, PyramidCodec
+from facegrid.images import ImageError, fitted_size, image_size, padded_size
 from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 
@@ -40,7 +43,8 @@ class DatasetStats:
         faces_per_image: ``[M]`` kept faces per image.
         face_px: ``[F]`` ``sqrt(w * h)`` of each kept face in original pixels.
         face_input_px: ``[F]`` the same in network-input pixels.
-        representable: grid size -> share of kept faces with a cell of their own.
+        representable: configuration (``"7x7"``, ``"pyramid 8/16/32 @320"``) -> share
+            of kept faces with a cell of their own.
     """
 
     images: int
@@ -51,7 +55,7 @@ class DatasetStats:
     faces_per_image: np.ndarray
     face_px: np.ndarray
     face_input_px: np.ndarray
-    representable: dict[int, float]
+    representable: dict[str, float]
 
     def size_table(self) -> list[tuple[str, int, float]]:
         """Rows ``(bucket label, faces, share)`` of the face-size histogram in input pixels."""
@@ -77,7 +81,7 @@ class DatasetStats:
             },
             "face_size_px_percentiles": _percentiles(self.face_px),
             f"face_size_input{self.input_size}_px": {label: count for label, count, _ in self.size_table()},
-            "representable": {str(g): share for g, share in self.representable.items()},
+            "representable": dict(self.representable),
         }
 
 
@@ -119,8 +123,14 @@ def dataset_stats(
     face_filter: FaceFilter = FaceFilter(),
     input_size: int = 224,
     grid_sizes: tuple[int, ...] = (7, 14, 28),
+    pyramid: tuple[PyramidCodec, int] | None = None,
 ) -> DatasetStats:
-    """Compute :class:`DatasetStats` for an index (see the module docstring)."""
+    """Compute :class:`DatasetStats` for an index (see the module docstring).
+
+    Args:
+        pyramid: also the share a pyramid codec represents when images are
+            detected with their longer side at the given size (aspect kept).
+    """
     sizes, estimated = image_sizes(index, images)
     kept = face_filter.apply(index)
     per_image = kept.faces_per_image()
@@ -134,7 +144,11 @@ def dataset_stats(
     for g in grid_sizes:
         cells, visible = GridCodec(g).cells(xyxy, w, h)
         keys = (owner * g + cells[:, 1]) * g + cells[:, 0]
-        representable[g] = len(np.unique(keys[visible])) / max(kept.num_faces, 1)
+        representable[f"{g}x{g}"] = len(np.unique(keys[visible])) / max(kept.num_faces, 1)
+    if pyramid is not None:
+        codec, longer_side = pyramid
+        name = f"pyramid {'/'.join(map(str, codec.strides))} @{longer_side}"
+        representable[name] = pyramid_share(codec, longer_side, xyxy, owner, sizes)
     return DatasetStats(
         images=len(index),
         face_rows=index.num_faces,
@@ -146,6 +160,29 @@ def dataset_stats(
         face_input_px=face_input_px,
         representable=representable,
     )
+
+
+def pyramid_share(
+    codec: PyramidCodec, longer_side: int, boxes: np.ndarray, owner: np.ndarray, sizes: np.ndarray
+) -> float:
+    """Share of faces with a cell of their own in ``codec`` when each image's longer side is ``longer_side``.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy faces in original pixels, of images ``owner`` ``[N]``.
+        sizes: ``[images, 2]`` each image's ``(width, height)``.
+    """
+    if not len(boxes):
+        return 0.0
+    fitted = np.array([fitted_size(int(w), int(h), longer_side) for w, h in sizes.tolist()], dtype=np.int64)
+    scale = np.tile(fitted / sizes, 2).astype(np.float32)
+    inputs = np.array([padded_size(int(w), int(h)) for w, h in fitted.tolist()], dtype=np.int64)
+    shown = np.zeros(len(boxes), dtype=bool)
+    groups, group_of = np.unique(inputs, axis=0, return_inverse=True)  # images of one input size at once
+    face_group = group_of.reshape(-1)[owner]
+    for k, (width, height) in enumerate(groups.tolist()):
+        mine = np.flatnonzero(face_group == k)
+        shown[mine] = codec.represented(boxes[mine] * scale[owner[mine]], owner[mine], width, height)
+    return float(shown.mean())
 
 
 def plot_stats(stats: DatasetStats, out: str | os.PathLike, title: str = "") -> None:
@@ -174,7 +211,7 @@ def plot_stats(stats: DatasetStats, out: str | os.PathLike, title: str = "") -> 
 
     grids = list(stats.representable)
     shares = [100 * stats.representable[g] for g in grids]
-    bars = axes[2].bar([f"{g}x{g}" for g in grids], shares, color="tab:green")
+    bars = axes[2].bar([g.replace(" @", "\n@") for g in grids], shares, color="tab:green")
     axes[2].bar_label(bars, fmt="%.1f%%")
     axes[2].set_ylim(0, 105)
     axes[2].set_ylabel("% of faces with a cell of their own")
