@@ -75,3 +75,25 @@ def test_nms_keeps_best_of_each_cluster():
     assert nms(b, scores, 0.5).tolist() == [1, 2]
     assert nms(b, scores, 0.99).tolist() == [1, 2, 0, 3]
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_nms_agrees_with_a_plain_greedy_loop():
+    def greedy(boxes, scores, threshold):
+        order = np.argsort(-scores, kind="stable")
+        overlaps = iou(boxes[order], boxes[order])
+        suppressed = np.zeros(len(order), bool)
+        keep = []
+        for i in range(len(order)):
+            if not suppressed[i]:
+                keep.append(order[i])
+                suppressed |= overlaps[i] > threshold
+        return keep
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        n = int(rng.integers(1, 200))
+        corner = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(1, 60, (n, 2))], axis=1).astype(np.float32)
+        scores = np.round(rng.uniform(0, 1, n), 2).astype(np.float32)  # many ties
+        threshold = float(rng.uniform(0.1, 0.9))
+        assert nms(boxes, scores, threshold).tolist() == greedy(boxes, scores, threshold)
