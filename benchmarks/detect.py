@@ -117,10 +117,11 @@ def direct_call_comparison(detector, images: list[Path]) -> dict:
     Both run on the same preloaded pixels, alternating image by image, after
     one warm-up call each. Returns the per-image times of both.
     """
-    from facegrid.images import load_input
+    from facegrid.images import load_fitted, load_input
 
     model = detector.model
-    pixels = [load_input(path, detector.input_size)[0][None] for path in images]
+    load = load_input if detector.codec is None else load_fitted  # as Detector.detect does
+    pixels = [load(path, detector.input_size)[0][None] for path in images]
     calls = {
         "predict_on_batch": model.predict_on_batch,
         "direct": lambda x: model(x, training=False),
@@ -265,7 +266,7 @@ def main() -> int:
 
     first = reports[0]
     print(f"machine:    {cores} CPU(s), {cpu_name()}; TensorFlow {first['tensorflow']}, Keras {first['keras']}")
-    print(f"model:      {first['model']}, input {first['input_size']}x{first['input_size']}")
+    print(f"model:      {first['model']}, input size {first['input_size']}")
     print(f"images:     {first['images']} WIDER FACE val JPEGs under {args.wider}")
     print(f"timing:     Detector.detect, warm-up then {args.passes} passes, medians across passes")
     print(

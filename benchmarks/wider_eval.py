@@ -1,14 +1,20 @@
-"""WIDER FACE AP (easy/medium/hard) of a facegrid model next to OpenCV's Haar cascade.
+"""WIDER FACE AP (easy/medium/hard) and latency: facegrid's detectors next to YuNet-n and OpenCV's Haar cascade.
 
-Both detectors run on the same validation images at their original scale and
-are scored by the same code (facegrid.evaluate, the official protocol on the
-images present). Also prints facegrid's per-image detection latency.
+Every detector runs on the same validation images at their original scale,
+image by image in turn (so latencies are measured interleaved, under the same
+load), and is scored by the same code (facegrid.evaluate: the official
+protocol on the images present). Latency is from the JPEG file to boxes in
+original pixels: decode, resize, network, decode and NMS.
 
-    python benchmarks/wider_eval.py [--model PATH] [--threads N] [--no-haar]
+    python benchmarks/wider_eval.py [--model PATH] [--compare OLD.keras ...] [--threads 1]
+        [--yunet ../shared/anchors/yunet_n_320_320.onnx] [--no-haar]
 
-Needs the shared WIDER FACE data (../shared/data/widerface or $FACEGRID_WIDER)
-and OpenCV's Haar cascade (opencv-python-headless, a facegrid dependency, kept < 5:
-OpenCV 5 has no CascadeClassifier).
+Rows: facegrid (the bundled model unless --model, at its detection size, or
+--input-size), each --compare model, YuNet-n @ 320 (longer side resized to
+320 with INTER_AREA, boxes scaled back) and at original size when its ONNX
+file is at hand (it is a yardstick: never shipped), and the Haar cascade
+(haarcascade_frontalface_default). Needs the shared WIDER FACE data
+(../shared/data/widerface or $FACEGRID_WIDER).
 """
 
 from __future__ import annotations
@@ -22,83 +28,133 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_WIDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_WIDER = SHARED / "data" / "widerface"
+DEFAULT_YUNET = SHARED / "anchors" / "yunet_n_320_320.onnx"
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .keras detector (default: the bundled model)")
+    parser.add_argument("--compare", action="append", default=[], help="another .keras detector to run too")
     parser.add_argument("--wider", default=os.environ.get("FACEGRID_WIDER", DEFAULT_WIDER), type=Path)
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
-    parser.add_argument("--input-size", type=int, help="detection input size (default: the model's)")
+    parser.add_argument("--yunet", default=DEFAULT_YUNET, type=Path, help="YuNet-n's ONNX file (skipped if absent)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for every detector (0: all cores)")
+    parser.add_argument("--input-size", type=int, help="--model's detection size (default: its own)")
     parser.add_argument("--no-haar", action="store_true", help="skip the Haar cascade")
+    parser.add_argument("--limit", type=int, help="only the first N images (a quick look)")
     parser.add_argument("--out", type=Path, help="keep the submissions here (default: a temporary folder)")
     return parser.parse_args()
 
 
-def haar_detections(images: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+class Haar:
     """haarcascade_frontalface_default, scaleFactor 1.1, minNeighbors 3, level weights as scores."""
-    import cv2
 
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
-    found = {}
-    for path in images:
-        gray = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)
-        rects, _, weights = cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=3, outputRejectLevels=True)
+    name = "Haar cascade (OpenCV)"
+
+    def __init__(self):
+        import cv2
+
+        self.cv2 = cv2
+        self.cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+
+    def __call__(self, path: Path):
+        gray = self.cv2.cvtColor(self.cv2.imread(str(path)), self.cv2.COLOR_BGR2GRAY)
+        rects, _, weights = self.cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=3, outputRejectLevels=True)
         rects = np.asarray(rects, np.float32).reshape(-1, 4)
-        boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
-        found[path] = (boxes, np.asarray(weights, np.float32).reshape(-1))
-    return found
+        return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1), np.asarray(weights).reshape(-1)
+
+
+class YuNet:
+    """OpenCV's FaceDetectorYN on YuNet-n, at the longer side ``size`` (None: the image as it is)."""
+
+    def __init__(self, onnx: Path, size: int | None):
+        import cv2
+
+        self.cv2, self.size = cv2, size
+        self.name = f"YuNet-n @ {size}" if size else "YuNet-n, original size"
+        self.detector = cv2.FaceDetectorYN.create(str(onnx), "", (320, 320), 0.02, 0.45, 5000)
+
+    def __call__(self, path: Path):
+        image = self.cv2.imread(str(path))
+        height, width = image.shape[:2]
+        scale = 1.0
+        if self.size:
+            scale = self.size / max(width, height)
+            image = self.cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=self.cv2.INTER_AREA)
+        self.detector.setInputSize((image.shape[1], image.shape[0]))
+        _, faces = self.detector.detect(image)
+        faces = np.zeros((0, 15), np.float32) if faces is None else faces
+        boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1) / scale
+        return boxes.astype(np.float32), faces[:, 14]
+
+
+class Facegrid:
+    """A facegrid detector through its Keras path, at a score threshold low enough for the whole PR curve."""
+
+    def __init__(self, path: str | None, input_size: int | None, label: str):
+        from facegrid.detect import Detector
+
+        self.detector = Detector.load(path, input_size=input_size, score_threshold=0.01)
+        layout = "pyramid" if self.detector.codec is not None else "single grid"
+        self.name = f"facegrid {label} ({layout}, {self.detector.input_size})"
+
+    def __call__(self, path: Path):
+        (found,) = self.detector.detect([path])
+        return found.boxes, found.scores
 
 
 def main() -> int:
     args = parse_args()
+    split = args.wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
+    if not split.is_file():
+        print(f"WIDER FACE data not found at {args.wider}; set FACEGRID_WIDER or --wider", file=sys.stderr)
+        return 2
+    import cv2
     import tensorflow as tf
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from facegrid.detect import Detector
+        cv2.setNumThreads(args.threads)
     from facegrid.evaluate import evaluate_wider, load_wider_ground_truth
     from facegrid.submission import read_submission, write_image_result
     from facegrid.wider import read_annotations
 
-    split = args.wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
-    root = args.wider / "WIDER_val" / "images"
-    if not split.is_file():
-        print(f"WIDER FACE data not found at {args.wider}; set FACEGRID_WIDER or --wider", file=sys.stderr)
-        return 2
-    keys = read_annotations(split).paths.tolist()
-    images = [root / key for key in keys]
+    keys = read_annotations(split).paths.tolist()[: args.limit]
+    images = [args.wider / "WIDER_val" / "images" / key for key in keys]
     ground_truth = load_wider_ground_truth(args.wider / "eval_tools" / "ground_truth")
     out = args.out or Path(tempfile.mkdtemp(prefix="facegrid-eval-"))
 
-    detector = Detector.load(args.model, input_size=args.input_size, score_threshold=0.01)
-    detector.detect(images[:2])  # warm-up: builds the graph
-    latencies = []
-    for key, path in zip(keys, images):
-        start = time.perf_counter()
-        (found,) = detector.detect([path])
-        latencies.append(time.perf_counter() - start)
-        write_image_result(out / "facegrid", key, found.boxes, found.scores)
-    rows = [("facegrid", evaluate_wider(read_submission(out / "facegrid"), ground_truth).ap)]
-
+    detectors = [Facegrid(args.model, args.input_size, "bundled" if args.model is None else Path(args.model).name)]
+    detectors += [Facegrid(path, None, Path(path).name) for path in args.compare]
+    if args.yunet.is_file():
+        detectors += [YuNet(args.yunet, 320), YuNet(args.yunet, None)]
+    else:
+        print(f"YuNet-n left out: {args.yunet} not found", file=sys.stderr)
     if not args.no_haar:
-        haar = haar_detections(images)
-        for key, path in zip(keys, images):
-            write_image_result(out / "haar", key, *haar[path])
-        rows.append(("haar", evaluate_wider(read_submission(out / "haar"), ground_truth).ap))
+        detectors.append(Haar())
+    for detector in detectors:  # warm-up: graphs built, caches filled
+        detector(images[0])
+
+    latencies = {detector.name: [] for detector in detectors}
+    for key, path in zip(keys, images):
+        for k, detector in enumerate(detectors):  # interleaved: every detector on this image, then the next image
+            start = time.perf_counter()
+            boxes, scores = detector(path)
+            latencies[detector.name].append(time.perf_counter() - start)
+            write_image_result(out / f"d{k}", key, boxes, scores)
 
     threads = args.threads or os.cpu_count()
-    print(f"WIDER FACE val, {len(images)} images present, official protocol, original image scale")
-    print(f"{'detector':<10} {'easy':>7} {'medium':>7} {'hard':>7}")
-    for name, ap in rows:
-        print(f"{name:<10} {ap['easy']:7.3f} {ap['medium']:7.3f} {ap['hard']:7.3f}")
-    ms = np.array(latencies) * 1000
-    print(
-        f"facegrid latency per image at input {detector.input_size}, {threads} thread(s): "
-        f"median {np.median(ms):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms (decode + resize + model + NMS)"
-    )
+    print(f"WIDER FACE val, {len(images)} images, official protocol, original image scale; "
+          f"latency from JPEG file to boxes on {threads} thread(s), interleaved")
+    print("| detector | easy | medium | hard | median ms | p90 ms |")
+    print("|---|---|---|---|---|---|")
+    for k, detector in enumerate(detectors):
+        ap = evaluate_wider(read_submission(out / f"d{k}"), ground_truth).ap
+        ms = np.array(latencies[detector.name]) * 1000
+        print(f"| {detector.name} | {ap['easy']:.3f} | {ap['medium']:.3f} | {ap['hard']:.3f} | "
+              f"{np.median(ms):.1f} | {np.percentile(ms, 90):.1f} |")
     print(f"submissions in {out}")
     return 0
 
