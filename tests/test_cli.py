@@ -125,3 +125,37 @@ def test_stats_val_sample(wider, tmp_path):
     shares = stats["representable"]
     assert 0 < shares["7"] < shares["14"] < shares["28"] <= 1
     assert plot.stat().st_size > 10_000
+
+
+def refused(*args):
+    """Run a command expected to refuse its input: exit status 2 and one line on stderr, which is returned."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def write_results(root, *keys):
+    for key in keys:
+        event, name = key.split("/")
+        (root / event).mkdir(parents=True, exist_ok=True)
+        (root / event / f"{name}.txt").write_text(f"{name}\n1\n1 1 10 10 0.9\n")
+
+
+def test_evaluate_against_annotations_of_other_images(tmp_path, samples):
+    write_results(tmp_path / "pred", "e/a", "e/b")
+    line = refused("evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt")
+    assert line == (f"error: {samples / 'faces_bbx_gt.txt'}: does not list 2 of the 2 predicted image(s): "
+                    "'e/a', 'e/b'")
+
+
+def test_evaluate_an_empty_submission_or_missing_ground_truth(tmp_path, samples):
+    (tmp_path / "pred").mkdir()
+    assert refused("evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt") == (
+        f"error: {tmp_path / 'pred'}: holds no result files (<event>/<name>.txt)"
+    )
+    write_results(tmp_path / "pred", "e/a")
+    assert refused("evaluate", tmp_path / "pred", "--ground-truth", tmp_path) == (
+        f"error: official WIDER FACE ground truth file not found: {tmp_path / 'wider_face_val.mat'}"
+    )

@@ -1,7 +1,8 @@
 """The ``facegrid`` command: a thin layer over the library.
 
 Exit status of every command: 0 success, 1 problems found in the data,
-2 the input cannot be used at all (the message goes to stderr, without a
+2 the input cannot be used at all, or would give nothing (one line on
+stderr, naming the file, ``FILE:LINE`` or image where there is one; never a
 traceback).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from facegrid.errors import ModelFileError
+from facegrid.errors import FileLineError, PathError
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
 from facegrid.submission import SubmissionError
@@ -42,10 +43,11 @@ def _fatal_input_errors(command):
             click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
         except SubmissionError as error:
             click.echo(f"error: not a readable WIDER result file: {error}", err=True)
-        except (ImageError, ModelFileError) as error:
+        except (FileLineError, PathError) as error:
             click.echo(f"error: {error}", err=True)
         except OSError as error:
-            click.echo(f"error: {error.filename or ''}: {error.strerror or error}", err=True)
+            where = "" if error.filename is None else f"{error.filename}: "
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
         sys.exit(2)
 
     return wrapper
