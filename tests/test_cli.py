@@ -123,7 +123,7 @@ def test_stats_val_sample(wider, tmp_path):
     assert stats["images"] == 394 and stats["face_rows"] == 5_289
     assert stats["sizes_estimated"] == 0
     shares = stats["representable"]
-    assert 0 < shares["7"] < shares["14"] < shares["28"] <= 1
+    assert 0 < shares["7x7"] < shares["14x14"] < shares["28x28"] <= 1
     assert plot.stat().st_size > 10_000
 
 
@@ -159,3 +159,39 @@ def test_evaluate_an_empty_submission_or_missing_ground_truth(tmp_path, samples)
     assert refused("evaluate", tmp_path / "pred", "--ground-truth", tmp_path) == (
         f"error: official WIDER FACE ground truth file not found: {tmp_path / 'wider_face_val.mat'}"
     )
+
+
+def test_check_names_the_images_folder_meant(wider):
+    sample = wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
+    result = run("data", "check", sample, "--images", wider / "WIDER_val")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"none of the images is in {wider / 'WIDER_val'}; they are in {wider / 'WIDER_val' / 'images'}: "
+        f"pass --images {wider / 'WIDER_val' / 'images'}"
+    )
+    report = json.loads(run("data", "check", sample, "--images", wider / "WIDER_val" / "images" / "0--Parade",
+                            "--json").output)
+    assert report["no_image_found"] and report["nearby_images"] == str(wider / "WIDER_val" / "images")
+    found = json.loads(run("data", "check", sample, "--images", wider / "WIDER_val" / "images", "--json").output)
+    assert not found["no_image_found"] and found["nearby_images"] is None
+
+
+def test_check_fails_a_box_wholly_outside_its_image_as_training_does(tmp_path):
+    (tmp_path / "images" / "e").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "images" / "e" / "a.jpg")
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text("e/a.jpg\n2\n1 1 10 10 0 0 0 0 0 0 \n70 5 10 10 0 0 0 0 0 0 \n")
+    result = run("data", "check", annotations, "--images", tmp_path / "images", "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 1
+    assert report["errors"] == {"box_wholly_outside_image": 1} and report["warnings"] == {}
+    assert report["examples"]["box_wholly_outside_image"] == [
+        f"{tmp_path / 'images' / 'e' / 'a.jpg'} ({annotations}:4): box [70, 5, 10, 10] lies wholly outside the 60x40 image"
+    ]
+
+
+def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
+    line = refused("train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples,
+                   "--run", tmp_path / "run", "--on-bad-image", "skip", "--backbone-weights", "none")
+    assert line.startswith(f"error: {samples}: none of the 4 images {samples / 'faces_bbx_gt.txt'} lists can be used")
+    assert line.endswith(f"; they are under {samples / 'images'}")

@@ -95,9 +95,11 @@ def data() -> None:
 def check(annotations: Path, images: Path | None, as_json: bool, workers: int | None) -> None:
     """Check ANNOTATIONS (and with --images every image it lists).
 
-    Errors (missing or unreadable images) make the exit status 1; warnings
-    (invalid or zero-size faces, boxes outside their image, tolerated format
-    quirks) are reported but do not.
+    Errors (missing or unreadable images, a face box wholly outside its
+    image) make the exit status 1; warnings (invalid or zero-size faces,
+    boxes reaching outside their image, tolerated format quirks) are reported
+    but do not. When --images holds none of the images, a subfolder or parent
+    that does is named.
     """
     from facegrid.check import check_dataset
 
@@ -116,6 +118,10 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
                     click.echo(f"      {place}")
                 if count > len(report.examples[kind]):
                     click.echo(f"      ... and {count - len(report.examples[kind]):,} more")
+        if report.no_image_found:
+            click.echo(f"none of the images is in {images}" + (
+                f"; they are in {report.nearby_images}: pass --images {report.nearby_images}"
+                if report.nearby_images else ": is it the folder the annotation paths are relative to?"))
     sys.exit(0 if report.ok else 1)
 
 
