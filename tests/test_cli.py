@@ -195,3 +195,25 @@ def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
                    "--run", tmp_path / "run", "--on-bad-image", "skip", "--backbone-weights", "none")
     assert line.startswith(f"error: {samples}: none of the 4 images {samples / 'faces_bbx_gt.txt'} lists can be used")
     assert line.endswith(f"; they are under {samples / 'images'}")
+
+
+def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tmp_path, samples):
+    (tmp_path / "empty").mkdir()
+    assert refused("detect", tmp_path / "empty") == (
+        f"error: {tmp_path / 'empty'}: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+    )
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    assert refused("detect", tmp_path / "videos", "--model", tmp_path / "absent.keras").endswith(
+        "only 1 other file(s) such as clip.mp4"
+    )
+    one = samples / "images" / "background" / "rocket.jpg"
+    assert refused("detect", one, "--wider-submission", tmp_path / "sub") == (
+        f"error: {one}: given as a file, so its event is unknown: a WIDER result file needs the image found "
+        "under a folder"
+    )
+    events = samples / "images" / "portraits"
+    assert refused("detect", events, "--wider-submission", tmp_path / "sub").endswith(
+        f"give the folder that holds the event folders ({samples / 'images'})"
+    )
+    assert not (tmp_path / "sub").exists()

@@ -289,60 +289,71 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
 @click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.4, show_default=True)
 @click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
-                   "for images under folder INPUTs, as DIR/<event>/<name>.txt.")
+                   "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--on-bad-image", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="An unreadable image stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
 @_fatal_input_errors
 def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, on_bad_image) -> None:
-    """Find faces in INPUT images (files, or folders searched recursively)."""
-    from facegrid.detect import Detector, find_images
+    """Find faces in INPUT images (files, or folders searched recursively).
+
+    Annotated copies keep their path under the folder they were found in
+    (JPEG, so ``.jpg`` is added to other names; a clash gets ``-2``). Inputs
+    without any image, and with --wider-submission an image that is not
+    INPUT/<event>/<name> or shares its result file with another, stop the
+    command before the model loads (exit status 2).
+    """
+    from facegrid.inputs import annotated_names, find_images, submission_keys
+
+    images = find_images(inputs)
+    keys = submission_keys(images) if wider_submission else [None] * len(images)
+    targets = [out / name for name in annotated_names(images)] if out else [None] * len(images)
+    plan = list(zip((image for image, _ in images), targets, keys))
+
+    from facegrid.detect import Detector
 
     floor = min(threshold, 0.01) if wider_submission else threshold
     detector = Detector.load(model_path, score_threshold=floor, nms_iou=nms_iou)
     failed = 0
-    images = find_images(inputs)
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+    for start in range(0, len(plan), batch_size):
+        chunk = plan[start : start + batch_size]
         try:
-            results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
+            results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size)
         except ImageError:
             if on_bad_image == "raise":
                 raise
             results = []  # find the unreadable image(s), keep the rest
-            for image, _ in chunk:
+            for image, _, _ in chunk:
                 try:
                     results += detector.detect([image])
                 except ImageError as error:
                     click.echo(f"skipped {error}", err=True)
                     failed += 1
                     results.append(None)
-        for (image, folder), found in zip(chunk, results):
+        for (image, target, key), found in zip(chunk, results):
             if found is not None:
-                _report_detections(found, image, folder, out, as_json, threshold, wider_submission)
+                _report_detections(found, image, target, key, as_json, threshold, wider_submission)
     sys.exit(1 if failed else 0)
 
 
-def _report_detections(found, image, folder, out, as_json, threshold, wider_submission) -> None:
+def _report_detections(found, image, target, key, as_json, threshold, wider_submission) -> None:
     """Write one image's detections as the detect command's options ask."""
     from facegrid.images import read_image
     from facegrid.render import annotated_image
     from facegrid.submission import write_image_result
 
-    relative = image.relative_to(folder) if folder else Path(image.name)
-    if wider_submission and folder:
-        write_image_result(wider_submission, relative.as_posix(), found.boxes, found.scores)
+    if wider_submission:
+        write_image_result(wider_submission, key, found.boxes, found.scores)
     shown = found.scores >= threshold
     found.boxes, found.scores = found.boxes[shown], found.scores[shown]
-    if out:
-        target = (out / relative).with_suffix(".jpg")
+    if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        annotated_image(read_image(image), found.boxes, found.scores).save(target, quality=90)
+        annotated_image(read_image(image), found.boxes, found.scores).save(target, format="JPEG", quality=90)
     if as_json:
         click.echo(json.dumps(found.to_dict()))
     else:
-        click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if out else ""))
+        click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if target is not None else ""))
 
 
 @main.command()
