@@ -217,3 +217,8 @@ def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tm
         f"give the folder that holds the event folders ({samples / 'images'})"
     )
     assert not (tmp_path / "sub").exists()
+
+
+def test_stats_plot_of_an_unknown_format(tmp_path, samples):
+    line = refused("data", "stats", samples / "faces_bbx_gt.txt", "--out", tmp_path / "stats.xyz")
+    assert line.startswith(f"error: {tmp_path / 'stats.xyz'}: not a figure file name: give one of the suffixes ")

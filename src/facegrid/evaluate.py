@@ -50,6 +50,7 @@ import scipy.io
 
 from facegrid.boxes import checked_detections, from_wider
 from facegrid.errors import FileLineError, PathError
+from facegrid.figures import new_figure, save_figure
 from facegrid.index import FaceFilter, Index
 from facegrid.submission import image_key
 
@@ -568,7 +569,7 @@ def average_precision(
 def plot_pr(
     curves: Mapping[str, PRCurve | tuple[np.ndarray, np.ndarray]], out_png: str | os.PathLike, title: str
 ) -> None:
-    """Save precision/recall curves as a PNG, each labelled with its AP.
+    """Save precision/recall curves, each labelled with its AP, in the format the suffix of ``out_png`` names.
 
     Args:
         curves: ``{label: curve}``, each a :class:`PRCurve` or ``(recall, precision)``.
@@ -578,11 +579,7 @@ def plot_pr(
     Example:
         >>> plot_pr(result.curves, "pr.png", "WIDER FACE val")  # doctest: +SKIP
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 5.2))
-    FigureCanvasAgg(fig)
+    fig = new_figure((6.4, 5.2))
     ax = fig.add_subplot()
     for label, curve in curves.items():
         recall, precision = (curve.recall, curve.precision) if isinstance(curve, PRCurve) else curve
@@ -596,4 +593,4 @@ def plot_pr(
     if curves:
         ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
+    save_figure(fig, out_png, dpi=120)
