@@ -222,3 +222,19 @@ def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tm
 def test_stats_plot_of_an_unknown_format(tmp_path, samples):
     line = refused("data", "stats", samples / "faces_bbx_gt.txt", "--out", tmp_path / "stats.xyz")
     assert line.startswith(f"error: {tmp_path / 'stats.xyz'}: not a figure file name: give one of the suffixes ")
+
+
+def test_an_error_line_stays_one_line_whatever_the_name(tmp_path):
+    odd = tmp_path / "two\nlines \udcff"
+    odd.mkdir()
+    assert refused("detect", odd) == (
+        f"error: {tmp_path}/two\\nlines \\udcff: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+    )
+
+
+def test_numbers_must_be_finite(tmp_path, samples):
+    write_results(tmp_path / "pred", "e/a")
+    for args in (["evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt", "--iou", "nan"],
+                 ["data", "stats", samples / "faces_bbx_gt.txt", "--min-size", "inf"]):
+        result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 2 and "is not a finite number" in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -24,9 +25,26 @@ from facegrid.submission import SubmissionError
 from facegrid.wider import AnnotationError, read_annotations
 
 
+class _Number(click.FloatRange):
+    """A float option in a range, refusing ``nan`` and infinities, which a range alone lets through."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _sample_dataset() -> tuple[Path, Path]:
     root = Path(str(resources.files("facegrid") / "samples"))
     return root / "faces_bbx_gt.txt", root / "images"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks, other control characters and undecodable bytes of names escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _fatal_input_errors(command):
@@ -40,23 +58,35 @@ def _fatal_input_errors(command):
             sys.stderr.close()
             sys.exit(1)
         except AnnotationError as error:
-            click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
+            message = f"not a readable WIDER annotation file: {error}"
         except SubmissionError as error:
-            click.echo(f"error: not a readable WIDER result file: {error}", err=True)
+            message = f"not a readable WIDER result file: {error}"
         except (FileLineError, PathError) as error:
-            click.echo(f"error: {error}", err=True)
+            message = str(error)
         except OSError as error:
-            where = "" if error.filename is None else f"{error.filename}: "
-            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            message = ("" if error.filename is None else f"{error.filename}: ") + (error.strerror or str(error))
+        click.echo(f"error: {_one_line(message)}", err=True)
         sys.exit(2)
 
     return wrapper
 
 
+def _settings(path: Path | None, **overrides):
+    """The detector settings of ``path`` (the defaults if None) with ``overrides``; any fault is a usage error."""
+    from facegrid.config import load_config
+
+    try:
+        return load_config(path, **overrides)
+    except UnicodeDecodeError:
+        raise click.UsageError(f"{path}: not UTF-8 text") from None
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
 def _face_filter_options(command):
     options = [
         click.option("--keep-invalid", is_flag=True, help="Keep faces flagged invalid."),
-        click.option("--min-size", type=float, default=0.0, show_default=True,
+        click.option("--min-size", type=_Number(), default=0.0, show_default=True,
                      help="Drop faces whose shorter side is below this (original pixels)."),
         click.option("--max-blur", type=click.IntRange(0, 2), default=None,
                      help="Drop faces blurrier than this (0 clear, 1 normal, 2 heavy)."),
@@ -151,7 +181,6 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
     ignore cells grey.
     """
     from facegrid.augment import Augment
-    from facegrid.config import load_config
     from facegrid.examples import ExampleBuilder
     from facegrid.grid import GridCodec
     from facegrid.render import show_dataset
@@ -164,7 +193,7 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
     if config_path is not None:
         if input_size is not None or grid_size is not None:
             raise click.UsageError("--config sets the input size and layout: leave out --input-size and --grid-size")
-        config = load_config(config_path)
+        config = _settings(config_path)
         builder = ExampleBuilder(config.input_size, config.codec, Augment(crop_scale=config.crop_scale) if augment else None)
     else:
         builder = ExampleBuilder(input_size or 224, GridCodec(grid_size or 7), Augment() if augment else None)
@@ -197,10 +226,10 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
     input, and for the pyramid of the detector settings (the bundled model's
     unless --config), at their detection size.
     """
-    from facegrid.config import bundled_model_path, load_config
+    from facegrid.config import bundled_model_path
     from facegrid.stats import dataset_stats, plot_stats
 
-    config = load_config(config_path or bundled_model_path().with_suffix(".toml"))
+    config = _settings(config_path or bundled_model_path().with_suffix(".toml"))
     pyramid = (config.codec, config.detection_input_size) if config.strides else None
     result = dataset_stats(read_annotations(annotations), images, face_filter=_face_filter(**filter_args),
                            input_size=input_size, pyramid=pyramid)
@@ -248,10 +277,10 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @click.option("--resume", is_flag=True, help="Continue the run in --run from its last finished epoch.")
 @click.option("--epochs", type=click.IntRange(1))
 @click.option("--batch-size", type=click.IntRange(1))
-@click.option("--learning-rate", type=float)
+@click.option("--learning-rate", type=_Number())
 @click.option("--input-size", type=click.IntRange(32))
 @click.option("--grid-size", type=click.IntRange(1))
-@click.option("--alpha", type=float)
+@click.option("--alpha", type=_Number())
 @click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
 @click.option("--pipeline", type=click.Choice(["tfdata", "sequence"]),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
@@ -262,17 +291,13 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @_fatal_input_errors
 def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
     """Train a detector; flags override the --config file, which overrides the defaults."""
-    from facegrid.config import load_config
-    from facegrid.train import train as run_training
-
     if (val_annotations is None) != (val_images is None):
         raise click.UsageError("--val-annotations and --val-images go together")
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
-    try:
-        config = load_config(config_path, **overrides)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    config = _settings(config_path, **overrides)
+    from facegrid.train import train as run_training  # Keras loads only once the settings are sound
+
     run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
                  val_images=val_images, resume=resume)
     click.echo(f"run saved in {run_dir}")
@@ -284,9 +309,9 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
               help="A .keras detector [default: the bundled model].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--threshold", type=_Number(0, 1), default=0.5, show_default=True,
               help="Minimum score of a reported face.")
-@click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.4, show_default=True)
+@click.option("--nms-iou", type=_Number(0, 1), default=0.4, show_default=True)
 @click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
                    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
@@ -362,7 +387,7 @@ def _report_detections(found, image, target, key, as_json, threshold, wider_subm
               help="The official eval_tools/ground_truth folder: WIDER easy/medium/hard AP.")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Any WIDER-format annotation file: plain AP at --iou.")
-@click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+@click.option("--iou", type=_Number(0, 1, min_open=True), default=0.5, show_default=True,
               help="IoU a detection needs to find a face (with --annotations).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
