@@ -15,7 +15,7 @@ from PIL import Image
 
 from facegrid import images as images_module
 from facegrid.bad_images import BadImages, check_policy, screen
-from facegrid.errors import FileLineError
+from facegrid.errors import FileLineError, PathError
 from facegrid.examples import ExampleBuilder, ExampleSource
 from facegrid.grid import GridCodec
 from facegrid.images import ImageError
@@ -155,6 +155,17 @@ def test_sequence_raises_with_the_path_by_default(tmp_path):
     annotations, folder = make_dataset(tmp_path, {"missing.jpg": None})
     with pytest.raises(ImageError, match="missing.jpg: no such file"):
         FaceSequence(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2))
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_a_folder_holding_none_of_the_images_names_the_folder_that_does(tmp_path, policy):
+    annotations, folder = make_dataset(tmp_path, {})
+    for wrong, meant in ((tmp_path, folder), (folder / "sub", folder), (tmp_path / "other", None)):
+        wrong.mkdir(exist_ok=True)
+        with pytest.raises(PathError, match=f"^{wrong}: none of the 5 images {annotations} lists can be used "
+                                            f"\\(first: {wrong / 'good0.jpg'}: no such file\\)") as caught:
+            FaceSequence(annotations, wrong, batch_size=2, input_size=32, codec=GridCodec(2), on_bad_image=policy)
+        assert str(caught.value).endswith(f"; they are under {meant}" if meant else "no such file)")
 
 
 def test_sequence_skips_and_counts_files_found_up_front(tmp_path, caplog):

@@ -123,5 +123,118 @@ def test_stats_val_sample(wider, tmp_path):
     assert stats["images"] == 394 and stats["face_rows"] == 5_289
     assert stats["sizes_estimated"] == 0
     shares = stats["representable"]
-    assert 0 < shares["7"] < shares["14"] < shares["28"] <= 1
+    assert 0 < shares["7x7"] < shares["14x14"] < shares["28x28"] <= 1
     assert plot.stat().st_size > 10_000
+
+
+def refused(*args):
+    """Run a command expected to refuse its input: exit status 2 and one line on stderr, which is returned."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def write_results(root, *keys):
+    for key in keys:
+        event, name = key.split("/")
+        (root / event).mkdir(parents=True, exist_ok=True)
+        (root / event / f"{name}.txt").write_text(f"{name}\n1\n1 1 10 10 0.9\n")
+
+
+def test_evaluate_against_annotations_of_other_images(tmp_path, samples):
+    write_results(tmp_path / "pred", "e/a", "e/b")
+    line = refused("evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt")
+    assert line == (f"error: {samples / 'faces_bbx_gt.txt'}: does not list 2 of the 2 predicted image(s): "
+                    "'e/a', 'e/b'")
+
+
+def test_evaluate_an_empty_submission_or_missing_ground_truth(tmp_path, samples):
+    (tmp_path / "pred").mkdir()
+    assert refused("evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt") == (
+        f"error: {tmp_path / 'pred'}: holds no result files (<event>/<name>.txt)"
+    )
+    write_results(tmp_path / "pred", "e/a")
+    assert refused("evaluate", tmp_path / "pred", "--ground-truth", tmp_path) == (
+        f"error: official WIDER FACE ground truth file not found: {tmp_path / 'wider_face_val.mat'}"
+    )
+
+
+def test_check_names_the_images_folder_meant(wider):
+    sample = wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
+    result = run("data", "check", sample, "--images", wider / "WIDER_val")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"none of the images is in {wider / 'WIDER_val'}; they are in {wider / 'WIDER_val' / 'images'}: "
+        f"pass --images {wider / 'WIDER_val' / 'images'}"
+    )
+    report = json.loads(run("data", "check", sample, "--images", wider / "WIDER_val" / "images" / "0--Parade",
+                            "--json").output)
+    assert report["no_image_found"] and report["nearby_images"] == str(wider / "WIDER_val" / "images")
+    found = json.loads(run("data", "check", sample, "--images", wider / "WIDER_val" / "images", "--json").output)
+    assert not found["no_image_found"] and found["nearby_images"] is None
+
+
+def test_check_fails_a_box_wholly_outside_its_image_as_training_does(tmp_path):
+    (tmp_path / "images" / "e").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "images" / "e" / "a.jpg")
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text("e/a.jpg\n2\n1 1 10 10 0 0 0 0 0 0 \n70 5 10 10 0 0 0 0 0 0 \n")
+    result = run("data", "check", annotations, "--images", tmp_path / "images", "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 1
+    assert report["errors"] == {"box_wholly_outside_image": 1} and report["warnings"] == {}
+    assert report["examples"]["box_wholly_outside_image"] == [
+        f"{tmp_path / 'images' / 'e' / 'a.jpg'} ({annotations}:4): box [70, 5, 10, 10] lies wholly outside the 60x40 image"
+    ]
+
+
+def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
+    line = refused("train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples,
+                   "--run", tmp_path / "run", "--on-bad-image", "skip", "--backbone-weights", "none")
+    assert line.startswith(f"error: {samples}: none of the 4 images {samples / 'faces_bbx_gt.txt'} lists can be used")
+    assert line.endswith(f"; they are under {samples / 'images'}")
+
+
+def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tmp_path, samples):
+    (tmp_path / "empty").mkdir()
+    assert refused("detect", tmp_path / "empty") == (
+        f"error: {tmp_path / 'empty'}: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+    )
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    assert refused("detect", tmp_path / "videos", "--model", tmp_path / "absent.keras").endswith(
+        "only 1 other file(s) such as clip.mp4"
+    )
+    one = samples / "images" / "background" / "rocket.jpg"
+    assert refused("detect", one, "--wider-submission", tmp_path / "sub") == (
+        f"error: {one}: given as a file, so its event is unknown: a WIDER result file needs the image found "
+        "under a folder"
+    )
+    events = samples / "images" / "portraits"
+    assert refused("detect", events, "--wider-submission", tmp_path / "sub").endswith(
+        f"give the folder that holds the event folders ({samples / 'images'})"
+    )
+    assert not (tmp_path / "sub").exists()
+
+
+def test_stats_plot_of_an_unknown_format(tmp_path, samples):
+    line = refused("data", "stats", samples / "faces_bbx_gt.txt", "--out", tmp_path / "stats.xyz")
+    assert line.startswith(f"error: {tmp_path / 'stats.xyz'}: not a figure file name: give one of the suffixes ")
+
+
+def test_an_error_line_stays_one_line_whatever_the_name(tmp_path):
+    odd = tmp_path / "two\nlines \udcff"
+    odd.mkdir()
+    assert refused("detect", odd) == (
+        f"error: {tmp_path}/two\\nlines \\udcff: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+    )
+
+
+def test_numbers_must_be_finite(tmp_path, samples):
+    write_results(tmp_path / "pred", "e/a")
+    for args in (["evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt", "--iou", "nan"],
+                 ["data", "stats", samples / "faces_bbx_gt.txt", "--min-size", "inf"]):
+        result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 2 and "is not a finite number" in result.stderr

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from facegrid.cli import main
 from facegrid.config import Config
-from facegrid.detect import Detector, find_images
+from facegrid.detect import Detector
 from facegrid.grid import PyramidCodec
 from facegrid.model import build_detector
 from facegrid.submission import read_submission, write_image_result
@@ -67,13 +67,6 @@ def test_detect_reports_original_sizes(tiny_model, samples):
         assert (np.diff(d.scores) <= 0).all()
 
 
-def test_find_images_recurses_into_folders(samples):
-    found = find_images([samples / "images", samples / "images" / "portraits" / "camera.png"])
-    names = [(image.name, folder is not None) for image, folder in found]
-    assert names[:4] == [("rocket.jpg", True), ("astronaut.png", True), ("camera.png", True), ("grace_hopper.jpg", True)]
-    assert names[4] == ("camera.png", False)
-
-
 def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samples, tmp_path):
     result = CliRunner().invoke(
         main,
@@ -85,7 +78,8 @@ def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samp
     assert [r["width"] for r in records] == [640, 512, 512, 512]
     assert all(face["score"] >= 0.9 for r in records for face in r["faces"])
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg")) == [
-        "background/rocket.jpg", "portraits/astronaut.jpg", "portraits/camera.jpg", "portraits/grace_hopper.jpg",
+        "background/rocket.jpg", "portraits/astronaut.png.jpg", "portraits/camera.png.jpg",
+        "portraits/grace_hopper.jpg",
     ]
     submission = read_submission(tmp_path / "sub")
     assert sorted(submission) == ["background/rocket", "portraits/astronaut", "portraits/camera",
@@ -112,6 +106,21 @@ def test_detect_command_stops_at_an_unreadable_image_or_skips_it(tiny_model, sam
     assert skipped.exit_code == 1
     assert "skipped" in skipped.output and "bad.jpg" in skipped.output
     assert "astronaut.png: " in skipped.output  # the readable image is still processed
+
+
+def test_detect_command_gives_each_image_its_own_annotated_copy(tiny_model, samples, tmp_path):
+    photo = samples / "images" / "background" / "rocket.jpg"
+    for folder, name in (("a", "1.jpg"), ("b", "1.jpg"), ("b", "1.png")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / name).write_bytes(photo.read_bytes())
+    args = ["detect", str(tmp_path / "a" / "1.jpg"), str(tmp_path / "b"), "--model", str(tiny_model),
+            "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert [line.split(" -> ")[1] for line in result.output.splitlines()] == [
+        str(tmp_path / "out" / name) for name in ("1.jpg", "1-2.jpg", "1.png.jpg")
+    ]
+    assert CliRunner().invoke(main, args).output == result.output
 
 
 def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):

@@ -24,6 +24,7 @@ from facegrid.evaluate import (
     voc_ap,
     wider_protocol,
 )
+from facegrid.errors import FileLineError, PathError
 from facegrid.index import ATTRIBUTES, FaceFilter, Index
 from facegrid.submission import image_key, read_submission, write_image_result
 from facegrid.wider import read_annotations
@@ -327,9 +328,9 @@ def test_predictions_outside_listed_images_are_not_evaluated(tiny_gt):
 
 
 def test_evaluate_wider_rejects(tiny_gt):
-    with pytest.raises(ValueError, match="1 predicted image.*'e/zzz'"):
+    with pytest.raises(PathError, match="does not list 1 of the 1 predicted image.*'e/zzz'"):
         evaluate_wider({"e/zzz": dets((A, 1.0))}, tiny_gt)
-    with pytest.raises(ValueError, match="listed image.*'e/zzz'"):
+    with pytest.raises(PathError, match="does not list 1 image.* asked for: 'e/zzz'"):
         evaluate_wider({}, tiny_gt, images=["e/zzz"])
     with pytest.raises(ValueError, match="no images to evaluate"):
         evaluate_wider({}, tiny_gt)
@@ -337,6 +338,14 @@ def test_evaluate_wider_rejects(tiny_gt):
         evaluate_wider({"e/a": dets((A, 1.0)), "e/a.jpg": dets((A, 1.0))}, tiny_gt)
     with pytest.raises(ValueError, match="e/a: box 0 has x2 < x1"):
         evaluate_wider({"e/a": dets(([5, 0, 4, 9], 1.0))}, tiny_gt)
+
+
+def test_ground_truth_files_that_are_not_matlab_files_name_the_file(tmp_path):
+    (tmp_path / "wider_face_val.mat").write_bytes(b"MATLAB 5.0 MAT-file, but then nothing")
+    with pytest.raises(PathError, match="wider_face_val.mat: not a readable MATLAB file"):
+        load_wider_ground_truth(tmp_path)
+    with pytest.raises(FileNotFoundError, match="ground truth file not found"):
+        load_wider_ground_truth(tmp_path / "absent")
 
 
 # ---------------------------------------------------------------- evaluate_wider, official ground truth
@@ -548,11 +557,11 @@ def test_plain_ap_iou_threshold():
 
 def test_plain_ap_rejects():
     index = make_index([1], [XA])
-    with pytest.raises(ValueError, match="not in mem.txt: 'ev/zzz.jpg'"):
+    with pytest.raises(PathError, match="mem.txt: does not list 1 of the 1 predicted image.*: 'ev/zzz.jpg'"):
         average_precision({"ev/zzz.jpg": dets((A, 1.0))}, index)
     twice = make_index([1, 1], [XA, XA])
     twice = dataclasses.replace(twice, paths=np.array(["ev/img0.jpg", "ev/img0.png"]))
-    with pytest.raises(ValueError, match="mem.txt:2: image 'ev/img0.png' is listed twice"):
+    with pytest.raises(FileLineError, match="mem.txt:2: image 'ev/img0.png' is listed twice"):
         average_precision({}, twice)
 
 

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from facegrid.errors import PathError
 from facegrid.submission import (
     SubmissionError,
     image_key,
@@ -154,14 +155,15 @@ def test_non_utf8_names_the_line(tmp_path):
         read_image_result(path)
 
 
-def test_only_event_folders_are_read(tmp_path, caplog):
+def test_only_event_folders_are_read(tmp_path):
     (tmp_path / "notes.txt").write_text("not a result")
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
     (deep / "c.txt").write_text("not a result either")
-    with caplog.at_level(logging.WARNING, logger="facegrid.submission"):
-        assert read_submission(tmp_path) == {}
-    assert "no result files" in caplog.text
+    with pytest.raises(PathError, match=f"{tmp_path}: holds no result files"):
+        read_submission(tmp_path)
+    write_image_result(tmp_path, "a/x.jpg", np.zeros((0, 4)), np.zeros(0))
+    assert list(read_submission(tmp_path)) == ["a/x"]
 
 
 def test_missing_folder(tmp_path):

@@ -415,3 +415,11 @@ def test_random_garbage_raises_annotation_error(tmp_path):
 def test_missing_file_raises_os_error(tmp_path):
     with pytest.raises(OSError):
         read_annotations(tmp_path / "absent.txt")
+
+
+def test_blank_face_rows_raise_at_the_first_without_a_warning(tmp_path, recwarn):
+    path = write(tmp_path, b"a.jpg\n2\n\n\nb.jpg\n0\n")
+    with pytest.raises(AnnotationError) as info:
+        read_annotations(path)
+    assert info.value.line == 3
+    assert not recwarn.list

@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from facegrid.errors import PathError
 from facegrid.images import ImageError, verify_image
+from facegrid.paths import nearby_images_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,12 @@ class BadImages:
         self._lock = threading.Lock()
 
 
-def _outside(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
+def wholly_outside(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
     """Which ``x1 y1 w h`` boxes have an area but share no pixel with a ``width x height`` image.
 
     Zero-size rows are not faces (WIDER writes ``0 0 0 0`` for "no face").
+    Such an image is bad here and an error of ``facegrid data check``: both
+    take this one test, so that a dataset the check passes also trains.
     """
     x1, y1, w, h = xywh.T
     disjoint = (x1 >= width) | (y1 >= height) | (x1 + w <= 0) | (y1 + h <= 0)
@@ -110,7 +114,7 @@ def screen(source, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
             bad[image] = found
             continue
         rows = slice(index.offsets[image], index.offsets[image + 1])
-        outside = np.flatnonzero(_outside(index.boxes[rows], *found))
+        outside = np.flatnonzero(wholly_outside(index.boxes[rows], *found))
         if len(outside):
             line = int(index.face_lines[rows][outside[0]])
             box = index.boxes[rows][outside[0]].tolist()
@@ -119,15 +123,30 @@ def screen(source, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
     return bad
 
 
+def _none_usable(source, bad: dict[int, ImageError]) -> PathError:
+    """The error for a source of which no image can be used, naming the folder meant if one is nearby."""
+    index = source.index
+    reason = f"none of the {len(bad):,} images {index.source or 'the index'} lists can be used (first: {bad[0]})"
+    if all(error.reason == "no such file" for error in bad.values()):
+        nearby = nearby_images_folder(source.images, index.paths.tolist())
+        if nearby is not None:
+            reason += f"; they are under {nearby}"
+    return PathError(source.images, reason)
+
+
 def leave_out_bad_images(source, policy: str, *, verify: bool):
     """``source`` less its bad images (see :func:`screen`), as ``policy`` says; they go to ``source.bad_images``.
 
     Raises:
         ImageError: with ``policy="raise"``, the first bad image in file order.
+        facegrid.errors.PathError: no image at all can be used, whatever the
+            policy (the images folder is most likely the wrong one).
     """
     bad = screen(source, verify=verify)
     if not bad:
         return source
+    if len(bad) == len(source):
+        raise _none_usable(source, bad)
     if check_policy(policy) == "raise":
         raise bad[min(bad)]
     for image in sorted(bad):

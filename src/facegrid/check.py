@@ -3,13 +3,16 @@
 Findings come in two severities:
 
 * **errors** lose data if ignored: an image the file lists that is missing
-  or cannot be decoded;
+  or cannot be decoded, or whose face box lies wholly outside it (training
+  refuses such an image, see :func:`facegrid.bad_images.wholly_outside`);
 * **warnings** are quirks that facegrid handles but a user should know about:
   faces flagged invalid, zero-size boxes, boxes reaching outside their image,
   images listed twice, the tolerated file-format deviations.
 
 Each kind is counted, and the first few places are kept as examples
-(``FILE:LINE`` or an image path).
+(``FILE:LINE`` or an image path). When not one listed image is in the images
+folder, the report says so, and names the subfolder or parent that holds them
+if there is one (:func:`facegrid.paths.nearby_images_folder`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facegrid.bad_images import wholly_outside
 from facegrid.images import ImageError, verify_image
-from facegrid.paths import escape_reason, image_path
+from facegrid.paths import escape_reason, image_path, nearby_images_folder
 from facegrid.index import Index
 from facegrid.wider import read_annotations
 
@@ -36,12 +40,20 @@ EXAMPLES_PER_KIND = 5
 
 @dataclass
 class CheckReport:
-    """The outcome of :func:`check_dataset`."""
+    """The outcome of :func:`check_dataset`.
+
+    Attributes:
+        no_image_found: images were opened and not one of them exists.
+        nearby_images: then, the subfolder or parent of the images folder
+            that holds them, if one does.
+    """
 
     annotations: str
     images_dir: str | None
     images: int = 0
     faces: int = 0
+    no_image_found: bool = False
+    nearby_images: str | None = None
     warnings: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -62,6 +74,8 @@ class CheckReport:
             "images_dir": self.images_dir,
             "images": self.images,
             "faces": self.faces,
+            "no_image_found": self.no_image_found,
+            "nearby_images": self.nearby_images,
             "warnings": dict(sorted(self.warnings.items())),
             "errors": dict(sorted(self.errors.items())),
             "examples": {kind: list(places) for kind, places in sorted(self.examples.items())},
@@ -114,15 +128,24 @@ def _check_images(index: Index, images: Path, report: CheckReport, workers: int,
                 continue
             width, height = result
             xywh = index.boxes[index.offsets[i] : index.offsets[i + 1]]
-            outside = (xywh[:, 0] < 0) | (xywh[:, 1] < 0)
-            outside |= (xywh[:, 0] + xywh[:, 2] > width) | (xywh[:, 1] + xywh[:, 3] > height)
-            for k in np.flatnonzero(outside).tolist():
+            lost = wholly_outside(xywh, width, height)
+            reaching = (xywh[:, 0] < 0) | (xywh[:, 1] < 0)
+            reaching |= (xywh[:, 0] + xywh[:, 2] > width) | (xywh[:, 1] + xywh[:, 3] > height)
+            for k in np.flatnonzero(lost).tolist():
+                line = int(index.face_lines[index.offsets[i] + k])
+                report.add(report.errors, "box_wholly_outside_image",
+                           f"{paths[i]} ({index.where(line)}): box {xywh[k].tolist()} lies wholly outside the {width}x{height} image")
+            for k in np.flatnonzero(reaching & ~lost).tolist():
                 line = int(index.face_lines[index.offsets[i] + k])
                 report.add(
                     report.warnings,
                     "box_outside_image",
                     f"{index.where(line)}: box {xywh[k].tolist()} vs image {width}x{height}",
                 )
+    if len(index) and report.errors["missing_image"] == len(index):
+        report.no_image_found = True
+        nearby = nearby_images_folder(images, names)
+        report.nearby_images = None if nearby is None else str(nearby)
 
 
 def check_dataset(

@@ -1,7 +1,8 @@
 """The ``facegrid`` command: a thin layer over the library.
 
 Exit status of every command: 0 success, 1 problems found in the data,
-2 the input cannot be used at all (the message goes to stderr, without a
+2 the input cannot be used at all, or would give nothing (one line on
+stderr, naming the file, ``FILE:LINE`` or image where there is one; never a
 traceback).
 """
 
@@ -10,22 +11,40 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from importlib import resources
 from pathlib import Path
 
 import click
 
-from facegrid.errors import ModelFileError
+from facegrid.errors import FileLineError, PathError
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
 from facegrid.submission import SubmissionError
 from facegrid.wider import AnnotationError, read_annotations
 
 
+class _Number(click.FloatRange):
+    """A float option in a range, refusing ``nan`` and infinities, which a range alone lets through."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _sample_dataset() -> tuple[Path, Path]:
     root = Path(str(resources.files("facegrid") / "samples"))
     return root / "faces_bbx_gt.txt", root / "images"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks, other control characters and undecodable bytes of names escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _fatal_input_errors(command):
@@ -39,22 +58,35 @@ def _fatal_input_errors(command):
             sys.stderr.close()
             sys.exit(1)
         except AnnotationError as error:
-            click.echo(f"error: not a readable WIDER annotation file: {error}", err=True)
+            message = f"not a readable WIDER annotation file: {error}"
         except SubmissionError as error:
-            click.echo(f"error: not a readable WIDER result file: {error}", err=True)
-        except (ImageError, ModelFileError) as error:
-            click.echo(f"error: {error}", err=True)
+            message = f"not a readable WIDER result file: {error}"
+        except (FileLineError, PathError) as error:
+            message = str(error)
         except OSError as error:
-            click.echo(f"error: {error.filename or ''}: {error.strerror or error}", err=True)
+            message = ("" if error.filename is None else f"{error.filename}: ") + (error.strerror or str(error))
+        click.echo(f"error: {_one_line(message)}", err=True)
         sys.exit(2)
 
     return wrapper
 
 
+def _settings(path: Path | None, **overrides):
+    """The detector settings of ``path`` (the defaults if None) with ``overrides``; any fault is a usage error."""
+    from facegrid.config import load_config
+
+    try:
+        return load_config(path, **overrides)
+    except UnicodeDecodeError:
+        raise click.UsageError(f"{path}: not UTF-8 text") from None
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
 def _face_filter_options(command):
     options = [
         click.option("--keep-invalid", is_flag=True, help="Keep faces flagged invalid."),
-        click.option("--min-size", type=float, default=0.0, show_default=True,
+        click.option("--min-size", type=_Number(), default=0.0, show_default=True,
                      help="Drop faces whose shorter side is below this (original pixels)."),
         click.option("--max-blur", type=click.IntRange(0, 2), default=None,
                      help="Drop faces blurrier than this (0 clear, 1 normal, 2 heavy)."),
@@ -93,9 +125,11 @@ def data() -> None:
 def check(annotations: Path, images: Path | None, as_json: bool, workers: int | None) -> None:
     """Check ANNOTATIONS (and with --images every image it lists).
 
-    Errors (missing or unreadable images) make the exit status 1; warnings
-    (invalid or zero-size faces, boxes outside their image, tolerated format
-    quirks) are reported but do not.
+    Errors (missing or unreadable images, a face box wholly outside its
+    image) make the exit status 1; warnings (invalid or zero-size faces,
+    boxes reaching outside their image, tolerated format quirks) are reported
+    but do not. When --images holds none of the images, a subfolder or parent
+    that does is named.
     """
     from facegrid.check import check_dataset
 
@@ -114,6 +148,10 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
                     click.echo(f"      {place}")
                 if count > len(report.examples[kind]):
                     click.echo(f"      ... and {count - len(report.examples[kind]):,} more")
+        if report.no_image_found:
+            click.echo(f"none of the images is in {images}" + (
+                f"; they are in {report.nearby_images}: pass --images {report.nearby_images}"
+                if report.nearby_images else ": is it the folder the annotation paths are relative to?"))
     sys.exit(0 if report.ok else 1)
 
 
@@ -143,7 +181,6 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
     ignore cells grey.
     """
     from facegrid.augment import Augment
-    from facegrid.config import load_config
     from facegrid.examples import ExampleBuilder
     from facegrid.grid import GridCodec
     from facegrid.render import show_dataset
@@ -156,7 +193,7 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
     if config_path is not None:
         if input_size is not None or grid_size is not None:
             raise click.UsageError("--config sets the input size and layout: leave out --input-size and --grid-size")
-        config = load_config(config_path)
+        config = _settings(config_path)
         builder = ExampleBuilder(config.input_size, config.codec, Augment(crop_scale=config.crop_scale) if augment else None)
     else:
         builder = ExampleBuilder(input_size or 224, GridCodec(grid_size or 7), Augment() if augment else None)
@@ -189,10 +226,10 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
     input, and for the pyramid of the detector settings (the bundled model's
     unless --config), at their detection size.
     """
-    from facegrid.config import bundled_model_path, load_config
+    from facegrid.config import bundled_model_path
     from facegrid.stats import dataset_stats, plot_stats
 
-    config = load_config(config_path or bundled_model_path().with_suffix(".toml"))
+    config = _settings(config_path or bundled_model_path().with_suffix(".toml"))
     pyramid = (config.codec, config.detection_input_size) if config.strides else None
     result = dataset_stats(read_annotations(annotations), images, face_filter=_face_filter(**filter_args),
                            input_size=input_size, pyramid=pyramid)
@@ -240,10 +277,10 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @click.option("--resume", is_flag=True, help="Continue the run in --run from its last finished epoch.")
 @click.option("--epochs", type=click.IntRange(1))
 @click.option("--batch-size", type=click.IntRange(1))
-@click.option("--learning-rate", type=float)
+@click.option("--learning-rate", type=_Number())
 @click.option("--input-size", type=click.IntRange(32))
 @click.option("--grid-size", type=click.IntRange(1))
-@click.option("--alpha", type=float)
+@click.option("--alpha", type=_Number())
 @click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
 @click.option("--pipeline", type=click.Choice(["tfdata", "sequence"]),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
@@ -254,17 +291,13 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @_fatal_input_errors
 def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
     """Train a detector; flags override the --config file, which overrides the defaults."""
-    from facegrid.config import load_config
-    from facegrid.train import train as run_training
-
     if (val_annotations is None) != (val_images is None):
         raise click.UsageError("--val-annotations and --val-images go together")
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
-    try:
-        config = load_config(config_path, **overrides)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    config = _settings(config_path, **overrides)
+    from facegrid.train import train as run_training  # Keras loads only once the settings are sound
+
     run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
                  val_images=val_images, resume=resume)
     click.echo(f"run saved in {run_dir}")
@@ -276,65 +309,76 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
               help="A .keras detector [default: the bundled model].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--threshold", type=_Number(0, 1), default=0.5, show_default=True,
               help="Minimum score of a reported face.")
-@click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.4, show_default=True)
+@click.option("--nms-iou", type=_Number(0, 1), default=0.4, show_default=True)
 @click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
-                   "for images under folder INPUTs, as DIR/<event>/<name>.txt.")
+                   "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--on-bad-image", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="An unreadable image stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
 @_fatal_input_errors
 def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, on_bad_image) -> None:
-    """Find faces in INPUT images (files, or folders searched recursively)."""
-    from facegrid.detect import Detector, find_images
+    """Find faces in INPUT images (files, or folders searched recursively).
+
+    Annotated copies keep their path under the folder they were found in
+    (JPEG, so ``.jpg`` is added to other names; a clash gets ``-2``). Inputs
+    without any image, and with --wider-submission an image that is not
+    INPUT/<event>/<name> or shares its result file with another, stop the
+    command before the model loads (exit status 2).
+    """
+    from facegrid.inputs import annotated_names, find_images, submission_keys
+
+    images = find_images(inputs)
+    keys = submission_keys(images) if wider_submission else [None] * len(images)
+    targets = [out / name for name in annotated_names(images)] if out else [None] * len(images)
+    plan = list(zip((image for image, _ in images), targets, keys))
+
+    from facegrid.detect import Detector
 
     floor = min(threshold, 0.01) if wider_submission else threshold
     detector = Detector.load(model_path, score_threshold=floor, nms_iou=nms_iou)
     failed = 0
-    images = find_images(inputs)
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+    for start in range(0, len(plan), batch_size):
+        chunk = plan[start : start + batch_size]
         try:
-            results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
+            results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size)
         except ImageError:
             if on_bad_image == "raise":
                 raise
             results = []  # find the unreadable image(s), keep the rest
-            for image, _ in chunk:
+            for image, _, _ in chunk:
                 try:
                     results += detector.detect([image])
                 except ImageError as error:
                     click.echo(f"skipped {error}", err=True)
                     failed += 1
                     results.append(None)
-        for (image, folder), found in zip(chunk, results):
+        for (image, target, key), found in zip(chunk, results):
             if found is not None:
-                _report_detections(found, image, folder, out, as_json, threshold, wider_submission)
+                _report_detections(found, image, target, key, as_json, threshold, wider_submission)
     sys.exit(1 if failed else 0)
 
 
-def _report_detections(found, image, folder, out, as_json, threshold, wider_submission) -> None:
+def _report_detections(found, image, target, key, as_json, threshold, wider_submission) -> None:
     """Write one image's detections as the detect command's options ask."""
     from facegrid.images import read_image
     from facegrid.render import annotated_image
     from facegrid.submission import write_image_result
 
-    relative = image.relative_to(folder) if folder else Path(image.name)
-    if wider_submission and folder:
-        write_image_result(wider_submission, relative.as_posix(), found.boxes, found.scores)
+    if wider_submission:
+        write_image_result(wider_submission, key, found.boxes, found.scores)
     shown = found.scores >= threshold
     found.boxes, found.scores = found.boxes[shown], found.scores[shown]
-    if out:
-        target = (out / relative).with_suffix(".jpg")
+    if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        annotated_image(read_image(image), found.boxes, found.scores).save(target, quality=90)
+        annotated_image(read_image(image), found.boxes, found.scores).save(target, format="JPEG", quality=90)
     if as_json:
         click.echo(json.dumps(found.to_dict()))
     else:
-        click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if out else ""))
+        click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if target is not None else ""))
 
 
 @main.command()
@@ -343,7 +387,7 @@ def _report_detections(found, image, folder, out, as_json, threshold, wider_subm
               help="The official eval_tools/ground_truth folder: WIDER easy/medium/hard AP.")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Any WIDER-format annotation file: plain AP at --iou.")
-@click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+@click.option("--iou", type=_Number(0, 1, min_open=True), default=0.5, show_default=True,
               help="IoU a detection needs to find a face (with --annotations).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")

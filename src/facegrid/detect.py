@@ -27,9 +27,6 @@ from facegrid.model import load_detector
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
 @dataclass
 class Detections:
     """Faces found in one image.
@@ -174,17 +171,3 @@ class Detector:
             results.extend(self._detect_batch(paths[start : start + batch_size]))
         return results
 
-
-def find_images(inputs) -> list[tuple[Path, Path | None]]:
-    """Expand files and folders (recursively) into ``(image, folder it was found under)``.
-
-    Files given directly have no folder. Folders yield their images sorted by path.
-    """
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            found.extend((p, item) for p in images)
-        else:
-            found.append((item, None))
-    return found

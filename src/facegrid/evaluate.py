@@ -49,6 +49,8 @@ import numpy as np
 import scipy.io
 
 from facegrid.boxes import checked_detections, from_wider
+from facegrid.errors import FileLineError, PathError
+from facegrid.figures import new_figure, save_figure
 from facegrid.index import FaceFilter, Index
 from facegrid.submission import image_key
 
@@ -334,10 +336,13 @@ def wider_protocol(
 def _mat(path: Path, names: list[str]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"official WIDER FACE ground truth file not found: {path}")
-    data = scipy.io.loadmat(path, variable_names=names)
+    try:
+        data = scipy.io.loadmat(path, variable_names=names)
+    except Exception as error:  # scipy's reader meets foreign bytes with any error (IndexError, ValueError, ...)
+        raise PathError(path, f"not a readable MATLAB file ({error})") from None
     missing = [name for name in names if name not in data]
     if missing:
-        raise ValueError(f"{path}: no variable {', '.join(missing)}; is it an official ground truth file?")
+        raise PathError(path, f"no variable {', '.join(missing)}; is it an official ground truth file?")
     return data
 
 
@@ -366,7 +371,8 @@ def load_wider_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
 
     Raises:
         FileNotFoundError: a ``.mat`` file is missing.
-        ValueError: a file lacks a variable, or the files disagree.
+        facegrid.errors.PathError: a file is not a MATLAB file, lacks a
+            variable, or the files disagree (the message names the file).
 
     Example:
         >>> gt = load_wider_ground_truth("widerface/eval_tools/ground_truth")  # doctest: +SKIP
@@ -389,10 +395,10 @@ def load_wider_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
         events = _cells(_mat(path, ["gt_list"])["gt_list"])
         lists = [np.asarray(k, dtype=np.int64).ravel() - 1 for event in events for k in _cells(event)]
         if len(lists) != len(keys):
-            raise ValueError(f"{path}: gt_list covers {len(lists)} images but {GT_FACES_FILE} lists {len(keys)}")
+            raise PathError(path, f"gt_list covers {len(lists)} images but {GT_FACES_FILE} lists {len(keys)}")
         for key, indices, image_boxes in zip(keys, lists, boxes):
             if indices.size and (indices.min() < 0 or indices.max() >= len(image_boxes)):
-                raise ValueError(f"{path}: {key}: face numbers {(indices + 1).tolist()} beyond its {len(image_boxes)}")
+                raise PathError(path, f"{key}: face numbers {(indices + 1).tolist()} beyond its {len(image_boxes)}")
         keep[setting] = tuple(lists)
     log.info("loaded WIDER FACE ground truth from %s: %d images, %d faces", gt_dir, len(keys), sum(map(len, boxes)))
     return WiderGroundTruth(str(gt_dir), tuple(keys), tuple(boxes), keep)
@@ -416,7 +422,7 @@ def _resolve(
             key_at[i] = key
     if unknown:
         shown = ", ".join(repr(k) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        raise ValueError(f"{len(unknown)} predicted image(s) are not in {source}: {shown}")
+        raise PathError(source, f"does not list {len(unknown)} of the {len(predictions)} predicted image(s): {shown}")
     return resolved
 
 
@@ -448,8 +454,9 @@ def evaluate_wider(
         AP and curve per setting, and the images evaluated.
 
     Raises:
-        ValueError: a predicted or listed image is not in the ground truth,
-            nothing is to be evaluated, or detections are malformed.
+        facegrid.errors.PathError: a predicted or listed image is not in the
+            ground truth, or a ground truth file cannot be used.
+        ValueError: nothing is to be evaluated, or detections are malformed.
         FileNotFoundError: a ground truth file is missing.
 
     Example:
@@ -467,7 +474,7 @@ def evaluate_wider(
         listed = {key: position.get(image_key(key)) for key in images}
         unknown = [key for key, i in listed.items() if i is None]
         if unknown:
-            raise ValueError(f"{len(unknown)} listed image(s) are not in {source}: {', '.join(map(repr, unknown[:5]))}")
+            raise PathError(source, f"does not list {len(unknown)} image(s) asked for: {', '.join(map(repr, unknown[:5]))}")
         chosen = sorted(set(listed.values()))
     if not chosen:
         raise ValueError("no images to evaluate: no predictions and no images listed")
@@ -528,8 +535,10 @@ def average_precision(
         The curve (one point per distinct score, decreasing) and its AP; NaN if no face counts.
 
     Raises:
-        ValueError: a predicted image is not in the index, the index lists an
-            image twice, ``iou`` is out of range, or detections are malformed.
+        facegrid.errors.PathError: a predicted image is not in the index
+            (the message names its file).
+        facegrid.errors.FileLineError: the index lists an image twice.
+        ValueError: ``iou`` is out of range, or detections are malformed.
 
     Example:
         >>> curve = average_precision(predictions, read_annotations("wider_face_val_bbx_gt.txt"))  # doctest: +SKIP
@@ -542,7 +551,7 @@ def average_precision(
     for i, path in enumerate(index.paths.tolist()):
         key = image_key(path)
         if key in position:
-            raise ValueError(f"{index.where(int(index.name_lines[i]))}: image {path!r} is listed twice")
+            raise FileLineError(index.source, int(index.name_lines[i]), f"image {path!r} is listed twice")
         position[key] = i
     resolved = _resolve(predictions, position, index.source or "the index")
     counts = face_filter.mask(index)
@@ -560,7 +569,7 @@ def average_precision(
 def plot_pr(
     curves: Mapping[str, PRCurve | tuple[np.ndarray, np.ndarray]], out_png: str | os.PathLike, title: str
 ) -> None:
-    """Save precision/recall curves as a PNG, each labelled with its AP.
+    """Save precision/recall curves, each labelled with its AP, in the format the suffix of ``out_png`` names.
 
     Args:
         curves: ``{label: curve}``, each a :class:`PRCurve` or ``(recall, precision)``.
@@ -570,11 +579,7 @@ def plot_pr(
     Example:
         >>> plot_pr(result.curves, "pr.png", "WIDER FACE val")  # doctest: +SKIP
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 5.2))
-    FigureCanvasAgg(fig)
+    fig = new_figure((6.4, 5.2))
     ax = fig.add_subplot()
     for label, curve in curves.items():
         recall, precision = (curve.recall, curve.precision) if isinstance(curve, PRCurve) else curve
@@ -588,4 +593,4 @@ def plot_pr(
     if curves:
         ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
+    save_figure(fig, out_png, dpi=120)

@@ -4,6 +4,10 @@ An annotation file names each image relative to an images folder, and such
 files travel between people. A path is therefore refused, and the file never
 opened, when it is absolute, climbs out with ``..``, or leads outside the
 folder through a symbolic link.
+
+Giving the images folder one level too high or too low (``WIDER_val`` for
+``WIDER_val/images``) is the usual way to find none of the images;
+:func:`nearby_images_folder` finds the folder meant.
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from facegrid.images import ImageError
+
+#: Annotation paths :func:`nearby_images_folder` looks up, spread over the file.
+NEARBY_SAMPLE = 20
+
+#: Subfolders of the images folder :func:`nearby_images_folder` looks in, at most.
+NEARBY_CHILDREN = 100
 
 
 def escape_reason(name: str) -> str | None:
@@ -42,3 +52,23 @@ def image_path(images: str | os.PathLike, name: str) -> Path:
     if reason is not None:
         raise ImageError(path, f"refused: {reason}")
     return path
+
+
+def nearby_images_folder(images: str | os.PathLike, names: list[str]) -> Path | None:
+    """The subfolder or parent of ``images`` holding most of the images ``names`` lists, or None if none holds any.
+
+    Only :data:`NEARBY_SAMPLE` names, spread over the list, are looked up in
+    at most :data:`NEARBY_CHILDREN` subfolders and the parent, so that the
+    answer costs milliseconds however long the list.
+    """
+    images = Path(images)
+    step = max(len(names) // NEARBY_SAMPLE, 1)
+    sample = [name for name in names[::step][:NEARBY_SAMPLE] if escape_reason(name) is None]
+    try:
+        children = sorted(p for p in images.iterdir() if p.is_dir())[:NEARBY_CHILDREN]
+    except OSError:
+        children = []
+    candidates = children + ([images.parent] if images.parent != images else [])
+    hits = {folder: sum((folder / name).is_file() for name in sample) for folder in candidates}
+    best = max(hits, key=hits.get, default=None)
+    return best if best is not None and hits[best] else None

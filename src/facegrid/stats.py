@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facegrid.figures import new_figure, save_figure
 from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import ImageError, fitted_size, image_size, padded_size
 from facegrid.paths import image_path
@@ -186,13 +187,13 @@ def pyramid_share(
 
 
 def plot_stats(stats: DatasetStats, out: str | os.PathLike, title: str = "") -> None:
-    """Save a three-panel figure: faces per image, face sizes, representable share."""
-    import matplotlib
+    """Save a three-panel figure: faces per image, face sizes, representable share.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    The format follows the suffix of ``out``; the caller's plotting backend is
+    left as it is (see :mod:`facegrid.figures`).
+    """
+    fig = new_figure((15, 4.2))
+    axes = fig.subplots(1, 3)
     per_image = stats.faces_per_image
     edges = np.unique(np.geomspace(1, max(int(per_image.max(initial=0)), 1) + 1, 40).astype(int))
     axes[0].hist(per_image, bins=np.concatenate([[0], edges]) - 0.5, color="tab:blue")
@@ -218,5 +219,4 @@ def plot_stats(stats: DatasetStats, out: str | os.PathLike, title: str = "") -> 
     axes[2].set_xlabel("grid")
     fig.suptitle(title or f"{stats.images} images, {stats.faces} faces")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)

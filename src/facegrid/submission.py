@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from facegrid.boxes import checked_detections
-from facegrid.errors import FileLineError
+from facegrid.errors import FileLineError, PathError
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,8 @@ def read_submission(root: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
     Raises:
         SubmissionError: a result file is malformed; the message names ``FILE:LINE``.
         NotADirectoryError: ``root`` is not a folder.
+        facegrid.errors.PathError: ``root`` holds no result files, so that an
+            empty or wrong folder is never scored as a submission without faces.
 
     Example:
         >>> boxes, scores = read_submission("pred")["0--Parade/0_Parade_marchingband_1_465"]  # doctest: +SKIP
@@ -223,5 +225,5 @@ def read_submission(root: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
         raise NotADirectoryError(f"submission folder not found: {root}")
     result = {f"{path.parent.name}/{path.stem}": read_image_result(path) for path in sorted(root.glob("*/*.txt"))}
     if not result:
-        log.warning("%s holds no result files (<event>/<name>.txt)", root)
+        raise PathError(root, "holds no result files (<event>/<name>.txt)")
     return result

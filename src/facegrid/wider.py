@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +212,9 @@ def _parse_face_rows(path: str, lines: list[bytes], records: _Records) -> np.nda
     if not rows:
         return np.zeros((0, ncols), dtype=np.int32)
     try:
-        table = np.loadtxt(rows, dtype=np.int32, ndmin=2)
+        with warnings.catch_warnings():  # blank rows warn; the shape test below names the first bad row
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(rows, dtype=np.int32, ndmin=2)
     except (ValueError, OverflowError):
         table = None
     if table is not None and table.shape == (len(rows), ncols):
