@@ -68,6 +68,8 @@ class Detector:
         nms_iou: suppress a box overlapping a better one by more than this IoU.
         codec: the model's target layout; None for a single grid, whose size
             is read off each prediction.
+        top_k: candidates kept, best first, before non-maximum suppression
+            (at a low score threshold a pyramid leaves a thousand or more).
 
     Example:
         >>> detector = Detector.load()  # the bundled model  # doctest: +SKIP
@@ -81,8 +83,10 @@ class Detector:
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
         codec: PyramidCodec | None = None,
+        top_k: int = 750,
     ):
         self.model = model
+        self.top_k = top_k
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
@@ -138,7 +142,7 @@ class Detector:
         else:
             boxes, scores = self.codec.decode(grid, *input_size, threshold=self.score_threshold)
             boxes = boxes * np.tile(np.array([width / fitted[0], height / fitted[1]], np.float32), 2)
-        boxes = box_ops.clip(boxes, width, height)
+        boxes, scores = box_ops.clip(boxes[: self.top_k], width, height), scores[: self.top_k]
         keep = box_ops.nms(boxes, scores, self.nms_iou)
         return boxes[keep], scores[keep]
 

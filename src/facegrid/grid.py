@@ -39,6 +39,7 @@ represented boxes, clipped to the image.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -310,18 +311,11 @@ class PyramidCodec(_Encoder):
         return (self.cells_for(width, height), len(PYRAMID_CHANNELS))
 
     def cell_table(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per cell of a ``width x height`` input: centre ``[N, 2]`` (x, y) in pixels, stride ``[N]`` and level ``[N]``."""
-        centres, strides, levels = [], [], []
-        for level, (stride, (rows, cols)) in enumerate(zip(self.strides, self.level_shapes(width, height))):
-            ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-            centres.append((np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * stride)
-            strides.append(np.full(rows * cols, stride))
-            levels.append(np.full(rows * cols, level))
-        return (
-            np.concatenate(centres).astype(np.float32),
-            np.concatenate(strides).astype(np.float32),
-            np.concatenate(levels).astype(np.int64),
-        )
+        """Per cell of a ``width x height`` input: centre ``[N, 2]`` (x, y) in pixels, stride ``[N]`` and level ``[N]``.
+
+        The arrays are shared between calls (read-only): every image of one size has the same cells.
+        """
+        return _cell_table(self.strides, int(width), int(height))
 
     def level_of(self, boxes: np.ndarray) -> np.ndarray:
         """The level (index into ``strides``) each ``[N, 4]`` xyxy box is assigned to (rule 1)."""
@@ -467,6 +461,25 @@ class PyramidCodec(_Encoder):
         top_left, bottom_right = self.corners(cells[chosen])
         boxes = np.concatenate([centres[chosen] + top_left * stride, centres[chosen] + bottom_right * stride], axis=1)
         return boxes.astype(np.float32), cells[chosen, 0].copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_table(strides: tuple[int, ...], width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    centres, cell_strides, levels = [], [], []
+    for level, stride in enumerate(strides):
+        rows, cols = -(-height // stride), -(-width // stride)
+        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        centres.append((np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * stride)
+        cell_strides.append(np.full(rows * cols, stride))
+        levels.append(np.full(rows * cols, level))
+    table = (
+        np.concatenate(centres).astype(np.float32),
+        np.concatenate(cell_strides).astype(np.float32),
+        np.concatenate(levels).astype(np.int64),
+    )
+    for array in table:
+        array.flags.writeable = False
+    return table
 
 
 def codec_for(strides: tuple[int, ...], grid_size: int) -> GridCodec | PyramidCodec:
