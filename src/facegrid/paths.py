@@ -24,15 +24,21 @@ NEARBY_SAMPLE = 20
 NEARBY_CHILDREN = 100
 
 
-def escape_reason(name: str) -> str | None:
-    """Why an annotation path would leave its images folder on its face (absolute, ``..``), or None."""
+def escape_reason(name: str, what: str = "image paths", folder: str = "the images folder") -> str | None:
+    """Why a relative path read from a file would leave its folder on its face (absolute, ``..``), or None.
+
+    The path is read both as POSIX and as Windows, so that ``..\\x`` and
+    ``C:\\x`` are caught on any system. ``what`` and ``folder`` name the
+    paths and the folder in the reason (annotation image paths by default;
+    archive members in :mod:`facegrid.unpack`).
+    """
     if not name:
-        return "empty image path"
+        return "empty path"
     for pure in (PurePosixPath(name), PureWindowsPath(name)):
         if pure.is_absolute() or pure.anchor:
-            return "absolute path: image paths must be relative to the images folder"
+            return f"absolute path: {what} must be relative to {folder}"
         if ".." in pure.parts:
-            return "'..' in the path: image paths must stay inside the images folder"
+            return f"'..' in the path: {what} must stay inside {folder}"
     return None
 
 
