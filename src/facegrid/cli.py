@@ -13,11 +13,13 @@ import json
 import logging
 import math
 import sys
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 
 import click
 
+from facegrid.download import RELEASES
 from facegrid.errors import FileLineError, PathError
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
@@ -438,6 +440,53 @@ def export(checkpoint, out, detect_size) -> None:
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     click.echo(f"wrote {path} and {path.with_suffix('.toml')}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(sorted(RELEASES)))
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to fill (created if need be); archives are kept in its archives/.")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="Base URL of a mirror to try first (repeatable; ARCHIVE is fetched from URL/ARCHIVE).")
+@click.option("--only", multiple=True, metavar="ARCHIVE", help="Fetch only this archive (repeatable).")
+@click.option("--timeout", type=_Number(0, min_open=True), default=30.0, show_default=True,
+              help="Seconds to wait for a connection or for more bytes before trying the next mirror.")
+@click.option("--trust-unpinned", is_flag=True,
+              help="Take an archive facegrid pins no sha256 for as a mirror serves it (its digest is printed).")
+@_fatal_input_errors
+def download(dataset, to, mirrors, only, timeout, trust_unpinned) -> None:
+    """Download DATASET's archives and unpack them into the layout the other commands read.
+
+    Each archive is checked against the sha256 facegrid pins for it; an
+    archive with none pinned is refused unless --trust-unpinned. A copy that
+    fails a mirror (HTTP error, timeout, wrong digest) costs one line on
+    stderr and the next mirror is tried; a download cut off resumes where it
+    stopped, and what is already in place is not fetched again. Exit status
+    1 when some archives could not be put in place, 2 when none could.
+    """
+    from facegrid.download import install_archive
+
+    release = RELEASES[dataset]
+    for url in mirrors:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise click.UsageError(f"--mirror {url!r}: not an http:// or https:// address")
+    names = [archive.name for archive in release.archives]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise click.UsageError(f"--only {unknown[0]!r}: {dataset} has no such archive (it has {', '.join(names)})")
+    verbose = click.get_current_context().find_root().params["verbose"]
+    placed = []
+    for archive in release.archives:
+        if only and archive.name not in only:
+            continue
+        outcome = install_archive(
+            archive, to, mirrors + release.mirrors, trust_unpinned=trust_unpinned, timeout=timeout,
+            progress=verbose or sys.stderr.isatty(), notice=lambda line: click.echo(_one_line(line), err=True),
+        )
+        click.echo(_one_line(outcome.message), err=not outcome.ok)
+        placed.append(outcome.ok)
+    sys.exit(0 if all(placed) else 1 if any(placed) else 2)
 
 
 if __name__ == "__main__":
