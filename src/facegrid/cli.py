@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from facegrid.bad_images import POLICIES
+from facegrid.config import PIPELINES, Config
 from facegrid.errors import FileLineError, PathError
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
@@ -162,8 +164,9 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("facegrid-show"),
               show_default=True, help="Folder for the PNGs.")
 @click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images to show.")
-@click.option("--input-size", type=click.IntRange(32), help="Side of the square input  [default: 224].")
-@click.option("--grid-size", type=click.IntRange(1), help="Side of a single grid  [default: 7].")
+@click.option("--input-size", type=click.IntRange(32),
+              help=f"Side of the square input  [default: {Config.input_size}].")
+@click.option("--grid-size", type=click.IntRange(1), help=f"Side of a single grid  [default: {Config.grid_size}].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Take the input size, target layout and crops of these detector settings (TOML), "
                    "e.g. src/facegrid/models/facegrid-wider.toml for the bundled model's pyramid.")
@@ -196,7 +199,8 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
         config = _settings(config_path)
         builder = ExampleBuilder(config.input_size, config.codec, Augment(crop_scale=config.crop_scale) if augment else None)
     else:
-        builder = ExampleBuilder(input_size or 224, GridCodec(grid_size or 7), Augment() if augment else None)
+        builder = ExampleBuilder(input_size or Config.input_size, GridCodec(grid_size or Config.grid_size),
+                                 Augment() if augment else None)
     written, failed = show_dataset(
         read_annotations(annotations), images, out, count=count, builder=builder,
         face_filter=_face_filter(**filter_args), seed=seed,
@@ -213,7 +217,7 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Image folder, to read image sizes (else estimated from the boxes).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save a plot (PNG).")
-@click.option("--input-size", type=click.IntRange(32), default=224, show_default=True)
+@click.option("--input-size", type=click.IntRange(32), default=Config.input_size, show_default=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Detector settings (TOML) whose pyramid's share to report too (default: the bundled model's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -282,10 +286,10 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @click.option("--grid-size", type=click.IntRange(1))
 @click.option("--alpha", type=_Number())
 @click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
-@click.option("--pipeline", type=click.Choice(["tfdata", "sequence"]),
+@click.option("--pipeline", type=click.Choice(PIPELINES),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
-@click.option("--on-bad-image", type=click.Choice(["raise", "skip"]),
+@click.option("--on-bad-image", type=click.Choice(POLICIES),
               help="An unusable image stops training (raise, the default) or is left out, logged and counted (skip).")
 @click.option("--seed", type=int)
 @_fatal_input_errors
@@ -309,14 +313,16 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
               help="A .keras detector [default: the bundled model].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
-@click.option("--threshold", type=_Number(0, 1), default=0.5, show_default=True,
-              help="Minimum score of a reported face.")
-@click.option("--nms-iou", type=_Number(0, 1), default=0.4, show_default=True)
+@click.option("--threshold", type=_Number(0, 1),
+              help="Minimum score of a reported face [default: the model's score_threshold setting, "
+                   f"else {Config.score_threshold}].")
+@click.option("--nms-iou", type=_Number(0, 1),
+              help=f"[default: the model's nms_iou setting, else {Config.nms_iou}]")
 @click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
                    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--on-bad-image", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+@click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
               help="An unreadable image stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
 @_fatal_input_errors
@@ -338,8 +344,10 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
 
     from facegrid.detect import Detector
 
-    floor = min(threshold, 0.01) if wider_submission else threshold
-    detector = Detector.load(model_path, score_threshold=floor, nms_iou=nms_iou)
+    detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou)
+    threshold = detector.score_threshold  # the option's, else the model's setting
+    if wider_submission:
+        detector.score_threshold = min(threshold, 0.01)
     failed = 0
     for start in range(0, len(plan), batch_size):
         chunk = plan[start : start + batch_size]

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from facegrid import boxes as box_ops
-from facegrid.config import bundled_model_path, load_config
+from facegrid.config import Config, bundled_model_path, load_config
 from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import load_fitted, load_input
 from facegrid.model import load_detector
@@ -80,8 +80,8 @@ class Detector:
         self,
         model: keras.Model,
         input_size: int,
-        score_threshold: float = 0.5,
-        nms_iou: float = 0.4,
+        score_threshold: float = Config.score_threshold,
+        nms_iou: float = Config.nms_iou,
         codec: PyramidCodec | None = None,
         top_k: int = 750,
     ):
@@ -94,14 +94,16 @@ class Detector:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike | None = None, input_size: int | None = None, **kwargs
+        cls, path: str | os.PathLike | None = None, input_size: int | None = None,
+        score_threshold: float | None = None, nms_iou: float | None = None, **kwargs,
     ) -> Detector:
         """Load a ``.keras`` detector (the bundled one when ``path`` is None).
 
-        The detection input size comes from ``input_size``, else from the
-        model's configuration (``NAME.toml`` beside ``NAME.keras``, or the run
-        folder's ``config.toml``). Models load in Keras safe mode: a file
-        carrying arbitrary code is refused.
+        The detection input size, score threshold and NMS IoU are the ones
+        given, else those of the model's configuration (``NAME.toml`` beside
+        ``NAME.keras``, or the run folder's ``config.toml``), else
+        :class:`~facegrid.config.Config`'s defaults. Models load in Keras safe
+        mode: a file carrying arbitrary code is refused.
         """
         path = Path(path) if path is not None else bundled_model_path()
         model = load_detector(path)
@@ -118,7 +120,12 @@ class Detector:
             else:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
         codec = config.codec if config is not None and config.strides else None
-        return cls(model, input_size, codec=codec, **kwargs)
+        settings = config or Config()
+        return cls(
+            model, input_size, codec=codec, **kwargs,
+            score_threshold=settings.score_threshold if score_threshold is None else score_threshold,
+            nms_iou=settings.nms_iou if nms_iou is None else nms_iou,
+        )
 
     def predict_grids(self, pixels: np.ndarray) -> np.ndarray:
         """Raw predictions (``[B, G, G, 5]`` grids or ``[B, N, 5]`` cells) for uint8 ``[B, H, W, 3]`` inputs."""
