@@ -11,6 +11,7 @@ import pytest
 
 from facegrid.config import Config, load_config
 from facegrid.detect import Detector
+from facegrid.errors import PathError
 from facegrid.train import train
 
 TINY = Config(
@@ -115,3 +116,26 @@ def test_a_pyramid_trains_and_detects_with_its_own_settings(samples, tmp_path):
     assert detector.codec == config.codec and detector.input_size == 96
     (found,) = detector.detect([images / "portraits" / "grace_hopper.jpg"])
     assert found.size == (512, 600) and len(found.boxes)
+
+
+def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    run = tmp_path / "run"
+    train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(PathError) as info:
+        train(TINY.replace(epochs=1, seed=1), annotations, images, run, verbose=0)
+    assert str(info.value) == (
+        f"{run}: holds a run already (config.toml, train.log, history.csv, state.json, last.keras, logs): "
+        "pass --resume (resume=True) to continue it, or choose another folder"
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing overwritten
+
+    with pytest.raises(PathError) as info:
+        train(TINY.replace(epochs=2, head_channels=16), annotations, images, run, resume=True, verbose=0)
+    assert str(info.value) == (
+        f"{run / 'config.toml'}: the run was started with head_channels = 8; it cannot be resumed with "
+        "head_channels = 16 (leave head_channels as it was, or start a new run)"
+    )
+    with pytest.raises(PathError, match="nothing to resume: no finished epoch"):
+        train(TINY, annotations, images, tmp_path / "new", resume=True, verbose=0)

@@ -278,7 +278,8 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
               help="Run folder: config, log, checkpoints, TensorBoard logs.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file of settings (see facegrid.config.Config).")
-@click.option("--resume", is_flag=True, help="Continue the run in --run from its last finished epoch.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --run from its last finished epoch; without it, a run folder in use is refused.")
 @click.option("--epochs", type=click.IntRange(1))
 @click.option("--batch-size", type=click.IntRange(1))
 @click.option("--learning-rate", type=_Number())
@@ -300,6 +301,9 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
     config = _settings(config_path, **overrides)
+    from facegrid.runs import check_run_folder
+
+    check_run_folder(run_dir, config, resume)  # training checks again; here before Keras loads
     from facegrid.train import train as run_training  # Keras loads only once the settings are sound
 
     run_training(config, annotations, images, run_dir, val_annotations=val_annotations,

@@ -32,6 +32,7 @@ from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 from facegrid.loss import loss_for
 from facegrid.model import build_detector, load_detector
+from facegrid.runs import check_run_folder
 from facegrid.sequence import FaceSequence
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
@@ -152,7 +153,8 @@ def train(
     Args:
         config: every setting of model, data and optimisation.
         train_annotations, train_images: the training set.
-        run_dir: the run folder (created).
+        run_dir: the run folder (created); one that holds a run already is
+            refused unless ``resume``.
         val_annotations, val_images: the validation set; without it there is no
             validation AP, no best.keras and no early stopping.
         resume: continue the run in ``run_dir`` from its last finished epoch,
@@ -163,6 +165,7 @@ def train(
         The trained model (weights of the last epoch).
     """
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, config, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to(run_dir)
     try:
@@ -195,11 +198,8 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
         callbacks.append(ValidationAP(val_index, val_images, config, face_filter))
 
-    state_path = run_dir / "state.json"
     if resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"{state_path}: nothing to resume (no finished epoch in {run_dir})")
-        state = json.loads(state_path.read_text())
+        state = json.loads((run_dir / "state.json").read_text())
         model = load_detector(run_dir / "last.keras", compile=True)
         initial_epoch, best_ap = int(state["epoch"]), float(state["best_ap"])
         log.info("resuming %s after epoch %d (best val_ap %.4f)", run_dir, initial_epoch, best_ap)
