@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+import facegrid.train
 from facegrid.config import Config, load_config
 from facegrid.detect import Detector
 from facegrid.errors import PathError
@@ -53,8 +54,6 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
 
 
 def test_resumed_run_ends_where_an_uninterrupted_run_ends(samples, tmp_path, monkeypatch):
-    import facegrid.train
-
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     config = TINY.replace(epochs=3, warmup_epochs=1)
     whole = train(config, annotations, images, tmp_path / "whole", verbose=0)
@@ -139,3 +138,40 @@ def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
     )
     with pytest.raises(PathError, match="nothing to resume: no finished epoch"):
         train(TINY, annotations, images, tmp_path / "new", resume=True, verbose=0)
+
+
+def _constant_val_ap(self, epoch, logs=None):  # a validation AP that never improves after the first epoch
+    logs["val_ap"] = 0.5
+
+
+def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    monkeypatch.setattr(facegrid.train.ValidationAP, "on_epoch_end", _constant_val_ap)
+    config = TINY.replace(epochs=6, early_stopping_patience=2)
+    val = dict(val_annotations=annotations, val_images=images, verbose=0)
+    whole = train(config, annotations, images, tmp_path / "whole", **val)
+    assert json.loads((tmp_path / "whole" / "state.json").read_text()) == {
+        "epoch": 3, "best_ap": 0.5, "early_stopping": {"wait": 2, "best": 0.5}
+    }
+
+    save = facegrid.train.Checkpoints.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):  # stopped dead after the second epoch's checkpoint
+        save(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, annotations, images, tmp_path / "cut", **val)
+    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save)
+    assert json.loads((tmp_path / "cut" / "state.json").read_text())["early_stopping"] == {"wait": 1, "best": 0.5}
+    resumed = train(config, annotations, images, tmp_path / "cut", resume=True, **val)
+    assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 3  # not 2 + a fresh patience
+    assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 6
+    for a, b in zip(whole.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+
+    again = train(config, annotations, images, tmp_path / "cut", resume=True, **val)  # a stopped run stays stopped
+    assert int(again.optimizer.iterations) == 6
+    assert "the run stopped early after epoch 3" in (tmp_path / "cut" / "train.log").read_text()

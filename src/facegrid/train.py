@@ -8,8 +8,16 @@ A run folder holds everything needed to inspect or continue it::
       history.csv     loss and validation AP per epoch
       last.keras      model + optimizer state after the last finished epoch
       best.keras      the model with the best validation AP so far
-      state.json      last finished epoch and best AP (what --resume reads)
+      state.json      last finished epoch, best AP and early stopping's count
+                      (what --resume reads)
       logs/           TensorBoard
+
+A new run refuses a folder that holds a run already (any of these files):
+continue that run with ``resume``, or choose another folder. A resumed run
+refuses settings that would change its network, loss or optimizer
+(:data:`facegrid.runs.FIXED_SETTINGS`), and picks up early stopping's count of
+epochs without a better AP where it was, so it stops where an uninterrupted
+run stops.
 
 Checkpoints are written to a temporary file and renamed into place, so a run
 killed at any moment leaves the previous complete checkpoint, never half a file.
@@ -97,13 +105,46 @@ class ReportBadImages(keras.callbacks.Callback):
                         epoch + 1, len(self.bad_images))
 
 
-class Checkpoints(keras.callbacks.Callback):
-    """Writes last.keras every epoch and best.keras on a new best ``val_ap``, atomically."""
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping on ``val_ap``, starting from a resumed run's count and best AP.
 
-    def __init__(self, run_dir: Path, best_ap: float):
+    Keras starts its count of epochs without improvement (``wait``) and its
+    best value afresh in every ``fit``, so a resumed run would wait another
+    full patience; :attr:`state` is saved with each checkpoint and handed back
+    here on resume.
+    """
+
+    def __init__(self, patience: int, state: dict | None = None):
+        super().__init__(monitor="val_ap", mode="max", patience=patience)
+        self.resumed = state or {"wait": 0, "best": None}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait, self.best = int(self.resumed["wait"]), self.resumed["best"]
+
+    @property
+    def state(self) -> dict:
+        """What a resumed run needs: the epochs since the best ``val_ap``, and that AP (None before the first)."""
+        return {"wait": self.wait, "best": None if self.best is None else float(self.best)}
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the patience is spent: the run this state comes from has stopped."""
+        return int(self.resumed["wait"]) >= self.patience
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Writes last.keras every epoch and best.keras on a new best ``val_ap``, atomically, and state.json.
+
+    ``early_stopping`` must come before this callback, so that the state
+    saved holds its count after the epoch.
+    """
+
+    def __init__(self, run_dir: Path, best_ap: float, early_stopping: ResumableEarlyStopping | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.best_ap = best_ap
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -114,6 +155,8 @@ class Checkpoints(keras.callbacks.Callback):
             log.info("epoch %d: new best val_ap %.4f, saved best.keras", epoch + 1, ap)
         _atomic_save_model(self.model, self.run_dir / "last.keras")
         state = {"epoch": epoch + 1, "best_ap": self.best_ap}
+        if self.early_stopping is not None:
+            state["early_stopping"] = self.early_stopping.state
         _atomic_write_text(self.run_dir / "state.json", json.dumps(state) + "\n")
 
 
@@ -158,7 +201,7 @@ def train(
         val_annotations, val_images: the validation set; without it there is no
             validation AP, no best.keras and no early stopping.
         resume: continue the run in ``run_dir`` from its last finished epoch,
-            with its optimizer state and data order.
+            with its optimizer state, data order and early stopping count.
         verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
 
     Returns:
@@ -198,6 +241,7 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
         callbacks.append(ValidationAP(val_index, val_images, config, face_filter))
 
+    state = {}
     if resume:
         state = json.loads((run_dir / "state.json").read_text())
         model = load_detector(run_dir / "last.keras", compile=True)
@@ -231,16 +275,20 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
             len(train_data.index), steps, config.workers,
         )
 
+    early_stopping = None
+    if val_annotations is not None and config.early_stopping_patience > 0:
+        early_stopping = ResumableEarlyStopping(config.early_stopping_patience, state.get("early_stopping"))
+        if early_stopping.stopped:
+            log.info("the run stopped early after epoch %d: no better val_ap in %d epochs; nothing to train "
+                     "(raise early_stopping_patience to go on)", initial_epoch, early_stopping.resumed["wait"])
+            return model
+        callbacks.append(early_stopping)
     callbacks += [
         ReportBadImages(train_data.bad_images),
-        Checkpoints(run_dir, best_ap),
+        Checkpoints(run_dir, best_ap, early_stopping),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
     ]
-    if val_annotations is not None and config.early_stopping_patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_ap", mode="max", patience=config.early_stopping_patience)
-        )
     model.fit(
         data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
         shuffle=False, verbose=verbose,
