@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ import facegrid.train
 from facegrid.config import Config, load_config
 from facegrid.detect import Detector
 from facegrid.errors import PathError
+from facegrid.images import ImageError
 from facegrid.train import train
 
 TINY = Config(
@@ -175,3 +177,20 @@ def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
     again = train(config, annotations, images, tmp_path / "cut", resume=True, **val)  # a stopped run stays stopped
     assert int(again.optimizer.iterations) == 6
     assert "the run stopped early after epoch 3" in (tmp_path / "cut" / "train.log").read_text()
+
+
+def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    shutil.copytree(images, tmp_path / "val")
+    (tmp_path / "val" / "broken.jpg").write_bytes(b"not an image")
+    val = tmp_path / "val.txt"
+    val.write_text(annotations.read_text() + "broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
+    config = TINY.replace(epochs=1)
+    with pytest.raises(ImageError, match=f"{tmp_path / 'val' / 'broken.jpg'}: not a readable image"):
+        train(config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val",
+              verbose=0)
+    train(config.replace(on_bad_image="skip"), annotations, images, tmp_path / "skip", val_annotations=val,
+          val_images=tmp_path / "val", verbose=0)
+    log = (tmp_path / "skip" / "train.log").read_text()
+    assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
+    assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()

@@ -291,7 +291,8 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
 @click.option("--on-bad-image", type=click.Choice(POLICIES),
-              help="An unusable image stops training (raise, the default) or is left out, logged and counted (skip).")
+              help="An unusable image, training or validation, stops training (raise, the default) "
+                   "or is left out, logged and counted (skip).")
 @click.option("--seed", type=int)
 @_fatal_input_errors
 def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
@@ -352,22 +353,16 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     threshold = detector.score_threshold  # the option's, else the model's setting
     if wider_submission:
         detector.score_threshold = min(threshold, 0.01)
-    failed = 0
+    failed = []
+
+    def skipped(error: ImageError) -> None:
+        click.echo(f"skipped {_one_line(str(error))}", err=True)
+        failed.append(error)
+
     for start in range(0, len(plan), batch_size):
         chunk = plan[start : start + batch_size]
-        try:
-            results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size)
-        except ImageError:
-            if on_bad_image == "raise":
-                raise
-            results = []  # find the unreadable image(s), keep the rest
-            for image, _, _ in chunk:
-                try:
-                    results += detector.detect([image])
-                except ImageError as error:
-                    click.echo(f"skipped {error}", err=True)
-                    failed += 1
-                    results.append(None)
+        results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size,
+                                  on_unreadable=skipped if on_bad_image == "skip" else None)
         for (image, target, key), found in zip(chunk, results):
             if found is not None:
                 _report_detections(found, image, target, key, as_json, threshold, wider_submission)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 from facegrid import boxes as box_ops
 from facegrid.config import Config, bundled_model_path, load_config
 from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.images import load_fitted, load_input
+from facegrid.images import ImageError, load_fitted, load_input
 from facegrid.model import load_detector
 
 log = logging.getLogger(__name__)
@@ -170,15 +171,35 @@ class Detector:
             for p, (_, size, fitted), c in zip(paths, loaded, cells)
         ]
 
-    def detect(self, paths, batch_size: int = 8) -> list[Detections]:
+    def detect(
+        self, paths, batch_size: int = 8, on_unreadable: Callable[[ImageError], None] | None = None
+    ) -> list[Detections | None]:
         """Detect faces in each image file.
 
+        Args:
+            paths: the image files.
+            batch_size: images run through the model at once.
+            on_unreadable: called with the error of each image that cannot be
+                read, whose result is then None (the others are still
+                detected); without it, such an image raises.
+
         Raises:
-            facegrid.images.ImageError: an image cannot be read.
+            facegrid.images.ImageError: an image cannot be read (without ``on_unreadable``).
         """
         paths = [str(p) for p in paths]
         results = []
         for start in range(0, len(paths), batch_size):
-            results.extend(self._detect_batch(paths[start : start + batch_size]))
+            chunk = paths[start : start + batch_size]
+            try:
+                results.extend(self._detect_batch(chunk))
+            except ImageError:
+                if on_unreadable is None:
+                    raise
+                for path in chunk:  # find the unreadable image(s), keep the rest
+                    try:
+                        results.extend(self._detect_batch([path]))
+                    except ImageError as error:
+                        on_unreadable(error)
+                        results.append(None)
         return results
 

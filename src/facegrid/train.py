@@ -69,7 +69,9 @@ class ValidationAP(keras.callbacks.Callback):
     The images go through :class:`~facegrid.detect.Detector` as at detection
     time (at the detection size, decoded at each image's original size) with a
     low score threshold, so the whole precision-recall curve counts; faces the
-    filter leaves out are ignore regions.
+    filter leaves out are ignore regions. An image that cannot be read stops
+    training under ``on_bad_image = "raise"``; under ``"skip"`` it is logged
+    once, counted in :attr:`bad_images` and left out of the AP, faces and all.
     """
 
     def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter):
@@ -78,15 +80,19 @@ class ValidationAP(keras.callbacks.Callback):
         self.face_filter = face_filter
         self.config = config
         self.paths = [image_path(images, p) for p in index.paths.tolist()]
+        self.bad_images = BadImages()
 
     def on_epoch_end(self, epoch, logs=None):
         codec = self.config.codec if self.config.strides else None
         detector = Detector(
             self.model, self.config.detection_input_size, score_threshold=0.01, nms_iou=self.config.nms_iou, codec=codec
         )
-        found = detector.detect(self.paths, batch_size=self.config.batch_size)
-        predictions = {key: (d.boxes, d.scores) for key, d in zip(self.index.paths.tolist(), found)}
-        ap = average_precision(predictions, self.index, face_filter=self.face_filter).ap
+        skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
+        found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
+        read = [image for image, d in enumerate(found) if d is not None]
+        index = self.index if len(read) == len(found) else self.index.take(read)
+        predictions = {key: (found[i].boxes, found[i].scores) for key, i in zip(index.paths.tolist(), read)}
+        ap = average_precision(predictions, index, face_filter=self.face_filter).ap
         if logs is not None:
             logs["val_ap"] = ap
         log.info("epoch %d: val_ap %.4f", epoch + 1, ap)
