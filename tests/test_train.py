@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import urllib.error
 
 import keras
 import numpy as np
@@ -194,3 +195,20 @@ def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
     log = (tmp_path / "skip" / "train.log").read_text()
     assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
     assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()
+
+
+def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypatch):
+    import keras.src.backend.config
+    import keras.src.utils.file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path / "keras"))  # nothing cached
+    monkeypatch.setattr(keras.src.utils.file_utils, "urlretrieve", offline)
+    with pytest.raises(ConnectionError) as info:
+        train(TINY.replace(backbone_weights="imagenet"), samples / "faces_bbx_gt.txt", samples / "images",
+              tmp_path / "run", verbose=0)
+    message = str(info.value)
+    assert "\n" not in message and "needs internet" in message and "Temporary failure in name resolution" in message
+    assert "facegrid.pretrained.convert_torchvision_mobilenet_v2" in message

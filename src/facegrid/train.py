@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.error
 from pathlib import Path
 
 import keras
@@ -212,6 +213,12 @@ def train(
 
     Returns:
         The trained model (weights of the last epoch).
+
+    Raises:
+        facegrid.errors.PathError: ``run_dir`` holds a run and ``resume`` is
+            not set; or with ``resume``, it has no finished epoch, or
+            ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`).
+        ConnectionError: Keras' ImageNet weights cannot be downloaded.
     """
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
@@ -222,6 +229,22 @@ def train(
     finally:
         logging.getLogger("facegrid").removeHandler(handler)
         handler.close()
+
+
+def _build(config: Config) -> keras.Model:
+    """:func:`~facegrid.model.build_detector`, with a failed download of Keras' ImageNet weights told in one line."""
+    try:
+        return build_detector(config)
+    except Exception as error:  # keras.utils.get_file raises a bare Exception over urllib's error
+        cause = error if isinstance(error, urllib.error.URLError) else error.__context__
+        if config.backbone_weights != "imagenet" or not isinstance(cause, urllib.error.URLError):
+            raise
+        raise ConnectionError(
+            f"backbone_weights 'imagenet' downloads Keras' MobileNetV2 weights, which failed ({cause.reason}): "
+            "it needs internet; offline, convert torchvision's mobilenet_v2 checkpoint with "
+            "facegrid.pretrained.convert_torchvision_mobilenet_v2 and train with backbone_style 'torchvision' "
+            "(alpha 1.0) and backbone_weights the .weights.h5 file it writes"
+        ) from None
 
 
 def _training_data(config: Config, annotations, images, face_filter: FaceFilter) -> FaceSequence | FacePipeline:
@@ -257,7 +280,7 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
             log.info("removing %s, left by an interrupted save", stale.name)
             stale.unlink()
     else:
-        model = build_detector(config)
+        model = _build(config)
         _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
     config.save(run_dir / "config.toml")
