@@ -270,3 +270,11 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--val-images", samples)
     assert (status, imported) == (2, False) and "--val-annotations and --val-images go together" in stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
+    photo = samples / "images" / "portraits" / "astronaut.png"
+    proc = subprocess.run([sys.executable, "-m", "facegrid.cli", "detect", str(photo)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: ")
+    assert proc.stderr == ""

@@ -4,6 +4,9 @@ Exit status of every command: 0 success, 1 problems found in the data,
 2 the input cannot be used at all, or would give nothing (one line on
 stderr, naming the file, ``FILE:LINE`` or image where there is one; never a
 traceback).
+
+TensorFlow loads only in the commands that need it, after their arguments
+are checked; without ``-v`` its start-up lines stay off the terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -109,7 +113,37 @@ def _face_filter(keep_invalid, min_size, max_blur, max_occlusion) -> FaceFilter:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
 def main(verbose: bool) -> None:
     """facegrid: train and inspect tiny grid face detectors on WIDER-FACE-format data."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    terminal = logging.StreamHandler()
+    terminal.setLevel(logging.INFO if verbose else logging.WARNING)  # facegrid.train logs INFO to train.log
+    logging.basicConfig(level=terminal.level, format="%(levelname)s %(name)s: %(message)s", handlers=[terminal])
+    if not verbose:
+        from absl import logging as absl_logging
+
+        # TensorFlow's C++ log, none of it: its "errors" here are notices (oneDNN falling back to Eigen),
+        # and a real failure reaches Python as an exception
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow; without -v, what its libraries write to stderr while they load is discarded.
+
+    Those lines (absl's notice that logging is not initialised yet, oneDNN's
+    notice) are written before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, so only
+    pointing stderr's file descriptor elsewhere for the import keeps them off
+    the terminal. Python's own errors are raised after it is restored.
+    """
+    if "tensorflow" in sys.modules or click.get_current_context().find_root().params["verbose"]:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @main.group()
@@ -305,6 +339,7 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
     from facegrid.runs import check_run_folder
 
     check_run_folder(run_dir, config, resume)  # training checks again; here before Keras loads
+    _import_tensorflow()
     from facegrid.train import train as run_training  # Keras loads only once the settings are sound
 
     run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
@@ -347,6 +382,7 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     targets = [out / name for name in annotated_names(images)] if out else [None] * len(images)
     plan = list(zip((image for image, _ in images), targets, keys))
 
+    _import_tensorflow()
     from facegrid.detect import Detector
 
     detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou)
@@ -438,6 +474,7 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
 @_fatal_input_errors
 def export(checkpoint, out, detect_size) -> None:
     """Export CHECKPOINT (a run's .keras) to OUT.keras + OUT.toml, for inference."""
+    _import_tensorflow()
     from facegrid.export import export_model
 
     try:
