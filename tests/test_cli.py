@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegrid.cli import main
+from facegrid.config import Config
 
 
 def run(*args):
@@ -238,3 +239,42 @@ def test_numbers_must_be_finite(tmp_path, samples):
                  ["data", "stats", samples / "faces_bbx_gt.txt", "--min-size", "inf"]):
         result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 2 and "is not a finite number" in result.stderr
+
+
+def without_tensorflow(*args):
+    """Run the command in a fresh interpreter: its exit status, stderr, and whether TensorFlow was imported."""
+    code = ("import sys\nfrom facegrid.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as end:\n"
+            "    print(end.code, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120)
+    status, imported = proc.stdout.split()
+    return int(status), proc.stderr, imported == "True"
+
+
+def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_loads(tmp_path, samples):
+    data = ["train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples / "images"]
+    run = tmp_path / "run"
+    run.mkdir()
+    Config(input_size=64, grid_size=4).save(run / "config.toml")
+    assert without_tensorflow(*data, "--run", run) == (
+        2, f"error: {run}: holds a run already (config.toml): pass --resume (resume=True) to continue it, "
+           "or choose another folder\n", False)
+    (run / "state.json").write_text('{"epoch": 1, "best_ap": -1.0}\n')
+    assert without_tensorflow(*data, "--run", run, "--resume", "--grid-size", "2") == (
+        2, f"error: {run / 'config.toml'}: the run was started with grid_size = 4; it cannot be resumed with "
+           "grid_size = 2 (leave grid_size as it was, or start a new run)\n", False)
+    bad = tmp_path / "my.toml"
+    bad.write_text("grid_size = 5\n")
+    status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--config", bad)
+    assert (status, imported) == (2, False)
+    assert stderr.splitlines()[-1].startswith(f"Error: {bad}: grid_size 5 does not fit input_size 224")
+    status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--val-images", samples)
+    assert (status, imported) == (2, False) and "--val-annotations and --val-images go together" in stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
+    photo = samples / "images" / "portraits" / "astronaut.png"
+    proc = subprocess.run([sys.executable, "-m", "facegrid.cli", "detect", str(photo)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: ")
+    assert proc.stderr == ""

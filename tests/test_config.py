@@ -10,7 +10,7 @@ from facegrid.config import Config, load_config
 def test_defaults_are_the_documented_detector():
     config = Config()
     assert (config.input_size, config.grid_size, config.alpha) == (224, 7, 0.75)
-    assert config.stride == 32 and config.detection_input_size == 224
+    assert config.input_size // config.grid_size == 32 and config.detection_input_size == 224
     assert config.pipeline == "tfdata"
 
 
@@ -53,10 +53,28 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"detect_size": 500}, "detect_size must be a multiple of 32"),
         ({"backbone_style": "caffe"}, "backbone_style"),
         ({"backbone_style": "torchvision", "alpha": 0.75}, "alpha 1.0"),
-        ({"pipeline": "torch"}, "pipeline must be 'tfdata' or 'sequence'"),
+        ({"pipeline": "torch"}, "pipeline must be one of 'tfdata', 'sequence', got 'torch'"),
+        ({"on_bad_image": "ignore"}, "on_bad_image must be 'raise' or 'skip'"),
+        ({"backbone_style": "torchvision", "alpha": 1.0, "backbone_weights": "imagenet"},
+         "'imagenet' are Keras' weights and do not fit a torchvision-style backbone"),
         ({"workers": 0}, "workers must be >= 1"),
     ],
 )
 def test_inconsistent_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         Config(**settings)
+
+
+def test_inconsistent_settings_in_a_file_name_the_file(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text("grid_size = 5\n")
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: grid_size 5 does not fit input_size 224: choose one of [7, 14, 28] (input_size / 32, / 16 or / 8)"
+    )
+    path.write_text("input_size = 320\ngrid_size = 10\n")
+    with pytest.raises(ValueError) as info:
+        load_config(path, grid_size=7, seed=None)
+    assert str(info.value).startswith(f"{path} with grid_size = 7: grid_size 7 does not fit input_size 320")
+

@@ -67,6 +67,21 @@ def test_detect_reports_original_sizes(tiny_model, samples):
         assert (np.diff(d.scores) <= 0).all()
 
 
+def test_detection_thresholds_come_from_the_models_settings_unless_given(tiny_model, tmp_path, samples):
+    strict = tmp_path / "strict.keras"
+    strict.write_bytes(tiny_model.read_bytes())
+    TINY.replace(score_threshold=0.9, nms_iou=0.2).save(tmp_path / "strict.toml")
+    detector = Detector.load(strict)
+    assert (detector.score_threshold, detector.nms_iou) == (0.9, 0.2)
+    assert Detector.load(strict, score_threshold=0.3, nms_iou=0.5).score_threshold == 0.3
+    photo = samples / "images" / "portraits" / "astronaut.png"
+    shown = CliRunner().invoke(main, ["detect", str(photo), "--model", str(strict), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert all(face["score"] >= 0.9 for face in json.loads(shown.output)["faces"])
+    loose = CliRunner().invoke(main, ["detect", str(photo), "--model", str(strict), "--json", "--threshold", "0"])
+    assert len(json.loads(loose.output)["faces"]) > len(json.loads(shown.output)["faces"])
+
+
 def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samples, tmp_path):
     result = CliRunner().invoke(
         main,

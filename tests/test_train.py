@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import urllib.error
 
 import keras
 import numpy as np
 import pytest
 
+import facegrid.train
 from facegrid.config import Config, load_config
 from facegrid.detect import Detector
+from facegrid.errors import PathError
+from facegrid.images import ImageError
 from facegrid.train import train
 
 TINY = Config(
@@ -52,8 +57,6 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
 
 
 def test_resumed_run_ends_where_an_uninterrupted_run_ends(samples, tmp_path, monkeypatch):
-    import facegrid.train
-
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     config = TINY.replace(epochs=3, warmup_epochs=1)
     whole = train(config, annotations, images, tmp_path / "whole", verbose=0)
@@ -115,3 +118,97 @@ def test_a_pyramid_trains_and_detects_with_its_own_settings(samples, tmp_path):
     assert detector.codec == config.codec and detector.input_size == 96
     (found,) = detector.detect([images / "portraits" / "grace_hopper.jpg"])
     assert found.size == (512, 600) and len(found.boxes)
+
+
+def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    run = tmp_path / "run"
+    train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(PathError) as info:
+        train(TINY.replace(epochs=1, seed=1), annotations, images, run, verbose=0)
+    assert str(info.value) == (
+        f"{run}: holds a run already (config.toml, train.log, history.csv, state.json, last.keras, logs): "
+        "pass --resume (resume=True) to continue it, or choose another folder"
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing overwritten
+
+    with pytest.raises(PathError) as info:
+        train(TINY.replace(epochs=2, head_channels=16), annotations, images, run, resume=True, verbose=0)
+    assert str(info.value) == (
+        f"{run / 'config.toml'}: the run was started with head_channels = 8; it cannot be resumed with "
+        "head_channels = 16 (leave head_channels as it was, or start a new run)"
+    )
+    with pytest.raises(PathError, match="nothing to resume: no finished epoch"):
+        train(TINY, annotations, images, tmp_path / "new", resume=True, verbose=0)
+
+
+def _constant_val_ap(self, epoch, logs=None):  # a validation AP that never improves after the first epoch
+    logs["val_ap"] = 0.5
+
+
+def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    monkeypatch.setattr(facegrid.train.ValidationAP, "on_epoch_end", _constant_val_ap)
+    config = TINY.replace(epochs=6, early_stopping_patience=2)
+    val = dict(val_annotations=annotations, val_images=images, verbose=0)
+    whole = train(config, annotations, images, tmp_path / "whole", **val)
+    assert json.loads((tmp_path / "whole" / "state.json").read_text()) == {
+        "epoch": 3, "best_ap": 0.5, "early_stopping": {"wait": 2, "best": 0.5}
+    }
+
+    save = facegrid.train.Checkpoints.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):  # stopped dead after the second epoch's checkpoint
+        save(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, annotations, images, tmp_path / "cut", **val)
+    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save)
+    assert json.loads((tmp_path / "cut" / "state.json").read_text())["early_stopping"] == {"wait": 1, "best": 0.5}
+    resumed = train(config, annotations, images, tmp_path / "cut", resume=True, **val)
+    assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 3  # not 2 + a fresh patience
+    assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 6
+    for a, b in zip(whole.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+
+    again = train(config, annotations, images, tmp_path / "cut", resume=True, **val)  # a stopped run stays stopped
+    assert int(again.optimizer.iterations) == 6
+    assert "the run stopped early after epoch 3" in (tmp_path / "cut" / "train.log").read_text()
+
+
+def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    shutil.copytree(images, tmp_path / "val")
+    (tmp_path / "val" / "broken.jpg").write_bytes(b"not an image")
+    val = tmp_path / "val.txt"
+    val.write_text(annotations.read_text() + "broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
+    config = TINY.replace(epochs=1)
+    with pytest.raises(ImageError, match=f"{tmp_path / 'val' / 'broken.jpg'}: not a readable image"):
+        train(config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val",
+              verbose=0)
+    train(config.replace(on_bad_image="skip"), annotations, images, tmp_path / "skip", val_annotations=val,
+          val_images=tmp_path / "val", verbose=0)
+    log = (tmp_path / "skip" / "train.log").read_text()
+    assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
+    assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()
+
+
+def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypatch):
+    import keras.src.backend.config
+    import keras.src.utils.file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path / "keras"))  # nothing cached
+    monkeypatch.setattr(keras.src.utils.file_utils, "urlretrieve", offline)
+    with pytest.raises(ConnectionError) as info:
+        train(TINY.replace(backbone_weights="imagenet"), samples / "faces_bbx_gt.txt", samples / "images",
+              tmp_path / "run", verbose=0)
+    message = str(info.value)
+    assert "\n" not in message and "needs internet" in message and "Temporary failure in name resolution" in message
+    assert "facegrid.pretrained.convert_torchvision_mobilenet_v2" in message

@@ -4,6 +4,9 @@ Exit status of every command: 0 success, 1 problems found in the data,
 2 the input cannot be used at all, or would give nothing (one line on
 stderr, naming the file, ``FILE:LINE`` or image where there is one; never a
 traceback).
+
+TensorFlow loads only in the commands that need it, after their arguments
+are checked; without ``-v`` its start-up lines stay off the terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 import urllib.parse
 from importlib import resources
@@ -19,6 +23,8 @@ from pathlib import Path
 
 import click
 
+from facegrid.bad_images import POLICIES
+from facegrid.config import PIPELINES, Config
 from facegrid.download import RELEASES
 from facegrid.errors import FileLineError, PathError
 from facegrid.images import ImageError
@@ -109,7 +115,37 @@ def _face_filter(keep_invalid, min_size, max_blur, max_occlusion) -> FaceFilter:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
 def main(verbose: bool) -> None:
     """facegrid: train and inspect tiny grid face detectors on WIDER-FACE-format data."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    terminal = logging.StreamHandler()
+    terminal.setLevel(logging.INFO if verbose else logging.WARNING)  # facegrid.train logs INFO to train.log
+    logging.basicConfig(level=terminal.level, format="%(levelname)s %(name)s: %(message)s", handlers=[terminal])
+    if not verbose:
+        from absl import logging as absl_logging
+
+        # TensorFlow's C++ log, none of it: its "errors" here are notices (oneDNN falling back to Eigen),
+        # and a real failure reaches Python as an exception
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow; without -v, what its libraries write to stderr while they load is discarded.
+
+    Those lines (absl's notice that logging is not initialised yet, oneDNN's
+    notice) are written before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, so only
+    pointing stderr's file descriptor elsewhere for the import keeps them off
+    the terminal. Python's own errors are raised after it is restored.
+    """
+    if "tensorflow" in sys.modules or click.get_current_context().find_root().params["verbose"]:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @main.group()
@@ -164,8 +200,9 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("facegrid-show"),
               show_default=True, help="Folder for the PNGs.")
 @click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images to show.")
-@click.option("--input-size", type=click.IntRange(32), help="Side of the square input  [default: 224].")
-@click.option("--grid-size", type=click.IntRange(1), help="Side of a single grid  [default: 7].")
+@click.option("--input-size", type=click.IntRange(32),
+              help=f"Side of the square input  [default: {Config.input_size}].")
+@click.option("--grid-size", type=click.IntRange(1), help=f"Side of a single grid  [default: {Config.grid_size}].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Take the input size, target layout and crops of these detector settings (TOML), "
                    "e.g. src/facegrid/models/facegrid-wider.toml for the bundled model's pyramid.")
@@ -198,7 +235,8 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
         config = _settings(config_path)
         builder = ExampleBuilder(config.input_size, config.codec, Augment(crop_scale=config.crop_scale) if augment else None)
     else:
-        builder = ExampleBuilder(input_size or 224, GridCodec(grid_size or 7), Augment() if augment else None)
+        builder = ExampleBuilder(input_size or Config.input_size, GridCodec(grid_size or Config.grid_size),
+                                 Augment() if augment else None)
     written, failed = show_dataset(
         read_annotations(annotations), images, out, count=count, builder=builder,
         face_filter=_face_filter(**filter_args), seed=seed,
@@ -215,7 +253,7 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Image folder, to read image sizes (else estimated from the boxes).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save a plot (PNG).")
-@click.option("--input-size", type=click.IntRange(32), default=224, show_default=True)
+@click.option("--input-size", type=click.IntRange(32), default=Config.input_size, show_default=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Detector settings (TOML) whose pyramid's share to report too (default: the bundled model's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -276,7 +314,8 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
               help="Run folder: config, log, checkpoints, TensorBoard logs.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file of settings (see facegrid.config.Config).")
-@click.option("--resume", is_flag=True, help="Continue the run in --run from its last finished epoch.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --run from its last finished epoch; without it, a run folder in use is refused.")
 @click.option("--epochs", type=click.IntRange(1))
 @click.option("--batch-size", type=click.IntRange(1))
 @click.option("--learning-rate", type=_Number())
@@ -284,11 +323,12 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @click.option("--grid-size", type=click.IntRange(1))
 @click.option("--alpha", type=_Number())
 @click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
-@click.option("--pipeline", type=click.Choice(["tfdata", "sequence"]),
+@click.option("--pipeline", type=click.Choice(PIPELINES),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
-@click.option("--on-bad-image", type=click.Choice(["raise", "skip"]),
-              help="An unusable image stops training (raise, the default) or is left out, logged and counted (skip).")
+@click.option("--on-bad-image", type=click.Choice(POLICIES),
+              help="An unusable image, training or validation, stops training (raise, the default) "
+                   "or is left out, logged and counted (skip).")
 @click.option("--seed", type=int)
 @_fatal_input_errors
 def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
@@ -298,6 +338,10 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
     config = _settings(config_path, **overrides)
+    from facegrid.runs import check_run_folder
+
+    check_run_folder(run_dir, config, resume)  # training checks again; here before Keras loads
+    _import_tensorflow()
     from facegrid.train import train as run_training  # Keras loads only once the settings are sound
 
     run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
@@ -311,14 +355,16 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
               help="A .keras detector [default: the bundled model].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
-@click.option("--threshold", type=_Number(0, 1), default=0.5, show_default=True,
-              help="Minimum score of a reported face.")
-@click.option("--nms-iou", type=_Number(0, 1), default=0.4, show_default=True)
+@click.option("--threshold", type=_Number(0, 1),
+              help="Minimum score of a reported face [default: the model's score_threshold setting, "
+                   f"else {Config.score_threshold}].")
+@click.option("--nms-iou", type=_Number(0, 1),
+              help=f"[default: the model's nms_iou setting, else {Config.nms_iou}]")
 @click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
                    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--on-bad-image", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+@click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
               help="An unreadable image stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
 @_fatal_input_errors
@@ -338,26 +384,23 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     targets = [out / name for name in annotated_names(images)] if out else [None] * len(images)
     plan = list(zip((image for image, _ in images), targets, keys))
 
+    _import_tensorflow()
     from facegrid.detect import Detector
 
-    floor = min(threshold, 0.01) if wider_submission else threshold
-    detector = Detector.load(model_path, score_threshold=floor, nms_iou=nms_iou)
-    failed = 0
+    detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou)
+    threshold = detector.score_threshold  # the option's, else the model's setting
+    if wider_submission:
+        detector.score_threshold = min(threshold, 0.01)
+    failed = []
+
+    def skipped(error: ImageError) -> None:
+        click.echo(f"skipped {_one_line(str(error))}", err=True)
+        failed.append(error)
+
     for start in range(0, len(plan), batch_size):
         chunk = plan[start : start + batch_size]
-        try:
-            results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size)
-        except ImageError:
-            if on_bad_image == "raise":
-                raise
-            results = []  # find the unreadable image(s), keep the rest
-            for image, _, _ in chunk:
-                try:
-                    results += detector.detect([image])
-                except ImageError as error:
-                    click.echo(f"skipped {error}", err=True)
-                    failed += 1
-                    results.append(None)
+        results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size,
+                                  on_unreadable=skipped if on_bad_image == "skip" else None)
         for (image, target, key), found in zip(chunk, results):
             if found is not None:
                 _report_detections(found, image, target, key, as_json, threshold, wider_submission)
@@ -433,6 +476,7 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
 @_fatal_input_errors
 def export(checkpoint, out, detect_size) -> None:
     """Export CHECKPOINT (a run's .keras) to OUT.keras + OUT.toml, for inference."""
+    _import_tensorflow()
     from facegrid.export import export_model
 
     try:

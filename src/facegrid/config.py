@@ -36,6 +36,17 @@ def bundled_model_path() -> Path:
 #: Strides a pyramid level can have: where MobileNetV2 offers a feature map.
 TAPS_BY_STRIDE = (8, 16, 32)
 
+#: The choices for ``pipeline``.
+PIPELINES = ("tfdata", "sequence")
+
+#: The choices for ``backbone_style``.
+BACKBONE_STYLES = ("keras", "torchvision")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -59,7 +70,8 @@ class Config:
         backbone_style: ``"keras"`` (keras.applications.MobileNetV2) or
             ``"torchvision"`` (the same network with torchvision's padding and
             batch-norm epsilon, for weights converted from torchvision by
-            :mod:`facegrid.pretrained`; alpha must be 1.0).
+            :mod:`facegrid.pretrained`; alpha must be 1.0, and Keras'
+            ``"imagenet"`` weights do not fit it).
         head_channels: width of the detection head's 3x3 convolution.
 
     Data:
@@ -89,7 +101,10 @@ class Config:
             its default there).
         box_weight: weight of the box terms on cells holding a face.
 
-    Detection:
+    Detection (written into the run folder's ``config.toml`` and an exported
+    model's ``.toml``, where :meth:`facegrid.detect.Detector.load` and
+    ``facegrid detect`` take them from; validation during training uses
+    ``nms_iou`` and a 0.01 score floor, to count the whole precision-recall curve):
         score_threshold: keep detections scoring at least this.
         nms_iou: suppress boxes overlapping a better one by more than this IoU.
     """
@@ -147,16 +162,20 @@ class Config:
             if getattr(self, name) % 32:
                 raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
         self.augmentation()  # validates crop_scale
-        if self.pipeline not in ("tfdata", "sequence"):
-            raise ValueError(f"pipeline must be 'tfdata' or 'sequence', got {self.pipeline!r}")
-        if self.on_bad_image not in ("raise", "skip"):
-            raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {self.on_bad_image!r}")
+        from facegrid.bad_images import check_policy
+
+        _check_choice("pipeline", self.pipeline, PIPELINES)
+        check_policy(self.on_bad_image)
+        _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.backbone_style not in ("keras", "torchvision"):
-            raise ValueError(f"backbone_style must be 'keras' or 'torchvision', got {self.backbone_style!r}")
         if self.backbone_style == "torchvision" and self.alpha != 1.0:
             raise ValueError("torchvision-style backbones exist only for alpha 1.0")
+        if self.backbone_style == "torchvision" and self.backbone_weights == "imagenet":
+            raise ValueError(
+                "backbone_weights 'imagenet' are Keras' weights and do not fit a torchvision-style backbone: "
+                "give the .weights.h5 that facegrid.pretrained.convert_torchvision_mobilenet_v2 writes"
+            )
 
     def augmentation(self):
         """The training augmentation, or None when ``augment`` is off."""
@@ -193,7 +212,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
 
     Raises:
         ValueError: unknown keys, wrong types, or inconsistent settings; the
-            message names the file.
+            message names the file (and the overrides, when they are at fault).
     """
     values = {}
     if path is not None:
@@ -213,4 +232,14 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
             values[name] = tuple(float(v) for v in value)
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ValueError(f"{path}: {name} must be {expected.__name__}, got {value!r}")
-    return Config(**values).replace(**overrides)
+    try:
+        config = Config(**values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    try:
+        return config.replace(**overrides)
+    except ValueError as error:
+        if path is None:
+            raise
+        given = ", ".join(f"{k} = {v!r}" for k, v in overrides.items() if v is not None)
+        raise ValueError(f"{path} with {given}: {error}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import keras
 import numpy as np
 
 from facegrid import boxes as box_ops
-from facegrid.config import bundled_model_path, load_config
+from facegrid.config import Config, bundled_model_path, load_config
 from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.images import load_fitted, load_input
+from facegrid.images import ImageError, load_fitted, load_input
 from facegrid.model import load_detector
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ class Detector:
         self,
         model: keras.Model,
         input_size: int,
-        score_threshold: float = 0.5,
-        nms_iou: float = 0.4,
+        score_threshold: float = Config.score_threshold,
+        nms_iou: float = Config.nms_iou,
         codec: PyramidCodec | None = None,
         top_k: int = 750,
     ):
@@ -94,14 +95,16 @@ class Detector:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike | None = None, input_size: int | None = None, **kwargs
+        cls, path: str | os.PathLike | None = None, input_size: int | None = None,
+        score_threshold: float | None = None, nms_iou: float | None = None, **kwargs,
     ) -> Detector:
         """Load a ``.keras`` detector (the bundled one when ``path`` is None).
 
-        The detection input size comes from ``input_size``, else from the
-        model's configuration (``NAME.toml`` beside ``NAME.keras``, or the run
-        folder's ``config.toml``). Models load in Keras safe mode: a file
-        carrying arbitrary code is refused.
+        The detection input size, score threshold and NMS IoU are the ones
+        given, else those of the model's configuration (``NAME.toml`` beside
+        ``NAME.keras``, or the run folder's ``config.toml``), else
+        :class:`~facegrid.config.Config`'s defaults. Models load in Keras safe
+        mode: a file carrying arbitrary code is refused.
         """
         path = Path(path) if path is not None else bundled_model_path()
         model = load_detector(path)
@@ -118,7 +121,12 @@ class Detector:
             else:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
         codec = config.codec if config is not None and config.strides else None
-        return cls(model, input_size, codec=codec, **kwargs)
+        settings = config or Config()
+        return cls(
+            model, input_size, codec=codec, **kwargs,
+            score_threshold=settings.score_threshold if score_threshold is None else score_threshold,
+            nms_iou=settings.nms_iou if nms_iou is None else nms_iou,
+        )
 
     def predict_grids(self, pixels: np.ndarray) -> np.ndarray:
         """Raw predictions (``[B, G, G, 5]`` grids or ``[B, N, 5]`` cells) for uint8 ``[B, H, W, 3]`` inputs."""
@@ -163,15 +171,35 @@ class Detector:
             for p, (_, size, fitted), c in zip(paths, loaded, cells)
         ]
 
-    def detect(self, paths, batch_size: int = 8) -> list[Detections]:
+    def detect(
+        self, paths, batch_size: int = 8, on_unreadable: Callable[[ImageError], None] | None = None
+    ) -> list[Detections | None]:
         """Detect faces in each image file.
 
+        Args:
+            paths: the image files.
+            batch_size: images run through the model at once.
+            on_unreadable: called with the error of each image that cannot be
+                read, whose result is then None (the others are still
+                detected); without it, such an image raises.
+
         Raises:
-            facegrid.images.ImageError: an image cannot be read.
+            facegrid.images.ImageError: an image cannot be read (without ``on_unreadable``).
         """
         paths = [str(p) for p in paths]
         results = []
         for start in range(0, len(paths), batch_size):
-            results.extend(self._detect_batch(paths[start : start + batch_size]))
+            chunk = paths[start : start + batch_size]
+            try:
+                results.extend(self._detect_batch(chunk))
+            except ImageError:
+                if on_unreadable is None:
+                    raise
+                for path in chunk:  # find the unreadable image(s), keep the rest
+                    try:
+                        results.extend(self._detect_batch([path]))
+                    except ImageError as error:
+                        on_unreadable(error)
+                        results.append(None)
         return results
 

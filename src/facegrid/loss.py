@@ -33,6 +33,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from facegrid.config import Config
 from facegrid.grid import PyramidCodec
 
 _EPSILON = 1e-6
@@ -52,7 +53,10 @@ class GridLoss(keras.losses.Loss):
         >>> model.compile(optimizer="adam", loss=GridLoss())  # doctest: +SKIP
     """
 
-    def __init__(self, focal_gamma: float = 2.0, focal_alpha: float | None = 0.25, box_weight: float = 2.0, **kwargs):
+    def __init__(
+        self, focal_gamma: float = Config.focal_gamma, focal_alpha: float | None = Config.focal_alpha,
+        box_weight: float = Config.box_weight, **kwargs,
+    ):
         kwargs.setdefault("name", "grid_loss")
         super().__init__(**kwargs)
         self.focal_gamma = focal_gamma
@@ -127,7 +131,7 @@ class PyramidLoss(keras.losses.Loss):
         >>> model.compile(optimizer="adam", loss=PyramidLoss())  # doctest: +SKIP
     """
 
-    def __init__(self, focal_gamma: float = 2.0, box_weight: float = 2.0, **kwargs):
+    def __init__(self, focal_gamma: float = Config.focal_gamma, box_weight: float = Config.box_weight, **kwargs):
         kwargs.setdefault("name", "pyramid_loss")
         super().__init__(**kwargs)
         self.focal_gamma = focal_gamma

@@ -8,8 +8,16 @@ A run folder holds everything needed to inspect or continue it::
       history.csv     loss and validation AP per epoch
       last.keras      model + optimizer state after the last finished epoch
       best.keras      the model with the best validation AP so far
-      state.json      last finished epoch and best AP (what --resume reads)
+      state.json      last finished epoch, best AP and early stopping's count
+                      (what --resume reads)
       logs/           TensorBoard
+
+A new run refuses a folder that holds a run already (any of these files):
+continue that run with ``resume``, or choose another folder. A resumed run
+refuses settings that would change its network, loss or optimizer
+(:data:`facegrid.runs.FIXED_SETTINGS`), and picks up early stopping's count of
+epochs without a better AP where it was, so it stops where an uninterrupted
+run stops.
 
 Checkpoints are written to a temporary file and renamed into place, so a run
 killed at any moment leaves the previous complete checkpoint, never half a file.
@@ -20,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.error
 from pathlib import Path
 
 import keras
@@ -32,6 +41,7 @@ from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 from facegrid.loss import loss_for
 from facegrid.model import build_detector, load_detector
+from facegrid.runs import check_run_folder
 from facegrid.sequence import FaceSequence
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
@@ -60,7 +70,9 @@ class ValidationAP(keras.callbacks.Callback):
     The images go through :class:`~facegrid.detect.Detector` as at detection
     time (at the detection size, decoded at each image's original size) with a
     low score threshold, so the whole precision-recall curve counts; faces the
-    filter leaves out are ignore regions.
+    filter leaves out are ignore regions. An image that cannot be read stops
+    training under ``on_bad_image = "raise"``; under ``"skip"`` it is logged
+    once, counted in :attr:`bad_images` and left out of the AP, faces and all.
     """
 
     def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter):
@@ -69,15 +81,19 @@ class ValidationAP(keras.callbacks.Callback):
         self.face_filter = face_filter
         self.config = config
         self.paths = [image_path(images, p) for p in index.paths.tolist()]
+        self.bad_images = BadImages()
 
     def on_epoch_end(self, epoch, logs=None):
         codec = self.config.codec if self.config.strides else None
         detector = Detector(
             self.model, self.config.detection_input_size, score_threshold=0.01, nms_iou=self.config.nms_iou, codec=codec
         )
-        found = detector.detect(self.paths, batch_size=self.config.batch_size)
-        predictions = {key: (d.boxes, d.scores) for key, d in zip(self.index.paths.tolist(), found)}
-        ap = average_precision(predictions, self.index, face_filter=self.face_filter).ap
+        skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
+        found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
+        read = [image for image, d in enumerate(found) if d is not None]
+        index = self.index if len(read) == len(found) else self.index.take(read)
+        predictions = {key: (found[i].boxes, found[i].scores) for key, i in zip(index.paths.tolist(), read)}
+        ap = average_precision(predictions, index, face_filter=self.face_filter).ap
         if logs is not None:
             logs["val_ap"] = ap
         log.info("epoch %d: val_ap %.4f", epoch + 1, ap)
@@ -96,13 +112,46 @@ class ReportBadImages(keras.callbacks.Callback):
                         epoch + 1, len(self.bad_images))
 
 
-class Checkpoints(keras.callbacks.Callback):
-    """Writes last.keras every epoch and best.keras on a new best ``val_ap``, atomically."""
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping on ``val_ap``, starting from a resumed run's count and best AP.
 
-    def __init__(self, run_dir: Path, best_ap: float):
+    Keras starts its count of epochs without improvement (``wait``) and its
+    best value afresh in every ``fit``, so a resumed run would wait another
+    full patience; :attr:`state` is saved with each checkpoint and handed back
+    here on resume.
+    """
+
+    def __init__(self, patience: int, state: dict | None = None):
+        super().__init__(monitor="val_ap", mode="max", patience=patience)
+        self.resumed = state or {"wait": 0, "best": None}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait, self.best = int(self.resumed["wait"]), self.resumed["best"]
+
+    @property
+    def state(self) -> dict:
+        """What a resumed run needs: the epochs since the best ``val_ap``, and that AP (None before the first)."""
+        return {"wait": self.wait, "best": None if self.best is None else float(self.best)}
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the patience is spent: the run this state comes from has stopped."""
+        return int(self.resumed["wait"]) >= self.patience
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Writes last.keras every epoch and best.keras on a new best ``val_ap``, atomically, and state.json.
+
+    ``early_stopping`` must come before this callback, so that the state
+    saved holds its count after the epoch.
+    """
+
+    def __init__(self, run_dir: Path, best_ap: float, early_stopping: ResumableEarlyStopping | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.best_ap = best_ap
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -113,6 +162,8 @@ class Checkpoints(keras.callbacks.Callback):
             log.info("epoch %d: new best val_ap %.4f, saved best.keras", epoch + 1, ap)
         _atomic_save_model(self.model, self.run_dir / "last.keras")
         state = {"epoch": epoch + 1, "best_ap": self.best_ap}
+        if self.early_stopping is not None:
+            state["early_stopping"] = self.early_stopping.state
         _atomic_write_text(self.run_dir / "state.json", json.dumps(state) + "\n")
 
 
@@ -152,17 +203,25 @@ def train(
     Args:
         config: every setting of model, data and optimisation.
         train_annotations, train_images: the training set.
-        run_dir: the run folder (created).
+        run_dir: the run folder (created); one that holds a run already is
+            refused unless ``resume``.
         val_annotations, val_images: the validation set; without it there is no
             validation AP, no best.keras and no early stopping.
         resume: continue the run in ``run_dir`` from its last finished epoch,
-            with its optimizer state and data order.
+            with its optimizer state, data order and early stopping count.
         verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
 
     Returns:
         The trained model (weights of the last epoch).
+
+    Raises:
+        facegrid.errors.PathError: ``run_dir`` holds a run and ``resume`` is
+            not set; or with ``resume``, it has no finished epoch, or
+            ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`).
+        ConnectionError: Keras' ImageNet weights cannot be downloaded.
     """
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, config, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to(run_dir)
     try:
@@ -170,6 +229,22 @@ def train(
     finally:
         logging.getLogger("facegrid").removeHandler(handler)
         handler.close()
+
+
+def _build(config: Config) -> keras.Model:
+    """:func:`~facegrid.model.build_detector`, with a failed download of Keras' ImageNet weights told in one line."""
+    try:
+        return build_detector(config)
+    except Exception as error:  # keras.utils.get_file raises a bare Exception over urllib's error
+        cause = error if isinstance(error, urllib.error.URLError) else error.__context__
+        if config.backbone_weights != "imagenet" or not isinstance(cause, urllib.error.URLError):
+            raise
+        raise ConnectionError(
+            f"backbone_weights 'imagenet' downloads Keras' MobileNetV2 weights, which failed ({cause.reason}): "
+            "it needs internet; offline, convert torchvision's mobilenet_v2 checkpoint with "
+            "facegrid.pretrained.convert_torchvision_mobilenet_v2 and train with backbone_style 'torchvision' "
+            "(alpha 1.0) and backbone_weights the .weights.h5 file it writes"
+        ) from None
 
 
 def _training_data(config: Config, annotations, images, face_filter: FaceFilter) -> FaceSequence | FacePipeline:
@@ -195,11 +270,9 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
         callbacks.append(ValidationAP(val_index, val_images, config, face_filter))
 
-    state_path = run_dir / "state.json"
+    state = {}
     if resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"{state_path}: nothing to resume (no finished epoch in {run_dir})")
-        state = json.loads(state_path.read_text())
+        state = json.loads((run_dir / "state.json").read_text())
         model = load_detector(run_dir / "last.keras", compile=True)
         initial_epoch, best_ap = int(state["epoch"]), float(state["best_ap"])
         log.info("resuming %s after epoch %d (best val_ap %.4f)", run_dir, initial_epoch, best_ap)
@@ -207,7 +280,7 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
             log.info("removing %s, left by an interrupted save", stale.name)
             stale.unlink()
     else:
-        model = build_detector(config)
+        model = _build(config)
         _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
     config.save(run_dir / "config.toml")
@@ -231,16 +304,20 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
             len(train_data.index), steps, config.workers,
         )
 
+    early_stopping = None
+    if val_annotations is not None and config.early_stopping_patience > 0:
+        early_stopping = ResumableEarlyStopping(config.early_stopping_patience, state.get("early_stopping"))
+        if early_stopping.stopped:
+            log.info("the run stopped early after epoch %d: no better val_ap in %d epochs; nothing to train "
+                     "(raise early_stopping_patience to go on)", initial_epoch, early_stopping.resumed["wait"])
+            return model
+        callbacks.append(early_stopping)
     callbacks += [
         ReportBadImages(train_data.bad_images),
-        Checkpoints(run_dir, best_ap),
+        Checkpoints(run_dir, best_ap, early_stopping),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
     ]
-    if val_annotations is not None and config.early_stopping_patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_ap", mode="max", patience=config.early_stopping_patience)
-        )
     model.fit(
         data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
         shuffle=False, verbose=verbose,

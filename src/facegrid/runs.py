@@ -1,0 +1,53 @@
+"""A run folder: what makes one, and what a new or a resumed training run may do with it.
+
+A new run refuses a folder that holds a run already, so that nothing of it
+is overwritten; a resumed run refuses settings that differ from the ones it
+was started with where the run's checkpoint already fixes them. Free of heavy
+imports, so the command line can refuse before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from facegrid.config import Config, load_config
+from facegrid.errors import PathError
+
+#: What a training run writes into its folder (see :mod:`facegrid.train`).
+RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.keras", "best.keras", "logs")
+
+#: Settings a run is started with for good: they define the network, or are
+#: compiled into its checkpoint (loss and optimizer), so resuming with other
+#: values would change nothing or break the checkpoint.
+FIXED_SETTINGS = (
+    "input_size", "strides", "grid_size", "alpha", "backbone_style", "head_channels",
+    "focal_gamma", "focal_alpha", "box_weight", "learning_rate", "warmup_epochs", "weight_decay",
+)
+
+
+def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -> None:
+    """Refuse what training ``config`` in ``run_dir`` would do wrong.
+
+    Raises:
+        facegrid.errors.PathError: without ``resume``, the folder holds a run
+            already; with it, the folder has no finished epoch to resume, or
+            ``config`` changes one of :data:`FIXED_SETTINGS` of the run's
+            ``config.toml``.
+    """
+    run_dir = Path(run_dir)
+    if not resume:
+        used = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if used:
+            raise PathError(run_dir, f"holds a run already ({', '.join(used)}): pass --resume (resume=True) "
+                                     "to continue it, or choose another folder")
+        return
+    if not (run_dir / "state.json").is_file():
+        raise PathError(run_dir, "nothing to resume: no finished epoch (state.json)")
+    saved_path = run_dir / "config.toml"
+    saved = load_config(saved_path)
+    for name in FIXED_SETTINGS:
+        old, new = getattr(saved, name), getattr(config, name)
+        if old != new:
+            raise PathError(saved_path, f"the run was started with {name} = {old!r}; it cannot be resumed with "
+                                        f"{name} = {new!r} (leave {name} as it was, or start a new run)")
