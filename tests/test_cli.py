@@ -125,7 +125,23 @@ def test_stats_val_sample(wider, tmp_path):
     assert stats["sizes_estimated"] == 0
     shares = stats["representable"]
     assert 0 < shares["7x7"] < shares["14x14"] < shares["28x28"] <= 1
+    assert shares["pyramid 8/16/32 @320"] > shares["7x7"]  # the bundled model's layout at its detection size
     assert plot.stat().st_size > 10_000
+
+
+def test_show_draws_each_pyramid_level(samples, tmp_path):
+    config = tmp_path / "pyramid.toml"
+    config.write_text("input_size = 128\nstrides = [8, 16, 32]\ngrid_size = 0\n")
+    result = run("data", "show", "--config", config, "--out", tmp_path / "out", "--count", "2")
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert len(pngs) == 2
+    from PIL import Image
+
+    with Image.open(pngs[0]) as panel:
+        assert panel.width > 3 * 448  # the original and one input panel per level
+    clash = run("data", "show", "--config", config, "--grid-size", "7", "--out", tmp_path / "out")
+    assert clash.exit_code == 2 and "--config sets the input size" in clash.output
 
 
 def refused(*args):

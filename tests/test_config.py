@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from facegrid.config import Config, load_config
+from facegrid.config import Config, bundled_model_path, load_config
+from facegrid.grid import GridCodec, PyramidCodec
 
 
 def test_defaults_are_the_documented_detector():
     config = Config()
     assert (config.input_size, config.grid_size, config.alpha) == (224, 7, 0.75)
-    assert config.input_size // config.grid_size == 32 and config.detection_input_size == 224
+    assert config.codec == GridCodec(7) and config.detection_input_size == 224
     assert config.pipeline == "tfdata"
+
+
+def test_the_bundled_settings_are_a_pyramid():
+    config = load_config(bundled_model_path().with_suffix(".toml"))
+    assert config.strides == (8, 16, 32) and config.codec == PyramidCodec((8, 16, 32))
+    assert config.augmentation().crop_scale == config.crop_scale
+
+
+def test_pyramid_settings_read_back_as_integers(tmp_path):
+    path = tmp_path / "pyramid.toml"
+    path.write_text("strides = [8, 16]\ngrid_size = 0\n")
+    config = load_config(path)
+    assert config.strides == (8, 16) and all(isinstance(s, int) for s in config.strides)
+    config.save(tmp_path / "again.toml")
+    assert load_config(tmp_path / "again.toml") == config
 
 
 def test_toml_then_overrides(tmp_path):
@@ -58,6 +74,11 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"backbone_style": "torchvision", "alpha": 1.0, "backbone_weights": "imagenet"},
          "'imagenet' are Keras' weights and do not fit a torchvision-style backbone"),
         ({"workers": 0}, "workers must be >= 1"),
+        ({"strides": (8, 16)}, "grid_size must be 0 with strides"),
+        ({"strides": (16, 8), "grid_size": 0}, "increasing"),
+        ({"strides": (4, 8), "grid_size": 0}, "strides must be among"),
+        ({"strides": (8,), "grid_size": 0, "focal_alpha": 0.5}, "focal_alpha applies to single-grid"),
+        ({"crop_scale": (0.5, 0.2)}, "crop_scale"),
     ],
 )
 def test_inconsistent_settings_are_refused(settings, message):

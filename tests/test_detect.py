@@ -190,3 +190,17 @@ def test_pyramid_detector_keeps_the_aspect_ratio(tmp_path, samples):
     (tmp_path / "pyramid.toml").unlink()
     with pytest.raises(ValueError, match="strides"):
         Detector.load(tmp_path / "pyramid.keras")
+
+
+def test_bundled_model_finds_each_sample_face_once_and_nothing_on_the_rocket(samples):
+    from facegrid import boxes as box_ops
+
+    detector = Detector.load()  # the bundled model, at its own detection size and threshold
+    assert detector.codec is not None and detector.input_size == 416
+    index = read_annotations(samples / "faces_bbx_gt.txt")
+    found = detector.detect([samples / "images" / p for p in index.paths.tolist()])
+    for k, result in enumerate(found):
+        truth = index.image_boxes(k)
+        assert len(result.boxes) == len(truth), result.path  # every face once, the rocket empty
+        if len(truth):
+            assert box_ops.iou(result.boxes, truth).max() >= 0.5 and result.scores.min() >= 0.6, result.path

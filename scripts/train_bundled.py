@@ -1,0 +1,58 @@
+"""Train the bundled detector's recipe: the WIDER FACE train sample, less a seeded hold-out that picks the epoch.
+
+    python scripts/train_bundled.py --wider ../shared/data/widerface --run runs/bundled \\
+        --backbone runs/facegrid-wider-v1.keras [--resume]
+
+The hold-out (``--holdout`` images, drawn with ``--seed``) is written beside
+the run as two annotation files, so the split can be read and repeated. The
+settings are ``src/facegrid/models/facegrid-wider.toml``; ``--backbone``
+names the ``.keras`` model (or ``.weights.h5`` file) whose backbone starts
+the training, ``--epochs`` overrides the schedule's length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from facegrid.config import load_config
+from facegrid.wider import read_annotations, write_annotations
+
+SETTINGS = Path(__file__).resolve().parents[1] / "src" / "facegrid" / "models" / "facegrid-wider.toml"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wider", type=Path, required=True, help="the WIDER FACE folder (wider_face_split/, WIDER_train/)")
+    parser.add_argument("--run", type=Path, required=True, help="the run folder")
+    parser.add_argument("--backbone", required=True, help="a .keras model or .weights.h5 file to start the backbone from")
+    parser.add_argument("--holdout", type=int, default=102, help="train images held back to pick the epoch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from facegrid.train import train
+
+    index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
+    order = np.random.default_rng(args.seed).permutation(len(index))
+    split = args.run.parent / f"{args.run.name}-split"
+    split.mkdir(parents=True, exist_ok=True)
+    write_annotations(index.take(np.sort(order[args.holdout :])), split / "train_bbx_gt.txt")
+    write_annotations(index.take(np.sort(order[: args.holdout])), split / "holdout_bbx_gt.txt")
+    config = load_config(SETTINGS, backbone_weights=args.backbone, epochs=args.epochs)
+    images = args.wider / "WIDER_train" / "images"
+    train(
+        config, split / "train_bbx_gt.txt", images, args.run,
+        val_annotations=split / "holdout_bbx_gt.txt", val_images=images, resume=args.resume, verbose=2,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
