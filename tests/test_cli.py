@@ -125,7 +125,7 @@ def test_stats_val_sample(wider, tmp_path):
     assert stats["sizes_estimated"] == 0
     shares = stats["representable"]
     assert 0 < shares["7x7"] < shares["14x14"] < shares["28x28"] <= 1
-    assert shares["pyramid 8/16/32 @320"] > shares["7x7"]  # the bundled model's layout at its detection size
+    assert shares["pyramid 8/16/32 @416"] > shares["7x7"]  # the bundled model's layout at its detection size
     assert plot.stat().st_size > 10_000
 
 
