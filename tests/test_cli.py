@@ -282,7 +282,7 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     bad.write_text("grid_size = 5\n")
     status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--config", bad)
     assert (status, imported) == (2, False)
-    assert stderr.splitlines()[-1].startswith(f"Error: {bad}: grid_size 5 does not fit input_size 224")
+    assert stderr.startswith(f"error: {bad}: grid_size 5 does not fit input_size 224") and stderr.count("\n") == 1
     status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--val-images", samples)
     assert (status, imported) == (2, False) and "--val-annotations and --val-images go together" in stderr
     assert not (tmp_path / "new").exists()
@@ -294,3 +294,16 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: ")
     assert proc.stderr == ""
+
+
+def test_a_usage_mistake_is_one_line_naming_the_help():
+    for args, message in (
+        (["detect", "--threshold", "abc", "x.jpg"], "error: Invalid value for '--threshold': 'abc' is not a valid number."),
+        (["nosuch"], "error: No such command 'nosuch'."),
+        (["data", "show", "--count", "0"], "error: Invalid value for '--count'"),
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, args
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
+        assert "--help'" in result.stderr and "Usage:" not in result.output
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0

@@ -141,7 +141,7 @@ def assert_behaves(args):
     assert result.exit_code in (0, 1, 2), (args, result.output)
     assert "Traceback" not in result.output and "Warning:" not in result.stderr, result.stderr
     if result.exit_code == 2:
-        errors = [line for line in result.stderr.splitlines() if line.startswith(("error: ", "Error: "))]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, (args, result.stderr)
     return result
 

@@ -110,7 +110,26 @@ def _face_filter(keep_invalid, min_size, max_blur, max_occlusion) -> FaceFilter:
     return FaceFilter(drop_invalid=not keep_invalid, min_size=min_size, max_blur=max_blur, max_occlusion=max_occlusion)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group, reporting a usage mistake as one line (``error: ...``) instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            click.echo(f"error: {error.format_message()}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            click.echo(f"error: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="facegrid")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
 def main(verbose: bool) -> None:
