@@ -350,9 +350,9 @@ def test_resize_region_agrees_with_tensorflow(region):
 
 
 def test_pixel_region_snaps_crops_to_whole_pixels():
-    assert pixel_region(FULL_IMAGE, 300, 200) == (0, 0, 300, 200)
-    assert pixel_region((0.101, 0.25, 0.799, 0.9), 300, 200) == (30, 50, 240, 180)
-    assert pixel_region((0.5, 0.5, 0.5001, 0.5001), 10, 10) == (5, 5, 6, 6)  # never empty
+    assert pixel_region(FULL_IMAGE, 300, 200) == ((0, 0, 300, 200), FULL_IMAGE)
+    assert pixel_region((0.101, 0.25, 0.799, 0.9), 300, 200) == ((30, 50, 240, 180), (0.1, 0.25, 0.8, 0.9))
+    assert pixel_region((0.5, 0.5, 0.5001, 0.5001), 10, 10)[0] == (5, 5, 6, 6)  # never empty
 
 
 def test_resize_region_area_averages_large_shrinks():

@@ -319,15 +319,20 @@ def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int,
     return ratio, (decoded[::-1] if swapped else decoded)
 
 
-def pixel_region(crop: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
-    """A relative crop snapped to whole pixels of a ``width x height`` image: ``[x1, y1, x2, y2)``.
+def pixel_region(
+    crop: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:
+    """A relative crop snapped to whole pixels of a ``width x height`` image, and the crop that region takes.
 
-    Cropping whole pixels lets every pipeline cut with a slice and resize with
-    its own bilinear kernel, and still agree.
+    Returns ``(region, taken)``: ``[x1, y1, x2, y2)`` in whole pixels, and the
+    same region as fractions of the image, which the boxes must follow rather
+    than the crop asked for. Cropping whole pixels lets every pipeline cut with
+    a slice and resize with its own bilinear kernel, and still agree; both ask
+    here, so they snap alike.
     """
     x1, y1 = min(round(crop[0] * width), width - 1), min(round(crop[1] * height), height - 1)
-    x2, y2 = max(round(crop[2] * width), x1 + 1), max(round(crop[3] * height), y1 + 1)
-    return x1, y1, min(x2, width), min(y2, height)
+    x2, y2 = min(max(round(crop[2] * width), x1 + 1), width), min(max(round(crop[3] * height), y1 + 1), height)
+    return (x1, y1, x2, y2), (x1 / width, y1 / height, x2 / width, y2 / height)
 
 
 def load_crop(
@@ -345,9 +350,8 @@ def load_crop(
 
     def run():
         pixels, original = _decode(data, *covering_size(size, crop))
-        h, w = pixels.shape[:2]
-        x1, y1, x2, y2 = region = pixel_region(crop, w, h)
-        return resize_region(pixels, region, size), original, (x1 / w, y1 / h, x2 / w, y2 / h)
+        region, taken = pixel_region(crop, pixels.shape[1], pixels.shape[0])
+        return resize_region(pixels, region, size), original, taken
 
     return _guarded(path, run)
 

@@ -180,8 +180,8 @@ class FacePipeline:
             info = self._infos[file]
             jitter = self.source.jitter(epoch, image)
             ratio, (width, height) = decoded_size(info, *covering_size(size, jitter.crop))
-            x1, y1, x2, y2 = regions[k] = pixel_region(jitter.crop, width, height)
-            jitters.append(dataclasses.replace(jitter, crop=(x1 / width, y1 / height, x2 / width, y2 / height)))
+            regions[k], taken = pixel_region(jitter.crop, width, height)
+            jitters.append(dataclasses.replace(jitter, crop=taken))
             sizes.append((info.width, info.height))
             ratios[k] = DCT_RATIOS.index(ratio)
             flips[k] = jitter.flip
