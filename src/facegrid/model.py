@@ -135,10 +135,12 @@ def _conv_bn_relu(x, channels: int, kernel: int, name: str):
 
 
 def build_detector(config: Config = Config()) -> keras.Model:
-    """The detector for ``config``: uint8 ``[B, H, W, 3]`` in, ``[B, H/s, W/s, 5]`` out.
+    """The detector for ``config``: uint8 ``[B, H, W, 3]`` in; ``[B, H/s, W/s, 5]`` grids or ``[B, N, 5]`` cells out.
 
-    ``s`` is ``config.stride``; trained at ``S x S`` it outputs ``G x G``, and it
-    accepts any other size that is a multiple of 32.
+    A single-grid model's stride ``s`` is ``input_size / grid_size``: trained at
+    ``S x S`` it outputs ``G x G``. A pyramid model (``config.strides``) outputs
+    the cells of all its levels (:class:`facegrid.grid.PyramidCodec`). Both
+    accept any input whose sides are multiples of 32.
 
     Example:
         >>> model = build_detector(Config(input_size=224, grid_size=14, alpha=0.35))  # doctest: +SKIP
