@@ -153,7 +153,7 @@ class PyramidLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         score, box, _ = self.parts(y_true, y_pred)
         per_image = ops.sum(score + self.box_weight * box, axis=1)
-        positives = ops.maximum(ops.sum(ops.cast(ops.cast(y_true, y_pred.dtype)[..., 0] > 0.0, y_pred.dtype)), 1.0)
+        positives = ops.maximum(ops.sum(ops.cast(ops.cast(y_true[..., 0], y_pred.dtype) > 0.0, y_pred.dtype)), 1.0)
         images = ops.cast(ops.shape(y_true)[0], y_pred.dtype)
         return per_image * images / positives  # Keras' mean over images: batch sum / positives
 
