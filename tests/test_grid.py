@@ -86,7 +86,7 @@ def test_cells_covered_by_a_face_they_do_not_hold_are_ignored():
 def test_channel_layout_hand_computed_square():
     codec = GridCodec(7)
     assert CHANNELS == ("objectness", "x", "y", "w", "h")
-    assert codec.shape == (7, 7, 5)
+    assert codec.shape == codec.target_shape(640, 480) == (7, 7, 5)
     target = codec.encode(np.array([[0, 0, 32, 32]]), 224, 224)
     expected = np.zeros((7, 7, 5), dtype=np.float32)
     expected[0, 0] = [1, 0.5, 0.5, 32 / 224, 32 / 224]

@@ -36,7 +36,7 @@ def test_decode_returns_every_represented_face_on_each_of_its_cells(case):
     width, height, boxes = case
     codec = PyramidCodec()
     target = codec.encode(boxes, width, height)
-    assert target.shape == codec.shape(width, height) == (codec.cells_for(width, height), 5)
+    assert target.shape == codec.target_shape(width, height) == (codec.cells_for(width, height), 5)
     decoded, scores = codec.decode(target, width, height)
     assert len(decoded) == int((target[:, 0] == 1).sum()) and (scores == 1).all()
     kept = codec.assign(boxes, width, height)

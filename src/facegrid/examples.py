@@ -48,9 +48,7 @@ class ExampleBuilder:
     @property
     def target_shape(self) -> tuple[int, ...]:
         """Shape of one ``y``: ``(G, G, 5)``, or ``(N, 5)`` for a pyramid over the ``S x S`` input."""
-        if isinstance(self.codec, PyramidCodec):
-            return self.codec.shape(self.input_size, self.input_size)
-        return self.codec.shape
+        return self.codec.target_shape(self.input_size, self.input_size)
 
     def __call__(
         self,

@@ -97,6 +97,10 @@ class GridCodec(_Encoder):
         """Shape of one target: ``(G, G, 5)``."""
         return (self.grid_size, self.grid_size, len(CHANNELS))
 
+    def target_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        """Shape of one target for an input of any size: ``(G, G, 5)`` (the grid does not depend on it)."""
+        return self.shape
+
     def _cells(self, boxes: np.ndarray, width, height):
         boxes = box_ops.clip(boxes, width, height)
         if np.ndim(width) == 0 and np.ndim(height) == 0:
@@ -300,13 +304,13 @@ class PyramidCodec(_Encoder):
 
     def level_shapes(self, width: int, height: int) -> list[tuple[int, int]]:
         """``(rows, columns)`` of each level's grid for a ``width x height`` input."""
-        return [(-(-int(height) // s), -(-int(width) // s)) for s in self.strides]
+        return _level_shapes(self.strides, int(width), int(height))
 
     def cells_for(self, width: int, height: int) -> int:
         """``N``, the number of cells of a ``width x height`` input over all levels."""
         return sum(rows * cols for rows, cols in self.level_shapes(width, height))
 
-    def shape(self, width: int, height: int) -> tuple[int, int]:
+    def target_shape(self, width: int, height: int) -> tuple[int, int]:
         """Shape of one target for a ``width x height`` input: ``(N, 5)``."""
         return (self.cells_for(width, height), len(PYRAMID_CHANNELS))
 
@@ -335,8 +339,7 @@ class PyramidCodec(_Encoder):
         empty = np.zeros(0, np.int64)
         if not len(visible):
             return empty, empty, clipped
-        cells = self.cell_table(width, height)[0]
-        count = len(cells)
+        count = self.cells_for(width, height)
         shapes = self.level_shapes(width, height)
         starts = np.cumsum([0] + [r * c for r, c in shapes])
         levels = self.level_of(clipped[visible])
@@ -450,9 +453,10 @@ class PyramidCodec(_Encoder):
         """
         cells = np.asarray(cells, dtype=np.float32)
         width, height = int(round(width)), int(round(height))
-        if cells.shape != self.shape(width, height):
+        if cells.shape != self.target_shape(width, height):
             raise ValueError(
-                f"expected cells of shape {self.shape(width, height)} for a {width}x{height} input, got {cells.shape}"
+                f"expected cells of shape {self.target_shape(width, height)} for a {width}x{height} input, "
+                f"got {cells.shape}"
             )
         chosen = np.flatnonzero(cells[:, 0] >= threshold)
         chosen = chosen[np.argsort(-cells[chosen, 0], kind="stable")]
@@ -463,11 +467,14 @@ class PyramidCodec(_Encoder):
         return boxes.astype(np.float32), cells[chosen, 0].copy()
 
 
+def _level_shapes(strides: tuple[int, ...], width: int, height: int) -> list[tuple[int, int]]:
+    return [(-(-height // stride), -(-width // stride)) for stride in strides]
+
+
 @functools.lru_cache(maxsize=64)
 def _cell_table(strides: tuple[int, ...], width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     centres, cell_strides, levels = [], [], []
-    for level, stride in enumerate(strides):
-        rows, cols = -(-height // stride), -(-width // stride)
+    for level, (stride, (rows, cols)) in enumerate(zip(strides, _level_shapes(strides, width, height))):
         ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         centres.append((np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * stride)
         cell_strides.append(np.full(rows * cols, stride))
