@@ -113,19 +113,26 @@ class Detector:
         config = load_config(found) if found is not None else None
         if config is None and len(model.output_shape) == 3:
             raise ValueError(f"{path}: no configuration beside it says its pyramid's strides ({sidecars[0].name})")
-        if input_size is None:
-            if config is not None:
-                input_size = config.detection_input_size
-            elif model.input_shape[1] is not None:
-                input_size = int(model.input_shape[1])
-            else:
+        if input_size is None and config is None:  # a bare model: its own fixed input size, if it has one
+            if model.input_shape[1] is None:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
-        codec = config.codec if config is not None and config.strides else None
-        settings = config or Config()
+            input_size = int(model.input_shape[1])
+        return cls.for_config(
+            model, config or Config(), input_size=input_size, score_threshold=score_threshold, nms_iou=nms_iou,
+            **kwargs,
+        )
+
+    @classmethod
+    def for_config(
+        cls, model: keras.Model, config: Config, input_size: int | None = None, score_threshold: float | None = None,
+        nms_iou: float | None = None, **kwargs,
+    ) -> Detector:
+        """A detector for ``model`` with the layout, detection size and thresholds of ``config`` (unless given)."""
         return cls(
-            model, input_size, codec=codec, **kwargs,
-            score_threshold=settings.score_threshold if score_threshold is None else score_threshold,
-            nms_iou=settings.nms_iou if nms_iou is None else nms_iou,
+            model, config.detection_input_size if input_size is None else input_size,
+            score_threshold=config.score_threshold if score_threshold is None else score_threshold,
+            nms_iou=config.nms_iou if nms_iou is None else nms_iou,
+            codec=config.codec if config.strides else None, **kwargs,
         )
 
     def predict_grids(self, pixels: np.ndarray) -> np.ndarray:

@@ -84,10 +84,7 @@ class ValidationAP(keras.callbacks.Callback):
         self.bad_images = BadImages()
 
     def on_epoch_end(self, epoch, logs=None):
-        codec = self.config.codec if self.config.strides else None
-        detector = Detector(
-            self.model, self.config.detection_input_size, score_threshold=0.01, nms_iou=self.config.nms_iou, codec=codec
-        )
+        detector = Detector.for_config(self.model, self.config, score_threshold=0.01)
         skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
         found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
         read = [image for image, d in enumerate(found) if d is not None]
