@@ -11,6 +11,7 @@ are checked; without ``-v`` its start-up lines stay off the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -27,6 +28,8 @@ from facegrid.bad_images import POLICIES
 from facegrid.config import PIPELINES, Config
 from facegrid.download import RELEASES
 from facegrid.errors import FileLineError, PathError
+from facegrid.export import CALIBRATION_IMAGES
+from facegrid.export import FORMATS as EXPORT_FORMATS
 from facegrid.images import ImageError
 from facegrid.index import FaceFilter
 from facegrid.submission import SubmissionError
@@ -138,11 +141,13 @@ def main(verbose: bool) -> None:
     terminal.setLevel(logging.INFO if verbose else logging.WARNING)  # facegrid.train logs INFO to train.log
     logging.basicConfig(level=terminal.level, format="%(levelname)s %(name)s: %(message)s", handlers=[terminal])
     if not verbose:
-        from absl import logging as absl_logging
-
         # TensorFlow's C++ log, none of it: its "errors" here are notices (oneDNN falling back to Eigen),
         # and a real failure reaches Python as an exception
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            from absl import logging as absl_logging
+        except ImportError:  # installed without TensorFlow (running exported models only)
+            return
         absl_logging.set_verbosity(absl_logging.ERROR)
 
 
@@ -154,14 +159,30 @@ def _import_tensorflow() -> None:
     pointing stderr's file descriptor elsewhere for the import keeps them off
     the terminal. Python's own errors are raised after it is restored.
     """
-    if "tensorflow" in sys.modules or click.get_current_context().find_root().params["verbose"]:
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        with _quiet_stderr():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "this needs TensorFlow, which is not installed: pip install 'facegrid[train]' "
+            "(exported .tflite and .onnx models run without it)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Without -v, discard what native libraries write straight to stderr's file descriptor meanwhile."""
+    if click.get_current_context().find_root().params["verbose"]:
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -370,8 +391,9 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="A .keras detector [default: the bundled model].")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="A .keras detector, or an export of one (.tflite, .onnx: no TensorFlow needed; a SavedModel "
+                   "folder), its settings beside it [default: the bundled model].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
 @click.option("--threshold", type=_Number(0, 1),
@@ -382,12 +404,16 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
 @click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
                    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+              help="Images run through a Keras model at once (LiteRT runs one at a time).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
 @click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
               help="An unreadable image stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
 @_fatal_input_errors
-def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, on_bad_image) -> None:
+def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, threads,
+           on_bad_image) -> None:
     """Find faces in INPUT images (files, or folders searched recursively).
 
     Annotated copies keep their path under the folder they were found in
@@ -403,10 +429,17 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     targets = [out / name for name in annotated_names(images)] if out else [None] * len(images)
     plan = list(zip((image for image, _ in images), targets, keys))
 
-    _import_tensorflow()
     from facegrid.detect import Detector
+    from facegrid.runtime import is_exported
 
-    detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou)
+    if model_path is None or not is_exported(model_path):
+        _import_tensorflow()
+    try:
+        detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou, threads=threads)
+    except ValueError as error:
+        if isinstance(error, PathError):
+            raise
+        raise click.UsageError(str(error)) from None
     threshold = detector.score_threshold  # the option's, else the model's setting
     if wider_submission:
         detector.score_threshold = min(threshold, 0.01)
@@ -489,20 +522,51 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--detect-size", type=click.IntRange(32), help="Detection input size to record [default: the run's].")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "format_", type=click.Choice(list(EXPORT_FORMATS)),
+              help="[default: from OUT's suffix: .keras, .tflite (float LiteRT) or .onnx]")
+@click.option("--detect-size", type=click.IntRange(32),
+              help="Detection input size (longer side) to record [default: the model's].")
+@click.option("--fixed-size", type=click.IntRange(32),
+              help="Export for S x S inputs and one image at a time (what mobile accelerators need) "
+                   "[default: any input size].")
+@click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="litert-int8: a folder of training images (searched recursively) to calibrate on.")
+@click.option("--calibration-images", type=click.IntRange(1), default=CALIBRATION_IMAGES, show_default=True,
+              help="litert-int8: images drawn from --calibrate, reproducibly.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT and its settings file if they exist.")
 @_fatal_input_errors
-def export(checkpoint, out, detect_size) -> None:
-    """Export CHECKPOINT (a run's .keras) to OUT.keras + OUT.toml, for inference."""
+def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_images, overwrite) -> None:
+    """Export MODEL (a .keras detector with its settings beside it) to OUT.
+
+    \b
+    Writes OUT and OUT's settings (NAME.toml beside it), never an optimizer's state:
+      keras        OUT.keras: the Keras model
+      saved_model  OUT/: a TensorFlow SavedModel (serving_default signature)
+      litert       OUT.tflite: float32 LiteRT
+      litert-int8  OUT.tflite: int8 weights and activations, uint8 input, float outputs
+      onnx         OUT.onnx: ONNX (opset 17)
+    Exports other than keras output per-stride scores and boxes (see facegrid.runtime);
+    facegrid detect --model OUT runs any of them, .tflite and .onnx without TensorFlow.
+    """
+    from facegrid.inputs import find_images
+
+    calibration = [path for path, _ in find_images([calibrate])] if calibrate else []
     _import_tensorflow()
     from facegrid.export import export_model
 
     try:
-        path = export_model(checkpoint, out, detect_size)
+        with _quiet_stderr():  # the converters' native notices
+            path = export_model(model, out, format_, detect_size=detect_size, fixed_size=fixed_size,
+                                calibration=calibration, calibration_images=calibration_images, overwrite=overwrite)
     except ValueError as error:
+        if isinstance(error, PathError):
+            raise
         raise click.UsageError(str(error)) from None
-    click.echo(f"wrote {path} and {path.with_suffix('.toml')}")
+    from facegrid.config import settings_path
+
+    click.echo(f"wrote {path} and {settings_path(path)}")
 
 
 @main.command()

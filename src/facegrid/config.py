@@ -207,6 +207,27 @@ class Config:
         Path(path).write_text(self.to_toml(), encoding="utf-8")
 
 
+def settings_path(model: str | os.PathLike) -> Path:
+    """Where a model's own settings file lies: ``NAME.toml`` beside ``NAME.keras`` (or a SavedModel folder ``NAME``)."""
+    model = Path(model)
+    return model.with_suffix(".toml") if model.suffix else model.with_name(model.name + ".toml")
+
+
+def model_config(model: str | os.PathLike) -> Config | None:
+    """The settings saved with a model: :func:`settings_path`, else its run folder's ``config.toml``.
+
+    None when neither exists (a bare model).
+
+    Raises:
+        ValueError: the settings file is not a valid configuration.
+    """
+    model = Path(model)
+    for candidate in (settings_path(model), model.parent / "config.toml"):
+        if candidate.is_file():
+            return load_config(candidate)
+    return None
+
+
 def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     """Read a TOML file (or start from the defaults) and apply ``overrides``.
 

@@ -7,6 +7,10 @@ single-grid model sees it stretched to a square, as it was trained
 (:func:`facegrid.images.load_input`). The codec decodes the prediction, the
 boxes are scaled back to the image's own pixels, and non-maximum suppression
 removes duplicates from neighbouring cells.
+
+Keras models and their exports (:mod:`facegrid.runtime`) go through the same
+preprocessing, decoding and suppression; only the network's runtime differs.
+Nothing here imports TensorFlow unless a Keras model or a SavedModel is loaded.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from facegrid import boxes as box_ops
-from facegrid.config import Config, bundled_model_path, load_config
+from facegrid.config import Config, bundled_model_path, model_config, settings_path
+from facegrid.errors import ModelFileError
 from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import ImageError, load_fitted, load_input
-from facegrid.model import load_detector
+from facegrid.runtime import is_exported, load_exported
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,9 @@ class Detector:
     """Runs a facegrid model on image files.
 
     Args:
-        model: a facegrid detector (uint8 images in; ``[B, G, G, 5]`` grids or
-            ``[B, N, 5]`` pyramid cells out).
+        model: a facegrid detector: a Keras model, or an exported one from
+            :mod:`facegrid.runtime` (uint8 images in; ``[B, G, G, 5]`` grids or
+            ``[B, N, 5]`` pyramid cells out, through ``predict_on_batch``).
         input_size: side ``S`` images are resized to (a multiple of 32): the
             square of a single-grid model, the longer side for a pyramid.
         score_threshold: keep detections scoring at least this.
@@ -79,7 +84,7 @@ class Detector:
 
     def __init__(
         self,
-        model: keras.Model,
+        model,
         input_size: int,
         score_threshold: float = Config.score_threshold,
         nms_iou: float = Config.nms_iou,
@@ -96,23 +101,40 @@ class Detector:
     @classmethod
     def load(
         cls, path: str | os.PathLike | None = None, input_size: int | None = None,
-        score_threshold: float | None = None, nms_iou: float | None = None, **kwargs,
+        score_threshold: float | None = None, nms_iou: float | None = None, threads: int | None = None, **kwargs,
     ) -> Detector:
-        """Load a ``.keras`` detector (the bundled one when ``path`` is None).
+        """Load a detector: a ``.keras`` model (the bundled one when ``path`` is None) or an export.
 
+        Exports (``.tflite``, ``.onnx``, a SavedModel folder; see
+        :mod:`facegrid.export`) run through their own runtime
+        (:mod:`facegrid.runtime`): LiteRT and ONNX Runtime without TensorFlow.
         The detection input size, score threshold and NMS IoU are the ones
         given, else those of the model's configuration (``NAME.toml`` beside
-        ``NAME.keras``, or the run folder's ``config.toml``), else
+        the model, or the run folder's ``config.toml``), else
         :class:`~facegrid.config.Config`'s defaults. Models load in Keras safe
         mode: a file carrying arbitrary code is refused.
+
+        Args:
+            threads: CPU threads of an exported model's runtime (default: all
+                cores); a Keras model runs on TensorFlow's own threads.
         """
         path = Path(path) if path is not None else bundled_model_path()
+        config = model_config(path)
+        if is_exported(path):
+            if config is None:
+                raise ModelFileError(path, f"no settings beside it ({settings_path(path).name}) say its layout")
+            model = load_exported(path, config.strides, threads)
+            if model.fixed_size is not None:  # exported for one square input: that is the detection size
+                side = max(model.fixed_size)
+                if input_size not in (None, side):
+                    raise ValueError(f"{path}: exported for {side} x {side} inputs only, not {input_size}")
+                input_size = side
+            return cls.for_config(model, config, input_size, score_threshold, nms_iou, **kwargs)
+        from facegrid.model import load_detector
+
         model = load_detector(path)
-        sidecars = [path.with_suffix(".toml"), path.parent / "config.toml"]
-        found = next((p for p in sidecars if p.is_file()), None)
-        config = load_config(found) if found is not None else None
         if config is None and len(model.output_shape) == 3:
-            raise ValueError(f"{path}: no configuration beside it says its pyramid's strides ({sidecars[0].name})")
+            raise ValueError(f"{path}: no configuration beside it says its pyramid's strides ({settings_path(path).name})")
         if input_size is None and config is None:  # a bare model: its own fixed input size, if it has one
             if model.input_shape[1] is None:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
@@ -124,7 +146,7 @@ class Detector:
 
     @classmethod
     def for_config(
-        cls, model: keras.Model, config: Config, input_size: int | None = None, score_threshold: float | None = None,
+        cls, model, config: Config, input_size: int | None = None, score_threshold: float | None = None,
         nms_iou: float | None = None, **kwargs,
     ) -> Detector:
         """A detector for ``model`` with the layout, detection size and thresholds of ``config`` (unless given)."""
@@ -134,6 +156,27 @@ class Detector:
             nms_iou=config.nms_iou if nms_iou is None else nms_iou,
             codec=config.codec if config.strides else None, **kwargs,
         )
+
+    def prepare(self, paths: list[str]) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]] | None]:
+        """The model's input for image files, as at training: uint8 ``[B, H, W, 3]``.
+
+        Returns:
+            ``(pixels, sizes, fitted)``: the batch, each image's upright
+            ``(width, height)``, and for a pyramid the size each image has
+            inside its input (None for a single grid, which stretches).
+        """
+        if self.codec is None:
+            loaded = [load_input(p, self.input_size) for p in paths]
+            return np.stack([pixels for pixels, _ in loaded]), [size for _, size in loaded], None
+        loaded = [load_fitted(p, self.input_size) for p in paths]
+        fixed = getattr(self.model, "fixed_size", None)  # an export for one input size takes only that
+        height, width = fixed or (max(px.shape[0] for px, _, _ in loaded), max(px.shape[1] for px, _, _ in loaded))
+        batch = np.zeros((len(paths), height, width, 3), np.uint8)  # images of one batch share the largest input
+        for slot, (pixels, _, _) in zip(batch, loaded):
+            if pixels.shape[0] > height or pixels.shape[1] > width:
+                raise ValueError(f"detection size {self.input_size} does not fit the model's {width} x {height} input")
+            slot[: pixels.shape[0], : pixels.shape[1]] = pixels
+        return batch, [size for _, size, _ in loaded], [fitted for _, _, fitted in loaded]
 
     def predict_grids(self, pixels: np.ndarray) -> np.ndarray:
         """Raw predictions (``[B, G, G, 5]`` grids or ``[B, N, 5]`` cells) for uint8 ``[B, H, W, 3]`` inputs."""
@@ -162,20 +205,14 @@ class Detector:
         return boxes[keep], scores[keep]
 
     def _detect_batch(self, paths: list[str]) -> list[Detections]:
-        if self.codec is None:
-            loaded = [load_input(p, self.input_size) for p in paths]
-            grids = self.predict_grids(np.stack([pixels for pixels, _ in loaded]))
-            return [Detections(p, size, *self.decode(g, *size)) for p, (_, size), g in zip(paths, loaded, grids)]
-        loaded = [load_fitted(p, self.input_size) for p in paths]
-        height = max(pixels.shape[0] for pixels, _, _ in loaded)
-        width = max(pixels.shape[1] for pixels, _, _ in loaded)
-        batch = np.zeros((len(paths), height, width, 3), np.uint8)  # images of one batch share the largest input
-        for slot, (pixels, _, _) in zip(batch, loaded):
-            slot[: pixels.shape[0], : pixels.shape[1]] = pixels
-        cells = self.predict_grids(batch)
+        pixels, sizes, fitted = self.prepare(paths)
+        predictions = self.predict_grids(pixels)
+        if fitted is None:
+            return [Detections(p, size, *self.decode(g, *size)) for p, size, g in zip(paths, sizes, predictions)]
+        input_size = (pixels.shape[2], pixels.shape[1])
         return [
-            Detections(p, size, *self.decode(c, *size, input_size=(width, height), fitted=fitted))
-            for p, (_, size, fitted), c in zip(paths, loaded, cells)
+            Detections(p, size, *self.decode(c, *size, input_size=input_size, fitted=f))
+            for p, size, f, c in zip(paths, sizes, fitted, predictions)
         ]
 
     def detect(
@@ -194,6 +231,8 @@ class Detector:
             facegrid.images.ImageError: an image cannot be read (without ``on_unreadable``).
         """
         paths = [str(p) for p in paths]
+        if getattr(self.model, "batch_fixed", False):  # no padding to a batch's largest image: one at a time
+            batch_size = 1
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]

@@ -233,6 +233,9 @@ class GridCodec(_Encoder):
 #: Channel names of a pyramid cell, in order (see :class:`PyramidCodec`).
 PYRAMID_CHANNELS = ("score", "dx", "dy", "w", "h")
 
+#: A network predicts a cell's size as its logarithm (in strides), clipped to this magnitude before ``exp``.
+SIZE_LOG_LIMIT = 8.0
+
 
 @dataclass(frozen=True)
 class PyramidCodec(_Encoder):

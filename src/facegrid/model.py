@@ -35,7 +35,7 @@ from keras import ops
 
 from facegrid.config import Config
 from facegrid.errors import ModelFileError
-from facegrid.grid import PyramidCodec
+from facegrid.grid import SIZE_LOG_LIMIT, PyramidCodec
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
 
 #: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).
@@ -116,12 +116,14 @@ class PyramidCells(keras.layers.Layer):
     Channel 0 goes through a sigmoid (the score), channels 1-2 stay as they
     are (centre offsets in strides), channels 3-4 through ``exp`` (sizes in
     strides, always positive), in the layout of :class:`facegrid.grid.PyramidCodec`.
+    Exported models (:mod:`facegrid.export`) stop before this layer;
+    :func:`facegrid.runtime.pyramid_cells` does the same for them.
     """
 
     def call(self, levels):
         flat = [ops.reshape(level, (ops.shape(level)[0], -1, 5)) for level in levels]
         cells = ops.concatenate(flat, axis=1)
-        sizes = ops.exp(ops.clip(cells[..., 3:], -8.0, 8.0))
+        sizes = ops.exp(ops.clip(cells[..., 3:], -SIZE_LOG_LIMIT, SIZE_LOG_LIMIT))
         return ops.concatenate([ops.sigmoid(cells[..., :1]), cells[..., 1:3], sizes], axis=-1)
 
     def compute_output_shape(self, input_shapes):
