@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from facegrid import boxes as box_ops
 from facegrid.cli import main
-from facegrid.config import Config, bundled_model_path, settings_path
+from facegrid.config import Config, bundled_model_path, load_config, settings_path
 from facegrid.detect import Detector
 from facegrid.errors import ModelFileError
 from facegrid.export import ExportError, export_model, format_for, pick_calibration_images
@@ -27,9 +27,10 @@ FLOAT_SCORE_TOLERANCE = 1e-4
 FLOAT_OFFSET_TOLERANCE = 1e-3
 FLOAT_SIZE_TOLERANCE = 1e-3
 
-#: int8 against Keras, face by face at the model's threshold: the same faces, each box this close and scored this close.
+#: int8 against Keras, face by face (those scoring 0.1 or more above the threshold): each found again with at
+#: least this IoU, its score this close (measured here: lowest IoU 0.87, largest score difference 0.016).
 INT8_MIN_IOU = 0.8
-INT8_MAX_SCORE_DIFFERENCE = 0.1
+INT8_MAX_SCORE_DIFFERENCE = 0.05
 
 TINY_PYRAMID = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, head_channels=8, detect_size=96)
 
@@ -81,12 +82,11 @@ def test_int8_export_finds_the_same_faces(exports, photos, keras_detector):
     int8 = Detector.load(exports["litert-int8"])
     faces = 0
     for want, got in zip(keras_detector.detect(photos, batch_size=1), int8.detect(photos)):
-        strong = want.scores >= keras_detector.score_threshold + INT8_MAX_SCORE_DIFFERENCE  # clear of the threshold
+        strong = want.scores >= keras_detector.score_threshold + 0.1  # clear of the threshold
         if not strong.any():
             continue
         iou = box_ops.iou(want.boxes[strong], got.boxes) if len(got.boxes) else np.zeros((strong.sum(), 1))
         best = iou.argmax(axis=1)
-        print(want.path.split("/")[-1], iou.max(axis=1).min(), np.abs(got.scores[best] - want.scores[strong]).max())
         assert (iou.max(axis=1) >= INT8_MIN_IOU).all(), (want.path, iou.max(axis=1))
         assert np.abs(got.scores[best] - want.scores[strong]).max() <= INT8_MAX_SCORE_DIFFERENCE, want.path
         faces += int(strong.sum())
@@ -96,7 +96,7 @@ def test_int8_export_finds_the_same_faces(exports, photos, keras_detector):
 
 def test_exports_carry_their_settings_and_runtime_cells_follow_the_keras_layer(exports):
     for path in exports.values():
-        assert settings_path(path).read_text() == settings_path(bundled_model_path()).read_text()
+        assert load_config(settings_path(path)) == load_config(settings_path(bundled_model_path()))
     raw = [np.random.default_rng(s).normal(0, 3, (2, 96 // s, 64 // s, 5)).astype(np.float32) for s in (8, 16, 32)]
     from facegrid.model import PyramidCells
 
@@ -131,7 +131,7 @@ def test_detection_from_exports_never_imports_tensorflow(exports, samples):
     assert lines[-1] == "imported: []"
     records = [json.loads(line) for line in lines[:-1]]
     faces = {r["path"].split("/")[-1]: len(r["faces"]) for r in records}
-    assert len(records) == 8 and faces["rocket.jpg"] == 0 and faces["astronaut.jpg"] == 1, faces
+    assert len(records) == 8 and faces["rocket.jpg"] == 0 and faces["astronaut.png"] == 1, faces
 
 
 def test_fixed_size_export_takes_one_square_input(tmp_path, samples):

@@ -165,10 +165,12 @@ def _import_tensorflow() -> None:
         with _quiet_stderr():
             import tensorflow  # noqa: F401
     except ImportError:
-        raise click.ClickException(
+        missing = click.ClickException(
             "this needs TensorFlow, which is not installed: pip install 'facegrid[train]' "
             "(exported .tflite and .onnx models run without it)"
-        ) from None
+        )
+        missing.exit_code = 2
+        raise missing from None
 
 
 @contextlib.contextmanager
@@ -435,7 +437,8 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     if model_path is None or not is_exported(model_path):
         _import_tensorflow()
     try:
-        detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou, threads=threads)
+        with _quiet_stderr():  # LiteRT's native notice that XNNPACK is on
+            detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou, threads=threads)
     except ValueError as error:
         if isinstance(error, PathError):
             raise
