@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 #: The manifest's file name in a packed folder.
 MANIFEST = "manifest.json"
 
-#: The default shard count keeps shards at this many bytes or fewer (and, from twice as many, over half of it).
+#: Image bytes a shard holds at most by default (so, past one shard, 100-200 MB each).
 SHARD_BYTES = 200 * 10**6
 
 #: Splits an annotation file's name can tell (``wider_face_val_bbx_gt.txt``: val).
@@ -201,6 +201,18 @@ def _write_shard(path: Path, loaded, images, policy: str, skipped: dict[int, Ima
     return examples, faces
 
 
+def _write_shards(index: Index, images: Path, paths: list[Path], policy: str, skipped: dict[int, ImageError],
+                  workers: int, progress: bool) -> list[tuple[int, int]]:
+    """Write image ``i`` of ``index`` to shard ``paths[i mod N]``, read by ``workers`` threads; returns each shard's examples and faces."""
+    members = [range(k, len(index), len(paths)) for k in range(len(paths))]
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(index), desc="packing", unit="img", disable=not progress
+    ) as bar:
+        loaded = ordered_map(pool, lambda image: _load(index, images, image),
+                             itertools.chain.from_iterable(members), READ_AHEAD * workers)
+        return [_write_shard(path, loaded, shard, policy, skipped, bar) for path, shard in zip(paths, members)]
+
+
 def _publish(out: Path, temporary: list[Path], manifest: Manifest) -> None:
     """Put finished shards in place of an earlier pack's (if any), then the manifest."""
     (out / MANIFEST).unlink(missing_ok=True)
@@ -249,25 +261,17 @@ def pack_dataset(
     """
     check_policy(on_bad_image)
     out, images, workers = Path(out), Path(images), workers or os.cpu_count() or 1
+    _check_out(out, overwrite)
     shards = shards or default_shards(index, images)
     if shards > len(index):
         raise ValueError(f"shards={shards}: more than the {len(index)} images to pack")
     split = split or split_of(index.source)
     names = shard_names(name, split, shards)
-    _check_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     temporary = [out / f".{file}.partial" for file in names]
-    members = [range(k, len(index), shards) for k in range(shards)]
     skipped: dict[int, ImageError] = {}
-    written = []
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-            total=len(index), desc="packing", unit="img", disable=not progress
-        ) as bar:
-            loaded = ordered_map(pool, lambda image: _load(index, images, image),
-                                 itertools.chain.from_iterable(members), READ_AHEAD * workers)
-            for path, shard in zip(temporary, members):
-                written.append(_write_shard(path, loaded, shard, on_bad_image, skipped, bar))
+        written = _write_shards(index, images, temporary, on_bad_image, skipped, workers, progress)
         if not any(examples for examples, _ in written):
             raise none_usable(index, images, skipped)
         manifest = Manifest(
