@@ -113,25 +113,31 @@ def screen(source, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
         if isinstance(found, ImageError):
             bad[image] = found
             continue
-        rows = slice(index.offsets[image], index.offsets[image + 1])
-        outside = np.flatnonzero(wholly_outside(index.boxes[rows], *found))
-        if len(outside):
-            line = int(index.face_lines[rows][outside[0]])
-            box = index.boxes[rows][outside[0]].tolist()
-            reason = f"face box {box} ({index.where(line)}) lies outside the {found[0]}x{found[1]} image"
-            bad[image] = ImageError(source.images / str(index.paths[image]), reason)
+        error = outside_error(index, image, source.images / str(index.paths[image]), *found)
+        if error is not None:
+            bad[image] = error
     return bad
 
 
-def _none_usable(source, bad: dict[int, ImageError]) -> PathError:
-    """The error for a source of which no image can be used, naming the folder meant if one is nearby."""
-    index = source.index
+def outside_error(index, image: int, path, width: int, height: int) -> ImageError | None:
+    """The error for image ``image`` of ``index`` (file ``path``, ``width x height``) if a face box of it lies wholly outside it, else None."""
+    rows = slice(index.offsets[image], index.offsets[image + 1])
+    outside = np.flatnonzero(wholly_outside(index.boxes[rows], width, height))
+    if not len(outside):
+        return None
+    line = int(index.face_lines[rows][outside[0]])
+    box = index.boxes[rows][outside[0]].tolist()
+    return ImageError(path, f"face box {box} ({index.where(line)}) lies outside the {width}x{height} image")
+
+
+def none_usable(index, images, bad: dict[int, ImageError]) -> PathError:
+    """The error for an index of which no image in ``images`` can be used, naming the folder meant if one is nearby."""
     reason = f"none of the {len(bad):,} images {index.source or 'the index'} lists can be used (first: {bad[0]})"
     if all(error.reason == "no such file" for error in bad.values()):
-        nearby = nearby_images_folder(source.images, index.paths.tolist())
+        nearby = nearby_images_folder(images, index.paths.tolist())
         if nearby is not None:
             reason += f"; they are under {nearby}"
-    return PathError(source.images, reason)
+    return PathError(images, reason)
 
 
 def leave_out_bad_images(source, policy: str, *, verify: bool):
@@ -146,7 +152,7 @@ def leave_out_bad_images(source, policy: str, *, verify: bool):
     if not bad:
         return source
     if len(bad) == len(source):
-        raise _none_usable(source, bad)
+        raise none_usable(source.index, source.images, bad)
     if check_policy(policy) == "raise":
         raise bad[min(bad)]
     for image in sorted(bad):

@@ -13,6 +13,11 @@ Each kind is counted, and the first few places are kept as examples
 (``FILE:LINE`` or an image path). When not one listed image is in the images
 folder, the report says so, and names the subfolder or parent that holds them
 if there is one (:func:`facegrid.paths.nearby_images_folder`).
+
+:func:`check_packed` checks a folder :mod:`facegrid.pack` wrote instead: each
+shard against the manifest (present, sha256, example count), every example
+parsed, and every image's bytes decoded to the size stored beside them. Only
+it loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facegrid.bad_images import wholly_outside
-from facegrid.images import ImageError, verify_image
+from facegrid.images import ImageError, verify_data, verify_image
 from facegrid.paths import escape_reason, image_path, nearby_images_folder
 from facegrid.index import Index
 from facegrid.wider import read_annotations
@@ -178,4 +183,83 @@ def check_dataset(
     if images is not None:
         _check_images(index, Path(images), report, workers or os.cpu_count() or 1, progress)
     log.info("checked %s: %d images, %d faces", annotations, report.images, report.faces)
+    return report
+
+
+def _check_example(serialized: bytes, where: str) -> tuple[int, tuple[str, str] | None]:
+    """The faces of one packed example, and its error (kind, place) if it has one."""
+    from facegrid.records import parse
+
+    try:
+        record = parse(serialized)
+    except ValueError as error:
+        return 0, ("unparsable_example", f"{where}: {error}")
+    where = f"{where} ({record.path})"
+    try:
+        size = verify_data(record.image, where)
+    except ImageError as error:
+        return len(record.boxes), ("unreadable_image", str(error))
+    if size != (record.width, record.height):
+        stored = f"{record.width}x{record.height}"
+        return len(record.boxes), ("image_size_mismatch", f"{where}: decodes to {size[0]}x{size[1]}, stored {stored}")
+    return len(record.boxes), None
+
+
+def _check_shard(path: Path, pool, ahead: int, report: CheckReport, bar) -> tuple[int, int]:
+    """Check every example of one shard; returns how many it holds and their faces."""
+    import tensorflow as tf
+
+    from facegrid.pack import ordered_map
+
+    examples = faces = 0
+    numbered = enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    try:
+        checked = ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered, ahead)
+        for found, problem in checked:
+            bar.update()
+            examples, faces = examples + 1, faces + found
+            if problem is not None:
+                report.add(report.errors, *problem)
+    except tf.errors.OpError as error:
+        report.add(report.errors, "corrupt_record", f"{path}: {error.message}")
+    return examples, faces
+
+
+def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progress: bool = False) -> CheckReport:
+    """Check a packed folder: every shard against ``manifest.json``, every example, every image.
+
+    Returns:
+        The report (``annotations`` is the folder); the manifest's counts, and
+        errors for a missing shard, a wrong sha256 or example count, a record
+        TensorFlow cannot read, an example not of :mod:`facegrid.records`'
+        layout, an image that does not decode, or decodes to another size.
+
+    Raises:
+        facegrid.errors.PathError: the folder holds no manifest facegrid wrote.
+    """
+    from facegrid.pack import MANIFEST, READ_AHEAD, read_manifest, sha256
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    report = CheckReport(str(folder), None, images=manifest.images, faces=manifest.faces)
+    examples, faces, workers = 0, 0, workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=manifest.images, desc="examples", unit="img", disable=not progress
+    ) as bar:
+        for shard in manifest.shards:
+            path = folder / shard.file
+            if not path.is_file():
+                report.add(report.errors, "missing_shard", str(path))
+                continue
+            if sha256(path) != shard.sha256:
+                report.add(report.errors, "shard_sha256_mismatch", f"{path}: not the sha256 of the manifest")
+            count, found = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
+            if count != shard.examples:
+                report.add(report.errors, "shard_count_mismatch", f"{path}: {count:,} examples, manifest {shard.examples:,}")
+            examples, faces = examples + count, faces + found
+    if (examples, faces) != (manifest.images, manifest.faces) and not report.errors:
+        report.add(report.errors, "manifest_count_mismatch",
+                   f"{folder / MANIFEST}: shards hold {examples:,} images, {faces:,} faces; "
+                   f"manifest {manifest.images:,}, {manifest.faces:,}")
+    log.info("checked %s: %d shards, %d examples", folder, len(manifest.shards), examples)
     return report

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import sys
+import time
 import urllib.parse
 from importlib import resources
 from pathlib import Path
@@ -192,28 +193,37 @@ def _quiet_stderr():
 
 @main.group()
 def data() -> None:
-    """Inspect a WIDER-FACE-format dataset: check, show, stats."""
+    """Inspect a WIDER-FACE-format dataset: check, show, stats; pack it into TFRecord shards."""
 
 
 @data.command()
-@click.argument("annotations", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("annotations", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the annotation paths are relative to; every image is opened.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Threads decoding images [default: CPUs].")
 @_fatal_input_errors
 def check(annotations: Path, images: Path | None, as_json: bool, workers: int | None) -> None:
-    """Check ANNOTATIONS (and with --images every image it lists).
+    """Check ANNOTATIONS (and with --images every image it lists), or a folder data pack wrote.
 
     Errors (missing or unreadable images, a face box wholly outside its
     image) make the exit status 1; warnings (invalid or zero-size faces,
     boxes reaching outside their image, tolerated format quirks) are reported
     but do not. When --images holds none of the images, a subfolder or parent
-    that does is named.
+    that does is named. A packed folder (ANNOTATIONS holding manifest.json):
+    every shard's sha256 and example count against the manifest, every
+    example parsed, every image decoded to the size stored with it.
     """
-    from facegrid.check import check_dataset
+    from facegrid.check import check_dataset, check_packed
 
-    report = check_dataset(annotations, images, workers=workers, progress=not as_json and sys.stderr.isatty())
+    progress = not as_json and sys.stderr.isatty()
+    if annotations.is_dir():
+        if images is not None:
+            raise click.UsageError("--images goes with an annotation file: a packed folder holds its images")
+        _import_tensorflow()
+        report = check_packed(annotations, workers=workers, progress=progress)
+    else:
+        report = check_dataset(annotations, images, workers=workers, progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -233,6 +243,51 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
                 f"; they are in {report.nearby_images}: pass --images {report.nearby_images}"
                 if report.nearby_images else ": is it the folder the annotation paths are relative to?"))
     sys.exit(0 if report.ok else 1)
+
+
+@data.command()
+@click.argument("annotations", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the annotation paths are relative to.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the shards and manifest.json.")
+@click.option("--shards", type=click.IntRange(1), help="Number of shards  [default: enough for 100-200 MB each].")
+@click.option("--name", default="widerface", show_default=True, help="Dataset name, the shard names' first part.")
+@click.option("--split", help="Split name  [default: train, val or test as ANNOTATIONS' name says, else train].")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Threads reading images [default: CPUs].")
+@click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
+              help="An unusable image stops the pack (exit status 2), or is left out, reported and "
+                   "listed in the manifest (exit status 1).")
+@click.option("--overwrite", is_flag=True, help="Replace the packed set in a folder that is not empty.")
+@_fatal_input_errors
+def pack(annotations, images, out, shards, name, split, workers, on_bad_image, overwrite) -> None:
+    """Pack ANNOTATIONS and its images into TFRecord shards and a manifest.json in --out.
+
+    Each image is one tf.train.Example (see facegrid.records): the file's
+    bytes as stored, its upright size, EXIF orientation, path, and every
+    face's box and attributes. Shards are written under temporary names and
+    renamed once all are complete; the same input gives the same bytes.
+    """
+    index = read_annotations(annotations)
+    _import_tensorflow()
+    from facegrid.pack import pack_dataset
+
+    verbose = click.get_current_context().find_root().params["verbose"]
+    start = time.perf_counter()
+    try:
+        manifest = pack_dataset(index, images, out, shards=shards, name=name, split=split, workers=workers,
+                                on_bad_image=on_bad_image, overwrite=overwrite, progress=verbose or sys.stderr.isatty())
+    except ValueError as error:
+        if isinstance(error, PathError):
+            raise
+        raise click.UsageError(str(error)) from None
+    seconds = time.perf_counter() - start
+    for entry in manifest.skipped:
+        click.echo("skipped " + _one_line(f"{images / entry['image']}: {entry['reason']}"), err=True)
+    click.echo(f"packed {manifest.images:,} images, {manifest.faces:,} faces into {len(manifest.shards)} shard(s) "
+               f"in {out}: {manifest.bytes / 1e6:,.1f} MB, {manifest.images / seconds:,.0f} images/s"
+               + (f"; {manifest.skipped_images:,} skipped" if manifest.skipped else ""))
+    sys.exit(1 if manifest.skipped else 0)
 
 
 @data.command()

@@ -215,9 +215,30 @@ def verify_image(path: str | os.PathLike) -> tuple[int, int]:
     Raises:
         ImageError: missing, empty, truncated or not an image.
     """
-    data = _read(path)
-    _, size = _guarded(path, lambda: _decode(data, 1, 1))
+    return verify_data(_read(path), path)
+
+
+def verify_data(data: bytes, name: str | os.PathLike) -> tuple[int, int]:
+    """:func:`verify_image` of an image's bytes already in memory; ``name`` names them in errors.
+
+    Raises:
+        ImageError: empty, truncated or not an image.
+    """
+    if not data:
+        raise ImageError(name, "file is empty")
+    _, size = _guarded(name, lambda: _decode(data, 1, 1))
     return size
+
+
+def read_verified(path: str | os.PathLike) -> tuple[bytes, ImageInfo]:
+    """An image file's bytes exactly as stored, and its :class:`ImageInfo`, once every byte decodes (see :func:`verify_image`).
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    data = _read(path)
+    verify_data(data, path)
+    return data, _guarded(path, lambda: _header(data))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,290 @@
+"""Pack a WIDER-FACE-format dataset into TFRecord shards, with a manifest to check them against.
+
+Training from an images folder opens one small file per image per epoch; a
+packed set is a few large files read front to back, which suits network
+file systems, object stores and ``tf.data`` interleaving. Each image becomes
+one Example (layout: :mod:`facegrid.records`) holding the file's bytes as
+stored, its size, orientation and faces.
+
+Shards are named as TensorFlow Datasets names them
+(``widerface-train.tfrecord-00000-of-00016``). Image ``i`` of the annotation
+file goes to shard ``i mod N``, so every shard mixes the file's events (which
+it lists one after another), and within a shard images keep file order.
+Threads read and verify the files; the shards are written one after another,
+each in that order, so the same input gives byte-identical shards. Each is
+written under a hidden temporary name and all are renamed once every one is
+complete, ``manifest.json`` last: a pack killed midway leaves no file that
+looks like a finished shard.
+
+An image training would refuse (:mod:`facegrid.bad_images`: its path leaves
+the images folder; it is missing, empty, truncated, not an image; a face box
+lies wholly outside it) stops the pack under ``on_bad_image="raise"``, or is
+left out under ``"skip"`` and listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+from tqdm import tqdm
+
+import facegrid
+from facegrid import records
+from facegrid.bad_images import check_policy, none_usable, outside_error
+from facegrid.errors import PathError
+from facegrid.images import ImageError, read_verified
+from facegrid.index import Index
+from facegrid.paths import image_path
+
+log = logging.getLogger(__name__)
+
+#: The manifest's file name in a packed folder.
+MANIFEST = "manifest.json"
+
+#: Image bytes a shard holds at most by default (so, past one shard, 100-200 MB each).
+SHARD_BYTES = 200 * 10**6
+
+#: Splits an annotation file's name can tell (``wider_face_val_bbx_gt.txt``: val).
+SPLITS = ("train", "val", "test")
+
+#: Images read ahead of the writer, per thread: enough to keep every thread busy, little memory.
+READ_AHEAD = 4
+
+_NAME_PART = re.compile(r"[A-Za-z0-9_]+")
+_SHARD_FILE = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard as the manifest lists it: file name, example count, byte size, sha256 (hex)."""
+
+    file: str
+    examples: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` says of a packed set.
+
+    Attributes:
+        facegrid_version: the facegrid that packed it.
+        annotations: the annotation file's name (without its folder).
+        images, faces: examples packed, and their face rows.
+        skipped: the images left out, ``{"image": path as annotated, "reason": ...}``.
+        skipped_images: how many.
+    """
+
+    facegrid_version: str
+    name: str
+    split: str
+    annotations: str
+    images: int
+    faces: int
+    skipped_images: int
+    skipped: list[dict]
+    shards: list[Shard]
+
+    @property
+    def bytes(self) -> int:
+        return sum(shard.bytes for shard in self.shards)
+
+
+def split_of(annotations: str | os.PathLike) -> str:
+    """The split an annotation file's name tells (``train``, ``val`` or ``test`` as a word of it), else ``train``."""
+    words = re.split(r"[^a-z0-9]+", Path(annotations).name.lower())
+    return next((word for word in words if word in SPLITS), "train")
+
+
+def shard_names(name: str, split: str, shards: int) -> list[str]:
+    """File names of ``shards`` shards: ``<name>-<split>.tfrecord-00000-of-00016`` and on."""
+    for what, value in (("name", name), ("split", split)):
+        if not _NAME_PART.fullmatch(value):
+            raise ValueError(f"{what} {value!r}: use only letters, digits and '_'")
+    return [f"{name}-{split}.tfrecord-{k:05d}-of-{shards:05d}" for k in range(shards)]
+
+
+def default_shards(index: Index, images: str | os.PathLike) -> int:
+    """Enough shards for :data:`SHARD_BYTES` or fewer each, from the sizes of the files (at least one)."""
+    total = 0
+    for name in index.paths.tolist():
+        try:
+            total += os.path.getsize(image_path(images, name))
+        except (ImageError, OSError):
+            pass  # a bad image: reported when it is read
+    return max(1, math.ceil(total / SHARD_BYTES))
+
+
+def ordered_map(pool: ThreadPoolExecutor, function, items, ahead: int):
+    """``function`` of each of ``items``, in order, run by ``pool`` at most ``ahead`` items before it is taken."""
+    pending = collections.deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
+    """The :class:`Manifest` of a packed folder.
+
+    Raises:
+        facegrid.errors.PathError: the folder holds no manifest, or one facegrid did not write.
+    """
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise PathError(folder, f"no {MANIFEST}: not a folder facegrid data pack wrote")
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+        return Manifest(**{**fields, "shards": [Shard(**shard) for shard in fields["shards"]]})
+    except (ValueError, TypeError, KeyError) as error:
+        raise PathError(path, f"not a facegrid manifest ({error})") from None
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PathError(out, "not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise PathError(out, "not empty: pass --overwrite (overwrite=True) to replace the packed set in it")
+
+
+def _load(index: Index, images: Path, image: int) -> tuple[bytes, int] | ImageError:
+    """Image ``image`` as a serialized Example and its face count, or why it cannot be packed."""
+    name = str(index.paths[image])
+    try:
+        path = image_path(images, name)
+        data, info = read_verified(path)
+    except ImageError as error:
+        return error
+    error = outside_error(index, image, path, info.width, info.height)
+    if error is not None:
+        return error
+    rows = slice(index.offsets[image], index.offsets[image + 1])
+    record = records.Record(name, data, info.width, info.height, info.orientation,
+                            index.boxes[rows], index.attributes[rows])
+    return records.serialize(record), int(rows.stop - rows.start)
+
+
+def _write_shard(path: Path, loaded, images, policy: str, skipped: dict[int, ImageError], bar) -> tuple[int, int]:
+    """Write the loaded examples of ``images`` to ``path``; returns the examples and faces written."""
+    examples = faces = 0
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image, found in zip(images, loaded):
+            bar.update()
+            if isinstance(found, ImageError):
+                if policy == "raise":
+                    raise found
+                skipped[image] = found
+                continue
+            writer.write(found[0])
+            examples, faces = examples + 1, faces + found[1]
+    return examples, faces
+
+
+def _write_shards(index: Index, images: Path, paths: list[Path], policy: str, skipped: dict[int, ImageError],
+                  workers: int, progress: bool) -> list[tuple[int, int]]:
+    """Write image ``i`` of ``index`` to shard ``paths[i mod N]``, read by ``workers`` threads; returns each shard's examples and faces."""
+    members = [range(k, len(index), len(paths)) for k in range(len(paths))]
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(index), desc="packing", unit="img", disable=not progress
+    ) as bar:
+        loaded = ordered_map(pool, lambda image: _load(index, images, image),
+                             itertools.chain.from_iterable(members), READ_AHEAD * workers)
+        return [_write_shard(path, loaded, shard, policy, skipped, bar) for path, shard in zip(paths, members)]
+
+
+def _publish(out: Path, temporary: list[Path], manifest: Manifest) -> None:
+    """Put finished shards in place of an earlier pack's (if any), then the manifest."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for old in out.iterdir():
+        if _SHARD_FILE.fullmatch(old.name):
+            old.unlink()
+    for path, shard in zip(temporary, manifest.shards):
+        path.replace(out / shard.file)
+    staged = out / f".{MANIFEST}.partial"
+    staged.write_text(json.dumps(dataclasses.asdict(manifest), indent=2) + "\n", encoding="utf-8")
+    staged.replace(out / MANIFEST)
+
+
+def pack_dataset(
+    index: Index,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    shards: int | None = None,
+    name: str = "widerface",
+    split: str | None = None,
+    workers: int | None = None,
+    on_bad_image: str = "raise",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Manifest:
+    """Pack the images of ``index`` (read from ``images``) into TFRecord shards and ``manifest.json`` in ``out``.
+
+    Args:
+        index: the annotation file's index (:func:`facegrid.wider.read_annotations`).
+        images: the folder its paths are relative to.
+        out: the folder to write; refused if it holds anything, unless ``overwrite``.
+        shards: number of shards [default: :func:`default_shards`].
+        name, split: the shard names' parts; ``split`` defaults to :func:`split_of` the annotation file.
+        workers: threads reading files [default: CPUs].
+        on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        ValueError: a name or split that is not a plain word, more shards than images.
+        facegrid.errors.PathError: ``out`` is in use; or not one image can be packed.
+        facegrid.images.ImageError: with ``on_bad_image="raise"``, the first bad image met.
+    """
+    check_policy(on_bad_image)
+    out, images, workers = Path(out), Path(images), workers or os.cpu_count() or 1
+    _check_out(out, overwrite)
+    shards = shards or default_shards(index, images)
+    if shards > len(index):
+        raise ValueError(f"shards={shards}: more than the {len(index)} images to pack")
+    split = split or split_of(index.source)
+    names = shard_names(name, split, shards)
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = [out / f".{file}.partial" for file in names]
+    skipped: dict[int, ImageError] = {}
+    try:
+        written = _write_shards(index, images, temporary, on_bad_image, skipped, workers, progress)
+        if not any(examples for examples, _ in written):
+            raise none_usable(index, images, skipped)
+        manifest = Manifest(
+            facegrid.__version__, name, split, Path(index.source).name,
+            images=sum(examples for examples, _ in written), faces=sum(faces for _, faces in written),
+            skipped_images=len(skipped),
+            skipped=[{"image": str(index.paths[image]), "reason": skipped[image].reason} for image in sorted(skipped)],
+            shards=[Shard(file, examples, path.stat().st_size, sha256(path))
+                    for file, path, (examples, _) in zip(names, temporary, written)],
+        )
+        _publish(out, temporary, manifest)
+    finally:
+        for path in temporary:
+            path.unlink(missing_ok=True)
+    log.info("packed %d images, %d faces into %d shards in %s", manifest.images, manifest.faces, shards, out)
+    return manifest

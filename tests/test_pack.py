@@ -1,0 +1,215 @@
+"""facegrid data pack: TFRecord shards that give back the files and annotations, and data check of them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from facegrid import records
+from facegrid.cli import main
+from facegrid.images import probe
+from facegrid.pack import sha256, split_of
+from facegrid.wider import read_annotations
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def refused(*args) -> str:
+    """Run a command expected to refuse its input: exit status 2 and one line on stderr, which is returned."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def pack(samples, out, *extra):
+    return run("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out, *extra)
+
+
+def shard_files(folder):
+    return sorted(path for path in folder.iterdir() if ".tfrecord-" in path.name)
+
+
+def read_records(folder) -> list[records.Record]:
+    return [records.parse(serialized) for path in shard_files(folder)
+            for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+
+
+def test_pack_round_trip_gives_back_files_and_annotations(samples, tmp_path):
+    result = pack(samples, tmp_path / "packed")
+    assert result.exit_code == 0, result.output
+    assert "packed 4 images, 3 faces into 1 shard(s)" in result.stdout and "images/s" in result.stdout
+    manifest = json.loads((tmp_path / "packed" / "manifest.json").read_text())
+    assert (manifest["name"], manifest["split"], manifest["annotations"]) == ("widerface", "train", "faces_bbx_gt.txt")
+    assert (manifest["images"], manifest["faces"], manifest["skipped_images"]) == (4, 3, 0)
+    [shard] = manifest["shards"]
+    path = tmp_path / "packed" / "widerface-train.tfrecord-00000-of-00001"
+    assert shard == {"file": path.name, "examples": 4, "bytes": path.stat().st_size, "sha256": sha256(path)}
+
+    index = read_annotations(samples / "faces_bbx_gt.txt")
+    packed = {record.path: record for record in read_records(tmp_path / "packed")}
+    assert sorted(packed) == sorted(index.paths.tolist())
+    for image, name in enumerate(index.paths.tolist()):
+        record, rows = packed[name], slice(index.offsets[image], index.offsets[image + 1])
+        info = probe(samples / "images" / name)
+        assert record.image == (samples / "images" / name).read_bytes()
+        assert (record.width, record.height, record.orientation) == (info.width, info.height, info.orientation)
+        np.testing.assert_array_equal(record.boxes, index.boxes[rows])
+        np.testing.assert_array_equal(record.attributes, index.attributes[rows])
+    assert packed["portraits/camera.png"].attributes.tolist() == [[0, 0, 0, 0, 0, 1]]  # pose, the last column
+
+    check = run("data", "check", tmp_path / "packed")
+    assert check.exit_code == 0, check.output
+    assert "4 images, 3 face rows" in check.output and "errors: none" in check.output
+
+
+def test_two_packs_are_byte_identical(samples, tmp_path):
+    for out in ("a", "b"):
+        assert pack(samples, tmp_path / out, "--shards", 2, "--workers", 3).exit_code == 0
+    names = [path.name for path in shard_files(tmp_path / "a")]
+    assert names == [path.name for path in shard_files(tmp_path / "b")] and len(names) == 2
+    for name in names + ["manifest.json"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_shards_hold_every_image_exactly_once(samples, tmp_path):
+    assert pack(samples, tmp_path / "out", "--shards", 3, "--name", "faces", "--split", "val").exit_code == 0
+    files = shard_files(tmp_path / "out")
+    assert [path.name for path in files] == [f"faces-val.tfrecord-{k:05d}-of-00003" for k in range(3)]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    counts = [sum(1 for _ in tf.data.TFRecordDataset(str(path))) for path in files]
+    assert counts == [shard["examples"] for shard in manifest["shards"]] == [2, 1, 1]  # image i in shard i mod 3
+    paths = [record.path for record in read_records(tmp_path / "out")]
+    assert sorted(paths) == sorted(read_annotations(samples / "faces_bbx_gt.txt").paths.tolist())
+    assert not [path for path in (tmp_path / "out").iterdir() if path.name.startswith(".")]  # no temporaries left
+
+
+def test_split_is_read_from_the_annotation_file_name():
+    assert split_of("wider_face_split/wider_face_val_bbx_gt.txt") == "val"
+    assert split_of("wider_face_train_sample_bbx_gt.txt") == "train"
+    assert split_of("my-test.txt") == "test"
+    assert split_of("contest_faces.txt") == "train"  # a word of the name, not any part of it
+
+
+def test_data_check_catches_a_corrupted_shard(samples, tmp_path):
+    assert pack(samples, tmp_path / "out").exit_code == 0
+    [path] = shard_files(tmp_path / "out")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = run("data", "check", tmp_path / "out", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["errors"]["shard_sha256_mismatch"] == 1
+    assert "corrupt_record" in report["errors"]  # the record's own checksum fails too
+    assert report["examples"]["shard_sha256_mismatch"][0].startswith(str(path))
+
+
+def test_data_check_decodes_every_image_to_its_stored_size(samples, tmp_path):
+    assert pack(samples, tmp_path / "out").exit_code == 0
+    [path] = shard_files(tmp_path / "out")
+    forged = []
+    for record in read_records(tmp_path / "out"):
+        if record.path == "portraits/grace_hopper.jpg":
+            record = records.Record(record.path, record.image, record.width + 1, record.height, record.orientation,
+                                    record.boxes, record.attributes)
+        forged.append(records.serialize(record))
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for serialized in forged:
+            writer.write(serialized)
+    manifest_path = tmp_path / "out" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shards"][0].update(bytes=path.stat().st_size, sha256=sha256(path))
+    manifest_path.write_text(json.dumps(manifest))
+    result = run("data", "check", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "image_size_mismatch: 1" in result.output
+    assert "grace_hopper.jpg): decodes to 512x600, stored 513x600" in result.output
+
+
+def broken_dataset(samples, tmp_path):
+    """The samples and, listed last, a file that is not a JPEG though it starts like one."""
+    images = tmp_path / "images"
+    shutil.copytree(samples / "images", images)
+    (images / "portraits" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    annotations = tmp_path / "gt.txt"
+    listed = (samples / "faces_bbx_gt.txt").read_text()
+    annotations.write_text(listed + "portraits/broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
+    return annotations, images
+
+
+def test_bad_image_stops_the_pack_under_raise(samples, tmp_path):
+    annotations, images = broken_dataset(samples, tmp_path)
+    line = refused("data", "pack", annotations, "--images", images, "--out", tmp_path / "out")
+    assert "broken.jpg: not a readable image" in line
+    assert list((tmp_path / "out").iterdir()) == []  # no shard, finished or not
+
+
+def test_bad_image_is_skipped_reported_and_counted_under_skip(samples, tmp_path):
+    annotations, images = broken_dataset(samples, tmp_path)
+    result = run("data", "pack", annotations, "--images", images, "--out", tmp_path / "out", "--on-bad-image", "skip")
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"skipped {images / 'portraits' / 'broken.jpg'}: not a readable image")
+    assert "packed 4 images, 3 faces" in result.stdout and "1 skipped" in result.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["images"], manifest["faces"], manifest["skipped_images"]) == (4, 3, 1)
+    assert manifest["skipped"][0]["image"] == "portraits/broken.jpg"
+    assert sorted(record.path for record in read_records(tmp_path / "out")) == sorted(
+        read_annotations(samples / "faces_bbx_gt.txt").paths.tolist())
+    assert run("data", "check", tmp_path / "out").exit_code == 0
+
+
+def test_pack_with_no_usable_image_is_refused(tmp_path):
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text("e/a.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
+    (tmp_path / "images").mkdir()
+    line = refused("data", "pack", annotations, "--images", tmp_path / "images", "--out", tmp_path / "out",
+                   "--on-bad-image", "skip")
+    assert "none of the 1 images" in line
+
+
+def test_pack_refuses_a_folder_in_use_unless_overwrite(samples, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old-train.tfrecord-00000-of-00001").write_bytes(b"an earlier pack")
+    (out / "notes.txt").write_text("mine")
+    assert "not empty: pass --overwrite" in refused("data", "pack", samples / "faces_bbx_gt.txt",
+                                                    "--images", samples / "images", "--out", out)
+    assert pack(samples, out, "--overwrite").exit_code == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        "manifest.json", "notes.txt", "widerface-train.tfrecord-00000-of-00001"]
+
+
+def test_pack_refuses_names_and_shard_counts_it_cannot_use(samples, tmp_path):
+    assert "use only letters" in refused("data", "pack", samples / "faces_bbx_gt.txt", "--images",
+                                         samples / "images", "--out", tmp_path / "a", "--name", "a-b")
+    assert "more than the 4 images" in refused("data", "pack", samples / "faces_bbx_gt.txt", "--images",
+                                               samples / "images", "--out", tmp_path / "b", "--shards", 5)
+
+
+def test_data_check_refuses_a_folder_without_manifest(samples, tmp_path):
+    assert "no manifest.json" in refused("data", "check", tmp_path)
+    assert "--images goes with an annotation file" in refused("data", "check", tmp_path, "--images", samples)
+
+
+def test_pack_real_train_sample(wider, tmp_path):
+    annotations = wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt"
+    if not annotations.is_file():
+        pytest.skip(f"{annotations} not found")
+    start = time.perf_counter()
+    result = run("data", "pack", annotations, "--images", wider / "WIDER_train" / "images", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    index = read_annotations(annotations)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(index) == 1_202 and (manifest["images"], manifest["faces"]) == (len(index), index.num_faces)
+    assert time.perf_counter() - start < 20
