@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 
 from facegrid.bad_images import POLICIES
-from facegrid.config import PIPELINES, Config
+from facegrid.config import PIPELINES, STRATEGIES, Config
 from facegrid.download import RELEASES
 from facegrid.errors import FileLineError, PathError
 from facegrid.export import CALIBRATION_IMAGES
@@ -423,6 +423,9 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @click.option("--pipeline", type=click.Choice(PIPELINES),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help=f"tf.distribute strategy: one device, all local devices (mirrored), or the cluster in "
+                   f"TF_CONFIG (multi-worker; the chief writes --run)  [default: {Config.strategy}].")
 @click.option("--on-bad-image", type=click.Choice(POLICIES),
               help="An unusable image, training or validation, stops training (raise, the default) "
                    "or is left out, logged and counted (skip).")
@@ -435,8 +438,12 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
     config = _settings(config_path, **overrides)
-    from facegrid.runs import check_run_folder
+    from facegrid.runs import check_run_folder, writes_run_folder
 
+    try:
+        writes_run_folder(config)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     check_run_folder(run_dir, config, resume)  # training checks again; here before Keras loads
     _import_tensorflow()
     from facegrid.train import train as run_training  # Keras loads only once the settings are sound

@@ -39,6 +39,9 @@ TAPS_BY_STRIDE = (8, 16, 32)
 #: The choices for ``pipeline``.
 PIPELINES = ("tfdata", "sequence")
 
+#: The choices for ``strategy``.
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
 #: The choices for ``backbone_style``.
 BACKBONE_STYLES = ("keras", "torchvision")
 
@@ -87,6 +90,14 @@ class Config:
         on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
             it out, log it, count it): see :mod:`facegrid.bad_images`.
 
+    Devices (:mod:`facegrid.train`; not fixed by a run, which may resume under another):
+        strategy: the ``tf.distribute`` strategy: ``"default"`` (one device),
+            ``"mirrored"`` (``MirroredStrategy``: every visible GPU, or CPU) or
+            ``"multi-worker"`` (``MultiWorkerMirroredStrategy``, its cluster
+            and this process's task read from the ``TF_CONFIG`` environment
+            variable). ``batch_size`` is the global batch, split between the
+            replicas, so each step sees the same images under any strategy.
+
     Optimisation:
         epochs, learning_rate, warmup_epochs: Adam with linear warm-up then cosine decay.
         weight_decay: AdamW decoupled weight decay.
@@ -128,6 +139,8 @@ class Config:
     use_multiprocessing: bool = False
     on_bad_image: str = "raise"
 
+    strategy: str = "default"
+
     epochs: int = 30
     learning_rate: float = 1e-3
     warmup_epochs: int = 1
@@ -165,6 +178,7 @@ class Config:
         from facegrid.bad_images import check_policy
 
         _check_choice("pipeline", self.pipeline, PIPELINES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
         check_policy(self.on_bad_image)
         _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)
         if self.workers < 1:

@@ -8,6 +8,7 @@ imports, so the command line can refuse before TensorFlow loads.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +27,31 @@ FIXED_SETTINGS = (
 )
 
 
+def writes_run_folder(config: Config) -> bool:
+    """Whether this process writes the run folder: all but the workers of a multi-worker run other than its chief.
+
+    The chief is the ``TF_CONFIG`` task of type ``"chief"``, else worker 0
+    when the cluster has no chief (TensorFlow's own rule); the other workers
+    train alike but write into a temporary folder, so that one process owns
+    each file of the run.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is not a JSON object.
+    """
+    if config.strategy != "multi-worker":
+        return True
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+    if not isinstance(tf_config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object, got {tf_config!r}")
+    task = tf_config.get("task") or {}
+    kind = task.get("type", "chief")
+    return kind == "chief" or (kind == "worker" and int(task.get("index", 0)) == 0
+                               and "chief" not in (tf_config.get("cluster") or {}))
+
+
 def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -> None:
     """Refuse what training ``config`` in ``run_dir`` would do wrong.
 
@@ -33,10 +59,13 @@ def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -
         facegrid.errors.PathError: without ``resume``, the folder holds a run
             already; with it, the folder has no finished epoch to resume, or
             ``config`` changes one of :data:`FIXED_SETTINGS` of the run's
-            ``config.toml``.
+            ``config.toml``. A new run's folder is only checked where
+            :func:`writes_run_folder`; a resumed one, read by every worker, everywhere.
     """
     run_dir = Path(run_dir)
     if not resume:
+        if not writes_run_folder(config):
+            return
         used = [name for name in RUN_FILES if (run_dir / name).exists()]
         if used:
             raise PathError(run_dir, f"holds a run already ({', '.join(used)}): pass --resume (resume=True) "

@@ -21,6 +21,17 @@ run stops.
 
 Checkpoints are written to a temporary file and renamed into place, so a run
 killed at any moment leaves the previous complete checkpoint, never half a file.
+
+``Config.strategy`` picks the ``tf.distribute`` strategy: the model is built,
+compiled or loaded in its scope and Keras splits each global batch between
+the replicas. Under ``"multi-worker"`` every worker runs this same function;
+only the chief writes the run folder (:func:`facegrid.runs.writes_run_folder`),
+the others a temporary folder removed at the end, and each worker takes its
+own share of every global batch (tf.data auto-sharding by data: the pipeline
+reads no files TensorFlow could split, and sharding the batches keeps each
+step's images those of a single-device run, so data order and resume are
+unchanged; every worker decodes the whole batch to get there). A resumed
+multi-worker run reads the run folder on every worker.
 """
 
 from __future__ import annotations
@@ -28,10 +39,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import urllib.error
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from facegrid.bad_images import BadImages
 from facegrid.config import Config
@@ -41,7 +55,7 @@ from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 from facegrid.loss import loss_for
 from facegrid.model import build_detector, load_detector
-from facegrid.runs import check_run_folder
+from facegrid.runs import check_run_folder, writes_run_folder
 from facegrid.sequence import FaceSequence
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
@@ -73,18 +87,34 @@ class ValidationAP(keras.callbacks.Callback):
     filter leaves out are ignore regions. An image that cannot be read stops
     training under ``on_bad_image = "raise"``; under ``"skip"`` it is logged
     once, counted in :attr:`bad_images` and left out of the AP, faces and all.
+
+    With ``replicas`` above 1 the images go through a single-device copy of
+    the model instead, its weights refreshed each epoch: a distributed model's
+    ``predict_on_batch`` runs the whole batch on every replica and
+    concatenates the results.
     """
 
-    def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter):
+    def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter,
+                 replicas: int = 1):
         super().__init__()
         self.index = index
         self.face_filter = face_filter
         self.config = config
         self.paths = [image_path(images, p) for p in index.paths.tolist()]
         self.bad_images = BadImages()
+        self.replicas = replicas
+        self._copy = None
+
+    def _network(self) -> keras.Model:
+        if self.replicas == 1:
+            return self.model
+        if self._copy is None:
+            self._copy = keras.models.clone_model(self.model)  # callbacks run outside the strategy's scope
+        self._copy.set_weights(self.model.get_weights())
+        return self._copy
 
     def on_epoch_end(self, epoch, logs=None):
-        detector = Detector.for_config(self.model, self.config, score_threshold=0.01)
+        detector = Detector.for_config(self._network(), self.config, score_threshold=0.01)
         skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
         found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
         read = [image for image, d in enumerate(found) if d is not None]
@@ -201,7 +231,8 @@ def train(
         config: every setting of model, data and optimisation.
         train_annotations, train_images: the training set.
         run_dir: the run folder (created); one that holds a run already is
-            refused unless ``resume``.
+            refused unless ``resume``. Under ``strategy = "multi-worker"``
+            only the chief writes it.
         val_annotations, val_images: the validation set; without it there is no
             validation AP, no best.keras and no early stopping.
         resume: continue the run in ``run_dir`` from its last finished epoch,
@@ -217,15 +248,35 @@ def train(
             ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`).
         ConnectionError: Keras' ImageNet weights cannot be downloaded.
     """
+    strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _log_to(run_dir)
+    writes = writes_run_folder(config)
+    out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="facegrid-worker-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _log_to(out_dir)
     try:
-        return _train(config, train_annotations, train_images, run_dir, val_annotations, val_images, resume, verbose)
+        return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, val_annotations,
+                      val_images, resume, verbose)
     finally:
         logging.getLogger("facegrid").removeHandler(handler)
         handler.close()
+        if not writes:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def distribution(config: Config) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy ``config.strategy`` names (the default one: a single device).
+
+    Raises:
+        ValueError: under ``"multi-worker"``, ``TF_CONFIG`` cannot be used
+            (TensorFlow's message).
+    """
+    if config.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if config.strategy == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def _build(config: Config) -> keras.Model:
@@ -258,29 +309,35 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
-def _train(config, train_annotations, train_images, run_dir, val_annotations, val_images, resume, verbose):
+def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, val_annotations, val_images,
+           resume, verbose):
+    """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`)."""
     keras.utils.set_random_seed(config.seed)
+    log.info("strategy %s: %s, %d replica(s) in sync", config.strategy, type(strategy).__name__,
+             strategy.num_replicas_in_sync)
     face_filter = FaceFilter(min_size=config.min_face_size)
     train_data = _training_data(config, train_annotations, train_images, face_filter)
     callbacks: list[keras.callbacks.Callback] = []
     if val_annotations is not None:
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
-        callbacks.append(ValidationAP(val_index, val_images, config, face_filter))
+        callbacks.append(ValidationAP(val_index, val_images, config, face_filter, strategy.num_replicas_in_sync))
 
     state = {}
     if resume:
         state = json.loads((run_dir / "state.json").read_text())
-        model = load_detector(run_dir / "last.keras", compile=True)
+        with strategy.scope():
+            model = load_detector(run_dir / "last.keras", compile=True)
         initial_epoch, best_ap = int(state["epoch"]), float(state["best_ap"])
         log.info("resuming %s after epoch %d (best val_ap %.4f)", run_dir, initial_epoch, best_ap)
-        for stale in run_dir.glob("*.tmp*"):  # a checkpoint cut short when the run was killed
+        for stale in out_dir.glob("*.tmp*"):  # a checkpoint cut short when the run was killed
             log.info("removing %s, left by an interrupted save", stale.name)
             stale.unlink()
     else:
-        model = _build(config)
-        _compile(model, config, len(train_data))
+        with strategy.scope():
+            model = _build(config)
+            _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
-    config.save(run_dir / "config.toml")
+    config.save(out_dir / "config.toml")
     log.info("configuration:\n%s", config.to_toml())
     if isinstance(train_data, FaceSequence):
         train_data.epoch = initial_epoch  # Keras advances it once before the first epoch
@@ -294,6 +351,9 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         # epoch e is served in FaceSequence's order of epoch e + 1 (see FaceSequence), so the
         # two pipelines train on the same batches
         data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
+        options = tf.data.Options()  # what a multi-worker strategy does with it: see the module's docstring
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        data = data.with_options(options)
         steps = len(train_data)
         log.info(
             "input pipeline: tf.data (facegrid.tfdata.FacePipeline), %d images in %d batches, "
@@ -311,9 +371,9 @@ def _train(config, train_annotations, train_images, run_dir, val_annotations, va
         callbacks.append(early_stopping)
     callbacks += [
         ReportBadImages(train_data.bad_images),
-        Checkpoints(run_dir, best_ap, early_stopping),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
+        Checkpoints(out_dir, best_ap, early_stopping),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
     ]
     model.fit(
         data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
