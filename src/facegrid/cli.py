@@ -448,8 +448,19 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
     _import_tensorflow()
     from facegrid.train import train as run_training  # Keras loads only once the settings are sound
 
-    run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
-                 val_images=val_images, resume=resume)
+    try:
+        run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
+                     val_images=val_images, resume=resume)
+    except ValueError as error:
+        text = " ".join(str(error).split())
+        if config.strategy != "multi-worker" or "PerReplica" not in text:
+            raise
+        # Keras 3's fit cannot build a model from a multi-worker strategy's per-replica batch
+        start = text.find("with an unsupported type")
+        raise click.ClickException(
+            "multi-worker training stopped in Keras' fit before its first step (a Keras 3 limitation): "
+            f"a per-replica batch {text[start:] if start >= 0 else text[-200:]}; on one host, use --strategy mirrored"
+        ) from None
     click.echo(f"run saved in {run_dir}")
 
 
