@@ -621,8 +621,8 @@ def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_
       keras        OUT.keras: the Keras model
       saved_model  OUT/: a TensorFlow SavedModel (serving_default signature)
       litert       OUT.tflite: float32 LiteRT
-      litert-int8  OUT.tflite: int8 weights and activations, uint8 input, float outputs
-      onnx         OUT.onnx: ONNX (opset 17)
+      litert-int8  OUT.tflite: int8, calibrated (first layers and heads' last convolutions float)
+      onnx         OUT.onnx: ONNX (through tf2onnx: the export extra)
     Exports other than keras output per-stride scores and boxes (see facegrid.runtime);
     facegrid detect --model OUT runs any of them, .tflite and .onnx without TensorFlow.
     """

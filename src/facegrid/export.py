@@ -12,9 +12,10 @@ in, and for a pyramid one score and one box output per stride, the final
 convolution is split in two (score, box) with the same weights, so an int8
 model quantises scores and boxes on scales of their own.
 
-int8 (``litert-int8``) is full-integer post-training quantisation: weights
-and activations int8, uint8 input, float outputs, the activation ranges
-calibrated on real training images prepared as at detection.
+int8 (``litert-int8``) is post-training quantisation: weights and
+activations int8, the activation ranges calibrated on real training images
+prepared as at detection, except for :data:`INT8_FLOAT_LAYERS` and each
+head's last convolution, which stay float; uint8 input, float outputs.
 """
 
 from __future__ import annotations
