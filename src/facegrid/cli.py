@@ -197,6 +197,54 @@ def data() -> None:
 
 
 @data.command()
+@click.option("--dispatcher", "dispatcher_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Run TensorFlow's tf.data service dispatcher on PORT (0: any free port).")
+@click.option("--worker", "dispatcher_address", metavar="HOST:PORT",
+              help="Run a tf.data service worker for the dispatcher at HOST:PORT.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="The worker's own port (0: any free port).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs.")
+@_fatal_input_errors
+def serve(dispatcher_port, dispatcher_address, port, work_dir) -> None:
+    """Serve input work to trainers on other hosts: a tf.data service dispatcher or worker.
+
+    \b
+    Start one dispatcher, then workers on any hosts that reach it:
+      facegrid data serve --dispatcher 5050
+      facegrid data serve --worker dispatcher-host:5050
+    and train with --data-service dispatcher-host:5050. Runs until interrupted.
+    """
+    if (dispatcher_port is None) == (dispatcher_address is None):
+        raise click.UsageError("give exactly one of --dispatcher PORT and --worker HOST:PORT")
+    if dispatcher_address is not None and not _is_host_port(dispatcher_address):
+        raise click.UsageError(f"--worker {dispatcher_address!r}: expected HOST:PORT")
+    _import_tensorflow()
+    from facegrid.service import start_dispatcher, start_worker
+
+    role = f"dispatcher on port {dispatcher_port}" if dispatcher_port is not None else f"worker on port {port}"
+    try:
+        if dispatcher_port is not None:
+            server = start_dispatcher(dispatcher_port, None if work_dir is None else str(work_dir))
+            click.echo(f"tf.data service dispatcher at {server.target}", err=True)
+        else:
+            server = start_worker(dispatcher_address, port)
+            click.echo(f"tf.data service worker for {dispatcher_address}", err=True)
+    except Exception as error:  # TensorFlow reports a port in use and the like as its own error types
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise click.ClickException(_one_line(f"{role}: {reason} (is the port in use?)")) from None
+    try:
+        server.join()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.removeprefix("grpc://").rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+@data.command()
 @click.argument("annotations", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the annotation paths are relative to; every image is opened.")
