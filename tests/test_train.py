@@ -212,3 +212,29 @@ def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypa
     message = str(info.value)
     assert "\n" not in message and "needs internet" in message and "Temporary failure in name resolution" in message
     assert "facegrid.pretrained.convert_torchvision_mobilenet_v2" in message
+
+
+def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_path):
+    from click.testing import CliRunner
+
+    from facegrid.cli import main
+    from facegrid.config import bundled_model_path
+
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    run = tmp_path / "finetune"
+    args = ["train", "--annotations", annotations, "--images", images, "--val-annotations", annotations,
+            "--val-images", images, "--run", run, "--init", bundled_model_path(), "--epochs", "1",
+            "--learning-rate", "1e-6", "--workers", "1"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    config = load_config(run / "config.toml")
+    assert config.init == str(bundled_model_path()) and config.strides == (8, 16, 32)  # the model's own settings
+    history = (run / "history.csv").read_text().splitlines()
+    val_ap = float(history[-1].split(",")[history[0].split(",").index("val_ap")])
+    assert val_ap > 0.9  # the bundled model finds each sample face from the first epoch on
+    small = tmp_path / "small.toml"
+    TINY.save(small)
+    result = CliRunner().invoke(main, [str(a) for a in args[:-8]] + [
+        "--run", str(tmp_path / "mismatch"), "--init", str(bundled_model_path()), "--config", str(small)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "its network is not the one these settings build" in result.output

@@ -468,6 +468,9 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 @click.option("--grid-size", type=click.IntRange(1))
 @click.option("--alpha", type=_Number())
 @click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False),
+              help="Fine-tune: start from this facegrid .keras model's weights (the bundled one: "
+                   "src/facegrid/models/facegrid-wider.keras); without --config, its settings too.")
 @click.option("--pipeline", type=click.Choice(PIPELINES),
               help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
 @click.option("--workers", type=click.IntRange(1))
@@ -485,6 +488,12 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
         raise click.UsageError("--val-annotations and --val-images go together")
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
+    elif overrides.get("init") and config_path is None:  # fine-tuning: the model's own network
+        from facegrid.config import model_settings_file
+
+        config_path = model_settings_file(overrides["init"])
+        if config_path is None:
+            raise click.UsageError(f"--init {overrides['init']}: no settings beside it; give them with --config")
     config = _settings(config_path, **overrides)
     from facegrid.runs import check_run_folder, writes_run_folder
 

@@ -76,6 +76,10 @@ class Config:
             :mod:`facegrid.pretrained`; alpha must be 1.0, and Keras'
             ``"imagenet"`` weights do not fit it).
         head_channels: width of the detection head's 3x3 convolution.
+        init: a facegrid ``.keras`` model whose weights start training (fine-tuning,
+            the bundled model's included); its network must be the one these
+            settings build (``facegrid train --init`` takes its settings file
+            too). Empty: the weights ``backbone_weights`` names, heads fresh.
 
     Data:
         batch_size, augment, seed: as for :class:`facegrid.FaceSequence`.
@@ -126,6 +130,7 @@ class Config:
     detect_size: int = 0
     alpha: float = 0.75
     backbone_weights: str = "none"
+    init: str = ""
     backbone_style: str = "keras"
     head_channels: int = 128
 
@@ -227,19 +232,20 @@ def settings_path(model: str | os.PathLike) -> Path:
     return model.with_suffix(".toml") if model.suffix else model.with_name(model.name + ".toml")
 
 
-def model_config(model: str | os.PathLike) -> Config | None:
-    """The settings saved with a model: :func:`settings_path`, else its run folder's ``config.toml``.
+def model_settings_file(model: str | os.PathLike) -> Path | None:
+    """The settings file saved with a model: :func:`settings_path`, else its run folder's ``config.toml``; None if neither."""
+    model = Path(model)
+    return next((p for p in (settings_path(model), model.parent / "config.toml") if p.is_file()), None)
 
-    None when neither exists (a bare model).
+
+def model_config(model: str | os.PathLike) -> Config | None:
+    """The settings saved with a model (:func:`model_settings_file`); None for a bare model.
 
     Raises:
         ValueError: the settings file is not a valid configuration.
     """
-    model = Path(model)
-    for candidate in (settings_path(model), model.parent / "config.toml"):
-        if candidate.is_file():
-            return load_config(candidate)
-    return None
+    found = model_settings_file(model)
+    return None if found is None else load_config(found)
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:

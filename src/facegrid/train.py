@@ -49,6 +49,7 @@ import tensorflow as tf
 
 from facegrid.bad_images import BadImages
 from facegrid.config import Config
+from facegrid.errors import PathError
 from facegrid.detect import Detector
 from facegrid.evaluate import average_precision
 from facegrid.paths import image_path
@@ -295,6 +296,23 @@ def _build(config: Config) -> keras.Model:
         ) from None
 
 
+def _start_from(model: keras.Model, init: str) -> None:
+    """Give ``model`` the weights of the facegrid model ``init`` (fine-tuning).
+
+    Raises:
+        facegrid.errors.PathError: ``init``'s network is not ``model``'s.
+    """
+    source = load_detector(init)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as error:
+        raise PathError(
+            init, f"its network is not the one these settings build ({str(error).splitlines()[0]}); "
+            "train with its own settings file"
+        ) from None
+    log.info("starting from the weights of %s", init)
+
+
 def _training_data(config: Config, annotations, images, face_filter: FaceFilter) -> FaceSequence | FacePipeline:
     """The training batches, from the pipeline the configuration names."""
     common = dict(
@@ -335,6 +353,8 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
     else:
         with strategy.scope():
             model = _build(config)
+            if config.init:
+                _start_from(model, config.init)
             _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
     config.save(out_dir / "config.toml")
