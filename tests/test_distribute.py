@@ -79,7 +79,7 @@ def test_mirrored_strategy_trains_on_two_replicas_and_resumes_on_one(samples, tm
     assert result == {"replicas": 2, "checkpoint_matches": True, "resumed_replicas": 1, "iterations": 4}
     with open(run / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
     assert all(math.isfinite(float(row["loss"])) and 0.0 <= float(row["val_ap"]) <= 1.0 for row in rows)
     log = (run / "train.log").read_text()
     assert "strategy mirrored: MirroredStrategy, 2 replica(s) in sync" in log

@@ -21,3 +21,20 @@ def test_the_suffix_chooses_the_format(tmp_path):
     fig.add_subplot().plot([0, 1], [1, 0])
     save_figure(fig, tmp_path / "plot.SVG", dpi=50)
     assert b"<svg" in (tmp_path / "plot.SVG").read_bytes()[:500]
+
+
+def test_training_curves_number_epochs_from_one_and_survive_a_redone_epoch(tmp_path):
+    from facegrid.curves import TrainingCurves, read_history
+
+    curves = TrainingCurves(tmp_path)
+    curves.on_epoch_end(0, {"loss": 2.0, "val_ap": 0.1})
+    curves.on_epoch_end(1, {"loss": 1.5, "val_ap": 0.3})
+    resumed = TrainingCurves(tmp_path)  # a run killed during epoch 3 redoes it after resuming
+    resumed.on_epoch_end(2, {"loss": 1.2, "val_ap": 0.4})
+    resumed.on_epoch_end(2, {"loss": 1.1, "val_ap": 0.5})
+    assert read_history(tmp_path / "history.csv") == [
+        {"epoch": 1, "loss": 2.0, "val_ap": 0.1}, {"epoch": 2, "loss": 1.5, "val_ap": 0.3},
+        {"epoch": 3, "loss": 1.1, "val_ap": 0.5},
+    ]
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv", "results.png"]

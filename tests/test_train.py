@@ -47,7 +47,8 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     assert int(resumed.optimizer.iterations) == iterations + 2  # optimizer state carried on
     with open(run / "history.csv") as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
-    assert epochs == [0, 1, 2]
+    assert epochs == [1, 2, 3]  # as Keras and train.log number them
+    assert (run / "results.png").stat().st_size > 0
     assert not list(run.glob("*.tmp*"))  # no temporary checkpoint left behind
 
     detector = Detector.load(run / "best.keras")

@@ -5,7 +5,8 @@ A run folder holds everything needed to inspect or continue it::
     RUN/
       config.toml     the resolved configuration (also printed in the log)
       train.log       the log
-      history.csv     loss and validation AP per epoch
+      history.csv     loss and validation AP per epoch (numbered from 1, as the log numbers them)
+      results.png     the same as curves, redrawn after every epoch
       last.keras      model + optimizer state after the last finished epoch
       best.keras      the model with the best validation AP so far
       state.json      last finished epoch, best AP and early stopping's count
@@ -49,6 +50,7 @@ import tensorflow as tf
 
 from facegrid.bad_images import BadImages
 from facegrid.config import Config
+from facegrid.curves import TrainingCurves
 from facegrid.errors import PathError
 from facegrid.detect import Detector
 from facegrid.evaluate import average_precision
@@ -392,7 +394,7 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
     callbacks += [
         ReportBadImages(train_data.bad_images),
         Checkpoints(out_dir, best_ap, early_stopping),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=resume),
+        TrainingCurves(out_dir),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
     ]
     model.fit(
