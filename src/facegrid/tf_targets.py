@@ -26,6 +26,15 @@ def supports(codec: GridCodec | PyramidCodec) -> bool:
     return isinstance(codec, GridCodec)
 
 
+def into_input(boxes: tf.Tensor, image_size: tf.Tensor, input_size: int) -> tf.Tensor:
+    """float32 ``[N, 4]`` xyxy boxes of a ``width x height`` image (``image_size``, float32 ``[2]``) in pixels of the ``S x S`` input.
+
+    The arithmetic of :class:`facegrid.examples.ExampleBuilder` for an image
+    taken whole: fractions of the image, times the input's side.
+    """
+    return _divide(boxes, tf.tile(image_size, [2])) * input_size
+
+
 def encode(codec: GridCodec, boxes: tf.Tensor, ignore: tf.Tensor, width: int, height: int) -> tf.Tensor:
     """float32 ``[G, G, 5]``: the target ``codec.encode(boxes, width, height, ignore)`` gives.
 
