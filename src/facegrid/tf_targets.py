@@ -1,11 +1,13 @@
 """The codecs' target encoding as TensorFlow ops, for input pipelines that run no Python per example.
 
-:func:`encode` gives, for one image's faces, the very target that
-``codec.encode`` (:mod:`facegrid.grid`) gives: the same float32 values, bit
-for bit. The layout is not restated here: the per-size constants (the grid's
-cell centres) come from the codec itself, computed in NumPy once per input
-size and embedded in the graph, and every operation is the float32 operation
-of the NumPy encoder in the same order, so that rounding agrees too.
+:func:`into_input` moves an image's boxes into the network input with its
+crop and flip, and :func:`encode` gives, for those faces, the very target
+that ``codec.encode`` (:mod:`facegrid.grid`) gives: the same float32 values,
+bit for bit. The per-size constants (the grid's cell centres) come from the
+codec itself, computed in NumPy once per input size and embedded in the
+graph, and every operation is the float32 operation of the NumPy code in the
+same order, so that rounding agrees too; ``tests/test_tf_targets.py`` holds
+the encoders to the same answers on the real annotations.
 Divisions are the one exception (:func:`_divide`): a traced graph may turn a
 division by a constant into a multiplication by its reciprocal, which rounds
 differently.
@@ -26,13 +28,37 @@ def supports(codec: GridCodec | PyramidCodec) -> bool:
     return isinstance(codec, GridCodec)
 
 
-def into_input(boxes: tf.Tensor, image_size: tf.Tensor, input_size: int) -> tf.Tensor:
-    """float32 ``[N, 4]`` xyxy boxes of a ``width x height`` image (``image_size``, float32 ``[2]``) in pixels of the ``S x S`` input.
+def into_input(
+    boxes: tf.Tensor, image_size: tf.Tensor, input_size: int, crop: tf.Tensor, cropped: tf.Tensor, flip: tf.Tensor
+) -> tf.Tensor:
+    """One image's boxes in pixels of the ``S x S`` input, moved with its pixels as ``ExampleBuilder`` moves them.
 
-    The arithmetic of :class:`facegrid.examples.ExampleBuilder` for an image
-    taken whole: fractions of the image, times the input's side.
+    Fractions of the image; with ``cropped``, those whose centre lies in
+    ``crop`` in its frame, clipped to it (:func:`facegrid.augment.crop_boxes`),
+    the others dropped; mirrored with ``flip`` (:func:`facegrid.augment.flip_boxes`);
+    times the input's side.
+
+    Args:
+        boxes: float32 ``[N, 4]`` xyxy boxes in pixels of the image.
+        image_size: float32 ``[2]``, the image's upright ``(width, height)``.
+        input_size: ``S``.
+        crop: float64 ``[4]``, the crop as taken (fractions of the image).
+        cropped: bool, whether a crop was taken at all.
+        flip: bool, whether the pixels were mirrored.
     """
-    return _divide(boxes, tf.tile(image_size, [2])) * input_size
+    relative = _divide(boxes, tf.tile(image_size, [2]))
+
+    def crop_them():
+        centre = (relative[:, :2] + relative[:, 2:]) * 0.5
+        edges = tf.cast(crop, tf.float32)  # compared in the boxes' precision
+        kept = tf.reduce_all((centre >= edges[:2]) & (centre < edges[2:]), axis=1)
+        origin = tf.tile(tf.cast(crop[:2], tf.float32), [2])
+        extent = tf.tile(tf.cast(crop[2:] - crop[:2], tf.float32), [2])
+        return tf.minimum(tf.maximum(_divide(tf.boolean_mask(relative, kept) - origin, extent), 0.0), 1.0)
+
+    relative = tf.cond(cropped, crop_them, lambda: relative)
+    mirrored = tf.stack([1.0 - relative[:, 2], relative[:, 1], 1.0 - relative[:, 0], relative[:, 3]], axis=1)
+    return tf.where(flip, mirrored, relative) * input_size
 
 
 def encode(codec: GridCodec, boxes: tf.Tensor, ignore: tf.Tensor, width: int, height: int) -> tf.Tensor:
