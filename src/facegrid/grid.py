@@ -101,6 +101,15 @@ class GridCodec(_Encoder):
         """Shape of one target for an input of any size: ``(G, G, 5)`` (the grid does not depend on it)."""
         return self.shape
 
+    def cell_centres(self, width: float, height: float) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``[G]`` x centres of the columns and ``[G]`` y centres of the rows, in pixels of a ``width x height`` image.
+
+        A cell whose centre lies strictly inside a face it does not hold (or an
+        ignore region) is an ignore cell; every encoder tests those centres.
+        """
+        steps = (np.arange(self.grid_size, dtype=np.float32) + 0.5) / self.grid_size
+        return steps * width, steps * height
+
     def _cells(self, boxes: np.ndarray, width, height):
         boxes = box_ops.clip(boxes, width, height)
         if np.ndim(width) == 0 and np.ndim(height) == 0:
@@ -175,7 +184,6 @@ class GridCodec(_Encoder):
             width, height: the size in pixels of every image.
             ignore, ignore_owners: ``[M, 4]`` ignore regions and their images.
         """
-        grid = self.grid_size
         target = np.zeros((count, *self.shape), dtype=np.float32)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         owners = np.asarray(owners, dtype=np.int64).reshape(-1)
@@ -184,8 +192,7 @@ class GridCodec(_Encoder):
             regions = np.concatenate([boxes, np.asarray(ignore, np.float32).reshape(-1, 4)])
             region_owners = np.concatenate([owners, np.asarray(ignore_owners, np.int64).reshape(-1)])
         if len(regions):
-            steps = (np.arange(grid, dtype=np.float32) + 0.5) / grid
-            cx, cy = steps * width, steps * height
+            cx, cy = self.cell_centres(width, height)
             inside_x = (cx[None, :] > regions[:, 0:1]) & (cx[None, :] < regions[:, 2:3])  # [R, G]
             inside_y = (cy[None, :] > regions[:, 1:2]) & (cy[None, :] < regions[:, 3:4])
             region, row, col = np.nonzero(inside_y[:, :, None] & inside_x[:, None, :])  # cell centres covered

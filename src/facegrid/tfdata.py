@@ -194,10 +194,10 @@ class FacePipeline:
     def _example(self, plan: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         builder = self.source.builder
         size = builder.input_size
-        x = _resize_region(self._decode(plan["file"], plan["ratio"]), plan["region"], size)
+        x = resize_region(self._decode(plan["file"], plan["ratio"]), plan["region"], size)
         if builder.augment:
             x = tf.cond(plan["flip"], lambda: tf.reverse(x, axis=[1]), lambda: x)
-            x = _adjust_color(x, plan["color"])
+            x = adjust_color(x, plan["color"])
         x.set_shape([size, size, 3])
         return x, plan["y"]
 
@@ -213,7 +213,7 @@ class FacePipeline:
             ]
             pixels = tf.switch_case(ratio, branches)
             if (self._orientation != 1).any():
-                pixels = _orient(pixels, tf.gather(self._orientation, file))
+                pixels = orient(pixels, tf.gather(self._orientation, file))
             return pixels
 
         def facegrid_reader():
@@ -228,7 +228,7 @@ class FacePipeline:
         return tf.cond(tf.gather(self._jpeg, file), tensorflow_jpeg, facegrid_reader)
 
 
-def _orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+def orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     """Apply an EXIF orientation (1..8) to stored pixels, as :mod:`facegrid.images` does."""
     branches = [
         lambda: pixels,
@@ -243,7 +243,7 @@ def _orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(orientation - 1, branches)
 
 
-def _resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor:
+def resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor:
     """Cut ``region`` (whole pixels ``[x1, y1, x2, y2)``) out of uint8 pixels and resize it to ``size x size``.
 
     The filter of :func:`facegrid.images.resize_region`: half-pixel bilinear,
@@ -259,7 +259,7 @@ def _resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
-def _adjust_color(x: tf.Tensor, color: tf.Tensor) -> tf.Tensor:
+def adjust_color(x: tf.Tensor, color: tf.Tensor) -> tf.Tensor:
     """:func:`facegrid.augment.adjust_color` on a TensorFlow tensor: ``color`` = saturation, contrast, brightness."""
     pixels = tf.cast(x, tf.float32)
     gray = tf.tensordot(pixels, tf.constant(LUMA), axes=1)[..., None]

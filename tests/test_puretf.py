@@ -1,0 +1,110 @@
+"""The pure-TensorFlow pipeline (``facegrid.puretf``): FaceSequence's batches with no Python per example."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_tfdata import assert_same_batches, batches
+
+from facegrid.augment import Augment
+from facegrid.grid import GridCodec, PyramidCodec
+from facegrid.puretf import PureTFPipeline
+from facegrid.sequence import FaceSequence
+from facegrid.tfdata import FacePipeline
+from facegrid.wider import read_annotations
+
+tf = pytest.importorskip("tensorflow")
+
+#: Ops that call back into Python: a tf.data service cannot run them on its workers.
+PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction"}
+
+
+@pytest.fixture(scope="module")
+def val_sample(wider):
+    return (
+        read_annotations(wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"),
+        wider / "WIDER_val" / "images",
+    )
+
+
+def op_types(dataset) -> set[str]:
+    """Every op type in a dataset's graph, its functions (the map bodies) included."""
+    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    types = {node.op for node in graph.node}
+    for function in graph.library.function:
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_same_batches_as_face_sequence(val_sample, augment):
+    index, images = val_sample
+    pipeline = PureTFPipeline(index, images, batch_size=32, augment=augment, seed=3)
+    sequence = FaceSequence(index, images, batch_size=32, augment=augment, seed=3)
+    sequence.epoch = 2
+    ours = batches(pipeline.dataset(first_epoch=2, epochs=1))
+    assert len(pipeline) == len(sequence) == 13
+    assert [len(x) for x, _ in ours] == [32] * 12 + [10]  # the last batch holds the remainder
+    assert_same_batches(ours, sequence)
+
+
+def test_small_crops_file_order_and_another_grid(val_sample):
+    index, images = val_sample
+    settings = dict(input_size=160, codec=GridCodec(20), shuffle=False, augment=Augment(crop_scale=(0.3, 1.0)), seed=4)
+    ours = batches(PureTFPipeline(index.take(np.arange(50)), images, batch_size=16, **settings).dataset())
+    assert_same_batches(ours, FaceSequence(index.take(np.arange(50)), images, batch_size=16, **settings))
+    assert sum(int((y[..., 0] == -1).sum()) for _, y in ours) > 0  # ignore cells are exercised
+
+
+def test_epochs_follow_each_other_in_the_sources_orders(val_sample):
+    index, images = val_sample
+    pipeline = PureTFPipeline(index, images, batch_size=100, seed=1)
+    two = batches(pipeline.dataset(first_epoch=4, epochs=2))
+    assert len(two) == 2 * len(pipeline) == 8
+    orders = [plan["image"] for plan in pipeline.plans(4, 2).as_numpy_iterator()]
+    for epoch, order in zip((4, 5), orders):
+        np.testing.assert_array_equal(order, pipeline.source.order(epoch))
+        assert sorted(order) == list(range(len(index)))
+    for epoch, part in zip((4, 5), (two[:4], two[4:])):
+        sequence = FaceSequence(index, images, batch_size=100, seed=1)
+        sequence.epoch = epoch
+        for (_, y), (_, expected) in zip(part, (sequence[k] for k in range(4)), strict=True):
+            np.testing.assert_array_equal(y, expected)
+    assert not np.array_equal(two[0][1], two[4][1])  # a new order
+
+
+def test_shards_together_serve_every_batch_and_image_once(val_sample):
+    index, images = val_sample
+    subset = index.take(np.arange(60))
+    pipeline = PureTFPipeline(subset, images, batch_size=7, input_size=96, augment=True, seed=2)
+    whole = batches(pipeline.dataset(epochs=2))
+    shards = [batches(pipeline.dataset(epochs=2).shard(3, k)) for k in range(3)]
+    assert sum(len(s) for s in shards) == len(whole) == 2 * len(pipeline)
+    for k, (x, y) in enumerate(whole):
+        shard_x, shard_y = shards[k % 3][k // 3]
+        np.testing.assert_array_equal(shard_x, x)
+        np.testing.assert_array_equal(shard_y, y)
+    for epoch in range(2):
+        served = [
+            int(sample["image"])
+            for k in range(3)
+            for sample in pipeline.plans(epoch, 1).unbatch().shard(3, k).as_numpy_iterator()
+        ]
+        assert sorted(served) == list(range(len(subset)))
+
+
+def test_no_python_in_the_graph(val_sample):
+    index, images = val_sample
+    subset = index.take(np.arange(10))
+    types = op_types(PureTFPipeline(subset, images, batch_size=4, augment=True).dataset(epochs=2))
+    assert {"ReadFile", "DecodeJpeg", "TensorScatterUpdate"} <= types  # the map bodies are inspected
+    assert not types & PYTHON_OPS
+    assert op_types(FacePipeline(subset, images, batch_size=4).dataset(epochs=1)) & PYTHON_OPS  # the check sees them
+
+
+def test_refuses_what_it_cannot_do_in_tensorflow(samples, val_sample):
+    index, images = val_sample
+    with pytest.raises(ValueError, match=r"2 image\(s\) are not JPEGs"):
+        PureTFPipeline(samples / "faces_bbx_gt.txt", samples / "images")
+    with pytest.raises(TypeError, match="PyramidCodec"):
+        PureTFPipeline(index.take(np.arange(4)), images, codec=PyramidCodec())
