@@ -116,3 +116,27 @@ def test_serve_refuses_bad_arguments_in_one_line():
         assert "dispatcher on port" in result.output and "in use" in result.output
     finally:
         blocker.close()
+
+
+def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):
+    from facegrid.config import Config
+    from facegrid.wider import write_annotations
+
+    address, _ = service
+    index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
+    annotations = tmp_path / "train.txt"
+    write_annotations(index.take(np.arange(48)), annotations)
+    Config(input_size=64, grid_size=2, alpha=0.35, head_channels=8, batch_size=16, epochs=1).save(tmp_path / "tiny.toml")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", "--annotations", str(annotations), "--images", str(wider / "WIDER_train" / "images"),
+        "--run", str(run), "--config", str(tmp_path / "tiny.toml"), "--pipeline", "puretf",
+        "--data-service", address,
+    ])
+    assert result.exit_code == 0, result.output
+    log = (run / "train.log").read_text()
+    assert "(PureTFPipeline), 48 images in 3 batches" in log and f"tf.data service at {address}" in log
+    assert (run / "history.csv").read_text().splitlines()[1].startswith("1,")
+    refused = CliRunner().invoke(main, ["train", "--annotations", str(annotations), "--images", str(tmp_path),
+                                        "--run", str(tmp_path / "other"), "--data-service", address])
+    assert refused.exit_code == 2 and "data_service needs pipeline 'puretf'" in refused.output

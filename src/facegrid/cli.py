@@ -472,7 +472,11 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
               help="Fine-tune: start from this facegrid .keras model's weights (the bundled one: "
                    "src/facegrid/models/facegrid-wider.keras); without --config, its settings too.")
 @click.option("--pipeline", type=click.Choice(PIPELINES),
-              help="Input pipeline: tf.data (the default, faster) or FaceSequence.")
+              help="Input pipeline: tf.data (the default, faster), FaceSequence, or tf.data of TensorFlow ops "
+                   "only (puretf: JPEGs, single grid; what a tf.data service runs).")
+@click.option("--data-service", metavar="HOST:PORT",
+              help="Read the batches from the tf.data service dispatcher at HOST:PORT (facegrid data serve); "
+                   "needs --pipeline puretf.")
 @click.option("--workers", type=click.IntRange(1))
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help=f"tf.distribute strategy: one device, all local devices (mirrored), or the cluster in "

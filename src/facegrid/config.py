@@ -37,7 +37,7 @@ def bundled_model_path() -> Path:
 TAPS_BY_STRIDE = (8, 16, 32)
 
 #: The choices for ``pipeline``.
-PIPELINES = ("tfdata", "sequence")
+PIPELINES = ("tfdata", "sequence", "puretf")
 
 #: The choices for ``strategy``.
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -87,8 +87,14 @@ class Config:
             side, when augmenting (:class:`facegrid.augment.Augment`).
         min_face_size: faces smaller than this (original pixels) are not targets.
         pipeline: ``"tfdata"`` (:class:`facegrid.tfdata.FacePipeline`: TensorFlow
-            decodes in its own threads; the faster) or ``"sequence"``
-            (:class:`facegrid.FaceSequence`). Both serve the same batches.
+            decodes in its own threads; the faster), ``"sequence"``
+            (:class:`facegrid.FaceSequence`) or ``"puretf"``
+            (:class:`facegrid.puretf.PureTFPipeline`: TensorFlow ops only, which
+            a tf.data service can run; JPEG images and single-grid targets).
+            All serve the same batches.
+        data_service: ``host:port`` of a tf.data service dispatcher (``facegrid
+            data serve``) whose workers build the training batches; needs
+            ``pipeline = "puretf"``. Empty: batches are built here.
         workers: images decoded at once (tfdata) or batch-building workers (sequence).
         use_multiprocessing: sequence only: worker processes instead of threads.
         on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
@@ -140,6 +146,7 @@ class Config:
     seed: int = 0
     min_face_size: float = 0.0
     pipeline: str = "tfdata"
+    data_service: str = ""
     workers: int = 2
     use_multiprocessing: bool = False
     on_bad_image: str = "raise"
@@ -183,6 +190,8 @@ class Config:
         from facegrid.bad_images import check_policy
 
         _check_choice("pipeline", self.pipeline, PIPELINES)
+        if self.data_service and self.pipeline != "puretf":
+            raise ValueError(f"data_service needs pipeline 'puretf' (the one a service can run), not {self.pipeline!r}")
         _check_choice("strategy", self.strategy, STRATEGIES)
         check_policy(self.on_bad_image)
         _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from facegrid import boxes as box_ops
 from facegrid import tf_targets
+from facegrid.bad_images import BadImages
 from facegrid.examples import ExampleSource
 from facegrid.images import DCT_RATIOS, FULL_IMAGE, covering_size, decoded_size, pixel_region
 from facegrid.index import Index
@@ -87,6 +88,11 @@ class PureTFPipeline:
     @property
     def index(self) -> Index:
         return self.source.index
+
+    @property
+    def bad_images(self) -> BadImages:
+        """Images left out as unusable when the pipeline was built (the only time they are checked)."""
+        return self.source.bad_images
 
     def plans(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
         """One element per epoch ``first_epoch ..``: a dict of ``[n, ...]`` tensors, a row per sample in serving order.

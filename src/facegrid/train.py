@@ -59,7 +59,9 @@ from facegrid.index import FaceFilter, Index
 from facegrid.loss import loss_for
 from facegrid.model import build_detector, load_detector
 from facegrid.runs import check_run_folder, writes_run_folder
+from facegrid.puretf import PureTFPipeline
 from facegrid.sequence import FaceSequence
+from facegrid.service import distribute
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
 
@@ -315,7 +317,7 @@ def _start_from(model: keras.Model, init: str) -> None:
     log.info("starting from the weights of %s", init)
 
 
-def _training_data(config: Config, annotations, images, face_filter: FaceFilter) -> FaceSequence | FacePipeline:
+def _training_data(config: Config, annotations, images, face_filter: FaceFilter):
     """The training batches, from the pipeline the configuration names."""
     common = dict(
         batch_size=config.batch_size, input_size=config.input_size, codec=config.codec, shuffle=True,
@@ -326,6 +328,8 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
         return FaceSequence(
             annotations, images, workers=config.workers, use_multiprocessing=config.use_multiprocessing, **common
         )
+    if config.pipeline == "puretf":
+        return PureTFPipeline(annotations, images, parallel_calls=config.workers, **common)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
@@ -378,10 +382,11 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
         data = data.with_options(options)
         steps = len(train_data)
         log.info(
-            "input pipeline: tf.data (facegrid.tfdata.FacePipeline), %d images in %d batches, "
-            "%d images decoded at once",
-            len(train_data.index), steps, config.workers,
+            "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
+            type(train_data).__name__, len(train_data.index), steps, config.workers,
         )
+        if config.data_service:
+            data = distribute(data, config.data_service)
 
     early_stopping = None
     if val_annotations is not None and config.early_stopping_patience > 0:
