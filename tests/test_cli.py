@@ -217,12 +217,18 @@ def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
 def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tmp_path, samples):
     (tmp_path / "empty").mkdir()
     assert refused("detect", tmp_path / "empty") == (
-        f"error: {tmp_path / 'empty'}: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+        f"error: {tmp_path / 'empty'}: no image or video files "
+        "(.jpg .jpeg .png .bmp .webp .tif .tiff .mp4 .avi .mov .mkv .webm .m4v)"
+    )
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "clip.txt").write_text("not a picture")
+    assert refused("detect", tmp_path / "notes", "--model", tmp_path / "absent.keras").endswith(
+        "only 1 other file(s) such as clip.txt"
     )
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
-    assert refused("detect", tmp_path / "videos", "--model", tmp_path / "absent.keras").endswith(
-        "only 1 other file(s) such as clip.mp4"
+    assert refused("detect", tmp_path / "videos", "--model", tmp_path / "absent.keras") == (
+        f"error: {tmp_path / 'videos' / 'clip.mp4'}: not a video OpenCV can open"
     )
     one = samples / "images" / "background" / "rocket.jpg"
     assert refused("detect", one, "--wider-submission", tmp_path / "sub") == (
@@ -245,7 +251,8 @@ def test_an_error_line_stays_one_line_whatever_the_name(tmp_path):
     odd = tmp_path / "two\nlines \udcff"
     odd.mkdir()
     assert refused("detect", odd) == (
-        f"error: {tmp_path}/two\\nlines \\udcff: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+        f"error: {tmp_path}/two\\nlines \\udcff: no image or video files "
+        "(.jpg .jpeg .png .bmp .webp .tif .tiff .mp4 .avi .mov .mkv .webm .m4v)"
     )
 
 
@@ -293,7 +300,7 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
     proc = subprocess.run([sys.executable, "-m", "facegrid.cli", "detect", str(photo)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: ")
-    assert proc.stderr == ""
+    assert proc.stderr.startswith("1 image(s): 1 face(s) in ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_a_usage_mistake_is_one_line_naming_the_help():
