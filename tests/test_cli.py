@@ -314,3 +314,45 @@ def test_a_usage_mistake_is_one_line_naming_the_help():
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
         assert "--help'" in result.stderr and "Usage:" not in result.output
     assert CliRunner().invoke(main, ["--help"]).exit_code == 0
+
+
+def tiny_wider(wider, root):
+    """A WIDER FACE folder of 10 validation images (linked, not copied) and the real ground truth."""
+    for event, count in (("0--Parade", 4), ("13--Interview", 3), ("19--Couple", 3)):
+        (root / "WIDER_val" / "images" / event).mkdir(parents=True)
+        for image in sorted((wider / "WIDER_val" / "images" / event).glob("*.jpg"))[:count]:
+            (root / "WIDER_val" / "images" / event / image.name).symlink_to(image)
+    (root / "eval_tools").mkdir()
+    (root / "eval_tools" / "ground_truth").symlink_to(wider / "eval_tools" / "ground_truth")
+    return root
+
+
+def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp_path):
+    data = tiny_wider(wider, tmp_path / "wider")
+    plot = tmp_path / "pr.png"
+    val = run("val", "src/facegrid/models/facegrid-wider.keras", "--data", data, "--json", "--plot", plot)
+    assert val.exit_code == 0, val.output
+    report = json.loads(val.stdout)
+    assert report["protocol"] == "wider" and report["images"] == 10
+    assert sorted(report["ap"]) == ["easy", "hard", "medium"] and all(0 < ap <= 1 for ap in report["ap"].values())
+    assert plot.stat().st_size > 0
+    assert val.stderr.startswith("10 image(s): ") and val.stderr.rstrip().endswith(" images/s")
+
+    detected = run("detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "pred")
+    assert detected.exit_code == 0, detected.output
+    scored = run("evaluate", tmp_path / "pred", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
+    assert json.loads(scored.stdout) == report  # the same images, boxes and AP, to the last bit
+
+    explicit = run("val", "src/facegrid/models/facegrid-wider.keras", "--images", data / "WIDER_val" / "images",
+                   "--ground-truth", data / "eval_tools" / "ground_truth")
+    assert explicit.stdout.splitlines() == [f"{name:>8}: AP {ap:.4f}" for name, ap in report["ap"].items()]
+
+
+def test_val_refuses_a_folder_that_is_not_wider_before_the_model_loads(tmp_path, samples):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not loaded")
+    assert refused("val", model).startswith("error: give --data, or both --images and --ground-truth")
+    assert refused("val", model, "--data", tmp_path) == (
+        f"error: {tmp_path / 'WIDER_val' / 'images'}: no such folder: is {tmp_path} a WIDER FACE folder "
+        "(with WIDER_val/images)?"
+    )

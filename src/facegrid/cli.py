@@ -670,7 +670,7 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
     covers. With --annotations: AP against that file, faces flagged invalid or
     of zero size ignored.
     """
-    from facegrid.evaluate import average_precision, evaluate_wider, plot_pr
+    from facegrid.evaluate import average_precision, evaluate_wider
     from facegrid.submission import read_submission
 
     if (ground_truth is None) == (annotations is None):
@@ -684,8 +684,15 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
         curve = average_precision(predictions, read_annotations(annotations), iou=iou)
         curves, aps = {f"AP@{iou:g}": curve}, {f"AP@{iou:g}": curve.ap}
         report = {"protocol": "plain", "iou": iou, "faces": curve.num_faces, "ap": curve.ap}
+    _report_ap(report, curves, aps, plot, f"{submission}", as_json)
+
+
+def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: str, as_json: bool) -> None:
+    """Print an evaluation (``report`` with --json, else one AP a line) and save its curves with --plot."""
+    from facegrid.evaluate import plot_pr
+
     if plot is not None:
-        plot_pr(curves, plot, title=f"{submission}")
+        plot_pr(curves, plot, title=title)
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -693,6 +700,65 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
             click.echo(f"{name:>8}: AP {ap:.4f}")
         if plot is not None:
             click.echo(f"wrote {plot}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A WIDER FACE folder: its WIDER_val/images and eval_tools/ground_truth are used.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The validation images, as <event>/<name> below it [default: DATA/WIDER_val/images].")
+@click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The official ground truth folder [default: DATA/eval_tools/ground_truth].")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+              help="Images run through a Keras model at once (as detect batches them).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
+@_fatal_input_errors
+def val(model, data, images, ground_truth, plot, as_json, batch_size, threads) -> None:
+    """Detect in the WIDER FACE validation images and score MODEL with the official protocol, in one step.
+
+    MODEL is a .keras detector or an export (.tflite and .onnx run without
+    TensorFlow). Every box down to score 0.01 counts, as in a submission:
+    the AP equals that of evaluate --ground-truth on the result files detect
+    --wider-submission writes for the same images, on the images present.
+    Nothing is written but the --plot.
+    """
+    from facegrid.evaluate import evaluate_wider, load_wider_ground_truth
+    from facegrid.inputs import find_images, submission_keys
+    from facegrid.submission import SCORE_FLOOR, as_submitted
+
+    if images is None or ground_truth is None:
+        if data is None:
+            raise click.UsageError("give --data, or both --images and --ground-truth")
+        images = images or data / "WIDER_val" / "images"
+        ground_truth = ground_truth or data / "eval_tools" / "ground_truth"
+    for folder, part in ((images, "WIDER_val/images"), (ground_truth, "eval_tools/ground_truth")):
+        if not folder.is_dir():
+            raise PathError(folder, f"no such folder: is {data} a WIDER FACE folder (with {part})?")
+    found = find_images([images])
+    keys = submission_keys(found)
+    truth = load_wider_ground_truth(ground_truth)  # a wrong folder costs nothing yet
+    listed = set(truth.keys)
+    unknown = [key for key in keys if key not in listed]
+    if unknown:
+        raise PathError(ground_truth, f"does not list {len(unknown):,} of the {len(keys):,} images in {images}, "
+                                      f"such as {unknown[0]}: are they validation images?")
+    detector = _load_detector(model, score_threshold=SCORE_FLOOR, threads=threads)
+    progress = _Progress(len(found), "image", boxes=f"boxes scoring {SCORE_FLOOR:g} or more")
+    predictions = {}
+    for start in range(0, len(found), batch_size):
+        chunk = found[start : start + batch_size]
+        results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
+        for key, result in zip(keys[start : start + batch_size], results):
+            predictions[key] = as_submitted(key, result.boxes, result.scores)
+            progress.count(len(result.scores))
+    progress.close()
+    result = evaluate_wider(predictions, truth)
+    report = {"protocol": "wider", "images": len(result.images), "ap": result.ap}
+    _report_ap(report, result.curves, result.ap, plot, f"{model.name} on {images}", as_json)
 
 
 @main.command()
