@@ -217,12 +217,18 @@ def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
 def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tmp_path, samples):
     (tmp_path / "empty").mkdir()
     assert refused("detect", tmp_path / "empty") == (
-        f"error: {tmp_path / 'empty'}: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+        f"error: {tmp_path / 'empty'}: no image or video files "
+        "(.jpg .jpeg .png .bmp .webp .tif .tiff .mp4 .avi .mov .mkv .webm .m4v)"
+    )
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "clip.txt").write_text("not a picture")
+    assert refused("detect", tmp_path / "notes", "--model", tmp_path / "absent.keras").endswith(
+        "only 1 other file(s) such as clip.txt"
     )
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
-    assert refused("detect", tmp_path / "videos", "--model", tmp_path / "absent.keras").endswith(
-        "only 1 other file(s) such as clip.mp4"
+    assert refused("detect", tmp_path / "videos", "--model", tmp_path / "absent.keras") == (
+        f"error: {tmp_path / 'videos' / 'clip.mp4'}: not a video OpenCV can open"
     )
     one = samples / "images" / "background" / "rocket.jpg"
     assert refused("detect", one, "--wider-submission", tmp_path / "sub") == (
@@ -245,7 +251,8 @@ def test_an_error_line_stays_one_line_whatever_the_name(tmp_path):
     odd = tmp_path / "two\nlines \udcff"
     odd.mkdir()
     assert refused("detect", odd) == (
-        f"error: {tmp_path}/two\\nlines \\udcff: no image files (.jpg .jpeg .png .bmp .webp .tif .tiff)"
+        f"error: {tmp_path}/two\\nlines \\udcff: no image or video files "
+        "(.jpg .jpeg .png .bmp .webp .tif .tiff .mp4 .avi .mov .mkv .webm .m4v)"
     )
 
 
@@ -293,7 +300,7 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
     proc = subprocess.run([sys.executable, "-m", "facegrid.cli", "detect", str(photo)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: ")
-    assert proc.stderr == ""
+    assert proc.stderr.startswith("1 image(s): 1 face(s) in ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_a_usage_mistake_is_one_line_naming_the_help():
@@ -307,3 +314,50 @@ def test_a_usage_mistake_is_one_line_naming_the_help():
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
         assert "--help'" in result.stderr and "Usage:" not in result.output
     assert CliRunner().invoke(main, ["--help"]).exit_code == 0
+
+
+def tiny_wider(wider, root):
+    """A WIDER FACE folder of 10 validation images (linked, not copied) and the real ground truth."""
+    for event, count in (("0--Parade", 4), ("13--Interview", 3), ("19--Couple", 3)):
+        (root / "WIDER_val" / "images" / event).mkdir(parents=True)
+        for image in sorted((wider / "WIDER_val" / "images" / event).glob("*.jpg"))[:count]:
+            (root / "WIDER_val" / "images" / event / image.name).symlink_to(image)
+    (root / "eval_tools").mkdir()
+    (root / "eval_tools" / "ground_truth").symlink_to(wider / "eval_tools" / "ground_truth")
+    return root
+
+
+def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp_path):
+    data = tiny_wider(wider, tmp_path / "wider")
+    plot = tmp_path / "pr.png"
+    val = run("val", "src/facegrid/models/facegrid-wider.keras", "--data", data, "--json", "--plot", plot)
+    assert val.exit_code == 0, val.output
+    report = json.loads(val.stdout)
+    assert report["protocol"] == "wider" and report["images"] == 10
+    assert sorted(report["ap"]) == ["easy", "hard", "medium"] and all(0 < ap <= 1 for ap in report["ap"].values())
+    assert plot.stat().st_size > 0
+    assert val.stderr.startswith("10 image(s): ") and val.stderr.rstrip().endswith(" images/s")
+
+    detected = run("detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "pred",
+                   "--batch-size", 1)  # val's default: each image at its own input
+    assert detected.exit_code == 0, detected.output
+    scored = run("evaluate", tmp_path / "pred", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
+    assert json.loads(scored.stdout) == report  # the same images, boxes and AP, to the last bit
+
+    batched = run("detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "batched")
+    assert batched.exit_code == 0, batched.output
+    scored = run("evaluate", tmp_path / "batched", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
+    explicit = run("val", "src/facegrid/models/facegrid-wider.keras", "--images", data / "WIDER_val" / "images",
+                   "--ground-truth", data / "eval_tools" / "ground_truth", "--batch-size", 8)  # detect's default
+    ap = json.loads(scored.stdout)["ap"]
+    assert explicit.stdout.splitlines() == [f"{name:>8}: AP {ap[name]:.4f}" for name in ("easy", "medium", "hard")]
+
+
+def test_val_refuses_a_folder_that_is_not_wider_before_the_model_loads(tmp_path, samples):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not loaded")
+    assert refused("val", model).startswith("error: give --data, or both --images and --ground-truth")
+    assert refused("val", model, "--data", tmp_path) == (
+        f"error: {tmp_path / 'WIDER_val' / 'images'}: no such folder: is {tmp_path} a WIDER FACE folder "
+        "(with WIDER_val/images)?"
+    )

@@ -77,9 +77,9 @@ def test_detection_thresholds_come_from_the_models_settings_unless_given(tiny_mo
     photo = samples / "images" / "portraits" / "astronaut.png"
     shown = CliRunner().invoke(main, ["detect", str(photo), "--model", str(strict), "--json"])
     assert shown.exit_code == 0, shown.output
-    assert all(face["score"] >= 0.9 for face in json.loads(shown.output)["faces"])
+    assert all(face["score"] >= 0.9 for face in json.loads(shown.stdout)["faces"])
     loose = CliRunner().invoke(main, ["detect", str(photo), "--model", str(strict), "--json", "--threshold", "0"])
-    assert len(json.loads(loose.output)["faces"]) > len(json.loads(shown.output)["faces"])
+    assert len(json.loads(loose.stdout)["faces"]) > len(json.loads(shown.stdout)["faces"])
 
 
 def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samples, tmp_path):
@@ -89,7 +89,7 @@ def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samp
          "--out", str(tmp_path / "out"), "--wider-submission", str(tmp_path / "sub")],
     )
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in result.output.splitlines()]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["width"] for r in records] == [640, 512, 512, 512]
     assert all(face["score"] >= 0.9 for r in records for face in r["faces"])
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg")) == [
@@ -132,10 +132,10 @@ def test_detect_command_gives_each_image_its_own_annotated_copy(tiny_model, samp
             "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert [line.split(" -> ")[1] for line in result.output.splitlines()] == [
+    assert [line.split(" -> ")[1] for line in result.stdout.splitlines()] == [
         str(tmp_path / "out" / name) for name in ("1.jpg", "1-2.jpg", "1.png.jpg")
     ]
-    assert CliRunner().invoke(main, args).output == result.output
+    assert CliRunner().invoke(main, args).stdout == result.stdout
 
 
 def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):

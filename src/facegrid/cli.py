@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import math
@@ -31,7 +32,6 @@ from facegrid.download import RELEASES
 from facegrid.errors import FileLineError, PathError
 from facegrid.export import CALIBRATION_IMAGES
 from facegrid.export import FORMATS as EXPORT_FORMATS
-from facegrid.images import ImageError
 from facegrid.index import FaceFilter
 from facegrid.submission import SubmissionError
 from facegrid.wider import AnnotationError, read_annotations
@@ -525,13 +525,75 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
     click.echo(f"run saved in {run_dir}")
 
 
+def _load_detector(model_path: Path | None, **settings):
+    """The detector of ``model_path`` (the bundled model if None); TensorFlow loads only for a Keras model."""
+    from facegrid.detect import Detector
+    from facegrid.runtime import is_exported
+
+    if model_path is None or not is_exported(model_path):
+        _import_tensorflow()
+    try:
+        with _quiet_stderr():  # LiteRT's native notice that XNNPACK is on
+            return Detector.load(model_path, **settings)
+    except ValueError as error:
+        if isinstance(error, PathError):
+            raise
+        raise click.UsageError(str(error)) from None
+
+
+class _Progress:
+    """A progress bar with an ETA on stderr (on a terminal, or with -v), then a one-line summary there.
+
+    Results go to stdout through :meth:`echo`, which keeps them clear of the
+    bar; stdout stays the results' alone, so ``--json`` output pipes cleanly.
+    """
+
+    def __init__(self, total: int | None, unit: str, boxes: str = "face(s)"):
+        from tqdm import tqdm
+
+        shown = click.get_current_context().find_root().params["verbose"] or sys.stderr.isatty()
+        self.bar = tqdm(total=total, unit=f" {unit}", disable=not shown, file=sys.stderr, leave=False,
+                        dynamic_ncols=True)
+        self.boxes_name = boxes
+        self.images = self.frames = self.videos = self.boxes = 0
+        self.start = time.perf_counter()
+
+    def echo(self, line: str, err: bool = False) -> None:
+        if self.bar.disable:
+            click.echo(line, err=err)
+        else:
+            self.bar.write(line, file=sys.stderr if err else sys.stdout)
+
+    def count(self, boxes: int, frame: bool = False) -> None:
+        """One image (or video frame) done, with ``boxes`` boxes."""
+        self.boxes += boxes
+        if frame:
+            self.frames += 1
+        else:
+            self.images += 1
+        self.bar.update()
+
+    def close(self) -> None:
+        """Remove the bar and write the summary: what was read, the boxes found, and the rate."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.start
+        parts = [f"{self.images:,} image(s)"] if self.images or not self.frames else []
+        if self.frames:
+            parts.append(f"{self.frames:,} frame(s) of {self.videos:,} video(s)")
+        unit = " and ".join(name for name, n in (("images", self.images), ("frames", self.frames)) if n) or "images"
+        rate = (self.images + self.frames) / seconds if seconds > 0 else 0.0
+        click.echo(f"{' and '.join(parts)}: {self.boxes:,} {self.boxes_name} in {seconds:.1f} s, "
+                   f"{rate:,.1f} {unit}/s", err=True)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
               help="A .keras detector, or an export of one (.tflite, .onnx: no TensorFlow needed; a SavedModel "
                    "folder), its settings beside it [default: the bundled model].")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images here.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write annotated images (and videos) here.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per image (per video frame) on stdout.")
 @click.option("--threshold", type=_Number(0, 1),
               help="Minimum score of a reported face [default: the model's score_threshold setting, "
                    f"else {Config.score_threshold}].")
@@ -541,62 +603,82 @@ def train(annotations, images, val_annotations, val_images, run_dir, config_path
               help="Also write the official WIDER FACE result files (every box down to score 0.01) "
                    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
-              help="Images run through a Keras model at once (LiteRT runs one at a time).")
+              help="Images (frames) run through a Keras model at once (LiteRT runs one at a time).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
 @click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
-              help="An unreadable image stops the run (exit status 2), or is reported and skipped "
+              help="An unreadable image or video stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
 @_fatal_input_errors
 def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, threads,
            on_bad_image) -> None:
-    """Find faces in INPUT images (files, or folders searched recursively).
+    """Find faces in INPUT images and videos (files, or folders searched recursively).
 
     Annotated copies keep their path under the folder they were found in
-    (JPEG, so ``.jpg`` is added to other names; a clash gets ``-2``). Inputs
-    without any image, and with --wider-submission an image that is not
-    INPUT/<event>/<name> or shares its result file with another, stop the
-    command before the model loads (exit status 2).
+    (JPEG, so ``.jpg`` is added to other names; a video becomes MPEG-4 at its
+    own frame rate and size, ``.mp4`` added to other names; a clash gets
+    ``-2``). With --json, a video gives one line per frame, with its number
+    and time. Inputs without any image, a video OpenCV cannot open, and with
+    --wider-submission a video or an image that is not INPUT/<event>/<name>
+    or shares its result file with another, stop the command before the
+    model loads (exit status 2). A progress bar shows on a terminal (or with
+    -v), and a summary line ends the run, both on stderr.
     """
-    from facegrid.inputs import annotated_names, find_images, submission_keys
+    from facegrid.inputs import annotated_names, find_images, is_video, submission_keys
+    from facegrid.submission import SCORE_FLOOR
+    from facegrid.video import VideoError, probe_video
 
-    images = find_images(inputs)
-    keys = submission_keys(images) if wider_submission else [None] * len(images)
-    targets = [out / name for name in annotated_names(images)] if out else [None] * len(images)
-    plan = list(zip((image for image, _ in images), targets, keys))
-
-    from facegrid.detect import Detector
-    from facegrid.runtime import is_exported
-
-    if model_path is None or not is_exported(model_path):
-        _import_tensorflow()
-    try:
-        with _quiet_stderr():  # LiteRT's native notice that XNNPACK is on
-            detector = Detector.load(model_path, score_threshold=threshold, nms_iou=nms_iou, threads=threads)
-    except ValueError as error:
-        if isinstance(error, PathError):
-            raise
-        raise click.UsageError(str(error)) from None
-    threshold = detector.score_threshold  # the option's, else the model's setting
-    if wider_submission:
-        detector.score_threshold = min(threshold, 0.01)
+    found = find_images(inputs, videos=True)
+    keys = submission_keys(found) if wider_submission else [None] * len(found)
+    targets = [out / name for name in annotated_names(found)] if out else [None] * len(found)
     failed = []
+    echo = click.echo  # through the progress bar once it shows
 
-    def skipped(error: ImageError) -> None:
-        click.echo(f"skipped {_one_line(str(error))}", err=True)
+    def skipped(error: PathError) -> None:
+        echo(f"skipped {_one_line(str(error))}", err=True)
         failed.append(error)
 
-    for start in range(0, len(plan), batch_size):
-        chunk = plan[start : start + batch_size]
-        results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size,
-                                  on_unreadable=skipped if on_bad_image == "skip" else None)
-        for (image, target, key), found in zip(chunk, results):
-            if found is not None:
-                _report_detections(found, image, target, key, as_json, threshold, wider_submission)
+    videos = {}
+    for path, _ in found:
+        if is_video(path):
+            try:
+                with _quiet_stderr():  # FFmpeg's own lines about a file it cannot read
+                    videos[path] = probe_video(path)
+            except VideoError as error:
+                if on_bad_image != "skip":
+                    raise
+                skipped(error)
+    plan = [(path, target, key) for (path, _), target, key in zip(found, targets, keys)
+            if not is_video(path) or path in videos]
+
+    detector = _load_detector(model_path, score_threshold=threshold, nms_iou=nms_iou, threads=threads)
+    threshold = detector.score_threshold  # the option's, else the model's setting
+    if wider_submission:
+        detector.score_threshold = min(threshold, SCORE_FLOOR)
+    counts = [videos[path].frames if is_video(path) else 1 for path, _, _ in plan]
+    kinds = {is_video(path) for path, _, _ in plan}
+    progress = _Progress(sum(counts) if all(counts) else None,  # None: a container states no frame count
+                         "frame" if kinds == {True} else "image" if kinds == {False} else "image|frame")
+    echo = progress.echo
+    for video, group in itertools.groupby(plan, key=lambda item: is_video(item[0])):
+        group = list(group)
+        if video:
+            for path, target, _ in group:
+                _detect_video(detector, path, target, videos[path], batch_size, as_json, progress)
+            continue
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            results = detector.detect([image for image, _, _ in chunk], batch_size=batch_size,
+                                      on_unreadable=skipped if on_bad_image == "skip" else None)
+            for (image, target, key), result in zip(chunk, results):
+                if result is not None:
+                    _report_detections(result, image, target, key, as_json, threshold, wider_submission, echo)
+                    progress.count(len(result.scores))
+    progress.close()
     sys.exit(1 if failed else 0)
 
 
-def _report_detections(found, image, target, key, as_json, threshold, wider_submission) -> None:
+def _report_detections(found, image, target, key, as_json, threshold, wider_submission, echo) -> None:
     """Write one image's detections as the detect command's options ask."""
     from facegrid.images import read_image
     from facegrid.render import annotated_image
@@ -610,9 +692,25 @@ def _report_detections(found, image, target, key, as_json, threshold, wider_subm
         target.parent.mkdir(parents=True, exist_ok=True)
         annotated_image(read_image(image), found.boxes, found.scores).save(target, format="JPEG", quality=90)
     if as_json:
-        click.echo(json.dumps(found.to_dict()))
+        echo(json.dumps(found.to_dict()))
     else:
-        click.echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if target is not None else ""))
+        echo(f"{image}: {len(found.scores)} face(s)" + (f" -> {target}" if target is not None else ""))
+
+
+def _detect_video(detector, path, target, info, batch_size, as_json, progress: _Progress) -> None:
+    """Detect in every frame of one video: its annotated copy, a JSON line per frame or one line for it."""
+    from facegrid.video import detect_video
+
+    faces = frames = 0
+    for frame in detect_video(detector, path, target, batch_size=batch_size, info=info):
+        if as_json:
+            progress.echo(json.dumps(frame.to_dict()))
+        faces += len(frame.found.scores)
+        frames += 1
+        progress.count(len(frame.found.scores), frame=True)
+    progress.videos += 1
+    if not as_json:
+        progress.echo(f"{path}: {frames} frame(s), {faces} face(s)" + (f" -> {target}" if target is not None else ""))
 
 
 @main.command()
@@ -633,7 +731,7 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
     covers. With --annotations: AP against that file, faces flagged invalid or
     of zero size ignored.
     """
-    from facegrid.evaluate import average_precision, evaluate_wider, plot_pr
+    from facegrid.evaluate import average_precision, evaluate_wider
     from facegrid.submission import read_submission
 
     if (ground_truth is None) == (annotations is None):
@@ -647,8 +745,15 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
         curve = average_precision(predictions, read_annotations(annotations), iou=iou)
         curves, aps = {f"AP@{iou:g}": curve}, {f"AP@{iou:g}": curve.ap}
         report = {"protocol": "plain", "iou": iou, "faces": curve.num_faces, "ap": curve.ap}
+    _report_ap(report, curves, aps, plot, f"{submission}", as_json)
+
+
+def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: str, as_json: bool) -> None:
+    """Print an evaluation (``report`` with --json, else one AP a line) and save its curves with --plot."""
+    from facegrid.evaluate import plot_pr
+
     if plot is not None:
-        plot_pr(curves, plot, title=f"{submission}")
+        plot_pr(curves, plot, title=title)
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -656,6 +761,67 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
             click.echo(f"{name:>8}: AP {ap:.4f}")
         if plot is not None:
             click.echo(f"wrote {plot}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A WIDER FACE folder: its WIDER_val/images and eval_tools/ground_truth are used.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The validation images, as <event>/<name> below it [default: DATA/WIDER_val/images].")
+@click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The official ground truth folder [default: DATA/eval_tools/ground_truth].")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Images run through a Keras model at once, as detect --batch-size batches them. A batch pads "
+                   "its images to the largest one's input, which moves the AP by about 0.002; 1 scores each image "
+                   "at its own input, as the model card does.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
+@_fatal_input_errors
+def val(model, data, images, ground_truth, plot, as_json, batch_size, threads) -> None:
+    """Detect in the WIDER FACE validation images and score MODEL with the official protocol, in one step.
+
+    MODEL is a .keras detector or an export (.tflite and .onnx run without
+    TensorFlow). Every box down to score 0.01 counts, as in a submission:
+    the AP equals that of evaluate --ground-truth on the result files detect
+    --wider-submission --batch-size N writes for the same images, on the
+    images present. Nothing is written but the --plot.
+    """
+    from facegrid.evaluate import evaluate_wider, load_wider_ground_truth
+    from facegrid.inputs import find_images, submission_keys
+    from facegrid.submission import SCORE_FLOOR, as_submitted
+
+    if images is None or ground_truth is None:
+        if data is None:
+            raise click.UsageError("give --data, or both --images and --ground-truth")
+        images = images or data / "WIDER_val" / "images"
+        ground_truth = ground_truth or data / "eval_tools" / "ground_truth"
+    for folder, part in ((images, "WIDER_val/images"), (ground_truth, "eval_tools/ground_truth")):
+        if not folder.is_dir():
+            raise PathError(folder, f"no such folder: is {data} a WIDER FACE folder (with {part})?")
+    found = find_images([images])
+    keys = submission_keys(found)
+    truth = load_wider_ground_truth(ground_truth)  # a wrong folder costs nothing yet
+    listed = set(truth.keys)
+    unknown = [key for key in keys if key not in listed]
+    if unknown:
+        raise PathError(ground_truth, f"does not list {len(unknown):,} of the {len(keys):,} images in {images}, "
+                                      f"such as {unknown[0]}: are they validation images?")
+    detector = _load_detector(model, score_threshold=SCORE_FLOOR, threads=threads)
+    progress = _Progress(len(found), "image", boxes=f"boxes scoring {SCORE_FLOOR:g} or more")
+    predictions = {}
+    for start in range(0, len(found), batch_size):
+        chunk = found[start : start + batch_size]
+        results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
+        for key, result in zip(keys[start : start + batch_size], results):
+            predictions[key] = as_submitted(key, result.boxes, result.scores)
+            progress.count(len(result.scores))
+    progress.close()
+    result = evaluate_wider(predictions, truth)
+    report = {"protocol": "wider", "images": len(result.images), "ap": result.ap}
+    _report_ap(report, result.curves, result.ap, plot, f"{model.name} on {images}", as_json)
 
 
 @main.command()

@@ -4,7 +4,9 @@ A pyramid model (:class:`~facegrid.grid.PyramidCodec`) sees each image with
 its aspect ratio kept: the longer side resized to the detection size, the
 other padded to a multiple of 32 (:func:`facegrid.images.load_fitted`). A
 single-grid model sees it stretched to a square, as it was trained
-(:func:`facegrid.images.load_input`). The codec decodes the prediction, the
+(:func:`facegrid.images.load_input`). Frames already in memory (video) go
+through the same resize (:func:`~facegrid.images.fitted_pixels`,
+:func:`~facegrid.images.input_pixels`) and everything after it. The codec decodes the prediction, the
 boxes are scaled back to the image's own pixels, and non-maximum suppression
 removes duplicates from neighbouring cells.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from facegrid import boxes as box_ops
 from facegrid.config import Config, bundled_model_path, model_config, settings_path
 from facegrid.errors import ModelFileError
 from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.images import ImageError, load_fitted, load_input
+from facegrid.images import ImageError, fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.runtime import is_exported, load_exported
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class Detections:
 
 
 class Detector:
-    """Runs a facegrid model on image files.
+    """Runs a facegrid model on image files or RGB frames in memory.
 
     Args:
         model: a facegrid detector: a Keras model, or an exported one from
@@ -157,21 +159,36 @@ class Detector:
             codec=config.codec if config.strides else None, **kwargs,
         )
 
-    def prepare(self, paths: list[str]) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]] | None]:
-        """The model's input for image files, as at training: uint8 ``[B, H, W, 3]``.
+    def _load(self, image) -> tuple[np.ndarray, tuple[int, int], tuple[int, int] | None]:
+        """One image's input, its upright ``(width, height)``, and for a pyramid its fitted size."""
+        if isinstance(image, np.ndarray):
+            size = (image.shape[1], image.shape[0])
+            if self.codec is None:
+                return input_pixels(image, self.input_size)[0], size, None
+            pixels, fitted = fitted_pixels(image, self.input_size)
+            return pixels, size, fitted
+        if self.codec is None:
+            return *load_input(image, self.input_size), None
+        return load_fitted(image, self.input_size)
+
+    def prepare(self, images) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]] | None]:
+        """The model's input, as at training: uint8 ``[B, H, W, 3]``.
+
+        Args:
+            images: image files, or uint8 RGB ``[H, W, 3]`` arrays (video
+                frames), resized by the same rule as decoded files.
 
         Returns:
             ``(pixels, sizes, fitted)``: the batch, each image's upright
             ``(width, height)``, and for a pyramid the size each image has
             inside its input (None for a single grid, which stretches).
         """
+        loaded = [self._load(image) for image in images]
         if self.codec is None:
-            loaded = [load_input(p, self.input_size) for p in paths]
-            return np.stack([pixels for pixels, _ in loaded]), [size for _, size in loaded], None
-        loaded = [load_fitted(p, self.input_size) for p in paths]
+            return np.stack([pixels for pixels, _, _ in loaded]), [size for _, size, _ in loaded], None
         fixed = getattr(self.model, "fixed_size", None)  # an export for one input size takes only that
         height, width = fixed or (max(px.shape[0] for px, _, _ in loaded), max(px.shape[1] for px, _, _ in loaded))
-        batch = np.zeros((len(paths), height, width, 3), np.uint8)  # images of one batch share the largest input
+        batch = np.zeros((len(loaded), height, width, 3), np.uint8)  # images of one batch share the largest input
         for slot, (pixels, _, _) in zip(batch, loaded):
             if pixels.shape[0] > height or pixels.shape[1] > width:
                 raise ValueError(f"detection size {self.input_size} does not fit the model's {width} x {height} input")
@@ -204,16 +221,20 @@ class Detector:
         keep = box_ops.nms(boxes, scores, self.nms_iou)
         return boxes[keep], scores[keep]
 
-    def _detect_batch(self, paths: list[str]) -> list[Detections]:
-        pixels, sizes, fitted = self.prepare(paths)
+    def _detect_batch(self, images, names: list[str]) -> list[Detections]:
+        pixels, sizes, fitted = self.prepare(images)
         predictions = self.predict_grids(pixels)
         if fitted is None:
-            return [Detections(p, size, *self.decode(g, *size)) for p, size, g in zip(paths, sizes, predictions)]
+            return [Detections(n, size, *self.decode(g, *size)) for n, size, g in zip(names, sizes, predictions)]
         input_size = (pixels.shape[2], pixels.shape[1])
         return [
-            Detections(p, size, *self.decode(c, *size, input_size=input_size, fitted=f))
-            for p, size, f, c in zip(paths, sizes, fitted, predictions)
+            Detections(n, size, *self.decode(c, *size, input_size=input_size, fitted=f))
+            for n, size, f, c in zip(names, sizes, fitted, predictions)
         ]
+
+    def _batch_size(self, batch_size: int) -> int:
+        """``batch_size``, or 1 for a model that takes one image at a time (no padding to a batch's largest)."""
+        return 1 if getattr(self.model, "batch_fixed", False) else batch_size
 
     def detect(
         self, paths, batch_size: int = 8, on_unreadable: Callable[[ImageError], None] | None = None
@@ -231,21 +252,37 @@ class Detector:
             facegrid.images.ImageError: an image cannot be read (without ``on_unreadable``).
         """
         paths = [str(p) for p in paths]
-        if getattr(self.model, "batch_fixed", False):  # no padding to a batch's largest image: one at a time
-            batch_size = 1
+        batch_size = self._batch_size(batch_size)
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             try:
-                results.extend(self._detect_batch(chunk))
+                results.extend(self._detect_batch(chunk, chunk))
             except ImageError:
                 if on_unreadable is None:
                     raise
                 for path in chunk:  # find the unreadable image(s), keep the rest
                     try:
-                        results.extend(self._detect_batch([path]))
+                        results.extend(self._detect_batch([path], [path]))
                     except ImageError as error:
                         on_unreadable(error)
                         results.append(None)
         return results
 
+    def detect_frames(self, frames: Sequence[np.ndarray], name: str, batch_size: int = 8) -> list[Detections]:
+        """Detect faces in frames already in memory, such as a video's.
+
+        Each frame goes through the preprocessing, decoding and suppression
+        of an image file of the same pixels.
+
+        Args:
+            frames: uint8 RGB ``[H, W, 3]`` arrays.
+            name: what each result's ``path`` says (the video file).
+            batch_size: frames run through the model at once.
+        """
+        batch_size = self._batch_size(batch_size)
+        results = []
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start : start + batch_size]
+            results.extend(self._detect_batch(chunk, [name] * len(chunk)))
+        return results

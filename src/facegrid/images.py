@@ -371,10 +371,26 @@ def load_crop(
 
     def run():
         pixels, original = _decode(data, *covering_size(size, crop))
-        region, taken = pixel_region(crop, pixels.shape[1], pixels.shape[0])
-        return resize_region(pixels, region, size), original, taken
+        return *input_pixels(pixels, size, crop), original
 
-    return _guarded(path, run)
+    pixels, taken, original = _guarded(path, run)
+    return pixels, original, taken
+
+
+def input_pixels(
+    pixels: np.ndarray, size: int, crop: tuple[float, float, float, float] = FULL_IMAGE
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Cut ``crop`` out of decoded uint8 RGB ``pixels`` and resize it to the ``size x size`` network input.
+
+    What :func:`load_crop` does once a file is decoded, for pixels already in
+    memory (video frames): the crop snapped to whole pixels
+    (:func:`pixel_region`), then :func:`resize_region`.
+
+    Returns:
+        ``(input, crop taken)``.
+    """
+    region, taken = pixel_region(crop, pixels.shape[1], pixels.shape[0])
+    return resize_region(pixels, region, size), taken
 
 
 def load_input(
@@ -434,12 +450,37 @@ def load_fitted(
 
     def run():
         info = _header(data)
-        fitted = fitted_size(info.width, info.height, longer_side)
-        pixels, original = _decode(data, *fitted)
-        resized = resize_region(pixels, (0, 0, pixels.shape[1], pixels.shape[0]), fitted)
-        width, height = padded_size(*fitted, multiple)
-        out = np.zeros((height, width, 3), dtype=np.uint8)
-        out[: fitted[1], : fitted[0]] = resized
-        return out, original, fitted
+        pixels, original = _decode(data, *fitted_size(info.width, info.height, longer_side))
+        return *fitted_pixels(pixels, longer_side, multiple, original), original
 
-    return _guarded(path, run)
+    out, fitted, original = _guarded(path, run)
+    return out, original, fitted
+
+
+def fitted_pixels(
+    pixels: np.ndarray, longer_side: int, multiple: int = 32, original: tuple[int, int] | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize decoded uint8 RGB ``pixels`` as :func:`load_fitted` does, padded with black.
+
+    What :func:`load_fitted` does once a file is decoded, for pixels already
+    in memory (video frames) too, so both follow one resize rule.
+
+    Args:
+        pixels: uint8 ``[H, W, 3]``.
+        longer_side: the longer side of the resized image.
+        multiple: the padded input's sides are multiples of this.
+        original: the full-resolution ``(width, height)`` the fitted size is
+            computed from, where ``pixels`` were decoded smaller (a JPEG at a
+            DCT scale); by default their own size.
+
+    Returns:
+        ``(input, (fitted_width, fitted_height))``: the padded input and the
+        size of the image inside it.
+    """
+    width, height = original or (pixels.shape[1], pixels.shape[0])
+    fitted = fitted_size(width, height, longer_side)
+    resized = resize_region(pixels, (0, 0, pixels.shape[1], pixels.shape[0]), fitted)
+    padded_width, padded_height = padded_size(*fitted, multiple)
+    out = np.zeros((padded_height, padded_width, 3), dtype=np.uint8)
+    out[: fitted[1], : fitted[0]] = resized
+    return out, fitted

@@ -41,6 +41,10 @@ from facegrid.errors import FileLineError, PathError
 
 log = logging.getLogger(__name__)
 
+#: Lowest score a submission keeps: every box down to 0.01, the convention
+#: of WIDER FACE results, so that the PR curve reaches as far as it can.
+SCORE_FLOOR = 0.01
+
 #: Suffixes that :func:`image_key` drops from an image path.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -71,6 +75,25 @@ def _format_number(value: np.float32) -> str:
     return np.format_float_positional(value, unique=True, trim="-")
 
 
+def format_image_result(image_path: str, boxes_xyxy: np.ndarray, scores: np.ndarray) -> tuple[PurePosixPath, str]:
+    """One image's result file: its key ``<event>/<name>`` and its text (see :func:`write_image_result`).
+
+    Raises:
+        ValueError: as :func:`write_image_result`.
+    """
+    key = PurePosixPath(image_key(image_path))
+    if len(key.parts) != 2 or key.is_absolute() or ".." in key.parts:
+        raise ValueError(f"image path must look like '<event>/<name>.jpg', got {image_path!r}")
+    boxes, scores = checked_detections(image_path, boxes_xyxy, scores)
+    scores = scores.astype(np.float32)
+    sides = boxes[:, 2:] - boxes[:, :2]
+    rows = np.concatenate([boxes[:, :2], sides, scores[:, None]], axis=1)
+    rows = rows[np.argsort(-scores, kind="stable")]
+    lines = [key.name, str(len(rows))]
+    lines.extend(" ".join(_format_number(v) for v in row) for row in rows)
+    return key, "\n".join(lines) + "\n"
+
+
 def write_image_result(
     root: str | os.PathLike, image_path: str, boxes_xyxy: np.ndarray, scores: np.ndarray
 ) -> Path:
@@ -94,20 +117,27 @@ def write_image_result(
         ...                    np.array([[10, 20, 50, 70]]), np.array([0.9]))  # doctest: +SKIP
         PosixPath('pred/0--Parade/0_Parade_marchingband_1_465.txt')
     """
-    key = PurePosixPath(image_key(image_path))
-    if len(key.parts) != 2 or key.is_absolute() or ".." in key.parts:
-        raise ValueError(f"image path must look like '<event>/<name>.jpg', got {image_path!r}")
-    boxes, scores = checked_detections(image_path, boxes_xyxy, scores)
-    scores = scores.astype(np.float32)
-    sides = boxes[:, 2:] - boxes[:, :2]
-    rows = np.concatenate([boxes[:, :2], sides, scores[:, None]], axis=1)
-    rows = rows[np.argsort(-scores, kind="stable")]
-    lines = [key.name, str(len(rows))]
-    lines.extend(" ".join(_format_number(v) for v in row) for row in rows)
+    key, text = format_image_result(image_path, boxes_xyxy, scores)
     out = Path(root) / key.parent / f"{key.name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
+    out.write_text(text, encoding="utf-8", newline="\n")
     return out
+
+
+def as_submitted(image_path: str, boxes_xyxy: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One image's detections exactly as its result file holds them once written and read back.
+
+    The text keeps each number's float32 value, but boxes are written as
+    ``x y w h`` and read back as ``x1 = x, x2 = x + w``, which can move a
+    corner by a rounding step; scoring these instead of the detector's own
+    boxes makes an evaluation in memory equal to one of the written files.
+    Rows come highest score first, as in the file.
+
+    Raises:
+        ValueError: as :func:`write_image_result`.
+    """
+    key, text = format_image_result(image_path, boxes_xyxy, scores)
+    return _parse(Path(f"{key}.txt"), text)
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -174,7 +204,12 @@ def read_image_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         OSError: the file cannot be read.
     """
     path = Path(path)
-    lines = _decode(path, path.read_bytes()).splitlines()
+    return _parse(path, _decode(path, path.read_bytes()))
+
+
+def _parse(path: Path, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes and scores of a result file's text; errors name ``path``."""
+    lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
