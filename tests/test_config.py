@@ -69,7 +69,7 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"detect_size": 500}, "detect_size must be a multiple of 32"),
         ({"backbone_style": "caffe"}, "backbone_style"),
         ({"backbone_style": "torchvision", "alpha": 0.75}, "alpha 1.0"),
-        ({"pipeline": "torch"}, "pipeline must be one of 'tfdata', 'sequence', got 'torch'"),
+        ({"pipeline": "torch"}, "pipeline must be one of 'tfdata', 'sequence', 'puretf', got 'torch'"),
         ({"on_bad_image": "ignore"}, "on_bad_image must be 'raise' or 'skip'"),
         ({"backbone_style": "torchvision", "alpha": 1.0, "backbone_weights": "imagenet"},
          "'imagenet' are Keras' weights and do not fit a torchvision-style backbone"),
