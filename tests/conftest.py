@@ -68,3 +68,15 @@ def shm_blocks():
         return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
 
     return names
+
+
+#: Test files whose tests share no module fixture and are slow one by one (whole training runs): spread over workers.
+SPREAD = {"test_train", "test_distribute"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's ``--dist loadgroup``, keep each other file on one worker, its module fixtures built once."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(module))
