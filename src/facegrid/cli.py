@@ -193,7 +193,7 @@ def _quiet_stderr():
 
 @main.group()
 def data() -> None:
-    """Inspect a WIDER-FACE-format dataset: check, show, stats; pack it into TFRecord shards."""
+    """Inspect a WIDER-FACE-format dataset (check, show, stats), pack it into shards, serve it to trainers."""
 
 
 @data.command()
