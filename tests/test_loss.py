@@ -158,3 +158,25 @@ def test_loss_for_each_layout():
     pyramid = loss_for(Config(strides=(8, 16), grid_size=0, focal_gamma=1.5, box_weight=3.0))
     assert isinstance(pyramid, PyramidLoss) and (pyramid.focal_gamma, pyramid.box_weight) == (1.5, 3.0)
     assert PyramidLoss.from_config(pyramid.get_config()).box_weight == 3.0
+
+
+@pytest.mark.parametrize("make", ["grid", "pyramid"])
+def test_the_logged_terms_add_up_to_the_loss(make):
+    from facegrid.loss import GridLoss, LossTerm, PyramidLoss
+
+    rng = np.random.default_rng(0)
+    if make == "grid":
+        loss, shape = GridLoss(box_weight=2.0), (3, 4, 4, 5)
+    else:
+        loss, shape = PyramidLoss(box_weight=2.0), (3, 21, 5)
+    y_true = rng.uniform(0.05, 1.0, shape).astype(np.float32)
+    y_true[..., 0] = rng.choice([-1.0, 0.0, 1.0], shape[:-1])
+    y_pred = rng.uniform(0.05, 1.0, shape).astype(np.float32)
+    score, box = (float(t) for t in loss.terms(y_true, y_pred))
+    assert score > 0 and box > 0
+    assert float(loss(y_true, y_pred)) == pytest.approx(score + 2.0 * box, rel=1e-5)
+    metric = LossTerm(loss, "box")
+    metric.update_state(y_true, y_pred)
+    metric.update_state(y_true, y_pred)
+    assert float(metric.result()) == pytest.approx(box, rel=1e-5) and metric.name == "box_loss"
+    assert LossTerm.from_config(metric.get_config()).term == "box"

@@ -46,8 +46,10 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     resumed = keras.saving.load_model(run / "last.keras")
     assert int(resumed.optimizer.iterations) == iterations + 2  # optimizer state carried on
     with open(run / "history.csv") as handle:
-        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
-    assert epochs == [1, 2, 3]  # as Keras and train.log number them
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]  # as Keras and train.log number them
+    for row in rows:  # the loss's terms logged beside it
+        assert float(row["loss"]) == pytest.approx(float(row["score_loss"]) + 2.0 * float(row["box_loss"]), rel=0.05)
     assert (run / "results.png").stat().st_size > 0
     assert not list(run.glob("*.tmp*"))  # no temporary checkpoint left behind
 

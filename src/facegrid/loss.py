@@ -39,8 +39,58 @@ from facegrid.grid import PyramidCodec
 _EPSILON = 1e-6
 
 
+class _CellLoss(keras.losses.Loss):
+    """What both losses share: a score and a box term per cell, summed and divided by the batch's positive cells."""
+
+    #: The terms, in the order :meth:`terms` returns them.
+    TERMS = ("score", "box")
+
+    def cell_terms(self, y_true, y_pred):
+        """Per-cell ``(score loss, box loss, positive cells in the batch)``; the box loss is 0 off positives."""
+        raise NotImplementedError
+
+    def terms(self, y_true, y_pred):
+        """The batch's score term and (unweighted) box term: the loss is ``score + box_weight * box``."""
+        score, box, positives = self.cell_terms(y_true, y_pred)
+        return ops.sum(score) / positives, ops.sum(box) / positives
+
+    def call(self, y_true, y_pred):
+        score, box, positives = self.cell_terms(y_true, y_pred)
+        per_cell = score + self.box_weight * box
+        per_image = ops.sum(ops.reshape(per_cell, (ops.shape(per_cell)[0], -1)), axis=1)
+        images = ops.cast(ops.shape(per_cell)[0], per_cell.dtype)
+        return per_image * images / positives  # Keras' mean over images: batch sum / positives
+
+
 @keras.saving.register_keras_serializable(package="facegrid")
-class GridLoss(keras.losses.Loss):
+class LossTerm(keras.metrics.Mean):
+    """One term of a facegrid loss (``"score"`` or ``"box"``) averaged over an epoch's batches, logged as ``NAME_loss``.
+
+    Args:
+        loss: the model's loss (:class:`GridLoss` or :class:`PyramidLoss`).
+        term: one of the loss's :attr:`TERMS`.
+    """
+
+    def __init__(self, loss, term: str, name: str | None = None, **kwargs):
+        super().__init__(name=name or f"{term}_loss", **kwargs)
+        self.loss = loss if isinstance(loss, keras.losses.Loss) else keras.losses.deserialize(loss)
+        self.term = term
+        self._position = self.loss.TERMS.index(term)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(self.loss.terms(y_true, y_pred)[self._position])
+
+    def get_config(self):
+        return {**super().get_config(), "loss": keras.losses.serialize(self.loss), "term": self.term}
+
+
+def term_metrics(loss: _CellLoss) -> list[LossTerm]:
+    """A metric per term of ``loss``, so that each epoch's log shows the terms beside their sum."""
+    return [LossTerm(loss, term) for term in loss.TERMS]
+
+
+@keras.saving.register_keras_serializable(package="facegrid")
+class GridLoss(_CellLoss):
     """Focal objectness loss on all cells plus box regression on face cells.
 
     Args:
@@ -87,15 +137,10 @@ class GridLoss(keras.losses.Loss):
         pred_min, pred_max = corners(y_pred)
         return ops.cast(y_true[..., 0] > 0.0, y_pred.dtype) * (1.0 - _iou_giou(true_min, true_max, pred_min, pred_max)[1])
 
-    def call(self, y_true, y_pred):
+    def cell_terms(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        per_cell = self.objectness(y_true, y_pred) + self.box_weight * self.box(y_true, y_pred)
-        per_image = ops.sum(per_cell, axis=(1, 2))
-        # Normalise by the faces in the whole batch: the mean Keras takes over
-        # images then equals (sum over the batch) / (faces in the batch).
         faces = ops.maximum(ops.sum(ops.cast(y_true[..., 0] > 0.0, y_pred.dtype)), 1.0)
-        images = ops.cast(ops.shape(y_true)[0], y_pred.dtype)
-        return per_image * images / faces
+        return self.objectness(y_true, y_pred), self.box(y_true, y_pred), faces
 
     def get_config(self):
         return {
@@ -119,7 +164,7 @@ def _iou_giou(true_min, true_max, pred_min, pred_max):
 
 
 @keras.saving.register_keras_serializable(package="facegrid")
-class PyramidLoss(keras.losses.Loss):
+class PyramidLoss(_CellLoss):
     """Quality focal loss on every cell's score plus ``1 - GIoU`` on positive cells of ``[B, N, 5]`` cells.
 
     Args:
@@ -150,12 +195,10 @@ class PyramidLoss(keras.losses.Loss):
         score = ops.power(ops.abs(quality - prob), self.focal_gamma) * cross_entropy * counted
         return score, positive * (1.0 - giou), iou * positive
 
-    def call(self, y_true, y_pred):
+    def cell_terms(self, y_true, y_pred):
         score, box, _ = self.parts(y_true, y_pred)
-        per_image = ops.sum(score + self.box_weight * box, axis=1)
         positives = ops.maximum(ops.sum(ops.cast(ops.cast(y_true[..., 0], y_pred.dtype) > 0.0, y_pred.dtype)), 1.0)
-        images = ops.cast(ops.shape(y_true)[0], y_pred.dtype)
-        return per_image * images / positives  # Keras' mean over images: batch sum / positives
+        return score, box, positives
 
     def get_config(self):
         return {**super().get_config(), "focal_gamma": self.focal_gamma, "box_weight": self.box_weight}

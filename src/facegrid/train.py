@@ -56,7 +56,7 @@ from facegrid.detect import Detector
 from facegrid.evaluate import average_precision
 from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
-from facegrid.loss import loss_for
+from facegrid.loss import loss_for, term_metrics
 from facegrid.model import build_detector, load_detector
 from facegrid.runs import check_run_folder, writes_run_folder
 from facegrid.puretf import PureTFPipeline
@@ -216,7 +216,8 @@ def _compile(model: keras.Model, config: Config, steps_per_epoch: int) -> None:
         warmup_steps=warmup,
     )
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-    model.compile(optimizer=optimizer, loss=loss_for(config))
+    loss = loss_for(config)
+    model.compile(optimizer=optimizer, loss=loss, metrics=term_metrics(loss))
 
 
 def train(
