@@ -42,6 +42,9 @@ class _Number(click.FloatRange):
 
     name = "number"
 
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()  # not "x<=None"
+
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
@@ -454,37 +457,46 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
               help="Folder the training annotation paths are relative to.")
 @click.option("--val-annotations", type=click.Path(dir_okay=False, path_type=Path),
               help="Validation annotations: enables val AP, best.keras and early stopping.")
-@click.option("--val-images", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--val-images", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the validation annotation paths are relative to.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: config, log, checkpoints, TensorBoard logs.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file of settings (see facegrid.config.Config).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --run from its last finished epoch; without it, a run folder in use is refused.")
-@click.option("--epochs", type=click.IntRange(1))
-@click.option("--batch-size", type=click.IntRange(1))
-@click.option("--learning-rate", type=_Number())
-@click.option("--input-size", type=click.IntRange(32))
-@click.option("--grid-size", type=click.IntRange(1))
-@click.option("--alpha", type=_Number())
-@click.option("--backbone-weights", help="'none', 'imagenet' (needs internet) or a .weights.h5 file.")
+@click.option("--epochs", type=click.IntRange(1), help=f"Epochs of the whole run [default: {Config.epochs}].")
+@click.option("--batch-size", type=click.IntRange(1),
+              help=f"Images a step (the global batch under a strategy) [default: {Config.batch_size}].")
+@click.option("--learning-rate", type=_Number(0, min_open=True),
+              help=f"Peak AdamW learning rate, after warm-up, before cosine decay [default: {Config.learning_rate}].")
+@click.option("--input-size", type=click.IntRange(32),
+              help=f"Side of the square training input, a multiple of 32 [default: {Config.input_size}].")
+@click.option("--grid-size", type=click.IntRange(1),
+              help=f"Side of a single-grid model's output grid (0 in a settings file with strides) "
+                   f"[default: {Config.grid_size}].")
+@click.option("--alpha", type=_Number(0, min_open=True), help=f"MobileNetV2 width multiplier [default: {Config.alpha}].")
+@click.option("--backbone-weights",
+              help=f"'none', 'imagenet' (needs internet), a .weights.h5 file or a facegrid .keras model's backbone "
+                   f"[default: {Config.backbone_weights}].")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False),
               help="Fine-tune: start from this facegrid .keras model's weights (the bundled one: "
                    "src/facegrid/models/facegrid-wider.keras); without --config, its settings too.")
 @click.option("--pipeline", type=click.Choice(PIPELINES),
-              help="Input pipeline: tf.data (the default, faster), FaceSequence, or tf.data of TensorFlow ops "
-                   "only (puretf: JPEGs, single grid; what a tf.data service runs).")
+              help="Input pipeline: tf.data (faster), FaceSequence, or tf.data of TensorFlow ops only "
+                   f"(puretf: JPEGs, single grid; what a tf.data service runs) [default: {Config.pipeline}].")
 @click.option("--data-service", metavar="HOST:PORT",
               help="Read the batches from the tf.data service dispatcher at HOST:PORT (facegrid data serve); "
                    "needs --pipeline puretf.")
-@click.option("--workers", type=click.IntRange(1))
+@click.option("--workers", type=click.IntRange(1),
+              help=f"Images decoded at once (tf.data) or batch-building workers (sequence) [default: {Config.workers}].")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help=f"tf.distribute strategy: one device, all local devices (mirrored), or the cluster in "
                    f"TF_CONFIG (multi-worker; the chief writes --run)  [default: {Config.strategy}].")
 @click.option("--on-bad-image", type=click.Choice(POLICIES),
               help="An unusable image, training or validation, stops training (raise, the default) "
                    "or is left out, logged and counted (skip).")
-@click.option("--seed", type=int)
+@click.option("--seed", type=int, help=f"Seed of data order, augmentation and initialisation [default: {Config.seed}].")
 @_fatal_input_errors
 def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
     """Train a detector; flags override the --config file, which overrides the defaults."""
