@@ -10,6 +10,7 @@ from facegrid.augment import Augment
 from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.puretf import PureTFPipeline
 from facegrid.sequence import FaceSequence
+from facegrid.service import op_types
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
 
@@ -25,15 +26,6 @@ def val_sample(wider):
         read_annotations(wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"),
         wider / "WIDER_val" / "images",
     )
-
-
-def op_types(dataset) -> set[str]:
-    """Every op type in a dataset's graph, its functions (the map bodies) included."""
-    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
-    types = {node.op for node in graph.node}
-    for function in graph.library.function:
-        types |= {node.op for node in function.node_def}
-    return types
 
 
 @pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])

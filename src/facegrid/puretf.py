@@ -26,7 +26,6 @@ constructor refuses those, naming what to use instead.
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import numpy as np
@@ -34,16 +33,15 @@ import tensorflow as tf
 
 from facegrid import boxes as box_ops
 from facegrid import tf_targets
-from facegrid.bad_images import BadImages
 from facegrid.examples import ExampleSource
 from facegrid.images import DCT_RATIOS, FULL_IMAGE, covering_size, decoded_size, pixel_region
 from facegrid.index import Index
-from facegrid.tfdata import adjust_color, orient, resize_region
+from facegrid.tfdata import SourceBatches, adjust_color, orient, resize_region
 
 log = logging.getLogger(__name__)
 
 
-class PureTFPipeline:
+class PureTFPipeline(SourceBatches):
     """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, grid targets)`` batches, TensorFlow ops only.
 
     Arguments and batches are those of :class:`~facegrid.tfdata.FacePipeline`:
@@ -59,40 +57,12 @@ class PureTFPipeline:
             image that cannot be used.
     """
 
-    def __init__(
-        self,
-        annotations: str | os.PathLike | Index,
-        images: str | os.PathLike,
-        *,
-        batch_size: int = 16,
-        parallel_calls: int = tf.data.AUTOTUNE,
-        deterministic: bool = True,
-        verify: bool = True,
-        **settings,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = source = ExampleSource.create(annotations, images, verify=verify, **settings)
-        if not tf_targets.supports(source.builder.codec):
-            codec = type(source.builder.codec).__name__
+    def __init__(self, annotations: str | os.PathLike | Index, images: str | os.PathLike, **options):
+        super().__init__(annotations, images, **options)
+        if not tf_targets.supports(self.source.builder.codec):
+            codec = type(self.source.builder.codec).__name__
             raise TypeError(f"PureTFPipeline cannot encode {codec} targets; use FacePipeline")
-        self.batch_size = batch_size
-        self.parallel_calls = parallel_calls
-        self.deterministic = deterministic
-        self._tables = _image_tables(source)
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return math.ceil(len(self.source) / self.batch_size)
-
-    @property
-    def index(self) -> Index:
-        return self.source.index
-
-    @property
-    def bad_images(self) -> BadImages:
-        """Images left out as unusable when the pipeline was built (the only time they are checked)."""
-        return self.source.bad_images
+        self._tables = _image_tables(self.source)
 
     def plans(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
         """One element per epoch ``first_epoch ..``: a dict of ``[n, ...]`` tensors, a row per sample in serving order.

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PROCESSING_MODE = tf.data.experimental.service.ShardingPolicy.DYNAMIC
 
 #: Ops that call back into the Python of the process that built the graph.
-PYTHON_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
+PYTHON_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction")
 
 
 def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experimental.service.DispatchServer:
@@ -45,11 +45,16 @@ def _bare(address: str) -> str:
     return address.removeprefix("grpc://")
 
 
-def python_ops(dataset: tf.data.Dataset) -> list[str]:
-    """The ops of ``dataset``'s graph (its functions included) that call back into Python."""
+def op_types(dataset: tf.data.Dataset) -> set[str]:
+    """Every op type in ``dataset``'s graph, its functions (map bodies and the like) included."""
     graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())  # tf.data has no public view
     nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
-    return sorted({node.op for node in nodes if node.op in PYTHON_OPS})
+    return {node.op for node in nodes}
+
+
+def python_ops(dataset: tf.data.Dataset) -> list[str]:
+    """The ops of ``dataset``'s graph that call back into Python."""
+    return sorted(op_types(dataset) & set(PYTHON_OPS))
 
 
 def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = None) -> tf.data.Dataset:

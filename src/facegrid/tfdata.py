@@ -51,7 +51,50 @@ log = logging.getLogger(__name__)
 #: Images planned (jitter, DCT ratio, target) per call into NumPy.
 PLAN_CHUNK = 64
 
-class FacePipeline:
+class SourceBatches:
+    """What the tf.data pipelines share: an :class:`~facegrid.examples.ExampleSource` served in batches.
+
+    Args:
+        annotations, images, settings: as for :meth:`ExampleSource.create`.
+        batch_size: images a batch; the last batch of an epoch holds the remainder.
+        parallel_calls: examples prepared at once.
+        deterministic: batches in the same order every run (tf.data's ``deterministic``).
+        verify: decode every image once up front, so that a bad one is met before training.
+    """
+
+    def __init__(
+        self,
+        annotations: str | os.PathLike | Index,
+        images: str | os.PathLike,
+        *,
+        batch_size: int = 16,
+        parallel_calls: int = tf.data.AUTOTUNE,
+        deterministic: bool = True,
+        verify: bool = True,
+        **settings,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = ExampleSource.create(annotations, images, verify=verify, **settings)
+        self.batch_size = batch_size
+        self.parallel_calls = parallel_calls
+        self.deterministic = deterministic
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return math.ceil(len(self.source) / self.batch_size)
+
+    @property
+    def index(self) -> Index:
+        return self.source.index
+
+    @property
+    def bad_images(self) -> BadImages:
+        """Images left out as unusable (screened when the pipeline is built)."""
+        return self.source.bad_images
+
+
+class FacePipeline(SourceBatches):
     """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, grid targets)`` batches.
 
     Arguments mean what they mean for :class:`~facegrid.sequence.FaceSequence`,
@@ -85,24 +128,8 @@ class FacePipeline:
         >>> model.fit(pipeline.dataset(), steps_per_epoch=len(pipeline), epochs=10)  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        annotations: str | os.PathLike | Index,
-        images: str | os.PathLike,
-        *,
-        batch_size: int = 16,
-        parallel_calls: int = tf.data.AUTOTUNE,
-        deterministic: bool = True,
-        verify: bool = True,
-        **settings,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = ExampleSource.create(annotations, images, verify=verify, **settings)
-        self.batch_size = batch_size
-        self.parallel_calls = parallel_calls
-        self.deterministic = deterministic
-
+    def __init__(self, annotations: str | os.PathLike | Index, images: str | os.PathLike, **options):
+        super().__init__(annotations, images, **options)
         index = self.source.index
         _, first, file_of = np.unique(index.paths, return_index=True, return_inverse=True)
         self._file_of = file_of.astype(np.int32)
@@ -114,21 +141,8 @@ class FacePipeline:
         self._files = tf.constant(files)
         log.info(
             "tf.data pipeline: %d images (%d files, %d decoded outside TensorFlow), batches of %d",
-            len(index), len(files), int((~self._jpeg).sum()), batch_size,
+            len(index), len(files), int((~self._jpeg).sum()), self.batch_size,
         )
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return math.ceil(len(self.source) / self.batch_size)
-
-    @property
-    def index(self) -> Index:
-        return self.source.index
-
-    @property
-    def bad_images(self) -> BadImages:
-        """Images left out as unusable so far."""
-        return self.source.bad_images
 
     def dataset(self, first_epoch: int = 0, epochs: int | None = None) -> tf.data.Dataset:
         """Epochs ``first_epoch, first_epoch + 1, ...`` back to back (endless when ``epochs`` is None).
