@@ -11,10 +11,12 @@ by pass; the table shows medians of images/s over epochs 2-4 of each fit:
   FaceSequence      keras.utils.PyDataset, 2 worker threads
   FacePipeline      tf.data, examples planned in NumPy (tf.numpy_function)
   PureTFPipeline    tf.data, TensorFlow ops only, over the image folder
-  service, 1 worker PureTFPipeline run by `facegrid data serve --worker` (its own process),
+  PackedPipeline    the same, over the images packed into 8 TFRecord shards (`facegrid data pack`)
+  service, 1 worker PackedPipeline run by `facegrid data serve --worker` (its own process),
   service, 2 workers  read by the trainer through tf.data service (dynamic sharding)
 
-The servers are `facegrid data serve` processes on loopback, started once.
+The servers are `facegrid data serve` processes on loopback, started once; the
+packed set is written once, into a temporary folder, before the first pass.
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ import argparse
 import json
 import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pipeline import BATCH, FIT_EPOCHS, EpochTimer, machine, one_layer_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface"
 VARIANTS = {"sequence": "FaceSequence (2 threads)", "pipeline": "FacePipeline (numpy_function plan)",
-            "puretf": "PureTFPipeline (TF ops only)", "service1": "PureTFPipeline via service, 1 worker",
-            "service2": "PureTFPipeline via service, 2 workers"}
+            "puretf": "PureTFPipeline (TF ops only), image folder", "packed": "PackedPipeline (TF ops only), 8 shards",
+            "service1": "PackedPipeline via service, 1 worker", "service2": "PackedPipeline via service, 2 workers"}
+SHARDS = 8
 
 
 def parse_args():
@@ -44,17 +49,22 @@ def parse_args():
     parser.add_argument("--wider", type=Path, default=Path(os.environ.get("FACEGRID_WIDER", SHARED)))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--service", help=argparse.SUPPRESS)
+    parser.add_argument("--packed", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def train_index(args):
+    from facegrid.wider import read_annotations
+
+    index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
+    return index.take(list(range(min(args.limit, len(index))))) if args.limit else index
 
 
 def run_child(variant: str, args) -> float:
     from facegrid.grid import GridCodec
-    from facegrid.wider import read_annotations
 
     images = args.wider / "WIDER_train" / "images"
-    index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
-    if args.limit:
-        index = index.take(list(range(min(args.limit, len(index)))))
+    index = train_index(args)
     settings = dict(batch_size=BATCH, input_size=224, codec=GridCodec(7), augment=True, seed=0)
     if variant == "sequence":
         from facegrid.sequence import FaceSequence
@@ -65,12 +75,17 @@ def run_child(variant: str, args) -> float:
 
         pipeline = FacePipeline(index, images, **settings)
         data, steps = pipeline.dataset(epochs=FIT_EPOCHS), len(pipeline)
-    else:
+    elif variant == "puretf":
         from facegrid.puretf import PureTFPipeline
 
         pipeline = PureTFPipeline(index, images, **settings)
         data, steps = pipeline.dataset(epochs=FIT_EPOCHS), len(pipeline)
-        if variant != "puretf":
+    else:
+        from facegrid.puretf import PackedPipeline
+
+        pipeline = PackedPipeline(args.packed, **settings)
+        data, steps = pipeline.dataset(epochs=FIT_EPOCHS), len(pipeline)
+        if variant != "packed":
             from facegrid.service import distribute
 
             data = distribute(data, args.service)
@@ -103,13 +118,18 @@ def main() -> int:
     if not (args.wider / "WIDER_train" / "images").is_dir():
         print(f"WIDER FACE data not found at {args.wider}; set FACEGRID_WIDER or --wider", file=sys.stderr)
         return 2
+    from facegrid.pack import pack_dataset
+
+    packed = Path(tempfile.mkdtemp(prefix="facegrid-bench-packed-"))
+    pack_dataset(train_index(args), args.wider / "WIDER_train" / "images", packed, shards=SHARDS, overwrite=True)
     services = {"service1": start_service(1), "service2": start_service(2)}
     rates = {variant: [] for variant in VARIANTS}
     try:
         for p in range(args.passes):
             order = list(VARIANTS) if p % 2 == 0 else list(VARIANTS)[::-1]
             for variant in order:
-                command = [sys.executable, __file__, "--child", variant, "--wider", str(args.wider)]
+                command = [sys.executable, __file__, "--child", variant, "--wider", str(args.wider),
+                           "--packed", str(packed)]
                 if variant in services:
                     command += ["--service", services[variant][0]]
                 if args.limit:
@@ -124,6 +144,7 @@ def main() -> int:
         for _, servers in services.values():
             for server in servers:
                 server.terminate()
+        shutil.rmtree(packed, ignore_errors=True)
     medians = {variant: statistics.median(values) for variant, values in rates.items()}
     print(f"machine: {machine()}; images/s through model.fit of a one-layer model, median of {args.passes} "
           f"interleaved passes (each the median of epochs 2-{FIT_EPOCHS}), batch {BATCH}, 224 x 224, augmented")
@@ -131,7 +152,7 @@ def main() -> int:
     print("|---|---|---|")
     for variant, label in VARIANTS.items():
         print(f"| {label} | {medians[variant]:.0f} | {medians[variant] / medians['puretf']:.2f}x |")
-    overhead = 1 - medians["service1"] / medians["puretf"]
+    overhead = 1 - medians["service1"] / medians["packed"]
     print(f"service overhead against the same pipeline run locally (1 worker): {overhead:.0%}")
     return 0 if all(math.isfinite(v) for v in medians.values()) else 1
 

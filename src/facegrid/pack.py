@@ -180,7 +180,7 @@ def _load(index: Index, images: Path, image: int) -> tuple[bytes, int] | ImageEr
     if error is not None:
         return error
     rows = slice(index.offsets[image], index.offsets[image + 1])
-    record = records.Record(name, data, info.width, info.height, info.orientation,
+    record = records.Record(name, image, data, info.width, info.height, info.orientation,
                             index.boxes[rows], index.attributes[rows])
     return records.serialize(record), int(rows.stop - rows.start)
 

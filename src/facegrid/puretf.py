@@ -21,18 +21,25 @@ half-pixel bilinear filter); targets are equal bit for bit
 (:mod:`facegrid.tf_targets`). What it does not do yet: the pyramid layout,
 and images TensorFlow cannot decode at a DCT scale (PNG, CMYK JPEG); the
 constructor refuses those, naming what to use instead.
+
+:class:`PackedPipeline` builds the same examples from a packed set's shards
+(:mod:`facegrid.pack`): the image bytes come from the records instead of the
+files, and the plan is looked up by the image's place in the annotation
+file, so that each image gives the example it gives over the folder while
+the shards' order and a shuffle buffer decide the epoch's order.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from facegrid import boxes as box_ops
-from facegrid import tf_targets
+from facegrid import records, tf_targets
 from facegrid.examples import ExampleSource
 from facegrid.images import DCT_RATIOS, FULL_IMAGE, covering_size, decoded_size, pixel_region
 from facegrid.index import Index
@@ -59,10 +66,7 @@ class PureTFPipeline(SourceBatches):
 
     def __init__(self, annotations: str | os.PathLike | Index, images: str | os.PathLike, **options):
         super().__init__(annotations, images, **options)
-        if not tf_targets.supports(self.source.builder.codec):
-            codec = type(self.source.builder.codec).__name__
-            raise TypeError(f"PureTFPipeline cannot encode {codec} targets; use FacePipeline")
-        self._tables = _image_tables(self.source)
+        self._tables = _image_tables(self.source, files=True)
 
     def plans(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
         """One element per epoch ``first_epoch ..``: a dict of ``[n, ...]`` tensors, a row per sample in serving order.
@@ -101,10 +105,13 @@ class PureTFPipeline(SourceBatches):
 
     def example(self, sample: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """``(x, y)`` of one planned sample (a row of an element of :meth:`plans`): TensorFlow ops only."""
+        return self.build(tf.io.read_file(tf.gather(self._tables["path"], sample["image"])), sample)
+
+    def build(self, data: tf.Tensor, sample: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(x, y)`` of one planned sample whose image file's bytes are ``data``."""
         tables, image = self._tables, sample["image"]
         builder = self.source.builder
         size = builder.input_size
-        data = tf.io.read_file(tf.gather(tables["path"], image))
         branches = [
             (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
             for r in DCT_RATIOS
@@ -127,8 +134,10 @@ class PureTFPipeline(SourceBatches):
         return x, tf_targets.encode(builder.codec, targets, ignored, size, size)
 
 
-def _epoch_plans(source: ExampleSource, first_epoch: int, epochs: int) -> dict[str, list[np.ndarray]]:
-    """Per epoch, per sample in serving order: what :meth:`PureTFPipeline.example` reads (see ``plans``).
+def _epoch_plans(
+    source: ExampleSource, first_epoch: int, epochs: int, by_image: bool = False
+) -> dict[str, list[np.ndarray]]:
+    """Per epoch, per sample in serving order (or, ``by_image``, per image): what :meth:`PureTFPipeline.build` reads.
 
     The decode plan of :class:`~facegrid.tfdata.FacePipeline`, from the same
     functions: the jitter drawn for the sample, the DCT ratio whose decode
@@ -137,7 +146,7 @@ def _epoch_plans(source: ExampleSource, first_epoch: int, epochs: int) -> dict[s
     size = source.builder.input_size
     plans = {key: [] for key in ("image", "ratio", "region", "crop", "cropped", "flip", "color")}
     for epoch in range(first_epoch, first_epoch + epochs):
-        order = source.order(epoch)
+        order = np.arange(len(source)) if by_image else source.order(epoch)
         rows = {key: [] for key in plans}
         for image in order.tolist():
             info, jitter = source.info(image), source.jitter(epoch, image)
@@ -158,8 +167,16 @@ def _epoch_plans(source: ExampleSource, first_epoch: int, epochs: int) -> dict[s
     return plans
 
 
-def _image_tables(source: ExampleSource) -> dict[str, tf.Tensor]:
-    """What the per-example map reads per image or per face, as constant tensors."""
+def _image_tables(source: ExampleSource, files: bool) -> dict[str, tf.Tensor]:
+    """What the per-example map reads per image or per face, as constant tensors (with ``files``, the image files).
+
+    Raises:
+        TypeError: targets :mod:`facegrid.tf_targets` cannot encode.
+        ValueError: an image that is not a JPEG TensorFlow decodes to RGB itself.
+    """
+    if not tf_targets.supports(source.builder.codec):
+        codec = type(source.builder.codec).__name__
+        raise TypeError(f"the pure-TensorFlow pipelines cannot encode {codec} targets; use FacePipeline")
     index = source.index
     infos = [source.info(image) for image in range(len(index))]
     refused = [str(index.paths[image]) for image, info in enumerate(infos) if not info.jpeg]
@@ -168,11 +185,147 @@ def _image_tables(source: ExampleSource) -> dict[str, tf.Tensor]:
             f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to RGB, e.g. {refused[0]}; use FacePipeline"
         )
     log.info("pure-TensorFlow pipeline: %d images, %d faces", len(index), index.num_faces)
+    paths = {"path": tf.constant([str(source.path(image)) for image in range(len(index))])} if files else {}
     return {
-        "path": tf.constant([str(source.path(image)) for image in range(len(index))]),
+        **paths,
         "orientation": tf.constant([info.orientation for info in infos], tf.int32),
         "size": tf.constant([(info.width, info.height) for info in infos], tf.float32),
         "faces": tf.constant(box_ops.from_wider(index.boxes)),
         "offsets": tf.constant(index.offsets, tf.int64),
         "trained": tf.constant(source.trained),
     }
+
+
+#: Examples a packed pipeline shuffles among by default: at WIDER's ~100 KB an image, about 100 MB of bytes.
+SHUFFLE_BUFFER = 1024
+
+#: Shards read at once, one example from each in turn.
+CYCLE_LENGTH = 4
+
+#: The last entry of the seed an epoch's shard order is drawn from; image indices (the jitter's) never reach it.
+_SHARD_ORDER_STREAM = 2**40
+
+
+class PackedPipeline(PureTFPipeline):
+    """A packed set (``facegrid data pack``) as a ``tf.data.Dataset`` of ``(images, targets)`` batches, TensorFlow ops only.
+
+    Every image is served once an epoch. The shards are read front to back,
+    :data:`CYCLE_LENGTH` at a time, in an order drawn from ``(seed, epoch)``,
+    and their examples mixed in a shuffle buffer seeded from the same draw,
+    so an epoch's order is not FaceSequence's; each image's sample is,
+    though: the jitter of image ``i`` in epoch ``e`` is drawn from
+    ``(seed, e, i)`` exactly as over the images folder, so that an image
+    gives the ``(x, y)`` it gives there (:func:`facegrid.packed.read_packed`
+    keeps the annotation file's numbering). With ``shuffle=False`` the shards
+    are read in order and nothing is shuffled.
+
+    Split across ``num_input_pipelines`` readers (hosts, tf.data service
+    workers), pipeline ``input_pipeline_id`` reads the shards whose number
+    it is modulo their count, so the readers of one epoch together serve
+    every image exactly once; give each the same seed. tf.data's auto-sharding
+    by file (``AutoShardPolicy.FILE``) splits the shards the same way, with an
+    epoch's shards dealt anew each epoch.
+
+    Args:
+        folder: the packed folder.
+        batch_size, parallel_calls, deterministic: as for
+            :class:`~facegrid.tfdata.FacePipeline`.
+        shuffle_buffer: examples shuffled among (see :data:`SHUFFLE_BUFFER`).
+        num_input_pipelines, input_pipeline_id: this reader's share (see above;
+            ``tf.distribute.InputContext`` names them so).
+        **settings: ``input_size``, ``codec``, ``shuffle``, ``augment``,
+            ``seed``, ``face_filter``, as for
+            :meth:`ExampleSource.create <facegrid.examples.ExampleSource.create>`.
+
+    Raises:
+        ValueError: a share that does not exist, or more readers than shards;
+            an image TensorFlow cannot decode at a DCT scale.
+        facegrid.errors.PathError: a folder that is no packed set, or whose
+            shards disagree with its manifest.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
+        num_input_pipelines: int = 1,
+        input_pipeline_id: int = 0,
+        **options,
+    ):
+        from facegrid.packed import read_packed
+
+        packed = read_packed(folder)
+        shards = len(packed.files)
+        if not 1 <= num_input_pipelines <= shards:
+            raise ValueError(f"num_input_pipelines must be 1 to the {shards} shard(s), got {num_input_pipelines}")
+        if not 0 <= input_pipeline_id < num_input_pipelines:
+            raise ValueError(f"input_pipeline_id must be 0 to {num_input_pipelines - 1}, got {input_pipeline_id}")
+        if shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+        SourceBatches.__init__(self, packed.index, packed.folder, infos=packed.infos, verify=False, **options)
+        self._tables = _image_tables(self.source, files=False)
+        self.packed = packed
+        self.shuffle_buffer = shuffle_buffer
+        self._shards = np.arange(input_pipeline_id, shards, num_input_pipelines)
+        self._examples = sum(packed.manifest.shards[k].examples for k in self._shards.tolist())
+        image_at = np.full(int(packed.positions[-1]) + 1, -1, np.int32)
+        image_at[packed.positions] = np.arange(len(packed.positions), dtype=np.int32)
+        self._image_at = tf.constant(image_at)
+
+    def __len__(self) -> int:
+        """Batches per epoch of this pipeline's shards."""
+        return math.ceil(self._examples / self.batch_size)
+
+    def dataset(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
+        """Epochs ``first_epoch .. first_epoch + epochs - 1`` back to back (pass ``steps_per_epoch=len(self)``)."""
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        epoch_datasets = [self.epoch(epoch) for epoch in range(first_epoch, first_epoch + epochs)]
+        dataset = epoch_datasets[0]
+        for more in epoch_datasets[1:]:
+            dataset = dataset.concatenate(more)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def epoch(self, epoch: int) -> tf.data.Dataset:
+        """The batches of epoch ``epoch``."""
+        [plan] = [
+            {key: tf.constant(columns[0]) for key, columns in _epoch_plans(self.source, epoch, 1, by_image=True).items()}
+        ]
+        options = tf.data.Options()
+        options.deterministic = self.deterministic
+
+        def example(serialized):
+            data, position = records.parse_image(serialized)
+            image = tf.gather(self._image_at, position)
+            return self.build(data, {key: tf.gather(column, image) for key, column in plan.items()})
+
+        return (
+            self.records(epoch)
+            .map(example, num_parallel_calls=self.parallel_calls)
+            .batch(self.batch_size)
+            .with_options(options)
+        )
+
+    def positions(self, epoch: int) -> tf.data.Dataset:
+        """The annotation-file positions of the images epoch ``epoch`` serves, in serving order."""
+        return self.records(epoch).map(lambda serialized: records.parse_image(serialized)[1])
+
+    def records(self, epoch: int) -> tf.data.Dataset:
+        """The serialized examples of epoch ``epoch``, in serving order: this pipeline's shards, interleaved, shuffled."""
+        shards = self._shards
+        seed = None
+        if self.source.shuffle:
+            rng = np.random.default_rng([self.source.seed, int(epoch), _SHARD_ORDER_STREAM])
+            shards, seed = rng.permutation(shards), int(rng.integers(2**62))
+        files = tf.data.Dataset.from_tensor_slices([str(self.packed.files[k]) for k in shards.tolist()])
+        serialized = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(CYCLE_LENGTH, len(shards)),
+            block_length=1,
+            num_parallel_calls=min(CYCLE_LENGTH, len(shards)),
+            deterministic=True,
+        )
+        if seed is not None:
+            serialized = serialized.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+        return serialized

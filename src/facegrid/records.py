@@ -25,6 +25,8 @@ from facegrid.index import ATTRIBUTES
 
 #: The image's path relative to the images folder, as the annotation file writes it (UTF-8).
 PATH = "image/path"
+#: The image's position in the annotation file (0-based): its identity within the packed set.
+POSITION = "image/position"
 #: The image file's bytes as stored.
 ENCODED = "image/encoded"
 #: Upright full-resolution size, after the EXIF orientation is applied.
@@ -44,6 +46,7 @@ class Record:
 
     Attributes:
         path: relative path, as in the annotation file.
+        position: the image's place among the annotation file's images (0-based).
         image: the file's bytes as stored.
         width, height: upright full-resolution size.
         orientation: the EXIF orientation tag.
@@ -52,6 +55,7 @@ class Record:
     """
 
     path: str
+    position: int
     image: bytes
     width: int
     height: int
@@ -72,6 +76,7 @@ def serialize(record: Record) -> bytes:
     """``record`` as a serialized Example; the same record always gives the same bytes (features in key order)."""
     feature = {
         PATH: _bytes(record.path.encode("utf-8")),
+        POSITION: _ints([record.position]),
         ENCODED: _bytes(record.image),
         WIDTH: _ints([record.width]),
         HEIGHT: _ints([record.height]),
@@ -100,7 +105,7 @@ def parse(serialized: bytes) -> Record:
         feature = tf.train.Example.FromString(serialized).features.feature
     except DecodeError as error:
         raise ValueError(f"not a tf.train.Example ({error})") from None
-    missing = [key for key in (PATH, ENCODED, WIDTH, HEIGHT, ORIENTATION, BOXES, *ATTRIBUTE_KEYS) if key not in feature]
+    missing = [key for key in (PATH, POSITION, ENCODED, WIDTH, HEIGHT, ORIENTATION, BOXES, *ATTRIBUTE_KEYS) if key not in feature]
     if missing:
         raise ValueError(f"no feature {missing[0]!r}")
     boxes = np.asarray(feature[BOXES].int64_list.value, dtype=np.int64)
@@ -116,6 +121,7 @@ def parse(serialized: bytes) -> Record:
         raise ValueError(f"feature {PATH!r} is not UTF-8") from None
     return Record(
         path=path,
+        position=int(_one(feature[POSITION].int64_list.value, POSITION)),
         image=_one(feature[ENCODED].bytes_list.value, ENCODED),
         width=int(_one(feature[WIDTH].int64_list.value, WIDTH)),
         height=int(_one(feature[HEIGHT].int64_list.value, HEIGHT)),
@@ -123,3 +129,12 @@ def parse(serialized: bytes) -> Record:
         boxes=boxes.reshape(-1, 4).astype(np.int32),
         attributes=np.stack(columns, axis=1).reshape(-1, len(ATTRIBUTES)).astype(np.uint8),
     )
+
+
+def parse_image(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(file bytes, position)`` of a serialized Example, in TensorFlow ops (for input pipelines)."""
+    features = tf.io.parse_single_example(
+        serialized,
+        {ENCODED: tf.io.FixedLenFeature([], tf.string), POSITION: tf.io.FixedLenFeature([], tf.int64)},
+    )
+    return features[ENCODED], features[POSITION]

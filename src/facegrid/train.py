@@ -59,7 +59,7 @@ from facegrid.index import FaceFilter, Index
 from facegrid.loss import loss_for, term_metrics
 from facegrid.model import build_detector, load_detector
 from facegrid.runs import check_run_folder, writes_run_folder
-from facegrid.puretf import PureTFPipeline
+from facegrid.puretf import PackedPipeline, PureTFPipeline
 from facegrid.sequence import FaceSequence
 from facegrid.service import distribute
 from facegrid.tfdata import FacePipeline
@@ -222,7 +222,7 @@ def _compile(model: keras.Model, config: Config, steps_per_epoch: int) -> None:
 
 def train(
     config: Config,
-    train_annotations: str | os.PathLike | Index,
+    train_annotations: str | os.PathLike | Index | None,
     train_images: str | os.PathLike,
     run_dir: str | os.PathLike,
     *,
@@ -235,7 +235,9 @@ def train(
 
     Args:
         config: every setting of model, data and optimisation.
-        train_annotations, train_images: the training set.
+        train_annotations, train_images: the training set; or None and a
+            folder ``facegrid data pack`` wrote, read from its shards by
+            :class:`~facegrid.puretf.PackedPipeline` (``pipeline = "puretf"``).
         run_dir: the run folder (created); one that holds a run already is
             refused unless ``resume``. Under ``strategy = "multi-worker"``
             only the chief writes it.
@@ -329,6 +331,11 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
         return FaceSequence(
             annotations, images, workers=config.workers, use_multiprocessing=config.use_multiprocessing, **common
         )
+    if annotations is None:
+        if config.pipeline != "puretf":
+            raise ValueError(f"a packed training set is read by pipeline 'puretf', not {config.pipeline!r}")
+        del common["on_bad_image"]  # screened when packed
+        return PackedPipeline(images, parallel_calls=config.workers, **common)
     if config.pipeline == "puretf":
         return PureTFPipeline(annotations, images, parallel_calls=config.workers, **common)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)

@@ -1,0 +1,112 @@
+"""A packed set (:mod:`facegrid.pack`) read back as an index of its images, for pipelines that stream its shards.
+
+A pipeline over shards still plans every sample before it reads one (the
+image order of an epoch aside, which the shards' own order and a shuffle
+buffer decide): it needs every image's faces and header. Both are stored in
+the shards beside the image bytes, so :func:`read_packed` reads them once,
+front to back, and gives the :class:`~facegrid.index.Index` the annotation
+file would give less the images left out when packing: the same images in
+the same order, so that the same seed draws the same jitter for each of them
+as it does over the images folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from facegrid import records
+from facegrid.errors import PathError
+from facegrid.images import ImageInfo, probe_data
+from facegrid.index import ATTRIBUTES, Index
+from facegrid.pack import Manifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedSet:
+    """What a pipeline over a packed folder plans from.
+
+    Attributes:
+        folder: the packed folder.
+        manifest: its ``manifest.json``.
+        files: the shard files, in the manifest's order.
+        index: its images in annotation order, with their faces (no line
+            numbers: ``name_lines`` and ``face_lines`` are 0).
+        positions: ``[M]`` int64, each index image's place in the annotation
+            file (:data:`facegrid.records.POSITION`), ascending.
+        infos: each image's header, by path (from the stored size and
+            orientation, and the bytes' own header for their kind).
+    """
+
+    folder: Path
+    manifest: Manifest
+    files: tuple[Path, ...]
+    index: Index
+    positions: np.ndarray
+    infos: dict[str, ImageInfo]
+
+
+def read_packed(folder: str | os.PathLike) -> PackedSet:
+    """Read a packed folder's index: every shard once, front to back.
+
+    Raises:
+        facegrid.errors.PathError: no manifest, a shard missing, an example
+            that is not of :mod:`facegrid.records`' layout, the same image
+            packed twice, or counts that disagree with the manifest (run
+            ``facegrid data check`` on it for the whole list).
+        facegrid.images.ImageError: image bytes that are no image.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    files = tuple(folder / shard.file for shard in manifest.shards)
+    found: list[records.Record] = []
+    for path, shard in zip(files, manifest.shards):
+        if not path.is_file():
+            raise PathError(path, "missing: the manifest lists it")
+        before = len(found)
+        try:
+            for k, serialized in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+                found.append(_parsed(serialized, f"{path}: example {k}"))
+        except tf.errors.OpError as error:
+            raise PathError(path, f"not a readable TFRecord file ({error.message})") from None
+        if len(found) - before != shard.examples:
+            raise PathError(path, f"holds {len(found) - before} examples, the manifest says {shard.examples}")
+    found.sort(key=lambda record: record.position)
+    positions = np.array([record.position for record in found], np.int64)
+    twice = np.flatnonzero(np.diff(positions) == 0)
+    if len(twice):
+        raise PathError(folder, f"image {found[twice[0]].path} (position {positions[twice[0]]}) is packed twice")
+    counts = np.array([len(record.boxes) for record in found], np.int64)
+    boxes = np.concatenate([record.boxes for record in found]).reshape(-1, 4).astype(np.int32)
+    index = Index(
+        source=str(folder),
+        paths=np.array([record.path for record in found], dtype=np.dtypes.StringDType()),
+        name_lines=np.zeros(len(found), np.int32),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        boxes=boxes,
+        attributes=np.concatenate([record.attributes for record in found]).reshape(-1, len(ATTRIBUTES)).astype(np.uint8),
+        face_lines=np.zeros(len(boxes), np.int32),
+    )
+    infos = {record.path: _info(record, folder) for record in found}
+    log.info("read packed set %s: %d images, %d faces in %d shards", folder, len(index), index.num_faces, len(files))
+    return PackedSet(folder, manifest, files, index, positions, infos)
+
+
+def _parsed(serialized: bytes, where: str) -> records.Record:
+    try:
+        return records.parse(serialized)
+    except ValueError as error:
+        raise PathError(where, f"not a facegrid example ({error})") from None
+
+
+def _info(record: records.Record, folder: Path) -> ImageInfo:
+    """The header of a packed image: its stored size and orientation, its kind from its bytes."""
+    kind = probe_data(record.image, f"{folder} ({record.path})")
+    return ImageInfo(record.width, record.height, record.orientation, kind.jpeg)

@@ -1,0 +1,197 @@
+"""The pure-TensorFlow pipeline over packed shards: every image once an epoch, each as over the images folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_puretf import PYTHON_OPS
+from test_tfdata import batches
+
+from facegrid.errors import PathError
+from facegrid.examples import ExampleSource
+from facegrid.pack import pack_dataset
+from facegrid.packed import read_packed
+from facegrid.puretf import PackedPipeline
+from facegrid.service import op_types
+from facegrid.wider import read_annotations
+
+tf = pytest.importorskip("tensorflow")
+from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset  # noqa: E402  (what tf.distribute applies)
+
+SHARDS = 5
+
+
+@pytest.fixture(scope="module")
+def packed(wider, tmp_path_factory):
+    """The first 90 images of the val sample, packed into five shards, with their folder's index."""
+    index = read_annotations(wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt").take(np.arange(90))
+    images = wider / "WIDER_val" / "images"
+    out = tmp_path_factory.mktemp("packed")
+    pack_dataset(index, images, out, shards=SHARDS, workers=2)
+    return index, images, out
+
+
+def positions(dataset) -> list[int]:
+    return [int(p) for p in dataset.as_numpy_iterator()]
+
+
+def test_the_index_read_from_the_shards_is_the_annotation_files(packed):
+    index, _, out = packed
+    read = read_packed(out)
+    assert read.index.paths.tolist() == index.paths.tolist()
+    np.testing.assert_array_equal(read.index.offsets, index.offsets)
+    np.testing.assert_array_equal(read.index.boxes, index.boxes)
+    np.testing.assert_array_equal(read.index.attributes, index.attributes)
+    np.testing.assert_array_equal(read.positions, np.arange(90))
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_each_image_gives_the_example_it_gives_over_the_folder(packed, augment):
+    index, images, out = packed
+    settings = dict(input_size=128, augment=augment, seed=7)
+    pipeline = PackedPipeline(out, batch_size=8, **settings)
+    epoch = 3
+    order = positions(pipeline.positions(epoch))
+    served = batches(pipeline.epoch(epoch))
+    assert [len(x) for x, _ in served] == [8] * 11 + [2] and len(pipeline) == 12
+    xs = np.concatenate([x for x, _ in served])
+    ys = np.concatenate([y for _, y in served])
+    folder = ExampleSource.create(index, images, **settings)
+    differences = []
+    for k, image in enumerate(order):
+        x, size, jitter = folder.pixels(epoch, image)
+        np.testing.assert_array_equal(ys[k], folder.targets([image], [size], [jitter])[0])
+        differences.append(np.abs(xs[k].astype(np.float64) - x).mean())
+    assert np.median(differences) < 0.5 and max(differences) < 5.0, differences
+
+
+def test_every_image_once_an_epoch_in_an_order_of_the_seeds(packed):
+    _, _, out = packed
+    pipeline = PackedPipeline(out, batch_size=8, seed=1)
+    orders = [positions(pipeline.positions(epoch)) for epoch in range(3)]
+    for order in orders:
+        assert sorted(order) == list(range(90))
+    assert orders[0] != orders[1] != orders[2]
+    assert orders[1] == positions(PackedPipeline(out, batch_size=8, seed=1).positions(1))  # reproducible
+    assert orders[1] != positions(PackedPipeline(out, batch_size=8, seed=2).positions(1))
+    assert positions(PackedPipeline(out, shuffle=False).positions(0)) != list(range(90))  # shards interleaved
+    assert sorted(positions(PackedPipeline(out, shuffle=False).positions(0))) == list(range(90))
+
+
+def test_epochs_follow_each_other(packed):
+    _, _, out = packed
+    pipeline = PackedPipeline(out, batch_size=30, input_size=96, augment=True, seed=5)
+    two = batches(pipeline.dataset(first_epoch=1, epochs=2))
+    assert len(two) == 2 * len(pipeline) == 6
+    for part, epoch in ((two[:3], 1), (two[3:], 2)):
+        for (x, y), (expected_x, expected_y) in zip(part, batches(pipeline.epoch(epoch)), strict=True):
+            np.testing.assert_array_equal(x, expected_x)
+            np.testing.assert_array_equal(y, expected_y)
+
+
+@pytest.mark.parametrize("readers", [2, 3, SHARDS])
+def test_readers_together_serve_every_image_once_an_epoch(packed, readers):
+    _, _, out = packed
+    for epoch in range(2):
+        shares = [
+            positions(PackedPipeline(out, seed=4, num_input_pipelines=readers, input_pipeline_id=k).positions(epoch))
+            for k in range(readers)
+        ]
+        assert sorted(sum(shares, [])) == list(range(90))
+        manifest = json.loads((out / "manifest.json").read_text())
+        for k, share in enumerate(shares):  # each reader keeps its shards, every epoch
+            assert len(share) == sum(s["examples"] for s in manifest["shards"][k::readers])
+
+
+def test_auto_sharding_by_file_splits_an_epoch_among_workers(packed):
+    """What tf.distribute applies to each worker's copy of the dataset under ``AutoShardPolicy.FILE``."""
+    _, _, out = packed
+    pipeline = PackedPipeline(out, seed=6)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    for epoch in range(2):
+        dataset = pipeline.positions(epoch).with_options(options)
+        shares = [positions(_AutoShardDataset(dataset, num_workers=2, index=k)) for k in range(2)]
+        assert all(shares) and sorted(sum(shares, [])) == list(range(90))
+        assert not {p % SHARDS for p in shares[0]} & {p % SHARDS for p in shares[1]}  # whole shards (pack: i mod N)
+    two_epochs = pipeline.dataset(epochs=2).with_options(options)
+    served = [sum(len(x) for x, _ in batches(_AutoShardDataset(two_epochs, num_workers=2, index=k))) for k in range(2)]
+    assert sum(served) == 2 * 90
+
+
+def test_no_python_runs_per_example(packed):
+    _, _, out = packed
+    dataset = PackedPipeline(out, augment=True, seed=0).dataset(epochs=2)
+    assert "TFRecordDataset" in op_types(dataset)
+    assert not op_types(dataset) & PYTHON_OPS
+
+
+def test_bad_shares_and_folders_are_refused(packed, tmp_path):
+    _, _, out = packed
+    with pytest.raises(ValueError, match="num_input_pipelines must be 1 to the 5 shard"):
+        PackedPipeline(out, num_input_pipelines=6)
+    with pytest.raises(ValueError, match="input_pipeline_id must be 0 to 1"):
+        PackedPipeline(out, num_input_pipelines=2, input_pipeline_id=2)
+    with pytest.raises(PathError, match="no manifest.json"):
+        PackedPipeline(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((out / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    for shard in manifest["shards"][1:]:
+        (broken / shard["file"]).write_bytes((out / shard["file"]).read_bytes())
+    with pytest.raises(PathError, match=r"tfrecord-00000-of-00005: missing: the manifest lists it"):
+        read_packed(broken)
+    (broken / manifest["shards"][0]["file"]).write_bytes((out / manifest["shards"][1]["file"]).read_bytes())
+    with pytest.raises(PathError, match="examples, the manifest says|packed twice"):
+        read_packed(broken)
+
+
+def test_a_service_with_two_workers_serves_every_packed_image_once_an_epoch(packed):
+    """Dynamic sharding hands out the shard files of each epoch, one worker each."""
+    from facegrid import service
+
+    _, _, out = packed
+    pipeline = PackedPipeline(out, seed=8)
+    dispatcher = service.start_dispatcher(0)
+    address = dispatcher.target.removeprefix("grpc://")
+    workers = [service.start_worker(address) for _ in range(2)]
+    served = positions(service.distribute(pipeline.positions(0).concatenate(pipeline.positions(1)), address))
+    assert sorted(served) == sorted(list(range(90)) * 2)
+    for worker in workers:
+        worker.stop()
+    dispatcher.stop()
+
+
+def test_training_reads_a_packed_set(packed, tmp_path):
+    from test_train import TINY
+
+    from facegrid.train import train
+
+    _, _, out = packed
+    run = tmp_path / "run"
+    config = TINY.replace(pipeline="puretf", batch_size=30, epochs=1)
+    model = train(config, None, out, run, verbose=0)
+    assert int(model.optimizer.iterations) == 3  # 90 images in batches of 30
+    assert "input pipeline: tf.data (PackedPipeline), 90 images in 3 batches" in (run / "train.log").read_text()
+    with pytest.raises(ValueError, match="a packed training set is read by pipeline 'puretf', not 'tfdata'"):
+        train(config.replace(pipeline="tfdata"), None, out, tmp_path / "other", verbose=0)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--packed", "P", "--annotations", "a.txt"], "give --packed or --annotations with --images, not both"),
+        (["--packed", "P", "--pipeline", "tfdata"], "--packed is read by --pipeline puretf, not tfdata"),
+        (["--images", "I"], "give --annotations and --images (or --packed)"),
+    ],
+)
+def test_train_takes_a_packed_set_or_annotations_with_images(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from facegrid.cli import main
+
+    result = CliRunner().invoke(main, ["train", *args, "--run", str(tmp_path / "run")])
+    assert result.exit_code == 2 and message in result.output
