@@ -7,6 +7,7 @@ import pytest
 from test_tfdata import assert_same_batches, batches
 
 from facegrid.augment import Augment
+from facegrid.config import Config
 from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.puretf import PureTFPipeline
 from facegrid.sequence import FaceSequence
@@ -48,6 +49,19 @@ def test_small_crops_file_order_and_another_grid(val_sample):
     assert sum(int((y[..., 0] == -1).sum()) for _, y in ours) > 0  # ignore cells are exercised
 
 
+def test_same_pyramid_batches_as_face_sequence(val_sample):
+    index, images = val_sample
+    config = Config(strides=(8, 16, 32), grid_size=0, input_size=128, crop_scale=(0.3, 1.0))
+    settings = dict(input_size=config.input_size, codec=config.codec, augment=config.augmentation(), seed=5)
+    pipeline = PureTFPipeline(index.take(np.arange(48)), images, batch_size=16, **settings)
+    sequence = FaceSequence(index.take(np.arange(48)), images, batch_size=16, **settings)
+    sequence.epoch = 1
+    ours = batches(pipeline.dataset(first_epoch=1, epochs=1))
+    assert ours[0][1].shape == (16, 16 * 16 + 8 * 8 + 4 * 4, 5)
+    assert_same_batches(ours, sequence)
+    assert sum(int((y[..., 0] == 1).sum()) for _, y in ours) > 200  # several cells per face
+
+
 def test_epochs_follow_each_other_in_the_sources_orders(val_sample):
     index, images = val_sample
     pipeline = PureTFPipeline(index, images, batch_size=100, seed=1)
@@ -85,10 +99,11 @@ def test_shards_together_serve_every_batch_and_image_once(val_sample):
         assert sorted(served) == list(range(len(subset)))
 
 
-def test_no_python_in_the_graph(val_sample):
+@pytest.mark.parametrize("codec", [GridCodec(7), PyramidCodec()], ids=["grid", "pyramid"])
+def test_no_python_in_the_graph(val_sample, codec):
     index, images = val_sample
     subset = index.take(np.arange(10))
-    types = op_types(PureTFPipeline(subset, images, batch_size=4, augment=True).dataset(epochs=2))
+    types = op_types(PureTFPipeline(subset, images, batch_size=4, augment=True, codec=codec).dataset(epochs=2))
     assert {"ReadFile", "DecodeJpeg", "TensorScatterUpdate"} <= types  # the map bodies are inspected
     assert not types & PYTHON_OPS
     assert op_types(FacePipeline(subset, images, batch_size=4).dataset(epochs=1)) & PYTHON_OPS  # the check sees them
@@ -98,5 +113,5 @@ def test_refuses_what_it_cannot_do_in_tensorflow(samples, val_sample):
     index, images = val_sample
     with pytest.raises(ValueError, match=r"2 image\(s\) are not JPEGs"):
         PureTFPipeline(samples / "faces_bbx_gt.txt", samples / "images")
-    with pytest.raises(TypeError, match="PyramidCodec"):
-        PureTFPipeline(index.take(np.arange(4)), images, codec=PyramidCodec())
+    with pytest.raises(TypeError, match="PyramidCodec"):  # a level bound under 1e-6 square pixels
+        PureTFPipeline(index.take(np.arange(4)), images, codec=PyramidCodec(faces_per_stride=1e-5))

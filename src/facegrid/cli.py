@@ -487,7 +487,7 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
                    "src/facegrid/models/facegrid-wider.keras); without --config, its settings too.")
 @click.option("--pipeline", type=click.Choice(PIPELINES),
               help="Input pipeline: tf.data (faster), FaceSequence, or tf.data of TensorFlow ops only "
-                   f"(puretf: JPEGs, single grid; what a tf.data service runs) [default: {Config.pipeline}].")
+                   f"(puretf: JPEGs only; what a tf.data service runs) [default: {Config.pipeline}].")
 @click.option("--data-service", metavar="HOST:PORT",
               help="Read the batches from the tf.data service dispatcher at HOST:PORT (facegrid data serve); "
                    "needs --pipeline puretf.")

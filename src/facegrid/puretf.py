@@ -18,8 +18,8 @@ per-example map is then TensorFlow ops alone::
 
 Pixels agree with FaceSequence up to rounding (the same DCT scale and
 half-pixel bilinear filter); targets are equal bit for bit
-(:mod:`facegrid.tf_targets`). What it does not do yet: the pyramid layout,
-and images TensorFlow cannot decode at a DCT scale (PNG, CMYK JPEG); the
+(:mod:`facegrid.tf_targets`), grid or pyramid. What it does not do yet:
+images TensorFlow cannot decode at a DCT scale (PNG, CMYK JPEG); the
 constructor refuses those, naming what to use instead.
 
 :class:`PackedPipeline` builds the same examples from a packed set's shards
