@@ -4,8 +4,10 @@ The server serves small zip archives in the WIDER FACE layout, made here,
 under one path prefix per mirror (``/m1/``, ``/m2/``), each prefix behaving
 as the test sets it: a good copy, a corrupt one, a 404, a response cut off
 once, a server that ignores ``Range``, one that never answers. The release
-downloaded is this file's own small manifest, put in place of the real one.
-Nothing may connect beyond 127.0.0.1 (:func:`loopback_only`).
+downloaded is this file's own small manifest, put in place of the real one;
+the real one is only read, to check that each of its archives is pinned and
+where it is fetched from. Nothing may connect beyond 127.0.0.1
+(:func:`loopback_only`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
 import socket
 import threading
 import zipfile
@@ -301,3 +304,22 @@ def test_unusable_options_exit_2_in_one_line(server, tmp_path, args, message):
 def test_verbose_shows_a_progress_bar(server, tmp_path):
     result = run("-v", "download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
     assert result.exit_code == 0 and "WIDER_val.zip: 100%" in result.stderr
+
+
+def test_every_shipped_wider_archive_is_pinned_to_a_digest_and_a_size():
+    archives = download.RELEASES["widerface"].archives
+    assert sorted(a.name for a in archives) == sorted(PROVIDES)
+    for archive in archives:
+        assert re.fullmatch(r"[0-9a-f]{64}", archive.sha256), archive.name
+        assert isinstance(archive.size, int) and archive.size > 0, archive.name
+    assert len({a.sha256 for a in archives}) == len(archives)
+
+
+def test_the_hub_serves_the_images_and_the_site_also_serves_the_small_archives():
+    release = download.RELEASES["widerface"]
+    hub = "https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data"
+    sites = ("http://shuoyang1213.me/WIDERFACE/support", "http://mmlab.ie.cuhk.edu.hk/projects/WIDERFace/support")
+    folders = {"wider_face_split.zip": "bbx_annotation", "eval_tools.zip": "eval_script"}
+    for archive in release.archives:
+        homes = [f"{site}/{folders[archive.name]}/{archive.name}" for site in sites] if archive.name in folders else []
+        assert download.archive_urls(archive, release.mirrors) == [f"{hub}/{archive.name}", *homes]
