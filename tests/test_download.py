@@ -2,10 +2,12 @@
 
 The server serves small zip archives in the WIDER FACE layout, made here,
 under one path prefix per mirror (``/m1/``, ``/m2/``), each prefix behaving
-as the test sets it: a good copy, a corrupt one, a 404, a response cut off
-once, a server that ignores ``Range``, one that never answers. The release
-downloaded is this file's own small manifest, put in place of the real one.
-Nothing may connect beyond 127.0.0.1 (:func:`loopback_only`).
+as the test sets it: a good copy, a corrupt one, one of another size, a
+404, a response cut off once, a server that ignores ``Range``, one that
+never answers. The release downloaded is this file's own small manifest,
+put in place of the real one; the real one is only read, to check that each
+of its archives is pinned and where it is fetched from. Nothing may connect
+beyond 127.0.0.1 (:func:`loopback_only`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
 import socket
 import threading
 import zipfile
@@ -85,6 +88,8 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
             return
         if mode == "corrupt":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        if mode == "longer":  # a different file of the same name: one byte more than pinned
+            data = data + b"\0"
         wanted = self.headers.get("Range", "")
         start = int(wanted.removeprefix("bytes=").removesuffix("-")) if wanted and mode != "ignores_range" else 0
         self.send_response(206 if start else 200)
@@ -184,6 +189,16 @@ def test_a_corrupt_copy_is_deleted_and_the_next_mirror_tried(server, tmp_path):
 def _corrupt_digest(name: str) -> str:
     data = ZIPS[name]
     return hashlib.sha256(data[:-1] + bytes([data[-1] ^ 0xFF])).hexdigest()
+
+
+def test_a_copy_of_another_size_than_pinned_is_passed_over_on_its_length(server, tmp_path):
+    server.modes["m1"] = "longer"
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    size = len(ZIPS["WIDER_val.zip"])
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: "
+                                          f"offers {size + 1:,} bytes where the manifest says {size:,}"]
+    assert result.stdout.startswith(f"WIDER_val.zip: from {server.base}/m2/WIDER_val.zip, sha256 verified")
 
 
 def test_a_response_cut_off_is_resumed_with_range(server, tmp_path):
@@ -301,3 +316,22 @@ def test_unusable_options_exit_2_in_one_line(server, tmp_path, args, message):
 def test_verbose_shows_a_progress_bar(server, tmp_path):
     result = run("-v", "download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
     assert result.exit_code == 0 and "WIDER_val.zip: 100%" in result.stderr
+
+
+def test_every_shipped_wider_archive_is_pinned_to_a_digest_and_a_size():
+    archives = download.RELEASES["widerface"].archives
+    assert sorted(a.name for a in archives) == sorted(PROVIDES)
+    for archive in archives:
+        assert re.fullmatch(r"[0-9a-f]{64}", archive.sha256), archive.name
+        assert isinstance(archive.size, int) and archive.size > 0, archive.name
+    assert len({a.sha256 for a in archives}) == len(archives)
+
+
+def test_the_hub_serves_the_images_and_the_site_also_serves_the_small_archives():
+    release = download.RELEASES["widerface"]
+    hub = "https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data"
+    sites = ("http://shuoyang1213.me/WIDERFACE/support", "http://mmlab.ie.cuhk.edu.hk/projects/WIDERFace/support")
+    folders = {"wider_face_split.zip": "bbx_annotation", "eval_tools.zip": "eval_script"}
+    for archive in release.archives:
+        homes = [f"{site}/{folders[archive.name]}/{archive.name}" for site in sites] if archive.name in folders else []
+        assert download.archive_urls(archive, release.mirrors) == [f"{hub}/{archive.name}", *homes]

@@ -14,16 +14,27 @@ its pinned SHA-256, unpacks it with :func:`facegrid.unpack.unpack`, and
 records the digest unpacked in ``DIR/archives/NAME.sha256``: a later run
 finds that stamp and the unpacked files and does nothing.
 
-**The pinned digests are not filled in.** This module was written on a
-machine that reaches neither the WIDER FACE site nor the dataset hub, so no
-digest or size could be read from a real copy, and none is guessed: every
-WIDER FACE entry has ``sha256=None`` and ``size=None``, and the mirror and
-home addresses are as published, untested from here. Someone who can reach
-the hosts should download each archive, verify it against a trusted copy,
-and fill in ``sha256`` (``sha256sum NAME``) and ``size`` below. Until then an
-unpinned archive is refused unless ``trust_unpinned`` is given (the
-command's ``--trust-unpinned``); the copy then taken is reported with its
-digest, to compare and pin.
+**Where the pinned digests come from.** The digests and sizes below are
+copied from published records, not computed here: the machine where they
+were pinned reaches neither the WIDER FACE site nor the dataset hub, so no
+copy could be downloaded to check them, and the addresses are likewise
+untested from there. For the four archives the hub holds
+(``wider_face_split.zip`` and ``WIDER_{train,val,test}.zip``) three records
+agree: TensorFlow Datasets' ``tensorflow_datasets/datasets/wider_face/checksums.tsv``
+(copies fetched from Google Drive and the mmlab site), the Hugging Face
+``datasets`` library's ``datasets/wider_face/dataset_infos.json``, and the
+Git LFS pointers in ``data/`` of the hub's ``CUHK-CSE/wider_face``
+repository. ``eval_tools.zip`` is on neither library's list nor on the hub:
+its digest and size are the ones the ``liopeer/cv_lakehouse`` project
+records for the site's copy (``src/cv_lakehouse/sources/wider_face.py``),
+and another project's published record gives the same two. The mirror is
+that hub repository (the library's record names it by its former name,
+``wider_face``, which the hub redirects); the homes are the WIDER FACE site
+and its former address at CUHK's mmlab, which serve the two small archives
+themselves (the hub has no ``eval_tools.zip``, so its 404 there is
+expected). An archive left without a pinned digest is refused unless
+``trust_unpinned`` is given (the command's ``--trust-unpinned``); the copy
+then taken is reported with its digest, to compare and pin.
 """
 
 from __future__ import annotations
@@ -85,19 +96,31 @@ class Outcome:
     message: str
 
 
-_WIDER_HOME = "http://shuoyang1213.me/WIDERFACE/support/"
+#: The WIDER FACE site's folder of downloads, then the same folder at its former address.
+_WIDER_HOMES = ("http://shuoyang1213.me/WIDERFACE/support/", "http://mmlab.ie.cuhk.edu.hk/projects/WIDERFace/support/")
+
+
+def _homes(path: str) -> tuple[str, ...]:
+    """The addresses of ``path`` (relative to the site's download folder) at each of :data:`_WIDER_HOMES`."""
+    return tuple(home + path for home in _WIDER_HOMES)
+
 
 #: The releases ``facegrid download`` knows. Digests and sizes: see the module's docstring.
 RELEASES = {
     "widerface": Release(
         archives=(
             Archive("wider_face_split.zip", "wider_face_split/wider_face_val_bbx_gt.txt",
-                    homes=(_WIDER_HOME + "bbx_annotation/wider_face_split.zip",)),
+                    sha256="c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c", size=3_591_642,
+                    homes=_homes("bbx_annotation/wider_face_split.zip")),
             Archive("eval_tools.zip", "eval_tools/ground_truth/wider_face_val.mat",
-                    homes=(_WIDER_HOME + "eval_script/eval_tools.zip",)),
-            Archive("WIDER_val.zip", "WIDER_val/images"),
-            Archive("WIDER_train.zip", "WIDER_train/images"),
-            Archive("WIDER_test.zip", "WIDER_test/images"),
+                    sha256="1cf49c8243fa8a1632efe7f6aa09fd7a3994ac838c9008bdbc9dd1d547bb234a", size=8_447_003,
+                    homes=_homes("eval_script/eval_tools.zip")),
+            Archive("WIDER_val.zip", "WIDER_val/images",
+                    sha256="f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a", size=362_752_168),
+            Archive("WIDER_train.zip", "WIDER_train/images",
+                    sha256="e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59", size=1_465_602_149),
+            Archive("WIDER_test.zip", "WIDER_test/images",
+                    sha256="3b0313e11ea292ec58894b47ac4c0503b230e12540330845d70a7798241f88d3", size=1_844_140_520),
         ),
         mirrors=("https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data/",),
     ),
