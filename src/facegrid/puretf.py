@@ -49,10 +49,11 @@ log = logging.getLogger(__name__)
 
 
 class PureTFPipeline(SourceBatches):
-    """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, grid targets)`` batches, TensorFlow ops only.
+    """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, targets)`` batches, TensorFlow ops only.
 
     Arguments and batches are those of :class:`~facegrid.tfdata.FacePipeline`:
-    uint8 ``x [B, S, S, 3]``, float32 ``y [B, G, G, 5]``, every image once per
+    uint8 ``x [B, S, S, 3]``, float32 ``y [B, G, G, 5]`` (a pyramid's
+    ``[B, N, 5]``), every image once per
     epoch, epoch ``e`` in the order drawn from ``(seed, e)``, sample ``i`` of
     it jittered as drawn from ``(seed, e, i)``.
 
