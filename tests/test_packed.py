@@ -11,6 +11,7 @@ from test_tfdata import batches
 
 from facegrid.errors import PathError
 from facegrid.examples import ExampleSource
+from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.pack import pack_dataset
 from facegrid.packed import read_packed
 from facegrid.puretf import PackedPipeline
@@ -47,10 +48,14 @@ def test_the_index_read_from_the_shards_is_the_annotation_files(packed):
     np.testing.assert_array_equal(read.positions, np.arange(90))
 
 
-@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
-def test_each_image_gives_the_example_it_gives_over_the_folder(packed, augment):
+@pytest.mark.parametrize(
+    "augment, codec",
+    [(False, GridCodec(4)), (True, GridCodec(4)), (True, PyramidCodec((8, 16, 32)))],
+    ids=["plain", "augmented", "pyramid"],
+)
+def test_each_image_gives_the_example_it_gives_over_the_folder(packed, augment, codec):
     index, images, out = packed
-    settings = dict(input_size=128, augment=augment, seed=7)
+    settings = dict(input_size=128, codec=codec, augment=augment, seed=7)
     pipeline = PackedPipeline(out, batch_size=8, **settings)
     epoch = 3
     order = positions(pipeline.positions(epoch))
