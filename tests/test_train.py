@@ -210,11 +210,13 @@ def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
     with pytest.raises(ImageError, match=f"{tmp_path / 'val' / 'broken.jpg'}: not a readable image"):
         train(config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val",
               verbose=0)
-    train(config.replace(on_bad_image="skip"), annotations, images, tmp_path / "skip", val_annotations=val,
-          val_images=tmp_path / "val", verbose=0)
+    train(config.replace(on_bad_image="skip", panels_every=1), annotations, images, tmp_path / "skip",
+          val_annotations=val, val_images=tmp_path / "val", verbose=0)
     log = (tmp_path / "skip" / "train.log").read_text()
     assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
     assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()
+    with Image.open(tmp_path / "skip" / "panels" / "epoch_001.jpg") as panel:  # all 5, the broken one a blank square
+        assert panel.size == (960, 698)
 
 
 def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypatch):

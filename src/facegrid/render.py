@@ -106,7 +106,8 @@ def detections_panel(images: Sequence[PanelImage], title: str) -> Image.Image:
 
     Each image is fitted into a :data:`PANEL_TILE` square, aspect ratio kept,
     with its ground truth outlined blue and its detections green, labelled
-    with their scores; its caption is below it. The picture is
+    with their scores; its caption is below it, cut short to the square's
+    width (put what must show first). The picture is
     ``PANEL_TILE * min(len(images), PANEL_COLUMNS)`` pixels wide and
     ``_HEADER + rows * (PANEL_TILE + _CAPTION)`` high, whatever the images' sizes.
     """
@@ -125,8 +126,17 @@ def detections_panel(images: Sequence[PanelImage], title: str) -> Image.Image:
             draw_boxes(draw, image.truth, scale, GROUND_TRUTH)
             draw_detections(draw, image.boxes, image.scores, scale)
             canvas.paste(fitted, (left + (PANEL_TILE - fitted.width) // 2, top + (PANEL_TILE - fitted.height) // 2))
-        view.text((left + 4, top + PANEL_TILE + 3), image.caption, fill=(255, 255, 255))
+        view.text((left + 4, top + PANEL_TILE + 3), _cut(view, image.caption, PANEL_TILE - 8), fill=(255, 255, 255))
     return canvas
+
+
+def _cut(view: ImageDraw.ImageDraw, text: str, width: int) -> str:
+    """``text``, its end cut and ``...`` put in its place where it is wider than ``width`` pixels."""
+    if view.textlength(text) <= width:
+        return text
+    while text and view.textlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def example_panel(

@@ -186,11 +186,11 @@ class ValidationAP(keras.callbacks.Callback):
             faces = self.index.image_boxes(i)[keep[self.index.offsets[i] : self.index.offsets[i + 1]]]
             name = Path(str(self.index.paths[i])).stem
             if found[i] is None:
-                shown.append(PanelImage(None, faces, np.zeros((0, 4)), np.zeros(0), f"{name}: not readable"))
+                shown.append(PanelImage(None, faces, np.zeros((0, 4)), np.zeros(0), f"not readable: {name}"))
                 continue
             above = found[i].scores >= threshold
             shown.append(PanelImage(read_image(self.paths[i]), faces, found[i].boxes[above], found[i].scores[above],
-                                    f"{name}: {len(faces)} face(s), {int(above.sum())} found"))
+                                    f"{len(faces)} face(s), {int(above.sum())} found: {name}"))
         panel = detections_panel(shown, f"epoch {epoch}: detections scoring {threshold:g} or more (green, "
                                         "with their scores) and faces (blue)")
         self.panels.mkdir(parents=True, exist_ok=True)
