@@ -214,6 +214,34 @@ def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
     assert line.endswith(f"; they are under {samples / 'images'}")
 
 
+def train_with_ground_truth(samples, run, ground_truth):
+    """``facegrid train`` on the samples, validated on them against ``ground_truth``: its one line of refusal."""
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    return refused("train", "--annotations", annotations, "--images", images, "--val-annotations", annotations,
+                   "--val-images", images, "--run", run, "--val-ground-truth", ground_truth)
+
+
+def test_train_refuses_a_ground_truth_folder_it_cannot_read_leaving_no_run(tmp_path, samples):
+    (tmp_path / "empty").mkdir()
+    assert train_with_ground_truth(samples, tmp_path / "run", tmp_path / "empty") == (
+        f"error: official WIDER FACE ground truth file not found: {tmp_path / 'empty' / 'wider_face_val.mat'}"
+    )
+    assert train_with_ground_truth(samples, tmp_path / "run", tmp_path / "absent") == (
+        f"error: {tmp_path / 'absent'}: no such folder (val_ground_truth names the official "
+        "eval_tools/ground_truth folder, or 'none')"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_ground_truth_without_the_validation_images(tmp_path, samples, wider):
+    ground_truth = wider / "eval_tools" / "ground_truth"
+    assert train_with_ground_truth(samples, tmp_path / "run", ground_truth) == (
+        f"error: {ground_truth}: does not list 4 of the 4 validation images, such as background/rocket.jpg: "
+        "are they WIDER FACE validation images?"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_detect_refuses_inputs_that_would_give_nothing_before_the_model_loads(tmp_path, samples):
     (tmp_path / "empty").mkdir()
     assert refused("detect", tmp_path / "empty") == (
@@ -292,6 +320,8 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     assert stderr.startswith(f"error: {bad}: grid_size 5 does not fit input_size 224") and stderr.count("\n") == 1
     status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--val-images", samples)
     assert (status, imported) == (2, False) and "--val-annotations and --val-images go together" in stderr
+    status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--panels-every", "2")
+    assert (status, imported) == (2, False) and "--panels-every needs a validation set (--val-annotations)" in stderr
     assert not (tmp_path / "new").exists()
 
 

@@ -74,6 +74,7 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"backbone_style": "torchvision", "alpha": 1.0, "backbone_weights": "imagenet"},
          "'imagenet' are Keras' weights and do not fit a torchvision-style backbone"),
         ({"workers": 0}, "workers must be >= 1"),
+        ({"panels_every": -1}, "panels_every must be >= 0"),
         ({"strides": (8, 16)}, "grid_size must be 0 with strides"),
         ({"strides": (16, 8), "grid_size": 0}, "increasing"),
         ({"strides": (4, 8), "grid_size": 0}, "strides must be among"),

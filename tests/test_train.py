@@ -1,4 +1,8 @@
-"""Training runs end to end on the bundled samples: run folder, checkpoints, resume, val AP."""
+"""Training runs end to end on the bundled samples: run folder, checkpoints, resume, val AP, panels.
+
+Validation on WIDER val with its official ground truth reads the real data in
+``../shared/data/widerface`` (skipped where it is absent).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,22 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 
 import facegrid.train
-from facegrid.config import Config, load_config
-from facegrid.detect import Detector
+from facegrid.cli import main
+from facegrid.config import Config, bundled_model_path, load_config
+from facegrid.curves import read_history
+from facegrid.detect import Detections, Detector
 from facegrid.errors import PathError
+from facegrid.evaluate import SETTINGS, average_precision, evaluate_wider, load_wider_ground_truth
 from facegrid.images import ImageError
-from facegrid.train import train
+from facegrid.index import FaceFilter
+from facegrid.model import load_detector
+from facegrid.submission import read_submission, write_image_result
+from facegrid.train import ValidationAP, train, validation_ground_truth
+from facegrid.wider import read_annotations, write_annotations
 
 TINY = Config(
     input_size=64, grid_size=4, alpha=0.35, head_channels=8, batch_size=2, epochs=2,
@@ -36,6 +49,10 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     assert state["epoch"] == 2 and 0.0 <= state["best_ap"] <= 1.0
     log = (run / "train.log").read_text()
     assert "input pipeline: tf.data" in log and "val_ap" in log
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert "val_ap" in header and not {"val_easy", "val_medium", "val_hard"} & set(header)  # no WIDER val here
+    assert f"validation: no official ground truth at {samples.parent / 'eval_tools' / 'ground_truth'}" in log
+    assert not (run / "panels").exists()  # every 5 epochs by default
     first = keras.saving.load_model(run / "last.keras")
     iterations = int(first.optimizer.iterations)
     assert iterations == 2 * 2  # 4 images in batches of 2, two epochs
@@ -193,11 +210,13 @@ def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
     with pytest.raises(ImageError, match=f"{tmp_path / 'val' / 'broken.jpg'}: not a readable image"):
         train(config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val",
               verbose=0)
-    train(config.replace(on_bad_image="skip"), annotations, images, tmp_path / "skip", val_annotations=val,
-          val_images=tmp_path / "val", verbose=0)
+    train(config.replace(on_bad_image="skip", panels_every=1), annotations, images, tmp_path / "skip",
+          val_annotations=val, val_images=tmp_path / "val", verbose=0)
     log = (tmp_path / "skip" / "train.log").read_text()
     assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
     assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()
+    with Image.open(tmp_path / "skip" / "panels" / "epoch_001.jpg") as panel:  # all 5, the broken one a blank square
+        assert panel.size == (960, 698)
 
 
 def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypatch):
@@ -241,3 +260,102 @@ def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_p
         "--run", str(tmp_path / "mismatch"), "--init", str(bundled_model_path()), "--config", str(small)])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "its network is not the one these settings build" in result.output
+
+
+def wider_val(wider, root, count):
+    """The first ``count`` images of the WIDER val sample as ROOT/wider_face_split/val.txt, the official ground
+    truth linked into ROOT/eval_tools/ground_truth, as a release lays them out; the images stay in ``wider``."""
+    (root / "wider_face_split").mkdir(parents=True)
+    (root / "eval_tools").mkdir()
+    (root / "eval_tools" / "ground_truth").symlink_to(wider / "eval_tools" / "ground_truth")
+    sample = read_annotations(wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt")
+    write_annotations(sample.take(np.arange(count)), root / "wider_face_split" / "val.txt")
+    return root / "wider_face_split" / "val.txt"
+
+
+def test_wider_validation_logs_easy_medium_hard_and_draws_panels(wider, samples, tmp_path):
+    val = wider_val(wider, tmp_path / "wider", 8)
+    run = tmp_path / "run"
+    train(TINY.replace(epochs=3, panels_every=2), samples / "faces_bbx_gt.txt", samples / "images", run,
+          val_annotations=val, val_images=wider / "WIDER_val" / "images", verbose=0)
+    rows = read_history(run / "history.csv")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        for name in ("val_ap", "val_easy", "val_medium", "val_hard"):
+            assert 0.0 <= row[name] <= 1.0, (row["epoch"], name)
+    log = (run / "train.log").read_text()
+    assert ("validation: WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the 8 validation "
+            f"images, against the 3,226 of {tmp_path / 'wider' / 'eval_tools' / 'ground_truth'}") in log
+    assert sorted(p.name for p in (run / "panels").iterdir()) == ["epoch_002.jpg"]  # not after epochs 1 and 3
+    with Image.open(run / "panels" / "epoch_002.jpg") as panel:
+        panel.load()
+        # 6 images, 3 squares of 320 a row; 2 rows of 320 + an 18-pixel caption, under a 22-pixel title
+        assert panel.format == "JPEG" and panel.size == (960, 698)
+
+
+def test_wider_numbers_are_those_of_evaluate_wider_on_the_same_detections(wider, tmp_path):
+    index = read_annotations(wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt").take(np.arange(12))
+    truth = load_wider_ground_truth(wider / "eval_tools" / "ground_truth")
+    callback = ValidationAP(index, wider / "WIDER_val" / "images", TINY, FaceFilter(), ground_truth=truth)
+    rng = np.random.default_rng(0)
+    found = []
+    for i in range(len(index)):  # the faces, moved and resized a little, and a few false positives
+        faces = index.image_boxes(i)
+        corner = faces[:, :2] + rng.normal(0, 1.5, (len(faces), 2))
+        sides = (faces[:, 2:] - faces[:, :2]) * rng.uniform(0.8, 1.2, (len(faces), 1))
+        stray = rng.uniform(0, 600, (4, 2))
+        boxes = np.concatenate([np.concatenate([corner, corner + sides], 1), np.concatenate([stray, stray + 40], 1)])
+        scores = rng.uniform(0.01, 1.0, len(boxes))
+        found.append(Detections(str(index.paths[i]), (1024, 768), boxes.astype(np.float32), scores.astype(np.float32)))
+    found[3] = None  # an image that could not be read: left out, faces and all
+    metrics = callback.metrics(found)
+
+    read = [i for i, dets in enumerate(found) if dets is not None]
+    for i in read:
+        write_image_result(tmp_path / "pred", str(index.paths[i]), found[i].boxes, found[i].scores)
+    official = evaluate_wider(read_submission(tmp_path / "pred"), truth)  # what facegrid evaluate scores
+    assert len(official.images) == 11 and all(0 < ap < 1 for ap in official.ap.values())
+    assert {setting: metrics[f"val_{setting}"] for setting in SETTINGS} == official.ap  # to the last bit
+    plain = average_precision({str(index.paths[i]): (found[i].boxes, found[i].scores) for i in read}, index.take(read))
+    assert metrics["val_ap"] == plain.ap
+
+
+def test_an_epoch_scores_what_facegrid_val_scores_for_its_model(wider, tmp_path):
+    index = read_annotations(wider_val(wider, tmp_path / "wider", 6))
+    images = tmp_path / "images"  # the same 6 images, alone in the folder facegrid val reads
+    for path in index.paths.tolist():
+        (images / path).parent.mkdir(parents=True, exist_ok=True)
+        (images / path).symlink_to(wider / "WIDER_val" / "images" / path)
+    ground_truth = tmp_path / "wider" / "eval_tools" / "ground_truth"
+    config = load_config(bundled_model_path().with_suffix(".toml")).replace(batch_size=1, panels_every=1)
+    callback = ValidationAP(index, wider / "WIDER_val" / "images", config, FaceFilter(min_size=config.min_face_size),
+                            ground_truth=load_wider_ground_truth(ground_truth), panels=tmp_path / "panels")
+    callback.set_model(load_detector(bundled_model_path()))
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    val = CliRunner().invoke(main, ["val", str(bundled_model_path()), "--images", str(images), "--ground-truth",
+                                    str(ground_truth), "--json"])  # one image at a time, as batch_size 1
+    assert val.exit_code == 0, val.output
+    assert json.loads(val.stdout)["ap"] == {setting: logs[f"val_{setting}"] for setting in SETTINGS}
+    assert all(0 < logs[f"val_{setting}"] <= 1 for setting in SETTINGS)
+    with Image.open(tmp_path / "panels" / "epoch_001.jpg") as panel:
+        assert panel.size == (960, 698)
+
+
+def test_which_ground_truth_a_run_validates_against(wider, samples, tmp_path):
+    val = wider_val(wider, tmp_path / "wider", 3)
+    ground_truth = tmp_path / "wider" / "eval_tools" / "ground_truth"
+    truth, note = validation_ground_truth(Config(), read_annotations(val))  # found beside the annotations
+    assert len(truth.keys) == 3226 and note.endswith(f"on the 3 validation images, against the 3,226 of {ground_truth}")
+    assert validation_ground_truth(Config(val_ground_truth="none"), read_annotations(val)) == (
+        None, "val_ground_truth 'none': val_ap only")
+
+    shutil.copy(samples / "faces_bbx_gt.txt", tmp_path / "wider" / "wider_face_split" / "other.txt")
+    others = read_annotations(tmp_path / "wider" / "wider_face_split" / "other.txt")  # not WIDER val images
+    assert validation_ground_truth(Config(), others) == (None, (
+        f"{ground_truth} does not list 4 of the 4 validation images, such as background/rocket.jpg: are they "
+        "WIDER FACE validation images? val_ap only"))
+    with pytest.raises(PathError, match="does not list 4 of the 4 validation images"):
+        validation_ground_truth(Config(val_ground_truth=str(ground_truth)), others)
+    with pytest.raises(PathError, match="no such folder"):
+        validation_ground_truth(Config(val_ground_truth=str(tmp_path / "absent")), read_annotations(val))

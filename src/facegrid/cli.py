@@ -33,6 +33,7 @@ from facegrid.errors import FileLineError, PathError
 from facegrid.export import CALIBRATION_IMAGES
 from facegrid.export import FORMATS as EXPORT_FORMATS
 from facegrid.index import FaceFilter
+from facegrid.render import PANEL_IMAGES
 from facegrid.submission import SubmissionError
 from facegrid.wider import AnnotationError, read_annotations
 
@@ -459,11 +460,19 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
               help="Instead of --annotations and --images: a folder facegrid data pack wrote, read from its "
                    "shards (pipeline puretf).")
 @click.option("--val-annotations", type=click.Path(dir_okay=False, path_type=Path),
-              help="Validation annotations: enables val AP, best.keras and early stopping.")
+              help="Validation annotations: enables val AP, best.keras, early stopping and panels.")
 @click.option("--val-images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the validation annotation paths are relative to.")
+@click.option("--val-ground-truth", metavar="DIR|none",
+              help="The official WIDER FACE eval_tools/ground_truth folder: validation on WIDER val images also "
+                   "logs val_easy, val_medium and val_hard AP each epoch; 'none' for val_ap only  [default: "
+                   "DATA/eval_tools/ground_truth for --val-annotations DATA/wider_face_split/FILE, where it "
+                   "exists and lists every validation image].")
+@click.option("--panels-every", type=click.IntRange(0), metavar="N",
+              help=f"Every N epochs, draw the detections and faces of {PANEL_IMAGES} validation images into "
+                   f"RUN/panels/epoch_NNN.jpg; 0 for none  [default: {Config.panels_every}].")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: config, log, checkpoints, TensorBoard logs.")
+              help="Run folder: config, log, curves, checkpoints, panels, TensorBoard logs.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file of settings (see facegrid.config.Config).")
 @click.option("--resume", is_flag=True,
@@ -514,6 +523,9 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
         raise click.UsageError("give --annotations and --images (or --packed)")
     if (val_annotations is None) != (val_images is None):
         raise click.UsageError("--val-annotations and --val-images go together")
+    for option in ("val_ground_truth", "panels_every"):
+        if val_annotations is None and overrides[option] is not None:
+            raise click.UsageError(f"--{option.replace('_', '-')} needs a validation set (--val-annotations)")
     if resume and config_path is None:
         config_path = run_dir / "config.toml"
     elif overrides.get("init") and config_path is None:  # fine-tuning: the model's own network

@@ -114,6 +114,15 @@ class Config:
         early_stopping_patience: stop after this many epochs without a better
             validation AP (0 disables).
 
+    Validation (with a validation set; :class:`facegrid.train.ValidationAP`):
+        val_ground_truth: the official WIDER FACE ``eval_tools/ground_truth``
+            folder, for WIDER easy, medium and hard AP each epoch beside the
+            plain one; ``""`` looks for ``eval_tools/ground_truth`` in the
+            dataset folder that holds the validation annotations' folder (as
+            the official release lays them out), ``"none"`` turns it off.
+        panels_every: every this many epochs, draw detections and ground truth
+            on a few validation images into the run folder's ``panels/`` (0 disables).
+
     Loss (:class:`facegrid.loss.GridLoss`):
         focal_gamma: focusing parameter of the score loss (focal loss on a single grid,
             quality focal loss on a pyramid) over every cell.
@@ -159,6 +168,9 @@ class Config:
     weight_decay: float = 1e-4
     early_stopping_patience: int = 10
 
+    val_ground_truth: str = ""
+    panels_every: int = 5
+
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
     box_weight: float = 2.0
@@ -197,6 +209,8 @@ class Config:
         _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.panels_every < 0:
+            raise ValueError(f"panels_every must be >= 0 (0 disables the panels), got {self.panels_every}")
         if self.backbone_style == "torchvision" and self.alpha != 1.0:
             raise ValueError("torchvision-style backbones exist only for alpha 1.0")
         if self.backbone_style == "torchvision" and self.backbone_weights == "imagenet":

@@ -63,11 +63,16 @@ class TrainingCurves(keras.callbacks.Callback):
         writer = csv.DictWriter(text, names, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        _replace(self.folder / "history.csv", lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8"))
-        _replace(self.folder / "results.png", lambda tmp: plot_history(self.rows, tmp))
+        write_atomically(self.folder / "history.csv", lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8"))
+        write_atomically(self.folder / "results.png", lambda tmp: plot_history(self.rows, tmp))
 
 
-def _replace(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
+    """Call ``write`` with a temporary path beside ``path`` (same suffix), then rename it to ``path``.
+
+    A reader sees the previous complete file or the new one, never a part,
+    whenever the writer is stopped.
+    """
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     write(tmp)
     os.replace(tmp, path)

@@ -16,7 +16,7 @@ from facegrid.config import Config, load_config
 from facegrid.errors import PathError
 
 #: What a training run writes into its folder (see :mod:`facegrid.train`).
-RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.keras", "best.keras", "logs")
+RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.keras", "best.keras", "logs", "panels")
 
 #: Settings a run is started with for good: they define the network, or are
 #: compiled into its checkpoint (loss and optimizer), so resuming with other

@@ -5,8 +5,12 @@ A run folder holds everything needed to inspect or continue it::
     RUN/
       config.toml     the resolved configuration (also printed in the log)
       train.log       the log
-      history.csv     loss and validation AP per epoch (numbered from 1, as the log numbers them)
+      history.csv     loss and validation AP per epoch (numbered from 1, as the log numbers them):
+                      val_ap, and val_easy, val_medium, val_hard when scored on WIDER val
+                      against its official ground truth (see ValidationAP)
       results.png     the same as curves, redrawn after every epoch
+      panels/         epoch_005.jpg, ...: detections and faces of a few validation images
+                      every ``panels_every`` epochs
       last.keras      model + optimizer state after the last finished epoch
       best.keras      the model with the best validation AP so far
       state.json      last finished epoch, best AP and early stopping's count
@@ -46,22 +50,26 @@ import urllib.error
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from facegrid.bad_images import BadImages
 from facegrid.config import Config
-from facegrid.curves import TrainingCurves
+from facegrid.curves import TrainingCurves, write_atomically
 from facegrid.errors import PathError
-from facegrid.detect import Detector
-from facegrid.evaluate import average_precision
+from facegrid.detect import Detections, Detector
+from facegrid.evaluate import SETTINGS, WiderGroundTruth, average_precision, evaluate_wider, load_wider_ground_truth
+from facegrid.images import read_image
 from facegrid.paths import image_path
 from facegrid.index import FaceFilter, Index
 from facegrid.loss import loss_for, term_metrics
 from facegrid.model import build_detector, load_detector
 from facegrid.runs import check_run_folder, writes_run_folder
 from facegrid.puretf import PackedPipeline, PureTFPipeline
+from facegrid.render import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.sequence import FaceSequence
 from facegrid.service import distribute
+from facegrid.submission import SCORE_FLOOR, as_submitted, image_key
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
 
@@ -84,7 +92,7 @@ def _atomic_save_model(model: keras.Model, path: Path) -> None:
 
 
 class ValidationAP(keras.callbacks.Callback):
-    """Adds ``val_ap`` (AP at IoU 0.5 over the validation images) to each epoch's logs.
+    """Adds ``val_ap`` (AP at IoU 0.5 over the validation images) to each epoch's logs, and WIDER's three APs.
 
     The images go through :class:`~facegrid.detect.Detector` as at detection
     time (at the detection size, decoded at each image's original size) with a
@@ -93,6 +101,24 @@ class ValidationAP(keras.callbacks.Callback):
     training under ``on_bad_image = "raise"``; under ``"skip"`` it is logged
     once, counted in :attr:`bad_images` and left out of the AP, faces and all.
 
+    With ``ground_truth`` (the official WIDER FACE validation ground truth,
+    see :func:`validation_ground_truth`) the same detections are also scored by
+    :func:`~facegrid.evaluate.evaluate_wider`, logged as ``val_easy``,
+    ``val_medium`` and ``val_hard``: on the validation images read, as
+    ``facegrid val`` scores the images present, and with each image's boxes
+    as its result file would hold them: with ``batch_size`` 1, an epoch's
+    numbers are those ``facegrid val`` reports for that epoch's model (larger
+    batches pad their images to the largest, as ``val --batch-size`` does,
+    and their order is the annotations'). ``val_ap`` still
+    chooses best.keras and drives early stopping: every run with a validation
+    set has it, so resumed and plain runs compare alike, and it counts the
+    faces the training filter keeps, the ones the model is taught to find.
+
+    Every ``config.panels_every`` epochs, with ``panels``, the detections of
+    :data:`~facegrid.render.PANEL_IMAGES` validation images drawn from
+    ``config.seed`` (the same ones every epoch) are drawn over their faces into
+    ``panels/epoch_NNN.jpg``, written atomically, from the detections scored.
+
     With ``replicas`` above 1 the images go through a single-device copy of
     the model instead, its weights refreshed each epoch: a distributed model's
     ``predict_on_batch`` runs the whole batch on every replica and
@@ -100,7 +126,7 @@ class ValidationAP(keras.callbacks.Callback):
     """
 
     def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter,
-                 replicas: int = 1):
+                 replicas: int = 1, ground_truth: WiderGroundTruth | None = None, panels: Path | None = None):
         super().__init__()
         self.index = index
         self.face_filter = face_filter
@@ -108,6 +134,10 @@ class ValidationAP(keras.callbacks.Callback):
         self.paths = [image_path(images, p) for p in index.paths.tolist()]
         self.bad_images = BadImages()
         self.replicas = replicas
+        self.ground_truth = ground_truth
+        self.panels = panels
+        chosen = np.random.default_rng(config.seed).choice(len(index), min(PANEL_IMAGES, len(index)), replace=False)
+        self.panel_images = sorted(chosen.tolist())
         self._copy = None
 
     def _network(self) -> keras.Model:
@@ -118,17 +148,100 @@ class ValidationAP(keras.callbacks.Callback):
         self._copy.set_weights(self.model.get_weights())
         return self._copy
 
-    def on_epoch_end(self, epoch, logs=None):
-        detector = Detector.for_config(self._network(), self.config, score_threshold=0.01)
-        skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
-        found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
+    def metrics(self, found: list[Detections | None]) -> dict[str, float]:
+        """``val_ap`` (and with the ground truth ``val_easy``, ``val_medium``, ``val_hard``) of the detections.
+
+        Args:
+            found: per validation image, in the index's order, its detections,
+                or None for an image that could not be read (left out).
+        """
         read = [image for image, d in enumerate(found) if d is not None]
         index = self.index if len(read) == len(found) else self.index.take(read)
         predictions = {key: (found[i].boxes, found[i].scores) for key, i in zip(index.paths.tolist(), read)}
-        ap = average_precision(predictions, index, face_filter=self.face_filter).ap
+        metrics = {"val_ap": average_precision(predictions, index, face_filter=self.face_filter).ap}
+        if self.ground_truth is not None:
+            submitted = {key: as_submitted(key, *dets) for key, dets in predictions.items()}
+            wider = evaluate_wider(submitted, self.ground_truth).ap
+            metrics.update({f"val_{setting}": wider[setting] for setting in SETTINGS})
+        return metrics
+
+    def on_epoch_end(self, epoch, logs=None):
+        detector = Detector.for_config(self._network(), self.config, score_threshold=SCORE_FLOOR)
+        skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
+        found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
+        metrics = self.metrics(found)
         if logs is not None:
-            logs["val_ap"] = ap
-        log.info("epoch %d: val_ap %.4f", epoch + 1, ap)
+            logs.update(metrics)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+        every = self.config.panels_every
+        if self.panels is not None and every and (epoch + 1) % every == 0:
+            self._write_panel(epoch + 1, found)
+
+    def _write_panel(self, epoch: int, found: list[Detections | None]) -> None:
+        """``panels/epoch_NNN.jpg``: the chosen images, the faces that count, detections from ``score_threshold``."""
+        threshold = self.config.score_threshold
+        keep = self.face_filter.mask(self.index)
+        shown = []
+        for i in self.panel_images:
+            faces = self.index.image_boxes(i)[keep[self.index.offsets[i] : self.index.offsets[i + 1]]]
+            name = Path(str(self.index.paths[i])).stem
+            if found[i] is None:
+                shown.append(PanelImage(None, faces, np.zeros((0, 4)), np.zeros(0), f"not readable: {name}"))
+                continue
+            above = found[i].scores >= threshold
+            shown.append(PanelImage(read_image(self.paths[i]), faces, found[i].boxes[above], found[i].scores[above],
+                                    f"{len(faces)} face(s), {int(above.sum())} found: {name}"))
+        panel = detections_panel(shown, f"epoch {epoch}: detections scoring {threshold:g} or more (green, "
+                                        "with their scores) and faces (blue)")
+        self.panels.mkdir(parents=True, exist_ok=True)
+        target = self.panels / f"epoch_{epoch:03d}.jpg"
+        write_atomically(target, lambda tmp: panel.save(tmp, format="JPEG", quality=90))
+        log.info("epoch %d: drew %d validation image(s) into %s", epoch, len(shown), target)
+
+
+def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTruth | None, str]:
+    """The official ground truth ``index``'s images are scored against (None: ``val_ap`` only), and why, for the log.
+
+    ``config.val_ground_truth`` names the folder; empty, it is
+    ``eval_tools/ground_truth`` in the dataset folder that holds the folder
+    of the validation annotations (``widerface/wider_face_split/*.txt`` looks
+    in ``widerface/eval_tools/ground_truth``), as the official release lays
+    them out. The ground truth must list every validation image (they are
+    WIDER val images), while images it lists beyond them are not scored, as
+    ``facegrid val`` scores the images present. A folder looked for that is
+    absent, or that does not list the images, means ``val_ap`` only.
+
+    Raises:
+        facegrid.errors.PathError: the folder named is absent, cannot be
+            read as the official ground truth, or does not list every
+            validation image.
+        FileNotFoundError: a ground truth file is missing from a folder used.
+    """
+    named = config.val_ground_truth
+    if named == "none":
+        return None, "val_ground_truth 'none': val_ap only"
+    if named:
+        folder = Path(named)
+        if not folder.is_dir():
+            raise PathError(folder, "no such folder (val_ground_truth names the official eval_tools/ground_truth "
+                                    "folder, or 'none')")
+    elif index.source:
+        folder = Path(index.source).absolute().parent.parent / "eval_tools" / "ground_truth"
+        if not folder.is_dir():
+            return None, f"no official ground truth at {folder}: val_ap only (val_ground_truth names one)"
+    else:
+        return None, "validation annotations from no file, so no official ground truth beside them: val_ap only"
+    truth = load_wider_ground_truth(folder)
+    listed = set(truth.keys)
+    unknown = [path for path in index.paths.tolist() if image_key(path) not in listed]
+    if unknown:
+        problem = (f"does not list {len(unknown):,} of the {len(index):,} validation images, such as {unknown[0]}: "
+                   "are they WIDER FACE validation images?")
+        if named:
+            raise PathError(folder, problem)
+        return None, f"{folder} {problem} val_ap only"
+    return truth, (f"WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the {len(index):,} "
+                   f"validation images, against the {len(truth.keys):,} of {folder}")
 
 
 class ReportBadImages(keras.callbacks.Callback):
@@ -242,7 +355,10 @@ def train(
             refused unless ``resume``. Under ``strategy = "multi-worker"``
             only the chief writes it.
         val_annotations, val_images: the validation set; without it there is no
-            validation AP, no best.keras and no early stopping.
+            validation AP, no best.keras, no early stopping and no panels.
+            WIDER val images with the official ground truth at hand are scored
+            in WIDER's easy, medium and hard settings too (see
+            :func:`validation_ground_truth`).
         resume: continue the run in ``run_dir`` from its last finished epoch,
             with its optimizer state, data order and early stopping count.
         verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
@@ -253,19 +369,24 @@ def train(
     Raises:
         facegrid.errors.PathError: ``run_dir`` holds a run and ``resume`` is
             not set; or with ``resume``, it has no finished epoch, or
-            ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`).
+            ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`);
+            or the ground truth ``config.val_ground_truth`` names cannot be used.
         ConnectionError: Keras' ImageNet weights cannot be downloaded.
     """
     strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
+    validation = None
+    if val_annotations is not None:  # before the run folder is made, so that a refusal leaves nothing there
+        val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
+        validation = (val_index, val_images, *validation_ground_truth(config, val_index))
     writes = writes_run_folder(config)
     out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="facegrid-worker-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to(out_dir)
     try:
-        return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, val_annotations,
-                      val_images, resume, verbose)
+        return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume,
+                      verbose)
     finally:
         logging.getLogger("facegrid").removeHandler(handler)
         handler.close()
@@ -341,18 +462,23 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
-def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, val_annotations, val_images,
-           resume, verbose):
-    """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`)."""
+def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume, verbose):
+    """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
+
+    ``validation``: None, or the validation index, its images folder, its
+    ground truth and the note on it (:func:`validation_ground_truth`).
+    """
     keras.utils.set_random_seed(config.seed)
     log.info("strategy %s: %s, %d replica(s) in sync", config.strategy, type(strategy).__name__,
              strategy.num_replicas_in_sync)
     face_filter = FaceFilter(min_size=config.min_face_size)
     train_data = _training_data(config, train_annotations, train_images, face_filter)
     callbacks: list[keras.callbacks.Callback] = []
-    if val_annotations is not None:
-        val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
-        callbacks.append(ValidationAP(val_index, val_images, config, face_filter, strategy.num_replicas_in_sync))
+    if validation is not None:
+        val_index, val_images, ground_truth, note = validation
+        log.info("validation: %s", note)
+        callbacks.append(ValidationAP(val_index, val_images, config, face_filter, strategy.num_replicas_in_sync,
+                                      ground_truth, out_dir / "panels"))
 
     state = {}
     if resume:
@@ -397,7 +523,7 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
             data = distribute(data, config.data_service)
 
     early_stopping = None
-    if val_annotations is not None and config.early_stopping_patience > 0:
+    if validation is not None and config.early_stopping_patience > 0:
         early_stopping = ResumableEarlyStopping(config.early_stopping_patience, state.get("early_stopping"))
         if early_stopping.stopped:
             log.info("the run stopped early after epoch %d: no better val_ap in %d epochs; nothing to train "
