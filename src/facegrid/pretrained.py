@@ -34,7 +34,9 @@ intermediate maps can be tapped by their usual names (``block_6_expand_relu``
 at stride 8, ``block_13_expand_relu`` at 16, ``out_relu`` at 32), and the
 weights file loads into the backbone at any input size.
 
-facegrid ships the converted file (:func:`bundled_weights_path`).
+facegrid ships the converted file (:func:`bundled_weights_path`): the default
+``backbone_weights`` of :class:`facegrid.config.Config`, so training starts from
+ImageNet features without torch or a download.
 
 torch is needed only by :func:`convert_torchvision_mobilenet_v2` (and is
 imported there); the mapping itself, :func:`assign_torchvision_state_dict`,
