@@ -325,6 +325,16 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     assert not (tmp_path / "new").exists()
 
 
+def test_another_alpha_alone_says_to_start_from_random_weights(tmp_path, samples):
+    status, stderr, imported = without_tensorflow("train", "--annotations", samples / "faces_bbx_gt.txt", "--images",
+                                                  samples / "images", "--run", tmp_path / "run", "--alpha", "0.5")
+    assert (status, imported, stderr.count("\n")) == (2, False, 1)
+    assert stderr.startswith("error: backbone_weights 'imagenet-bundled' (the default: the ImageNet backbone shipped "
+                             "with facegrid) fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.5: "
+                             "for alpha 0.5, start from random weights with backbone_weights 'none' "
+                             "(--backbone-weights none)")
+
+
 def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
     photo = samples / "images" / "portraits" / "astronaut.png"
     proc = subprocess.run([sys.executable, "-m", "facegrid.cli", "detect", str(photo)],

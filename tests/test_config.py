@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from facegrid.config import Config, bundled_model_path, load_config
+from facegrid.config import BUNDLED_IMAGENET, Config, bundled_model_path, load_config
 from facegrid.grid import GridCodec, PyramidCodec
 
 
 def test_defaults_are_the_documented_detector():
     config = Config()
-    assert (config.input_size, config.grid_size, config.alpha) == (224, 7, 0.75)
+    assert (config.input_size, config.grid_size, config.alpha) == (224, 7, 1.0)
+    assert (config.backbone_weights, config.backbone_style) == (BUNDLED_IMAGENET, "torchvision")
     assert config.codec == GridCodec(7) and config.detection_input_size == 224
     assert config.pipeline == "tfdata"
 
@@ -68,11 +69,12 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"input_size": 200, "grid_size": 25}, "input_size must be a multiple of 32"),
         ({"detect_size": 500}, "detect_size must be a multiple of 32"),
         ({"backbone_style": "caffe"}, "backbone_style"),
-        ({"backbone_style": "torchvision", "alpha": 0.75}, "alpha 1.0"),
+        ({"alpha": 0.75}, "fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.75: for alpha 0.75, "
+                          "start from random weights with backbone_weights 'none'"),
+        ({"backbone_style": "keras"}, "only, not backbone_style 'keras': for backbone_style 'keras', start from random"),
         ({"pipeline": "torch"}, "pipeline must be one of 'tfdata', 'sequence', 'puretf', got 'torch'"),
         ({"on_bad_image": "ignore"}, "on_bad_image must be 'raise' or 'skip'"),
-        ({"backbone_style": "torchvision", "alpha": 1.0, "backbone_weights": "imagenet"},
-         "'imagenet' are Keras' weights and do not fit a torchvision-style backbone"),
+        ({"backbone_weights": "imagenet"}, "fit backbone_style 'keras' only: pass backbone_style 'keras'"),
         ({"workers": 0}, "workers must be >= 1"),
         ({"panels_every": -1}, "panels_every must be >= 0"),
         ({"strides": (8, 16)}, "grid_size must be 0 with strides"),
@@ -85,6 +87,11 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
 def test_inconsistent_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         Config(**settings)
+
+
+def test_any_alpha_and_style_start_from_random_or_keras_weights():
+    assert Config(alpha=0.5, backbone_weights="none").backbone_style == "torchvision"
+    assert Config(alpha=0.35, backbone_weights="imagenet", backbone_style="keras").alpha == 0.35
 
 
 def test_inconsistent_settings_in_a_file_name_the_file(tmp_path):

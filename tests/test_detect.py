@@ -16,7 +16,8 @@ from facegrid.model import build_detector
 from facegrid.submission import read_submission, write_image_result
 from facegrid.wider import read_annotations
 
-TINY = Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8)
+TINY = Config(input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras",
+              head_channels=8)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,7 @@ def test_pyramid_decode_maps_cells_through_the_fitted_input_to_original_pixels()
 
 
 def test_pyramid_detector_keeps_the_aspect_ratio(tmp_path, samples):
-    config = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, head_channels=8, detect_size=96)
+    config = TINY.replace(strides=(8, 16, 32), grid_size=0, detect_size=96)
     model = build_detector(config)
     model.save(tmp_path / "pyramid.keras")
     config.save(tmp_path / "pyramid.toml")

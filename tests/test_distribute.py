@@ -23,8 +23,8 @@ from facegrid.config import Config
 from facegrid.runs import writes_run_folder
 
 TINY = Config(
-    input_size=64, grid_size=4, alpha=0.35, head_channels=8, batch_size=2, epochs=1,
-    workers=1, warmup_epochs=0, early_stopping_patience=1,
+    input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
+    batch_size=2, epochs=1, workers=1, warmup_epochs=0, early_stopping_patience=1,
 )
 
 #: Two logical CPU devices before TensorFlow does anything else, then a mirrored

@@ -32,7 +32,8 @@ FLOAT_SIZE_TOLERANCE = 1e-3
 INT8_MIN_IOU = 0.8
 INT8_MAX_SCORE_DIFFERENCE = 0.05
 
-TINY_PYRAMID = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, head_channels=8, detect_size=96)
+TINY_PYRAMID = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
+                      backbone_style="keras", head_channels=8, detect_size=96)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,8 @@ class SingularValues(keras.layers.Layer):
 
 
 def test_an_export_that_fails_says_why_in_one_line(tmp_path):
-    config = Config(input_size=64, grid_size=2, alpha=0.35, head_channels=8)
+    config = Config(input_size=64, grid_size=2, alpha=0.35, backbone_weights="none", backbone_style="keras",
+                    head_channels=8)
     inputs = keras.Input((64, 64, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.Conv2D(5, 32, strides=32, activation="sigmoid")(x)

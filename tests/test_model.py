@@ -10,9 +10,14 @@ from facegrid.config import Config
 from facegrid.model import build_detector
 
 
+def tiny(**settings) -> Config:
+    """A small MobileNetV2 from random weights (the default backbone, the bundled ImageNet one, is alpha 1.0)."""
+    return Config(alpha=0.35, backbone_weights="none", backbone_style="keras", **settings)
+
+
 @pytest.mark.parametrize(("grid", "taps"), [(3, 0), (6, 1), (12, 2)])
 def test_output_grid_for_each_stride(grid, taps):
-    model = build_detector(Config(input_size=96, grid_size=grid, alpha=0.35, head_channels=16))
+    model = build_detector(tiny(input_size=96, grid_size=grid, head_channels=16))
     out = model.predict(np.zeros((2, 96, 96, 3), np.uint8), verbose=0)
     assert out.shape == (2, grid, grid, 5)
     assert ((out >= 0) & (out <= 1)).all()  # every channel through a sigmoid
@@ -20,7 +25,7 @@ def test_output_grid_for_each_stride(grid, taps):
 
 
 def test_fully_convolutional_and_fresh_objectness_is_the_prior():
-    model = build_detector(Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8))
+    model = build_detector(tiny(input_size=64, grid_size=4, head_channels=8))
     for size in (64, 128, 160):
         out = model.predict(np.full((1, size, size, 3), 128, np.uint8), verbose=0)
         assert out.shape == (1, size // 16, size // 16, 5)
@@ -28,7 +33,7 @@ def test_fully_convolutional_and_fresh_objectness_is_the_prior():
 
 
 def test_pixels_are_scaled_inside_the_model():
-    model = build_detector(Config(input_size=64, grid_size=2, alpha=0.35, head_channels=8))
+    model = build_detector(tiny(input_size=64, grid_size=2, head_channels=8))
     scale = model.get_layer("to_unit_range")
     out = np.asarray(scale(np.array([[[[0, 127.5, 255]]]], np.float32)))
     np.testing.assert_allclose(out.ravel(), [-1.0, 0.0, 1.0], atol=1e-6)
@@ -36,7 +41,7 @@ def test_pixels_are_scaled_inside_the_model():
 
 
 def test_saves_and_loads_in_safe_mode(tmp_path):
-    model = build_detector(Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8))
+    model = build_detector(tiny(input_size=64, grid_size=4, head_channels=8))
     x = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
@@ -45,7 +50,7 @@ def test_saves_and_loads_in_safe_mode(tmp_path):
 
 def test_sizes_stay_fractions_of_the_input_at_any_input_size():
     """A face of the same pixel size must read as a smaller fraction of a larger input."""
-    model = build_detector(Config(input_size=64, grid_size=4, alpha=0.35, head_channels=8))
+    model = build_detector(tiny(input_size=64, grid_size=4, head_channels=8))
     small = model.predict(np.full((1, 64, 64, 3), 90, np.uint8), verbose=0)
     large = model.predict(np.full((1, 128, 128, 3), 90, np.uint8), verbose=0)
     # A uniform image gives the same raw output in every interior cell at both sizes.
@@ -79,7 +84,7 @@ def test_detect_command_refuses_a_model_carrying_code(tmp_path, samples):
     assert "evil.keras: refused: it carries Python code" in result.output
 
 
-PYRAMID = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, head_channels=8)
+PYRAMID = tiny(input_size=64, strides=(8, 16, 32), grid_size=0, head_channels=8)
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 64), (96, 160), (224, 320)])
@@ -114,3 +119,19 @@ def test_backbone_can_start_from_another_detector(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     heads = [w for w in second.weights if "cells" in w.path]
     assert heads  # the head is new
+
+
+def test_the_default_backbone_starts_from_the_bundled_imagenet_weights():
+    import h5py
+
+    from facegrid.pretrained import bundled_weights_path
+
+    backbone = build_detector(Config()).get_layer("backbone")
+    with h5py.File(bundled_weights_path(), "r") as saved:
+        # a .weights.h5 names each layer by its type and rank among that type: "conv2d" is the first, Conv1
+        convs = sorted((k for k in saved["layers"] if k.startswith("conv2d")), key=lambda k: int(k[7:] or 0))
+        for layer, key in {"Conv1": convs[0], "bn_Conv1": "batch_normalization", "Conv_1": convs[-1]}.items():
+            weights = backbone.get_layer(layer).get_weights()
+            assert len(weights) == len(saved[f"layers/{key}/vars"]) > 0
+            for i, weight in enumerate(weights):
+                np.testing.assert_array_equal(weight, saved[f"layers/{key}/vars/{i}"][()])

@@ -20,7 +20,9 @@ from facegrid.pretrained import (
     BN_EPSILON,
     TORCHVISION_MEAN,
     TORCHVISION_STD,
+    TORCHVISION_SHA256,
     assign_torchvision_state_dict,
+    bundled_weights_path,
     convert_torchvision_mobilenet_v2,
     load_torchvision_mobilenet_v2,
     torchvision_compatible_mobilenet_v2,
@@ -281,6 +283,27 @@ def test_weights_file_round_trip_at_another_size(loaded, tmp_path):
     for a, b in zip(m.weights, other.weights):
         assert a.path == b.path
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_torchvision_mobilenet_v2(bundled_weights_path(), 224)
+
+
+@pytest.mark.parametrize("size", [256, 320])
+def test_the_bundled_weights_load_at_other_input_sizes(bundled, size):
+    other = load_torchvision_mobilenet_v2(bundled_weights_path(), size)
+    side = -(-size // 32)
+    assert other(np.zeros((1, size, size, 3), np.float32)).shape == (1, side, side, 1280)
+    for a, b in zip(bundled.weights, other.weights):
+        assert a.path == b.path
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert bundled(np.zeros((1, 224, 224, 3), np.float32)).shape == (1, 7, 7, 1280)
+
+
+def test_the_bundled_weights_note_records_their_source_and_digest():
+    note = bundled_weights_path().with_suffix("").with_suffix(".md").read_text(encoding="utf-8")
+    assert TORCHVISION_SHA256 in note and pretrained.sha256(bundled_weights_path()) in note
 
 
 def test_load_missing_file_says_how_to_make_it(tmp_path):

@@ -126,7 +126,8 @@ def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):
     index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
     annotations = tmp_path / "train.txt"
     write_annotations(index.take(np.arange(48)), annotations)
-    Config(input_size=64, grid_size=2, alpha=0.35, head_channels=8, batch_size=16, epochs=1).save(tmp_path / "tiny.toml")
+    Config(input_size=64, grid_size=2, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
+           batch_size=16, epochs=1).save(tmp_path / "tiny.toml")
     run = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "train", "--annotations", str(annotations), "--images", str(wider / "WIDER_train" / "images"),

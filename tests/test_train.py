@@ -32,8 +32,8 @@ from facegrid.train import ValidationAP, train, validation_ground_truth
 from facegrid.wider import read_annotations, write_annotations
 
 TINY = Config(
-    input_size=64, grid_size=4, alpha=0.35, head_channels=8, batch_size=2, epochs=2,
-    workers=1, warmup_epochs=0, early_stopping_patience=0,
+    input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
+    batch_size=2, epochs=2, workers=1, warmup_epochs=0, early_stopping_patience=0,
 )
 
 
@@ -222,18 +222,24 @@ def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
 def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypatch):
     import keras.src.backend.config
     import keras.src.utils.file_utils
+    from click.testing import CliRunner
+
+    from facegrid.cli import main
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path / "keras"))  # nothing cached
     monkeypatch.setattr(keras.src.utils.file_utils, "urlretrieve", offline)
-    with pytest.raises(ConnectionError) as info:
-        train(TINY.replace(backbone_weights="imagenet"), samples / "faces_bbx_gt.txt", samples / "images",
-              tmp_path / "run", verbose=0)
-    message = str(info.value)
-    assert "\n" not in message and "needs internet" in message and "Temporary failure in name resolution" in message
-    assert "facegrid.pretrained.convert_torchvision_mobilenet_v2" in message
+    TINY.save(tmp_path / "tiny.toml")
+    result = CliRunner().invoke(main, [
+        "train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples / "images",
+        "--run", tmp_path / "run", "--config", tmp_path / "tiny.toml", "--backbone-weights", "imagenet",
+    ])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    message = result.stderr
+    assert "needs internet" in message and "Temporary failure in name resolution" in message
+    assert "the default backbone_weights 'imagenet-bundled' with alpha 1.0 and backbone_style 'torchvision'" in message
 
 
 def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_path):

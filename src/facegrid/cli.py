@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from facegrid.bad_images import POLICIES
-from facegrid.config import PIPELINES, STRATEGIES, Config
+from facegrid.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config
 from facegrid.download import RELEASES
 from facegrid.errors import FileLineError, PathError
 from facegrid.export import CALIBRATION_IMAGES
@@ -489,8 +489,13 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
                    f"[default: {Config.grid_size}].")
 @click.option("--alpha", type=_Number(0, min_open=True), help=f"MobileNetV2 width multiplier [default: {Config.alpha}].")
 @click.option("--backbone-weights",
-              help=f"'none', 'imagenet' (needs internet), a .weights.h5 file or a facegrid .keras model's backbone "
+              help=f"'{BUNDLED_IMAGENET}' (torchvision's ImageNet MobileNetV2, shipped with facegrid: alpha 1.0, "
+                   "backbone style torchvision), 'none' (random), 'imagenet' (Keras' weights, downloaded: needs "
+                   "internet and --backbone-style keras), a .weights.h5 file or a facegrid .keras model's backbone "
                    f"[default: {Config.backbone_weights}].")
+@click.option("--backbone-style", type=click.Choice(BACKBONE_STYLES),
+              help="MobileNetV2 as keras.applications builds it, or with torchvision's padding and batch-norm "
+                   f"epsilon (what torchvision's weights need) [default: {Config.backbone_style}].")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False),
               help="Fine-tune: start from this facegrid .keras model's weights (the bundled one: "
                    "src/facegrid/models/facegrid-wider.keras); without --config, its settings too.")

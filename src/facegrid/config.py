@@ -9,6 +9,7 @@ Example TOML::
     input_size = 224
     grid_size = 7
     alpha = 0.75
+    backbone_weights = "none"  # the bundled ImageNet backbone is alpha 1.0
     epochs = 40
     learning_rate = 2e-3
 """
@@ -45,6 +46,10 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 #: The choices for ``backbone_style``.
 BACKBONE_STYLES = ("keras", "torchvision")
 
+#: ``backbone_weights`` naming the ImageNet backbone shipped with facegrid
+#: (:func:`facegrid.pretrained.bundled_weights_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``.
+BUNDLED_IMAGENET = "imagenet-bundled"
+
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -68,13 +73,17 @@ class Config:
             and the other padded to a multiple of 32. Single-grid models see the
             image stretched to a ``detect_size`` square.
         alpha: MobileNetV2 width multiplier.
-        backbone_weights: ``"none"``, ``"imagenet"`` (Keras' weights, downloaded;
-            needs internet), or the path of a ``.weights.h5`` file.
+        backbone_weights: ``"imagenet-bundled"`` (torchvision's ImageNet
+            MobileNetV2 converted by :mod:`facegrid.pretrained` and shipped with
+            facegrid, so training starts from ImageNet features offline; it fits
+            alpha 1.0 with backbone_style ``"torchvision"`` only), ``"none"``
+            (random), ``"imagenet"`` (Keras' weights, downloaded; needs
+            internet and backbone_style ``"keras"``), or the path of a
+            ``.weights.h5`` file.
         backbone_style: ``"keras"`` (keras.applications.MobileNetV2) or
             ``"torchvision"`` (the same network with torchvision's padding and
             batch-norm epsilon, for weights converted from torchvision by
-            :mod:`facegrid.pretrained`; alpha must be 1.0, and Keras'
-            ``"imagenet"`` weights do not fit it).
+            :mod:`facegrid.pretrained`).
         head_channels: width of the detection head's 3x3 convolution.
         init: a facegrid ``.keras`` model whose weights start training (fine-tuning,
             the bundled model's included); its network must be the one these
@@ -143,10 +152,10 @@ class Config:
     strides: tuple[int, ...] = ()
     grid_size: int = 7
     detect_size: int = 0
-    alpha: float = 0.75
-    backbone_weights: str = "none"
+    alpha: float = 1.0
+    backbone_weights: str = BUNDLED_IMAGENET
     init: str = ""
-    backbone_style: str = "keras"
+    backbone_style: str = "torchvision"
     head_channels: int = 128
 
     batch_size: int = 16
@@ -211,12 +220,22 @@ class Config:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.panels_every < 0:
             raise ValueError(f"panels_every must be >= 0 (0 disables the panels), got {self.panels_every}")
-        if self.backbone_style == "torchvision" and self.alpha != 1.0:
-            raise ValueError("torchvision-style backbones exist only for alpha 1.0")
+        if self.backbone_weights == BUNDLED_IMAGENET and (self.alpha, self.backbone_style) != (1.0, "torchvision"):
+            asked = " with ".join(
+                [f"alpha {self.alpha}"] * (self.alpha != 1.0)
+                + [f"backbone_style {self.backbone_style!r}"] * (self.backbone_style != "torchvision")
+            )
+            raise ValueError(
+                f"backbone_weights {BUNDLED_IMAGENET!r} (the default: the ImageNet backbone shipped with facegrid) "
+                f"fits alpha 1.0 with backbone_style 'torchvision' only, not {asked}: for {asked}, start from "
+                "random weights with backbone_weights 'none' (--backbone-weights none); for ImageNet features, "
+                "keep alpha 1.0 and backbone_style 'torchvision'"
+            )
         if self.backbone_style == "torchvision" and self.backbone_weights == "imagenet":
             raise ValueError(
-                "backbone_weights 'imagenet' are Keras' weights and do not fit a torchvision-style backbone: "
-                "give the .weights.h5 that facegrid.pretrained.convert_torchvision_mobilenet_v2 writes"
+                "backbone_weights 'imagenet' (Keras' weights, downloaded) fit backbone_style 'keras' only: "
+                "pass backbone_style 'keras' (--backbone-style keras) with them, or keep the default "
+                f"backbone_weights {BUNDLED_IMAGENET!r}, ImageNet features shipped with facegrid"
             )
 
     def augmentation(self):

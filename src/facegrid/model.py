@@ -33,7 +33,7 @@ from pathlib import Path
 import keras
 from keras import ops
 
-from facegrid.config import Config
+from facegrid.config import BUNDLED_IMAGENET, Config
 from facegrid.errors import ModelFileError
 from facegrid.grid import SIZE_LOG_LIMIT, PyramidCodec
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
@@ -75,7 +75,11 @@ def build_backbone(config: Config) -> keras.Model:
             # keras.applications averages batch statistics over ~1,000 steps (momentum 0.999); a
             # detector fine-tuned for a few thousand steps then runs on statistics that lag its weights
             layer.momentum = BATCH_NORM_MOMENTUM
-    if config.backbone_weights.endswith(".keras"):
+    if config.backbone_weights == BUNDLED_IMAGENET:
+        from facegrid.pretrained import bundled_weights_path
+
+        base.load_weights(bundled_weights_path())
+    elif config.backbone_weights.endswith(".keras"):
         for layer in load_detector(config.backbone_weights).get_layer("backbone").layers:
             if layer.weights:
                 base.get_layer(layer.name).set_weights(layer.get_weights())
@@ -145,7 +149,7 @@ def build_detector(config: Config = Config()) -> keras.Model:
     accept any input whose sides are multiples of 32.
 
     Example:
-        >>> model = build_detector(Config(input_size=224, grid_size=14, alpha=0.35))  # doctest: +SKIP
+        >>> model = build_detector(Config(input_size=224, grid_size=14))  # doctest: +SKIP
         >>> model.output_shape  # doctest: +SKIP
         (None, 14, 14, 5)
     """

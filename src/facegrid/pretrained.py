@@ -34,6 +34,10 @@ intermediate maps can be tapped by their usual names (``block_6_expand_relu``
 at stride 8, ``block_13_expand_relu`` at 16, ``out_relu`` at 32), and the
 weights file loads into the backbone at any input size.
 
+facegrid ships the converted file (:func:`bundled_weights_path`): the default
+``backbone_weights`` of :class:`facegrid.config.Config`, so training starts from
+ImageNet features without torch or a download.
+
 torch is needed only by :func:`convert_torchvision_mobilenet_v2` (and is
 imported there); the mapping itself, :func:`assign_torchvision_state_dict`,
 works on a plain ``{name: numpy array}`` dict.
@@ -65,6 +69,10 @@ CONV1_PAD_LAYER = "Conv1_pad"
 #: first 8 digits torchvision puts in the file name).
 TORCHVISION_CHECKPOINT = "mobilenet_v2-b0353104.pth"
 TORCHVISION_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+
+#: File name of the converted checkpoint shipped with facegrid, in the package's
+#: ``models/`` folder (its provenance and digests in ``mobilenet_v2_imagenet.md`` beside it).
+BUNDLED_WEIGHTS = "mobilenet_v2_imagenet.weights.h5"
 
 #: The final feature map (ReLU6 of the 1280-channel ``Conv_1``).
 OUTPUT_LAYER = "out_relu"
@@ -356,6 +364,17 @@ def convert_torchvision_mobilenet_v2(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(out_path)
     return out_path
+
+
+def bundled_weights_path() -> Path:
+    """Path of :data:`BUNDLED_WEIGHTS`: :data:`TORCHVISION_CHECKPOINT` as converted by :func:`convert_torchvision_mobilenet_v2`.
+
+    It ships with facegrid so that training starts from ImageNet features
+    with nothing downloaded and no torch installed.
+    """
+    from importlib import resources
+
+    return Path(str(resources.files("facegrid") / "models" / BUNDLED_WEIGHTS))
 
 
 def load_torchvision_mobilenet_v2(weights_path: str | Path, input_size: int):

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.bad_images import BadImages
-from facegrid.config import Config
+from facegrid.config import BUNDLED_IMAGENET, Config
 from facegrid.curves import TrainingCurves, write_atomically
 from facegrid.errors import PathError
 from facegrid.detect import Detections, Detector
@@ -418,9 +418,9 @@ def _build(config: Config) -> keras.Model:
             raise
         raise ConnectionError(
             f"backbone_weights 'imagenet' downloads Keras' MobileNetV2 weights, which failed ({cause.reason}): "
-            "it needs internet; offline, convert torchvision's mobilenet_v2 checkpoint with "
-            "facegrid.pretrained.convert_torchvision_mobilenet_v2 and train with backbone_style 'torchvision' "
-            "(alpha 1.0) and backbone_weights the .weights.h5 file it writes"
+            f"it needs internet; offline, start from the ImageNet backbone shipped with facegrid, the default "
+            f"backbone_weights {BUNDLED_IMAGENET!r} with alpha 1.0 and backbone_style 'torchvision' "
+            "(leave out --backbone-weights, --backbone-style and --alpha)"
         ) from None
 
 
