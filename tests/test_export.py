@@ -44,9 +44,13 @@ def photos(samples, wider):
     return [path for path, _ in find_images([samples / "images"])] + val
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exports(tmp_path_factory, wider):
-    """The bundled model exported to every format (int8 calibrated on 32 WIDER train images)."""
+    """The bundled model exported to every format (int8 calibrated on 32 WIDER train images).
+
+    Session-scoped: a parallel run may hand this file's tests to its worker in
+    several parts, and a module fixture would be exported anew for each.
+    """
     folder = tmp_path_factory.mktemp("exports")
     train = [path for path, _ in find_images([wider / "WIDER_train" / "images"])]
     made = {}
