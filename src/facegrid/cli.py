@@ -504,7 +504,7 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
                    f"(puretf: JPEGs only; what a tf.data service runs) [default: {Config.pipeline}].")
 @click.option("--data-service", metavar="HOST:PORT",
               help="Read the batches from the tf.data service dispatcher at HOST:PORT (facegrid data serve); "
-                   "needs --pipeline puretf.")
+                   "needs --pipeline puretf (or --packed).")
 @click.option("--workers", type=click.IntRange(1),
               help=f"Images decoded at once (tf.data) or batch-building workers (sequence) [default: {Config.workers}].")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
