@@ -845,8 +845,7 @@ def val(model, data, images, ground_truth, plot, as_json, batch_size, threads) -
     found = find_images([images])
     keys = submission_keys(found)
     truth = load_wider_ground_truth(ground_truth)  # a wrong folder costs nothing yet
-    listed = set(truth.keys)
-    unknown = [key for key in keys if key not in listed]
+    unknown = truth.unlisted(keys)
     if unknown:
         raise PathError(ground_truth, f"does not list {len(unknown):,} of the {len(keys):,} images in {images}, "
                                       f"such as {unknown[0]}: are they validation images?")

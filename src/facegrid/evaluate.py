@@ -114,6 +114,11 @@ class WiderGroundTruth:
     boxes: tuple[np.ndarray, ...]
     keep: dict[str, tuple[np.ndarray, ...]]
 
+    def unlisted(self, images: Iterable[str]) -> list[str]:
+        """Those of ``images`` (annotation paths or keys, matched by :func:`image_key`) it cannot score, as given."""
+        listed = set(self.keys)
+        return [image for image in images if image_key(image) not in listed]
+
 
 @dataclass(frozen=True, eq=False)
 class WiderResult:

@@ -290,9 +290,8 @@ class PackedPipeline(PureTFPipeline):
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of epoch ``epoch``."""
-        [plan] = [
-            {key: tf.constant(columns[0]) for key, columns in _epoch_plans(self.source, epoch, 1, by_image=True).items()}
-        ]
+        columns = _epoch_plans(self.source, epoch, 1, by_image=True)
+        plan = {key: tf.constant(column) for key, [column] in columns.items()}
         options = tf.data.Options()
         options.deterministic = self.deterministic
 

@@ -69,7 +69,7 @@ from facegrid.puretf import PackedPipeline, PureTFPipeline
 from facegrid.render import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.sequence import FaceSequence
 from facegrid.service import distribute
-from facegrid.submission import SCORE_FLOOR, as_submitted, image_key
+from facegrid.submission import SCORE_FLOOR, as_submitted
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
 
@@ -232,8 +232,7 @@ def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTr
     else:
         return None, "validation annotations from no file, so no official ground truth beside them: val_ap only"
     truth = load_wider_ground_truth(folder)
-    listed = set(truth.keys)
-    unknown = [path for path in index.paths.tolist() if image_key(path) not in listed]
+    unknown = truth.unlisted(index.paths.tolist())
     if unknown:
         problem = (f"does not list {len(unknown):,} of the {len(index):,} validation images, such as {unknown[0]}: "
                    "are they WIDER FACE validation images?")
@@ -455,7 +454,6 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     if annotations is None:
         if config.pipeline != "puretf":
             raise ValueError(f"a packed training set is read by pipeline 'puretf', not {config.pipeline!r}")
-        del common["on_bad_image"]  # screened when packed
         return PackedPipeline(images, parallel_calls=config.workers, **common)
     if config.pipeline == "puretf":
         return PureTFPipeline(annotations, images, parallel_calls=config.workers, **common)
