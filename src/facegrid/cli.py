@@ -29,7 +29,7 @@ import click
 from facegrid.bad_images import POLICIES
 from facegrid.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config
 from facegrid.download import RELEASES
-from facegrid.errors import FileLineError, PathError
+from facegrid.errors import FacegridError, OutputExistsError, PathError
 from facegrid.export import CALIBRATION_IMAGES
 from facegrid.export import FORMATS as EXPORT_FORMATS
 from facegrid.index import FaceFilter
@@ -77,7 +77,9 @@ def _fatal_input_errors(command):
             message = f"not a readable WIDER annotation file: {error}"
         except SubmissionError as error:
             message = f"not a readable WIDER result file: {error}"
-        except (FileLineError, PathError) as error:
+        except OutputExistsError as error:
+            message = f"{error}: pass --overwrite to replace it"
+        except FacegridError as error:
             message = str(error)
         except OSError as error:
             message = ("" if error.filename is None else f"{error.filename}: ") + (error.strerror or str(error))

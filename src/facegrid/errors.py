@@ -1,11 +1,24 @@
-"""Error types shared across modules, free of heavy imports so that any command can catch them."""
+"""Error types shared across modules, free of heavy imports so that any command can catch them.
+
+Every error facegrid raises on purpose derives from :class:`FacegridError`,
+and its message is one line that names the place (a file, ``FILE:LINE``, an
+image, an address). Exceptions of other libraries (TensorFlow, Keras,
+OpenCV, the network) are turned into these where facegrid calls them, so
+that a caller catches one family and never tells kinds apart by wording.
+Library messages speak of arguments (``overwrite=True``); the command line
+alone speaks of its flags.
+"""
 
 from __future__ import annotations
 
 import os
 
 
-class FileLineError(ValueError):
+class FacegridError(Exception):
+    """Base of every error facegrid raises on purpose; its message is one line naming the place."""
+
+
+class FileLineError(FacegridError, ValueError):
     """A text file is not in the format expected, at a known line.
 
     The message reads ``FILE:LINE: reason``, the form editors and terminals
@@ -27,7 +40,7 @@ class FileLineError(ValueError):
         return type(self), (self.path, self.line, self.reason)
 
 
-class PathError(ValueError):
+class PathError(FacegridError, ValueError):
     """A file cannot be used, for a reason that concerns the whole file.
 
     The message reads ``PATH: reason``.
@@ -48,3 +61,28 @@ class PathError(ValueError):
 
 class ModelFileError(PathError):
     """A model file cannot be loaded: missing, not a Keras model, or carrying code."""
+
+
+class OutputExistsError(PathError):
+    """An output would replace a file that exists, and replacing was not asked for (``overwrite=True``)."""
+
+
+class OverwritesInputError(PathError):
+    """An output would be written over one of the command's own inputs, which nothing may do."""
+
+
+class ServiceError(FacegridError):
+    """A server facegrid waited for did not answer in time, or a port it needs is taken.
+
+    Attributes:
+        address: ``host:port``, or the port.
+        reason: what was waited for, and for how long.
+    """
+
+    def __init__(self, address: str, reason: str):
+        self.address = str(address)
+        self.reason = reason
+        super().__init__(f"{self.address}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.address, self.reason)

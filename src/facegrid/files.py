@@ -1,0 +1,81 @@
+"""Writing files safely: never over an input, never over a file unless asked, never half a file.
+
+Every command that writes checks all it will write before it starts any work
+(:func:`check_outputs`):
+
+* an output that is one of the command's inputs (the same file, by any path
+  or link) is refused, whatever is asked: detecting ``photos/a.jpg`` into
+  ``--out photos`` would otherwise replace the photo with its annotated copy;
+* an output that exists is refused unless ``overwrite`` is given.
+
+Files are then written under a temporary name beside their place and renamed
+into it (:func:`write_atomically`), so a reader, or a run killed midway,
+sees the previous complete file or the new one, never a part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from facegrid.errors import OutputExistsError, OverwritesInputError
+
+
+def _identity(path: Path) -> tuple[int, int] | str:
+    """What tells two paths of one file apart from two files: device and inode where it exists, else the real path."""
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return os.path.realpath(path)
+    return (stat.st_dev, stat.st_ino)
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike],
+                  overwrite: bool = False) -> None:
+    """Refuse outputs that would replace an input, or, unless ``overwrite``, an existing file.
+
+    Args:
+        outputs: every file the command will write.
+        inputs: every file it reads (folders given are not inputs: the files
+            read from them are).
+        overwrite: existing outputs (other than inputs) may be replaced.
+
+    Raises:
+        facegrid.errors.OverwritesInputError: an output is one of ``inputs``.
+        facegrid.errors.OutputExistsError: an output exists and not ``overwrite``.
+    """
+    read = {}
+    for path in map(Path, inputs):
+        read.setdefault(_identity(path), path)
+    for out in map(Path, outputs):
+        source = read.get(_identity(out))
+        if source is not None:
+            same = "" if os.path.abspath(out) == os.path.abspath(source) else f" ({source})"
+            raise OverwritesInputError(out, f"is an input{same}: writing there would destroy it; "
+                                            "write into another folder")
+        if not overwrite and (out.exists() or out.is_symlink()):
+            raise OutputExistsError(out, "exists")
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call ``write`` with a temporary path beside ``path`` (same suffix), flush it to disk, rename it to ``path``.
+
+    A reader sees the previous complete file or the new one, never a part,
+    whenever the writer is stopped; if ``write`` fails, the temporary file
+    is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`."""
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
