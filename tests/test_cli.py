@@ -401,3 +401,9 @@ def test_val_refuses_a_folder_that_is_not_wider_before_the_model_loads(tmp_path,
         f"error: {tmp_path / 'WIDER_val' / 'images'}: no such folder: is {tmp_path} a WIDER FACE folder "
         "(with WIDER_val/images)?"
     )
+
+
+def test_val_given_a_folder_as_its_model_says_what_it_takes(wider, tmp_path):
+    assert refused("val", tmp_path, "--data", wider) == (
+        f"error: {tmp_path}: a folder that is no SavedModel (no saved_model.pb in it), and not a .keras model file"
+    )

@@ -136,7 +136,9 @@ def test_detect_command_gives_each_image_its_own_annotated_copy(tiny_model, samp
     assert [line.split(" -> ")[1] for line in result.stdout.splitlines()] == [
         str(tmp_path / "out" / name) for name in ("1.jpg", "1-2.jpg", "1.png.jpg")
     ]
-    assert CliRunner().invoke(main, args).stdout == result.stdout
+    again = CliRunner().invoke(main, args)  # the copies exist now: nothing is replaced unless asked
+    assert again.exit_code == 2 and again.stderr == f"error: {tmp_path / 'out' / '1.jpg'}: exists: pass --overwrite to replace it\n"
+    assert CliRunner().invoke(main, args + ["--overwrite"]).stdout == result.stdout  # the same names again
 
 
 def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -167,7 +169,7 @@ def test_export_refuses_to_overwrite_and_names_its_format(tmp_path):
     TINY_PYRAMID.save(tmp_path / "tiny.toml")
     (tmp_path / "out.keras").write_bytes(b"mine")
     result = CliRunner().invoke(main, ["export", str(tmp_path / "tiny.keras"), str(tmp_path / "out.keras")])
-    assert result.exit_code == 2 and "exists; pass overwrite (--overwrite)" in result.output
+    assert result.exit_code == 2 and result.stderr == f"error: {tmp_path / 'out.keras'}: exists: pass --overwrite to replace it\n"
     assert (tmp_path / "out.keras").read_bytes() == b"mine"
     result = CliRunner().invoke(main, ["export", str(tmp_path / "tiny.keras"), str(tmp_path / "q.tflite"),
                                        "--format", "litert-int8"])
@@ -208,6 +210,27 @@ def test_unusable_exported_models_are_refused_in_one_line(tmp_path, samples):
     bare.write_bytes(b"\x00")
     result = CliRunner().invoke(main, ["detect", "--model", str(bare), str(samples / "images")])
     assert result.exit_code == 2 and "no settings beside it" in result.output and result.output.count("\n") == 1
+
+
+def test_settings_of_another_model_are_refused_when_the_model_loads(tmp_path, samples):
+    model = build_detector(TINY_PYRAMID)
+    model.save(tmp_path / "tiny.keras")
+    TINY_PYRAMID.save(tmp_path / "tiny.toml")
+    export_model(tmp_path / "tiny.keras", tmp_path / "tiny.tflite")
+    coarser = TINY_PYRAMID.replace(strides=(16, 32))  # another model's settings: same names, fewer levels
+    for name in ("tiny.keras", "tiny.tflite"):
+        shutil.copy(tmp_path / name, tmp_path / f"other{Path(name).suffix}")
+    coarser.save(tmp_path / "other.toml")
+    with pytest.raises(ModelFileError, match=r"other.tflite: its settings say a pyramid of strides \[16, 32\], but it "
+                                             r"outputs boxes_16, boxes_32, boxes_8, scores_16"):
+        Detector.load(tmp_path / "other.tflite")
+    with pytest.raises(ModelFileError, match=r"other.toml: says a pyramid of strides \[16, 32\], but other.keras is "
+                                             r"a pyramid of strides \[8, 16, 32\]"):
+        Detector.load(tmp_path / "other.keras")
+    for name in ("other.tflite", "other.keras"):
+        result = CliRunner().invoke(main, ["detect", str(samples / "images"), "--model", str(tmp_path / name)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "another model's settings" in result.stderr
+    assert Detector.load(tmp_path / "tiny.tflite").model.strides == (8, 16, 32)  # its own settings load
 
 
 def test_calibration_images_are_drawn_reproducibly(tmp_path):

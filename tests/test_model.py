@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -71,6 +73,36 @@ def test_model_file_carrying_code_is_refused_never_run(tmp_path):
         load_detector(tmp_path / "garbage.keras")
     with pytest.raises(ModelFileError, match="no such file"):
         load_detector(tmp_path / "missing.keras")
+
+
+def test_files_that_hold_no_facegrid_model_are_refused_in_one_line(tmp_path, samples):
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from facegrid.cli import main
+    from facegrid.errors import ModelFileError
+    from facegrid.model import load_detector
+
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as zipped:
+        zipped.writestr("notes.txt", "no model here")
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save(tmp_path / "dense.keras")
+    (tmp_path / "folder.keras").mkdir()
+    cases = {"empty.keras": "a zip archive without a Keras model in it (no config.json)",
+             "dense.keras": "a Keras model, but not a facegrid detector: its output is (None, 3)",
+             "folder.keras": "a folder that is no SavedModel"}
+    for name, reason in cases.items():
+        with pytest.raises(ModelFileError, match=re.escape(f"{name}: {reason}")):
+            load_detector(tmp_path / name)
+        (tmp_path / name).with_suffix(".toml").write_text("")  # settings beside it: the model itself is at fault
+        for args in (["export", tmp_path / name, tmp_path / "out.keras"],
+                     ["train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples / "images",
+                      "--run", tmp_path / "run", "--init", tmp_path / name],
+                     ["detect", samples / "images", "--model", tmp_path / name]):
+            result = CliRunner().invoke(main, [str(a) for a in args])
+            assert result.exit_code == 2 and result.stderr.count("\n") == 1, (args, result.output)
+            assert name in result.stderr and "Traceback" not in result.output, (args, result.output)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out.keras").exists()  # nothing left behind
 
 
 def test_detect_command_refuses_a_model_carrying_code(tmp_path, samples):

@@ -159,8 +159,28 @@ def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
         f"{run / 'config.toml'}: the run was started with head_channels = 8; it cannot be resumed with "
         "head_channels = 16 (leave head_channels as it was, or start a new run)"
     )
-    with pytest.raises(PathError, match="nothing to resume: no finished epoch"):
+    with pytest.raises(PathError, match=r"nothing to resume: no run was started here \(config.toml\)"):
         train(TINY, annotations, images, tmp_path / "new", resume=True, verbose=0)
+
+
+def test_a_run_stopped_before_its_first_epoch_ended_starts_again_on_resume(samples, tmp_path, monkeypatch):
+    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
+    run = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "fit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    assert (run / "config.toml").is_file() and not (run / "state.json").exists()
+    with pytest.raises(PathError) as info:
+        train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    assert str(info.value).startswith(f"{run}: holds a run stopped before its first epoch ended (config.toml")
+    train(TINY.replace(epochs=1), annotations, images, run, resume=True, verbose=0)
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+    assert "no epoch of the run finished; starting it again with its settings" in (run / "train.log").read_text()
 
 
 def _constant_val_ap(self, epoch, logs=None):  # a validation AP that never improves after the first epoch

@@ -359,9 +359,11 @@ def pack(annotations, images, out, shards, name, split, workers, on_bad_image, o
                    "e.g. src/facegrid/models/facegrid-wider.toml for the bundled model's pyramid.")
 @click.option("--augment", is_flag=True, help="Show the training augmentation instead of the plain input.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmentation.")
+@click.option("--overwrite", is_flag=True, help="Replace PNGs of an earlier run in --out.")
 @_face_filter_options
 @_fatal_input_errors
-def show(annotations, images, out, count, input_size, grid_size, config_path, augment, seed, **filter_args) -> None:
+def show(annotations, images, out, count, input_size, grid_size, config_path, augment, seed, overwrite,
+         **filter_args) -> None:
     """Draw images with their boxes next to the network input and its decoded target.
 
     Without ANNOTATIONS, shows facegrid's bundled sample dataset. Green boxes
@@ -390,7 +392,7 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
                                  Augment() if augment else None)
     written, failed = show_dataset(
         read_annotations(annotations), images, out, count=count, builder=builder,
-        face_filter=_face_filter(**filter_args), seed=seed,
+        face_filter=_face_filter(**filter_args), seed=seed, overwrite=overwrite,
     )
     for path in written:
         click.echo(f"wrote {path}")
@@ -408,9 +410,10 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Detector settings (TOML) whose pyramid's share to report too (default: the bundled model's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--overwrite", is_flag=True, help="Replace the --out plot if it exists.")
 @_face_filter_options
 @_fatal_input_errors
-def stats(annotations, images, out, input_size, config_path, as_json, **filter_args) -> None:
+def stats(annotations, images, out, input_size, config_path, as_json, overwrite, **filter_args) -> None:
     """Faces per image, face sizes, and the share of faces each target layout can represent.
 
     Shares are given for 7x7, 14x14 and 28x28 grids over the square
@@ -418,12 +421,17 @@ def stats(annotations, images, out, input_size, config_path, as_json, **filter_a
     unless --config), at their detection size.
     """
     from facegrid.config import bundled_model_path
+    from facegrid.figures import check_figure_path
     from facegrid.stats import dataset_stats, plot_stats
 
     config = _settings(config_path or bundled_model_path().with_suffix(".toml"))
     pyramid = (config.codec, config.detection_input_size) if config.strides else None
-    result = dataset_stats(read_annotations(annotations), images, face_filter=_face_filter(**filter_args),
-                           input_size=input_size, pyramid=pyramid)
+    index = read_annotations(annotations)
+    if out is not None:
+        read = [annotations] + ([images / name for name in index.paths.tolist()] if images else [])
+        check_figure_path(out, read, overwrite)
+    result = dataset_stats(index, images, face_filter=_face_filter(**filter_args), input_size=input_size,
+                           pyramid=pyramid)
     if out is not None:
         plot_stats(result, out, title=f"{annotations.name}: {result.images:,} images, {result.faces:,} faces")
     if as_json:
@@ -652,9 +660,11 @@ class _Progress:
 @click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
               help="An unreadable image or video stops the run (exit status 2), or is reported and skipped "
                    "(the others are still processed; exit status 1).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace annotated copies and result files that exist (never an input).")
 @_fatal_input_errors
 def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, threads,
-           on_bad_image) -> None:
+           on_bad_image, overwrite) -> None:
     """Find faces in INPUT images and videos (files, or folders searched recursively).
 
     Annotated copies keep their path under the folder they were found in
@@ -664,16 +674,26 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     and time. Inputs without any image, a video OpenCV cannot open, and with
     --wider-submission a video or an image that is not INPUT/<event>/<name>
     or shares its result file with another, stop the command before the
-    model loads (exit status 2). A progress bar shows on a terminal (or with
-    -v), and a summary line ends the run, both on stderr.
+    model loads (exit status 2), as does an output that exists (unless
+    --overwrite) or that is one of the inputs (always). A progress bar shows
+    on a terminal (or with -v), and a summary line ends the run, both on stderr.
     """
+    from facegrid.config import bundled_model_path, model_settings_file
+    from facegrid.files import check_outputs
     from facegrid.inputs import annotated_names, find_images, is_video, submission_keys
-    from facegrid.submission import SCORE_FLOOR
+    from facegrid.submission import SCORE_FLOOR, result_path
     from facegrid.video import VideoError, probe_video
 
     found = find_images(inputs, videos=True)
     keys = submission_keys(found) if wider_submission else [None] * len(found)
     targets = [out / name for name in annotated_names(found)] if out else [None] * len(found)
+    model_file = model_path or bundled_model_path()
+    check_outputs(
+        [target for target in targets if target is not None]
+        + [result_path(wider_submission, key) for key in keys if key is not None],
+        [path for path, _ in found] + [model_file, model_settings_file(model_file) or model_file],
+        overwrite,
+    )
     failed = []
     echo = click.echo  # through the progress bar once it shows
 
@@ -723,6 +743,7 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
 
 def _report_detections(found, image, target, key, as_json, threshold, wider_submission, echo) -> None:
     """Write one image's detections as the detect command's options ask."""
+    from facegrid.files import write_atomically
     from facegrid.images import read_image
     from facegrid.render import annotated_image
     from facegrid.submission import write_image_result
@@ -733,7 +754,8 @@ def _report_detections(found, image, target, key, as_json, threshold, wider_subm
     found.boxes, found.scores = found.boxes[shown], found.scores[shown]
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        annotated_image(read_image(image), found.boxes, found.scores).save(target, format="JPEG", quality=90)
+        drawn = annotated_image(read_image(image), found.boxes, found.scores)
+        write_atomically(target, lambda tmp: drawn.save(tmp, format="JPEG", quality=90))
     if as_json:
         echo(json.dumps(found.to_dict()))
     else:
@@ -766,8 +788,9 @@ def _detect_video(detector, path, target, info, batch_size, as_json, progress: _
               help="IoU a detection needs to find a face (with --annotations).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--overwrite", is_flag=True, help="Replace the --plot file if it exists.")
 @_fatal_input_errors
-def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
+def evaluate(submission, ground_truth, annotations, iou, plot, as_json, overwrite) -> None:
     """Score SUBMISSION, a folder of WIDER result files (SUBMISSION/<event>/<name>.txt).
 
     With --ground-truth: the official protocol on the images the submission
@@ -779,6 +802,10 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json) -> None:
 
     if (ground_truth is None) == (annotations is None):
         raise click.UsageError("give exactly one of --ground-truth and --annotations")
+    if plot is not None:
+        from facegrid.figures import check_figure_path
+
+        check_figure_path(plot, [*submission.rglob("*"), annotations], overwrite)
     predictions = read_submission(submission)
     if ground_truth is not None:
         result = evaluate_wider(predictions, ground_truth)
@@ -822,8 +849,9 @@ def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: 
                    "at its own input, as the model card does.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
+@click.option("--overwrite", is_flag=True, help="Replace the --plot file if it exists.")
 @_fatal_input_errors
-def val(model, data, images, ground_truth, plot, as_json, batch_size, threads) -> None:
+def val(model, data, images, ground_truth, plot, as_json, batch_size, threads, overwrite) -> None:
     """Detect in the WIDER FACE validation images and score MODEL with the official protocol, in one step.
 
     MODEL is a .keras detector or an export (.tflite and .onnx run without
@@ -845,6 +873,11 @@ def val(model, data, images, ground_truth, plot, as_json, batch_size, threads) -
         if not folder.is_dir():
             raise PathError(folder, f"no such folder: is {data} a WIDER FACE folder (with {part})?")
     found = find_images([images])
+    if plot is not None:
+        from facegrid.config import model_settings_file
+        from facegrid.figures import check_figure_path
+
+        check_figure_path(plot, [path for path, _ in found] + [model, model_settings_file(model)], overwrite)
     keys = submission_keys(found)
     truth = load_wider_ground_truth(ground_truth)  # a wrong folder costs nothing yet
     unknown = truth.unlisted(keys)

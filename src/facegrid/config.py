@@ -265,7 +265,10 @@ class Config:
         return tomli_w.dumps(dataclasses.asdict(self))
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(self.to_toml(), encoding="utf-8")
+        """Write the settings as TOML, atomically."""
+        from facegrid.files import write_text_atomically
+
+        write_text_atomically(path, self.to_toml())
 
 
 def settings_path(model: str | os.PathLike) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 
 from facegrid.figures import new_figure, save_figure
+from facegrid.files import write_atomically
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
@@ -66,13 +67,3 @@ class TrainingCurves(keras.callbacks.Callback):
         write_atomically(self.folder / "history.csv", lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8"))
         write_atomically(self.folder / "results.png", lambda tmp: plot_history(self.rows, tmp))
 
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write`` with a temporary path beside ``path`` (same suffix), then rename it to ``path``.
-
-    A reader sees the previous complete file or the new one, never a part,
-    whenever the writer is stopped.
-    """
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.config import Config, model_config, settings_path
+from facegrid.config import Config, model_config, model_settings_file, settings_path
 from facegrid.errors import PathError
+from facegrid.files import check_outputs
 from facegrid.runtime import GRID_OUTPUT, INPUT_NAME, box_output, score_output
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,9 @@ def export_model(
         The path written.
 
     Raises:
-        ValueError: inconsistent arguments, or ``out`` exists and not ``overwrite``.
+        ValueError: inconsistent arguments.
+        facegrid.errors.OutputExistsError: ``out`` or its settings file exists, and not ``overwrite``.
+        facegrid.errors.OverwritesInputError: ``out`` or its settings file is ``model_path``'s own.
         ExportError: the converter failed (its reason in one line).
         facegrid.errors.ModelFileError: ``model_path`` cannot be loaded.
     """
@@ -235,11 +238,11 @@ def export_model(
         raise PathError(model_path, f"no settings beside it ({settings_path(model_path).name} or config.toml)")
     config = config.replace(detect_size=fixed_size or detect_size)
     sidecar = settings_path(out)  # shared by NAME.keras and NAME.tflite when their settings agree
-    clashes = [out] if out.exists() else []
-    if sidecar.exists() and sidecar.read_text(encoding="utf-8") != config.to_toml():
-        clashes.append(sidecar)
-    if clashes and not overwrite:
-        raise ValueError(f"{clashes[0]} exists; pass overwrite (--overwrite) to replace it")
+    same_settings = _holds_text(sidecar, config.to_toml())
+    check_outputs([out] + ([] if same_settings else [sidecar]), [model_path, model_settings_file(model_path)],
+                  overwrite)
+    if out.is_dir() and not (out / "saved_model.pb").is_file():
+        raise PathError(out, "a folder that is not a SavedModel: an export replaces only a file or a SavedModel")
     model = load_detector(model_path)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -257,9 +260,18 @@ def export_model(
         if out.is_dir():
             shutil.rmtree(out)
         os.replace(staged, out)
-    config.save(sidecar)
+    if not same_settings:
+        config.save(sidecar)
     log.info("exported %s as %s (%s)", model_path, out, format)
     return out
+
+
+def _holds_text(path: Path, text: str) -> bool:
+    """Whether ``path`` is a file holding exactly ``text`` (UTF-8)."""
+    try:
+        return path.is_file() and path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
 
 
 def _convert(model, config, format, staged, work, fixed_size, calibration, calibration_images, detector_type):

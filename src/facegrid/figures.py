@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from facegrid.errors import PathError
+from facegrid.files import check_outputs, write_atomically
 
 
 def new_figure(figsize: tuple[float, float]):
@@ -24,15 +25,42 @@ def new_figure(figsize: tuple[float, float]):
     return fig
 
 
+def figure_format(out: str | os.PathLike) -> str:
+    """The format a figure file's suffix names (``png``, ``pdf``, ``svg``, ...).
+
+    Raises:
+        facegrid.errors.PathError: the suffix names no format the canvas writes.
+    """
+    formats = _formats()
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise PathError(out, f"not a figure file name: give one of the suffixes {', '.join(sorted(formats))}")
+    return suffix
+
+
+def check_figure_path(out: str | os.PathLike, inputs=(), overwrite: bool = False) -> None:
+    """Refuse, before any work, a figure file that could not be saved or may not be written (see :mod:`facegrid.files`).
+
+    Raises:
+        facegrid.errors.PathError: no figure format has the suffix; the file
+            is one of ``inputs``; or it exists and not ``overwrite``.
+    """
+    figure_format(out)
+    check_outputs([out], inputs, overwrite)
+
+
 def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
-    """Save ``fig`` in the format its file name's suffix names (``.png``, ``.pdf``, ``.svg``, ...).
+    """Save ``fig`` atomically in the format its file name's suffix names (see :func:`figure_format`).
 
     Raises:
         facegrid.errors.PathError: the suffix names no format the canvas writes.
         OSError: the file cannot be written.
     """
-    formats = fig.canvas.get_supported_filetypes()
-    suffix = Path(out).suffix.lower().lstrip(".")
-    if suffix not in formats:
-        raise PathError(out, f"not a figure file name: give one of the suffixes {', '.join(sorted(formats))}")
-    fig.savefig(out, dpi=dpi, format=suffix)
+    suffix = figure_format(out)
+    write_atomically(out, lambda tmp: fig.savefig(tmp, dpi=dpi, format=suffix))
+
+
+def _formats() -> dict[str, str]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return FigureCanvasAgg.get_supported_filetypes()

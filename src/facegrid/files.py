@@ -15,8 +15,9 @@ sees the previous complete file or the new one, never a part.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from facegrid.errors import OutputExistsError, OverwritesInputError
@@ -26,7 +27,9 @@ def _identity(path: Path) -> tuple[int, int] | str:
     """What tells two paths of one file apart from two files: device and inode where it exists, else the real path."""
     try:
         stat = path.stat()
-    except (OSError, ValueError):
+    except ValueError:  # a NUL in the name: no file has it
+        return str(path)
+    except OSError:
         return os.path.realpath(path)
     return (stat.st_dev, stat.st_ino)
 
@@ -46,34 +49,41 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
         facegrid.errors.OutputExistsError: an output exists and not ``overwrite``.
     """
     read = {}
-    for path in map(Path, inputs):
+    for path in map(Path, filter(None, inputs)):
         read.setdefault(_identity(path), path)
     for out in map(Path, outputs):
         source = read.get(_identity(out))
         if source is not None:
             same = "" if os.path.abspath(out) == os.path.abspath(source) else f" ({source})"
-            raise OverwritesInputError(out, f"is an input{same}: writing there would destroy it; "
-                                            "write into another folder")
+            raise OverwritesInputError(out, f"an output would be written over this input{same}; "
+                                            "choose another place for the output")
         if not overwrite and (out.exists() or out.is_symlink()):
             raise OutputExistsError(out, "exists")
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
-    """Call ``write`` with a temporary path beside ``path`` (same suffix), flush it to disk, rename it to ``path``.
+@contextlib.contextmanager
+def staged(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) to write; flushed and renamed to ``path`` when the block ends.
 
-    A reader sees the previous complete file or the new one, never a part,
-    whenever the writer is stopped; if ``write`` fails, the temporary file
-    is removed and ``path`` is untouched.
+    If the block raises (or a generator holding it is closed early), the
+    temporary file is removed and ``path`` is untouched; a reader sees the
+    previous complete file or the new one, never a part.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        write(tmp)
+        yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call ``write`` with a temporary path beside ``path``, then put the file in place (see :func:`staged`)."""
+    with staged(path) as tmp:
+        write(tmp)
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:

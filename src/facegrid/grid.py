@@ -502,3 +502,8 @@ def _cell_table(strides: tuple[int, ...], width: int, height: int) -> tuple[np.n
 def codec_for(strides: tuple[int, ...], grid_size: int) -> GridCodec | PyramidCodec:
     """The codec of a model: a :class:`PyramidCodec` over ``strides``, or, with none, a ``G x G`` :class:`GridCodec`."""
     return PyramidCodec(tuple(strides)) if strides else GridCodec(grid_size)
+
+
+def describe_layout(strides: tuple[int, ...]) -> str:
+    """The target layout of a model in words: ``a pyramid of strides [8, 16, 32]``, or ``a single grid``."""
+    return f"a pyramid of strides {list(strides)}" if strides else "a single grid"

@@ -220,20 +220,53 @@ def load_detector(path: str | os.PathLike, *, compile: bool = False) -> keras.Mo
     Raises:
         ModelFileError: missing, not a ``.keras`` file, or carrying code.
     """
-    if not Path(path).is_file():
-        raise ModelFileError(path, "no such file")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(path, "not a .keras model file (a .keras file is a zip archive)")
+    _check_model_file(Path(path))
     try:
-        return keras.saving.load_model(
+        model = keras.saving.load_model(
             path, compile=compile, safe_mode=True,
             custom_objects={"SizeToImageFraction": SizeToImageFraction, "PyramidCells": PyramidCells},
         )
-    except ValueError as error:
-        text = str(error)
-        if "arbitrary code" in text or "safe_mode" in text:
-            raise ModelFileError(
-                path, "refused: it carries Python code (such as a Lambda layer) that would run on loading; "
-                "facegrid loads models in Keras safe mode only"
-            ) from None
+    except Exception as error:  # Keras raises many types (ValueError, KeyError, OSError, TypeError) for bad files
+        text = str(error).strip()
         raise ModelFileError(path, f"cannot load it: {text.splitlines()[0] if text else type(error).__name__}") from None
+    shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else ()
+    if len(shape) not in (3, 4) or shape[-1] != 5:
+        raise ModelFileError(path, f"a Keras model, but not a facegrid detector: its output is {model.output_shape}, "
+                                   "not grids [B, G, G, 5] or cells [B, N, 5]")
+    return model
+
+
+def head_strides(model: keras.Model) -> tuple[int, ...]:
+    """The strides of a pyramid detector's heads (its layers ``cells<stride>``); ``()`` for a single grid."""
+    return tuple(sorted(int(layer.name[len("cells"):]) for layer in model.layers
+                        if layer.name.startswith("cells") and layer.name[len("cells"):].isdigit()))
+
+
+#: Members of a ``.keras`` file that hold its model.
+KERAS_MEMBERS = ("config.json", "model.weights.h5")
+
+
+def _check_model_file(path: Path) -> None:
+    """Refuse what is not a ``.keras`` file Keras could load in safe mode, before Keras reads it.
+
+    A serialised Python lambda (``"__lambda__"`` in the model's
+    ``config.json``) is code that would run on loading.
+    """
+    if path.is_dir():
+        raise ModelFileError(path, "a folder that is no SavedModel (no saved_model.pb in it), and not a .keras model file")
+    if not path.is_file():
+        raise ModelFileError(path, "no such file")
+    try:
+        with zipfile.ZipFile(path) as zipped:
+            names = set(zipped.namelist())
+            missing = [name for name in KERAS_MEMBERS if name not in names]
+            if missing:
+                raise ModelFileError(path, f"a zip archive without a Keras model in it (no {missing[0]})")
+            config = zipped.read("config.json")
+    except (zipfile.BadZipFile, EOFError, OSError):
+        raise ModelFileError(path, "not a .keras model file (a .keras file is a zip archive)") from None
+    if b'"__lambda__"' in config:
+        raise ModelFileError(
+            path, "refused: it carries Python code (a lambda) that would run on loading; "
+            "facegrid loads models in Keras safe mode only"
+        )

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from facegrid.examples import ExampleBuilder
+from facegrid.files import check_outputs, write_atomically
 from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import ImageError, read_image
 from facegrid.paths import image_path
@@ -234,17 +235,25 @@ def show_dataset(
     builder: ExampleBuilder = ExampleBuilder(),
     face_filter: FaceFilter = FaceFilter(),
     seed: int = 0,
+    overwrite: bool = False,
 ) -> tuple[list[Path], list[ImageError]]:
-    """Write :func:`example_panel` PNGs for the first ``count`` images of ``index``.
+    """Write :func:`example_panel` PNGs for the first ``count`` images of ``index``, as ``NNNN_<name>.png``.
 
     Returns:
         The PNGs written and the images that could not be read (skipped).
+
+    Raises:
+        facegrid.errors.OutputExistsError: a PNG to write exists, and not ``overwrite``.
+        facegrid.errors.OverwritesInputError: a PNG to write is an input (the annotation file, an image).
     """
     out = Path(out)
+    shown = range(min(count, len(index)))
+    targets = [out / f"{i:04d}_{Path(str(index.paths[i])).stem}.png" for i in shown]
+    check_outputs(targets, [index.source] + [Path(images) / str(index.paths[i]) for i in shown], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     keep = face_filter.mask(index)
     written, failed = [], []
-    for i in range(min(count, len(index))):
+    for i, target in zip(shown, targets):
         rows = slice(index.offsets[i], index.offsets[i + 1])
         boxes = index.image_boxes(i)
         try:
@@ -265,7 +274,6 @@ def show_dataset(
             layout = f"{builder.codec.grid_size}x{builder.codec.grid_size}"
         title = f"{index.paths[i]}  {faces} face(s), {shown} in the {layout} target"
         panel = example_panel(original, boxes[keep[rows]], boxes[~keep[rows]], x, y, builder.codec, title)
-        target = out / f"{i:04d}_{Path(str(index.paths[i])).stem}.png"
-        panel.save(target)
+        write_atomically(target, lambda tmp: panel.save(tmp, format="PNG"))
         written.append(target)
     return written, failed

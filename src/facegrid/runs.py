@@ -57,23 +57,28 @@ def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -
 
     Raises:
         facegrid.errors.PathError: without ``resume``, the folder holds a run
-            already; with it, the folder has no finished epoch to resume, or
-            ``config`` changes one of :data:`FIXED_SETTINGS` of the run's
-            ``config.toml``. A new run's folder is only checked where
+            already (one stopped before its first epoch ended included: it
+            is resumed by starting it again); with it, the folder holds no
+            run's settings (``config.toml``), or ``config`` changes one of
+            :data:`FIXED_SETTINGS` of them. A new run's folder is only checked where
             :func:`writes_run_folder`; a resumed one, read by every worker, everywhere.
     """
     run_dir = Path(run_dir)
+    saved_path = run_dir / "config.toml"
     if not resume:
         if not writes_run_folder(config):
             return
         used = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if used and not (run_dir / "state.json").is_file():
+            raise PathError(run_dir, f"holds a run stopped before its first epoch ended ({', '.join(used)}): pass "
+                                     "--resume (resume=True) to start it again with its settings, or choose "
+                                     "another folder")
         if used:
             raise PathError(run_dir, f"holds a run already ({', '.join(used)}): pass --resume (resume=True) "
                                      "to continue it, or choose another folder")
         return
-    if not (run_dir / "state.json").is_file():
-        raise PathError(run_dir, "nothing to resume: no finished epoch (state.json)")
-    saved_path = run_dir / "config.toml"
+    if not saved_path.is_file():
+        raise PathError(run_dir, "nothing to resume: no run was started here (config.toml)")
     saved = load_config(saved_path)
     for name in FIXED_SETTINGS:
         old, new = getattr(saved, name), getattr(config, name)

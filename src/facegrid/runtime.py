@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facegrid.errors import ModelFileError
-from facegrid.grid import SIZE_LOG_LIMIT
+from facegrid.grid import SIZE_LOG_LIMIT, describe_layout
 
 #: Name of the image input of every exported model.
 INPUT_NAME = "image"
@@ -64,6 +64,10 @@ def pyramid_cells(outputs: dict[str, np.ndarray], strides: tuple[int, ...]) -> n
     return np.concatenate(levels, axis=1)
 
 
+#: Side of the blank image :meth:`ExportedModel.check_layout` runs a model on (the smallest every stride divides).
+PROBE_SIZE = 64
+
+
 def _missing_runtime(path: Path, module: str) -> ModelFileError:
     extra = RUNTIME_EXTRAS[path.suffix]
     return ModelFileError(path, f"running it needs {module}: pip install 'facegrid[{extra}]'")
@@ -81,15 +85,36 @@ class ExportedModel:
 
     def __init__(self, path: Path, strides: tuple[int, ...], input_shape, names):
         self.path, self.strides = path, tuple(strides)
-        missing = sorted(set(output_names(self.strides)) - set(names))
-        if missing:
-            raise ModelFileError(
-                path, f"not a facegrid export for strides {list(self.strides)}: no output {missing[0]!r} "
-                f"(it has {', '.join(sorted(names))})"
-            )
+        if set(names) != set(output_names(self.strides)):
+            raise ModelFileError(path, f"its settings say {describe_layout(self.strides)}, but it outputs "
+                                       f"{', '.join(sorted(names))}: they are another model's settings, "
+                                       "or it is no facegrid export")
         batch, height, width = (int(d) if isinstance(d, (int, np.integer)) and d > 0 else None for d in input_shape[:3])
         self.batch_fixed = batch is not None
         self.fixed_size = (height, width) if height and width else None
+
+    def check_layout(self) -> None:
+        """Run the model once on a blank image and check each output's grid against the strides of its settings.
+
+        Raises:
+            ModelFileError: an output's shape is not the one its stride gives
+                (the settings are another model's), or the model does not run.
+        """
+        height, width = self.fixed_size or (PROBE_SIZE, PROBE_SIZE)
+        try:
+            outputs = self._run(np.zeros((1, height, width, 3), np.uint8))
+        except Exception as error:  # each runtime raises its own types
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelFileError(self.path, f"does not run on a {width} x {height} image: {reason}") from None
+        expected = {GRID_OUTPUT: None} if not self.strides else {
+            name: (height // stride, width // stride, channels) for stride in self.strides
+            for name, channels in ((score_output(stride), 1), (box_output(stride), 4))
+        }
+        for name, shape in expected.items():
+            found = tuple(np.shape(outputs[name])[1:])
+            if (shape is not None and found != shape) or (shape is None and (len(found) != 3 or found[-1] != 5)):
+                raise ModelFileError(self.path, f"output {name} is {list(found)} on a {width} x {height} image, "
+                                                f"not what {describe_layout(self.strides)} gives: its settings are another model's")
 
     def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
         """Cells ``[B, N, 5]`` (or grids ``[B, G, G, 5]``) for uint8 ``[B, H, W, 3]`` pixels."""
@@ -126,6 +151,9 @@ class LiteRTModel(ExportedModel):
         self._open = lambda: Interpreter(model_content=content, num_threads=threads or os.cpu_count())
         try:
             first = self._open()
+            (image,) = first.get_input_details()
+            if min(image["shape_signature"][1:3]) < 0:  # any size: planned first for the probe's, which every level fits
+                first.resize_tensor_input(image["index"], [1, PROBE_SIZE, PROBE_SIZE, 3])
             first.allocate_tensors()
             signature = first.get_signature_runner()
         except (ValueError, RuntimeError) as error:
@@ -213,12 +241,15 @@ def load_exported(path: str | os.PathLike, strides: tuple[int, ...], threads: in
             a SavedModel runs on TensorFlow's process-wide threads.
 
     Raises:
-        ModelFileError: missing, unreadable, not a facegrid export, or its runtime is not installed.
+        ModelFileError: missing, unreadable, not a facegrid export, its outputs not
+            those of ``strides``, or its runtime is not installed.
     """
     path = Path(path)
     if not path.exists():
         raise ModelFileError(path, "no such file")
     if path.is_dir():
-        return SavedModel(path, strides)
-    kind = {".tflite": LiteRTModel, ".onnx": OnnxModel}[path.suffix]
-    return kind(path, strides, threads)
+        model = SavedModel(path, strides)
+    else:
+        model = {".tflite": LiteRTModel, ".onnx": OnnxModel}[path.suffix](path, strides, threads)
+    model.check_layout()
+    return model

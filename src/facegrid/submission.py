@@ -38,6 +38,7 @@ import numpy as np
 
 from facegrid.boxes import checked_detections
 from facegrid.errors import FileLineError, PathError
+from facegrid.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,16 @@ def write_image_result(
         PosixPath('pred/0--Parade/0_Parade_marchingband_1_465.txt')
     """
     key, text = format_image_result(image_path, boxes_xyxy, scores)
-    out = Path(root) / key.parent / f"{key.name}.txt"
+    out = result_path(root, key)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8", newline="\n")
+    write_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
     return out
+
+
+def result_path(root: str | os.PathLike, key: str | PurePosixPath) -> Path:
+    """Where the result file of the image ``key`` (``<event>/<name>``) lies in the submission folder ``root``."""
+    key = PurePosixPath(key)
+    return Path(root) / key.parent / f"{key.name}.txt"
 
 
 def as_submitted(image_path: str, boxes_xyxy: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -55,8 +55,9 @@ import tensorflow as tf
 
 from facegrid.bad_images import BadImages
 from facegrid.config import BUNDLED_IMAGENET, Config
-from facegrid.curves import TrainingCurves, write_atomically
+from facegrid.curves import TrainingCurves
 from facegrid.errors import PathError
+from facegrid.files import write_atomically, write_text_atomically
 from facegrid.detect import Detections, Detector
 from facegrid.evaluate import SETTINGS, WiderGroundTruth, average_precision, evaluate_wider, load_wider_ground_truth
 from facegrid.images import read_image
@@ -74,21 +75,6 @@ from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_save_model(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 class ValidationAP(keras.callbacks.Callback):
@@ -302,13 +288,13 @@ class Checkpoints(keras.callbacks.Callback):
         ap = logs.get("val_ap")
         if ap is not None and ap > self.best_ap:
             self.best_ap = ap
-            _atomic_save_model(self.model, self.run_dir / "best.keras")
+            write_atomically(self.run_dir / "best.keras", self.model.save)
             log.info("epoch %d: new best val_ap %.4f, saved best.keras", epoch + 1, ap)
-        _atomic_save_model(self.model, self.run_dir / "last.keras")
+        write_atomically(self.run_dir / "last.keras", self.model.save)
         state = {"epoch": epoch + 1, "best_ap": self.best_ap}
         if self.early_stopping is not None:
             state["early_stopping"] = self.early_stopping.state
-        _atomic_write_text(self.run_dir / "state.json", json.dumps(state) + "\n")
+        write_text_atomically(self.run_dir / "state.json", json.dumps(state) + "\n")
 
 
 def _log_to(run_dir: Path) -> logging.Handler:
@@ -359,7 +345,8 @@ def train(
             in WIDER's easy, medium and hard settings too (see
             :func:`validation_ground_truth`).
         resume: continue the run in ``run_dir`` from its last finished epoch,
-            with its optimizer state, data order and early stopping count.
+            with its optimizer state, data order and early stopping count
+            (a run stopped before its first epoch ended starts again).
         verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
 
     Returns:
@@ -367,7 +354,7 @@ def train(
 
     Raises:
         facegrid.errors.PathError: ``run_dir`` holds a run and ``resume`` is
-            not set; or with ``resume``, it has no finished epoch, or
+            not set; or with ``resume``, it holds no run's settings, or
             ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`);
             or the ground truth ``config.val_ground_truth`` names cannot be used.
         ConnectionError: Keras' ImageNet weights cannot be downloaded.
@@ -379,13 +366,18 @@ def train(
     if val_annotations is not None:  # before the run folder is made, so that a refusal leaves nothing there
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
         validation = (val_index, val_images, *validation_ground_truth(config, val_index))
+    init_weights = load_detector(config.init).get_weights() if config.init else None  # a bad file costs nothing yet
     writes = writes_run_folder(config)
     out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="facegrid-worker-"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.toml")  # first, so that a run stopped at once can be resumed
     handler = _log_to(out_dir)
+    finished = (run_dir / "state.json").is_file()
+    if resume and not finished:
+        log.info("%s: no epoch of the run finished; starting it again with its settings", run_dir)
     try:
-        return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume,
-                      verbose)
+        return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation,
+                      resume and finished, init_weights, verbose)
     finally:
         logging.getLogger("facegrid").removeHandler(handler)
         handler.close()
@@ -423,15 +415,14 @@ def _build(config: Config) -> keras.Model:
         ) from None
 
 
-def _start_from(model: keras.Model, init: str) -> None:
-    """Give ``model`` the weights of the facegrid model ``init`` (fine-tuning).
+def _start_from(model: keras.Model, weights: list[np.ndarray], init: str) -> None:
+    """Give ``model`` the ``weights`` of the facegrid model ``init`` (fine-tuning).
 
     Raises:
         facegrid.errors.PathError: ``init``'s network is not ``model``'s.
     """
-    source = load_detector(init)
     try:
-        model.set_weights(source.get_weights())
+        model.set_weights(weights)
     except ValueError as error:
         raise PathError(
             init, f"its network is not the one these settings build ({str(error).splitlines()[0]}); "
@@ -460,11 +451,15 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
-def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume, verbose):
+def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume, init_weights,
+           verbose):
     """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
 
     ``validation``: None, or the validation index, its images folder, its
     ground truth and the note on it (:func:`validation_ground_truth`).
+    ``resume``: continue from the run's last finished epoch (else start at
+    the first, a resumed run that finished none included). ``init_weights``:
+    the weights of ``config.init``, or None.
     """
     keras.utils.set_random_seed(config.seed)
     log.info("strategy %s: %s, %d replica(s) in sync", config.strategy, type(strategy).__name__,
@@ -491,11 +486,10 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
     else:
         with strategy.scope():
             model = _build(config)
-            if config.init:
-                _start_from(model, config.init)
+            if init_weights is not None:
+                _start_from(model, init_weights, config.init)
             _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
-    config.save(out_dir / "config.toml")
     log.info("configuration:\n%s", config.to_toml())
     if isinstance(train_data, FaceSequence):
         train_data.epoch = initial_epoch  # Keras advances it once before the first epoch

@@ -25,6 +25,7 @@ import numpy as np
 
 from facegrid.detect import Detections
 from facegrid.errors import PathError
+from facegrid.files import staged
 from facegrid.render import annotated_image
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ def detect_video(
         detector: a :class:`facegrid.detect.Detector`; its score threshold
             decides the faces reported and drawn.
         path: the video.
-        out: the annotated copy (MPEG-4, ``mp4v``); its folder is created.
+        out: the annotated copy (MPEG-4, ``mp4v``); its folder is created. It is
+            written under a temporary name and takes its own once complete.
         batch_size: frames run through the model at once.
         info: the video's :func:`probe_video`, if known already.
 
@@ -160,23 +162,28 @@ def detect_video(
         VideoError: the video cannot be read, or ``out`` cannot be written.
     """
     info = info or probe_video(path)
-    writer = None
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(_opencv_name(out), cv2.VideoWriter_fourcc(*FOURCC), info.fps,
-                                 (info.width, info.height))
+    if out is None:
+        yield from _detect_frames(detector, path, None, batch_size, info)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with staged(out) as tmp:  # the annotated copy takes its name only once every frame is in it
+        writer = cv2.VideoWriter(_opencv_name(tmp), cv2.VideoWriter_fourcc(*FOURCC), info.fps, (info.width, info.height))
         if not writer.isOpened():
             raise VideoError(out, f"OpenCV cannot write an {FOURCC} video there")
-    number = 0
-    try:
-        for frames in read_frames(path, batch_size):
-            for pixels, found in zip(frames, detector.detect_frames(frames, str(path), batch_size)):
-                if writer is not None:
-                    drawn = np.asarray(annotated_image(pixels, found.boxes, found.scores))
-                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                yield FrameDetections(number, number / info.fps, found)
-                number += 1
-    finally:
-        if writer is not None:
+        try:
+            yield from _detect_frames(detector, path, writer, batch_size, info)
+        finally:
             writer.release()
+
+
+def _detect_frames(detector, path, writer: cv2.VideoWriter | None, batch_size: int, info: VideoInfo):
+    """Detect in each frame of ``path``, drawing the frame into ``writer`` if given; yields :class:`FrameDetections`."""
+    number = 0
+    for frames in read_frames(path, batch_size):
+        for pixels, found in zip(frames, detector.detect_frames(frames, str(path), batch_size)):
+            if writer is not None:
+                drawn = np.asarray(annotated_image(pixels, found.boxes, found.scores))
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            yield FrameDetections(number, number / info.fps, found)
+            number += 1
     log.info("%s: %d frames", path, number)
