@@ -221,15 +221,17 @@ def test_settings_of_another_model_are_refused_when_the_model_loads(tmp_path, sa
     for name in ("tiny.keras", "tiny.tflite"):
         shutil.copy(tmp_path / name, tmp_path / f"other{Path(name).suffix}")
     coarser.save(tmp_path / "other.toml")
-    with pytest.raises(ModelFileError, match=r"other.tflite: its settings say a pyramid of strides \[16, 32\], but it "
-                                             r"outputs boxes_16, boxes_32, boxes_8, scores_16"):
+    with pytest.raises(ModelFileError, match=r"other.tflite: outputs boxes_16, boxes_32, boxes_8, scores_16, "
+                                             r"scores_32, scores_8, but its settings say a pyramid of strides \[16, 32\]"):
         Detector.load(tmp_path / "other.tflite")
-    with pytest.raises(ModelFileError, match=r"other.toml: says a pyramid of strides \[16, 32\], but other.keras is "
-                                             r"a pyramid of strides \[8, 16, 32\]"):
+    with pytest.raises(ModelFileError, match=r"other.keras: is a pyramid of strides \[8, 16, 32\], but its settings "
+                                             r"\(other.toml or config.toml\) say a pyramid of strides \[16, 32\]"):
         Detector.load(tmp_path / "other.keras")
+    with pytest.raises(ModelFileError, match="another model's"):
+        export_model(tmp_path / "other.keras", tmp_path / "again.keras")
     for name in ("other.tflite", "other.keras"):
         result = CliRunner().invoke(main, ["detect", str(samples / "images"), "--model", str(tmp_path / name)])
-        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "another model's settings" in result.stderr
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "another model's" in result.stderr
     assert Detector.load(tmp_path / "tiny.tflite").model.strides == (8, 16, 32)  # its own settings load
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from facegrid import boxes as box_ops
-from facegrid.config import Config, bundled_model_path, model_config, model_settings_file, settings_path
+from facegrid.config import Config, bundled_model_path, model_config, settings_path
 from facegrid.errors import ModelFileError
-from facegrid.grid import GridCodec, PyramidCodec, describe_layout
+from facegrid.grid import GridCodec, PyramidCodec
 from facegrid.images import ImageError, fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.runtime import is_exported, load_exported
 
@@ -132,12 +132,11 @@ class Detector:
                     raise ValueError(f"{path}: exported for {side} x {side} inputs only, not {input_size}")
                 input_size = side
             return cls.for_config(model, config, input_size, score_threshold, nms_iou, **kwargs)
-        from facegrid.model import head_strides, load_detector
+        from facegrid.model import check_settings, load_detector
 
         model = load_detector(path)
-        if config is not None and head_strides(model) != config.strides:
-            raise ModelFileError(model_settings_file(path), f"says {describe_layout(config.strides)}, but {path.name} "
-                                 f"is {describe_layout(head_strides(model))}: they are another model's settings")
+        if config is not None:
+            check_settings(model, config, path)
         if config is None and len(model.output_shape) == 3:
             raise ValueError(f"{path}: no configuration beside it says its pyramid's strides ({settings_path(path).name})")
         if input_size is None and config is None:  # a bare model: its own fixed input size, if it has one

@@ -219,7 +219,7 @@ def export_model(
         facegrid.errors.ModelFileError: ``model_path`` cannot be loaded.
     """
     from facegrid.detect import Detector
-    from facegrid.model import load_detector
+    from facegrid.model import check_settings, load_detector
 
     out = Path(out)
     format = format_for(out, format)
@@ -244,6 +244,7 @@ def export_model(
     if out.is_dir() and not (out / "saved_model.pb").is_file():
         raise PathError(out, "a folder that is not a SavedModel: an export replaces only a file or a SavedModel")
     model = load_detector(model_path)
+    check_settings(model, config, model_path)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".facegrid-export-", dir=out.parent) as work:

@@ -33,9 +33,9 @@ from pathlib import Path
 import keras
 from keras import ops
 
-from facegrid.config import BUNDLED_IMAGENET, Config
+from facegrid.config import BUNDLED_IMAGENET, Config, settings_path
 from facegrid.errors import ModelFileError
-from facegrid.grid import SIZE_LOG_LIMIT, PyramidCodec
+from facegrid.grid import SIZE_LOG_LIMIT, PyramidCodec, describe_layout
 from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
 
 #: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).
@@ -240,6 +240,22 @@ def head_strides(model: keras.Model) -> tuple[int, ...]:
     """The strides of a pyramid detector's heads (its layers ``cells<stride>``); ``()`` for a single grid."""
     return tuple(sorted(int(layer.name[len("cells"):]) for layer in model.layers
                         if layer.name.startswith("cells") and layer.name[len("cells"):].isdigit()))
+
+
+def check_settings(model: keras.Model, config: Config, path: str | os.PathLike) -> None:
+    """Refuse settings that are not the model's own: the layout they say must be the one of its heads.
+
+    Args:
+        path: the model file, named in the message with its settings file.
+
+    Raises:
+        ModelFileError: the settings say another layout (strides, or a
+            single grid) than the model has.
+    """
+    found = head_strides(model)
+    if found != config.strides:
+        raise ModelFileError(path, f"is {describe_layout(found)}, but its settings ({settings_path(path).name} "
+                                   f"or config.toml) say {describe_layout(config.strides)}: they are another model's")
 
 
 #: Members of a ``.keras`` file that hold its model.

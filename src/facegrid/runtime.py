@@ -86,8 +86,8 @@ class ExportedModel:
     def __init__(self, path: Path, strides: tuple[int, ...], input_shape, names):
         self.path, self.strides = path, tuple(strides)
         if set(names) != set(output_names(self.strides)):
-            raise ModelFileError(path, f"its settings say {describe_layout(self.strides)}, but it outputs "
-                                       f"{', '.join(sorted(names))}: they are another model's settings, "
+            raise ModelFileError(path, f"outputs {', '.join(sorted(names))}, but its settings say "
+                                       f"{describe_layout(self.strides)}: they are another model's, "
                                        "or it is no facegrid export")
         batch, height, width = (int(d) if isinstance(d, (int, np.integer)) and d > 0 else None for d in input_shape[:3])
         self.batch_fixed = batch is not None
