@@ -80,3 +80,23 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module not in SPREAD:
             item.add_marker(pytest.mark.xdist_group(module))
+
+
+#: Settings of the tiny untrained pyramid detector the command tests load (fast to build, load and run).
+TINY_PYRAMID_SETTINGS = dict(input_size=64, strides=(16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
+                             backbone_style="keras", head_channels=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_pyramid(tmp_path_factory) -> Path:
+    """A folder holding an untrained tiny pyramid detector: ``tiny.keras``, its ``tiny.toml``, and ``tiny.tflite``."""
+    from facegrid.config import Config
+    from facegrid.export import export_model
+    from facegrid.model import build_detector
+
+    folder = tmp_path_factory.mktemp("tiny-pyramid")
+    config = Config(**TINY_PYRAMID_SETTINGS)
+    build_detector(config).save(folder / "tiny.keras")
+    config.save(folder / "tiny.toml")
+    export_model(folder / "tiny.keras", folder / "tiny.tflite")
+    return folder

@@ -20,22 +20,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_cli_fuzz import FUZZ, assert_behaves, workdir, write  # noqa: F401 (workdir: a fixture)
 
-from facegrid.config import Config
-from facegrid.export import export_model
 from facegrid.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from facegrid.model import build_detector
 
-TINY = Config(input_size=64, strides=(16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
-              backbone_style="keras", head_channels=8)
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    """An untrained pyramid detector exported to LiteRT, its settings beside it."""
-    folder = tmp_path_factory.mktemp("model")
-    build_detector(TINY).save(folder / "tiny.keras")
-    TINY.save(folder / "tiny.toml")
-    return export_model(folder / "tiny.keras", folder / "tiny.tflite")
+@pytest.fixture
+def tiny_export(tiny_pyramid):
+    """The tiny pyramid detector exported to LiteRT, its settings beside it."""
+    return tiny_pyramid / "tiny.tflite"
 
 
 def picture(kind: str, width: int, height: int) -> bytes:

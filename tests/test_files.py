@@ -11,22 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from facegrid.cli import main
-from facegrid.config import Config
 from facegrid.errors import OutputExistsError, OverwritesInputError
 from facegrid.files import check_outputs, write_atomically
-from facegrid.model import build_detector
 
-TINY = Config(input_size=64, strides=(16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
-              backbone_style="keras", head_channels=8)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained pyramid detector with its settings beside it (fast to load and run)."""
-    folder = tmp_path_factory.mktemp("model")
-    build_detector(TINY).save(folder / "tiny.keras")
-    TINY.save(folder / "tiny.toml")
-    return folder / "tiny.keras"
+@pytest.fixture
+def tiny_model(tiny_pyramid):
+    """The tiny pyramid detector, its settings beside it."""
+    return tiny_pyramid / "tiny.keras"
 
 
 def digests(folder):
@@ -154,7 +145,9 @@ def test_a_plot_is_never_written_over_an_image_it_reads(tmp_path, samples):
 
 def test_export_never_replaces_its_own_model_or_settings(tiny_model, tmp_path):
     folder = tmp_path / "m"
-    shutil.copytree(tiny_model.parent, folder)
+    folder.mkdir()
+    for name in ("tiny.keras", "tiny.toml"):
+        shutil.copy(tiny_model.parent / name, folder)
     model = folder / "tiny.keras"
     before = digests(folder)
     over_itself = run("export", model, model, "--overwrite")

@@ -22,14 +22,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from conftest import TINY_PYRAMID_SETTINGS
 from test_cli_fuzz import FUZZ, assert_behaves, workdir, write  # noqa: F401 (workdir: a fixture)
 
 from facegrid.config import Config
-from facegrid.export import export_model
-from facegrid.model import build_detector
 
-TINY = Config(input_size=64, strides=(16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
-              backbone_style="keras", head_channels=8)
+TINY = Config(**TINY_PYRAMID_SETTINGS)
 
 #: Settings files that are not the tiny model's own: other layouts, and files that are not settings.
 OTHER_SETTINGS = {
@@ -46,14 +44,10 @@ OTHER_SETTINGS = {
 VAL_KEY = "0--Parade/0_Parade_marchingband_1_465"
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, bytes]:
-    """The bytes of a tiny pyramid detector as .keras and as .tflite."""
-    folder = tmp_path_factory.mktemp("models")
-    build_detector(TINY).save(folder / "tiny.keras")
-    TINY.save(folder / "tiny.toml")
-    export_model(folder / "tiny.keras", folder / "tiny.tflite")
-    return {suffix: (folder / f"tiny{suffix}").read_bytes() for suffix in (".keras", ".tflite")}
+@pytest.fixture
+def models(tiny_pyramid) -> dict[str, bytes]:
+    """The bytes of the tiny pyramid detector as .keras and as .tflite."""
+    return {suffix: (tiny_pyramid / f"tiny{suffix}").read_bytes() for suffix in (".keras", ".tflite")}
 
 
 def zip_without_model() -> bytes:
