@@ -28,7 +28,8 @@ from PIL import Image
 from facegrid import download
 from facegrid.cli import main
 from facegrid.download import Archive, Release
-from facegrid.errors import PathError
+from facegrid.errors import FacegridError, PathError
+from facegrid.fetch import fetch_file
 from facegrid.unpack import unpack
 
 VAL_IMAGE = "0--Parade/0_Parade_marchingband_1_5.jpg"
@@ -311,6 +312,11 @@ def test_unpack_refuses_a_file_that_is_not_a_zip(tmp_path):
 def test_unusable_options_exit_2_in_one_line(server, tmp_path, args, message):
     result = run("download", "widerface", "--to", tmp_path, *args)
     assert result.exit_code == 2 and message in result.stderr and server.requests == []
+
+
+def test_no_good_copy_is_a_facegrid_error(tmp_path):
+    with pytest.raises(FacegridError, match="no address gave a good copy"):
+        fetch_file(["ftp://127.0.0.1/x"], tmp_path / "x", notice=lambda line: None)
 
 
 def test_verbose_shows_a_progress_bar(server, tmp_path):

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from facegrid.errors import FacegridError
+
 log = logging.getLogger(__name__)
 
 #: Bytes read from the connection, and from disk when hashing, at a time.
@@ -41,7 +43,7 @@ RESUMES = 3
 USER_AGENT = "facegrid-download"
 
 
-class FetchError(Exception):
+class FetchError(FacegridError):
     """No address gave a good copy (each address's failure was reported as it happened)."""
 
 
