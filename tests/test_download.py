@@ -34,6 +34,9 @@ from facegrid.unpack import unpack
 
 VAL_IMAGE = "0--Parade/0_Parade_marchingband_1_5.jpg"
 
+#: The last line of a run that put no archive in place.
+NOTHING_PLACED = "error: no archive could be put in place (see the lines above)"
+
 
 def _jpeg() -> bytes:
     pixels = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
@@ -253,8 +256,8 @@ def test_nothing_fetched_exits_2_after_a_line_per_mirror(server, tmp_path):
     result = run("download", "widerface", "--to", tmp_path, "--only", "eval_tools.zip")
     assert result.exit_code == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 3 and lines[0].endswith("HTTP 404 Not Found") and lines[1].endswith("copy deleted")
-    assert lines[2] == "eval_tools.zip: not fetched: no address gave a good copy"
+    assert len(lines) == 4 and lines[0].endswith("HTTP 404 Not Found") and lines[1].endswith("copy deleted")
+    assert lines[2:] == ["eval_tools.zip: not fetched: no address gave a good copy", NOTHING_PLACED]
     assert tree(tmp_path) == set()
 
 
@@ -286,7 +289,7 @@ def test_an_archive_escaping_the_folder_is_refused_before_anything_is_written(se
     result = run("download", "widerface", "--to", to)
     assert result.exit_code == 2
     assert result.stderr == (f"{to / 'archives' / 'escape.zip'}: member '../outside.txt' refused ('..' in the path: "
-                             "archive members must stay inside the folder unpacked into); nothing unpacked\n")
+                             f"archive members must stay inside the folder unpacked into); nothing unpacked\n{NOTHING_PLACED}\n")
     assert tree(tmp_path) == {"widerface/archives/escape.zip"}
 
 

@@ -958,6 +958,8 @@ def download(dataset, to, mirrors, only, timeout, trust_unpinned) -> None:
         )
         click.echo(_one_line(outcome.message), err=not outcome.ok)
         placed.append(outcome.ok)
+    if not any(placed):
+        click.echo("error: no archive could be put in place (see the lines above)", err=True)
     sys.exit(0 if all(placed) else 1 if any(placed) else 2)
 
 
