@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import re
 import socket
 import threading
@@ -433,6 +434,99 @@ def test_bad_redirects_and_compressed_answers_cost_a_line_each(server, tmp_path,
     assert result.exit_code == 0
     [line] = result.stderr.splitlines()
     assert line.startswith(f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: ") and line.endswith(reason)
+
+
+def _bomb() -> bytes:
+    """A one-member zip whose directory says the member unpacks to a pebibyte (more than any test disk has free)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("WIDER_val/images/big.jpg", b"x")
+        zipped.filelist[0].file_size = 1 << 50
+    return buffer.getvalue()
+
+
+def test_an_archive_unpacking_to_more_than_is_free_is_refused_before_writing(server, tmp_path, monkeypatch):
+    server.files["WIDER_val.zip"] = bomb = _bomb()
+    monkeypatch.setitem(download.RELEASES, "widerface", Release(
+        (_pinned("WIDER_val.zip", bomb),), download.RELEASES["widerface"].mirrors))
+    result = run("download", "widerface", "--to", tmp_path)
+    assert result.exit_code == 2
+    first, last = result.stderr.splitlines()
+    assert re.fullmatch(rf"{tmp_path}/archives/WIDER_val\.zip: unpacks to 1,125,899,906,842,624 bytes, more than "
+                        rf"the [0-9,]+ free at {tmp_path}; nothing unpacked", first), first
+    assert last == NOTHING_PLACED
+    assert tree(tmp_path) == {"archives/WIDER_val.zip"}
+
+
+def test_a_file_of_yours_unlike_the_archives_is_refused_unless_overwrite(server, tmp_path):
+    members = MEMBERS["wider_face_split.zip"]
+    mine = tmp_path / "wider_face_split" / "readme.txt"
+    mine.parent.mkdir()
+    mine.write_bytes(b"my notes\n")
+    refused = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip")
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: {mine}: exists: pass --overwrite to replace it\n"
+    assert mine.read_bytes() == b"my notes\n" and tree(tmp_path / "wider_face_split") == {"readme.txt"}
+    replaced = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip", "--overwrite")
+    assert replaced.exit_code == 0 and replaced.stderr == ""
+    assert mine.read_bytes() == members["wider_face_split/readme.txt"]
+
+
+def test_files_as_an_interrupted_unpack_left_them_are_kept_and_the_rest_written(server, tmp_path):
+    members = MEMBERS["wider_face_split.zip"]
+    kept = list(members)[:2]
+    for name in kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(members[name])
+        os.utime(tmp_path / name, ns=(10**9, 10**9))  # written long ago
+    result = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert [(tmp_path / name).stat().st_mtime_ns for name in kept] == [10**9, 10**9]  # not written again
+    assert all((tmp_path / name).read_bytes() == data for name, data in members.items())
+
+
+@pytest.mark.parametrize(("folder", "file", "message"), [
+    ("WIDER_val/images/" + VAL_IMAGE, None,
+     f"is a folder, where WIDER_val.zip has the file 'WIDER_val/images/{VAL_IMAGE}'; nothing unpacked"),
+    ("WIDER_val", "WIDER_val/images",
+     f"is a file, where WIDER_val.zip has a folder (for 'WIDER_val/images/{VAL_IMAGE}'); nothing unpacked"),
+])
+def test_a_folder_or_file_in_the_way_of_a_member_is_refused_in_one_line(server, tmp_path, folder, file, message):
+    (tmp_path / folder).mkdir(parents=True)
+    if file:
+        (tmp_path / file).write_bytes(b"mine")
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{tmp_path / (file or folder)}: {message}", NOTHING_PLACED]
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda to: (to / "archives" / "WIDER_val.zip.part").mkdir(parents=True),
+     "archives/WIDER_val.zip.part: is a folder, where the download's copy goes; move it away"),
+    (lambda to: (to / "archives" / "WIDER_val.zip").mkdir(parents=True),
+     "archives/WIDER_val.zip: is a folder, where the download's copy goes; move it away"),
+    (lambda to: (to / "archives" / "WIDER_val.zip.sha256").mkdir(parents=True),
+     "archives/WIDER_val.zip.sha256: cannot read: Is a directory"),
+    (lambda to: (to / "archives").mkdir() or (to / "archives" / "WIDER_val.zip.part").symlink_to("/dev/full"),
+     "archives/WIDER_val.zip.part: cannot write: No space left on device"),
+    (lambda to: (to / "file").write_bytes(b""), None),
+], ids=["part-is-a-folder", "archive-is-a-folder", "stamp-is-a-folder", "disk-full", "under-a-file"])
+def test_a_dataset_folder_that_cannot_take_the_archive_stops_with_one_line(server, tmp_path, setup, message):
+    setup(tmp_path)
+    to = tmp_path if message else tmp_path / "file" / "widerface"
+    result = run("download", "widerface", "--to", to, "--only", "WIDER_val.zip")
+    assert result.exit_code == 2
+    expected = f"{tmp_path}/{message}" if message else f"{to}/archives: cannot make the folder: Not a directory"
+    assert result.stderr == f"error: {expected}\n"
+
+
+def test_a_stamp_that_is_not_facegrids_counts_as_none(server, tmp_path):
+    run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    stamp = tmp_path / "archives" / "WIDER_val.zip.sha256"
+    stamp.write_bytes(b"\xff\x00 not a digest\n" * 1000)
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    assert result.exit_code == 0 and result.stdout.startswith("WIDER_val.zip: downloaded before, sha256 verified")
+    assert stamp.read_text() == f"{hashlib.sha256(ZIPS['WIDER_val.zip']).hexdigest()}  WIDER_val.zip\n"
 
 
 def test_no_good_copy_is_a_facegrid_error(tmp_path):

@@ -927,16 +927,20 @@ def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_
                    "mirror tried.")
 @click.option("--trust-unpinned", is_flag=True,
               help="Take an archive facegrid pins no sha256 for as a mirror serves it (its digest is printed).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files in the dataset folder that differ from the archives' (else they are refused).")
 @_fatal_input_errors
-def download(dataset, to, mirrors, only, timeout, trust_unpinned) -> None:
+def download(dataset, to, mirrors, only, timeout, trust_unpinned, overwrite) -> None:
     """Download DATASET's archives and unpack them into the layout the other commands read.
 
     Each archive is checked against the sha256 facegrid pins for it; an
     archive with none pinned is refused unless --trust-unpinned. A mirror
     that fails (HTTP error, timeout or stall, more bytes than pinned, wrong
     digest) costs one line on stderr and the next mirror is tried; a download cut off resumes where it
-    stopped, and what is already in place is not fetched again. Exit status
-    1 when some archives could not be put in place, 2 when none could.
+    stopped, and what is already in place is not fetched again. A file in
+    the dataset folder that differs from an archive's is refused unless
+    --overwrite. Exit status 1 when some archives could not be put in
+    place, 2 when none could.
     """
     from facegrid.download import install_archive
 
@@ -955,7 +959,7 @@ def download(dataset, to, mirrors, only, timeout, trust_unpinned) -> None:
         if only and archive.name not in only:
             continue
         outcome = install_archive(
-            archive, to, mirrors + release.mirrors, trust_unpinned=trust_unpinned,
+            archive, to, mirrors + release.mirrors, trust_unpinned=trust_unpinned, overwrite=overwrite,
             timeout=timeout, progress=verbose or sys.stderr.isatty(),
             notice=lambda line: click.echo(_one_line(line), err=True),
         )

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from facegrid.errors import OutputExistsError, OverwritesInputError
+from facegrid.errors import OutputExistsError, OverwritesInputError, PathError
 
 
 def _identity(path: Path) -> tuple[int, int] | str:
@@ -56,6 +56,19 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
                                             "write into another folder")
         if not overwrite and (out.exists() or out.is_symlink()):
             raise OutputExistsError(out, "exists")
+
+
+def make_folder(folder: str | os.PathLike) -> None:
+    """Make ``folder`` and its missing parents.
+
+    Raises:
+        facegrid.errors.PathError: it cannot be made (a file stands on the
+            way, no permission), naming the folder that failed.
+    """
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PathError(error.filename or folder, f"cannot make the folder: {error.strerror or error}") from None
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
