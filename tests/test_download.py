@@ -4,20 +4,24 @@ The server serves small zip archives in the WIDER FACE layout, made here,
 under one path prefix per mirror (``/m1/``, ``/m2/``), each prefix behaving
 as the test sets it: a good copy, a corrupt one, one of another size, a
 404, a response cut off once, a server that ignores ``Range``, one that
-never answers. The release downloaded is this file's own small manifest,
-put in place of the real one; the real one is only read, to check that each
-of its archives is pinned and where it is fetched from. Nothing may connect
-beyond 127.0.0.1 (:func:`loopback_only`).
+never answers, one that streams without end, one that trickles, one that
+redirects badly, one that compresses. The release downloaded is this file's
+own small manifest, put in place of the real one; the real one is only
+read, to check that each of its archives is pinned and where it is fetched
+from. Nothing may connect beyond 127.0.0.1 (:func:`loopback_only`).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
+import os
 import re
 import socket
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -25,13 +29,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from facegrid import download
+from facegrid import download, fetch
 from facegrid.cli import main
 from facegrid.download import Archive, Release
-from facegrid.errors import PathError
+from facegrid.errors import FacegridError, PathError
+from facegrid.fetch import STALL_BYTES, fetch_file
 from facegrid.unpack import unpack
 
 VAL_IMAGE = "0--Parade/0_Parade_marchingband_1_5.jpg"
+
+#: The last line of a run that put no archive in place.
+NOTHING_PLACED = "error: no archive could be put in place (see the lines above)"
 
 
 def _jpeg() -> bytes:
@@ -83,6 +91,14 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
         if mode == "slow":  # never answers while the test runs
             server.stop.wait(5)
             return
+        if mode in REDIRECTS:
+            self.send_response(302)
+            self.send_header("Location", REDIRECTS[mode].format(path=self.path))
+            self.end_headers()
+            return
+        if mode == "trickles_headers":
+            self._trickle(b"HTTP/1.0 200 OK\r\nX-Slow: " + b"a" * 1000)
+            return
         if mode == "missing" or data is None:
             self.send_error(404)
             return
@@ -90,6 +106,17 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         if mode == "longer":  # a different file of the same name: one byte more than pinned
             data = data + b"\0"
+        if mode == "endless":
+            self._endless(data)
+            return
+        if mode == "gzip":
+            data = gzip.compress(data)
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         wanted = self.headers.get("Range", "")
         start = int(wanted.removeprefix("bytes=").removesuffix("-")) if wanted and mode != "ignores_range" else 0
         self.send_response(206 if start else 200)
@@ -101,10 +128,45 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
         if mode == "truncates" and self.path not in server.cut:  # the first answer stops halfway
             server.cut.add(self.path)
             body = body[: len(body) // 2]
+        if mode == "trickles":
+            self._trickle(body)
+            return
         self.wfile.write(body)
+
+    def _endless(self, data: bytes) -> None:
+        """The file, then zeros without end, stating no length; notes the size of ``server.watch`` as it goes.
+
+        A client that never stops reading ends the stream after 64 times the
+        file, so that a broken client costs the test an assertion, not a hang.
+        """
+        self.send_response(200)
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+            for _ in range(64 * len(data) // 4096):
+                self.wfile.write(bytes(4096))
+                watch = self.server.watch
+                self.server.sizes.append(watch.stat().st_size if watch is not None and watch.exists() else 0)
+        except OSError:  # the client hung up
+            pass
+
+    def _trickle(self, raw: bytes) -> None:
+        """``raw`` a byte every 50 ms, until the client hangs up or the test ends."""
+        try:
+            for byte in raw:
+                self.wfile.write(bytes([byte]))
+                if self.server.stop.wait(0.05):
+                    return
+        except OSError:
+            pass
 
     def log_message(self, *args):
         pass
+
+
+#: Redirecting modes: where they send the client ({path}: the path asked for).
+REDIRECTS = {"redirects_to_itself": "{path}", "redirects_to_ftp": "ftp://127.0.0.1:1/x.zip",
+             "redirects_to_a_file": "file:///etc/passwd"}
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +189,7 @@ def server(monkeypatch):
     """The loopback server, serving :data:`ZIPS`; the release downloaded is theirs, with mirrors m1 then m2."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Mirrors)
     httpd.files, httpd.modes, httpd.requests, httpd.cut, httpd.stop = dict(ZIPS), {}, [], set(), threading.Event()
+    httpd.watch, httpd.sizes = None, []
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -252,8 +315,8 @@ def test_nothing_fetched_exits_2_after_a_line_per_mirror(server, tmp_path):
     result = run("download", "widerface", "--to", tmp_path, "--only", "eval_tools.zip")
     assert result.exit_code == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 3 and lines[0].endswith("HTTP 404 Not Found") and lines[1].endswith("copy deleted")
-    assert lines[2] == "eval_tools.zip: not fetched: no address gave a good copy"
+    assert len(lines) == 4 and lines[0].endswith("HTTP 404 Not Found") and lines[1].endswith("copy deleted")
+    assert lines[2:] == ["eval_tools.zip: not fetched: no address gave a good copy", NOTHING_PLACED]
     assert tree(tmp_path) == set()
 
 
@@ -285,7 +348,7 @@ def test_an_archive_escaping_the_folder_is_refused_before_anything_is_written(se
     result = run("download", "widerface", "--to", to)
     assert result.exit_code == 2
     assert result.stderr == (f"{to / 'archives' / 'escape.zip'}: member '../outside.txt' refused ('..' in the path: "
-                             "archive members must stay inside the folder unpacked into); nothing unpacked\n")
+                             f"archive members must stay inside the folder unpacked into); nothing unpacked\n{NOTHING_PLACED}\n")
     assert tree(tmp_path) == {"widerface/archives/escape.zip"}
 
 
@@ -306,11 +369,169 @@ def test_unpack_refuses_a_file_that_is_not_a_zip(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--mirror", "ftp://example.org/"), "not an http:// or https:// address"),
+    (("--mirror", "http://example.org/a b/"), "spaces or control characters in the address"),
+    (("--mirror", "http://example.org/\u00fc/"), "characters outside ASCII after the host name"),
+    (("--mirror", "http://example.org:65536/"), "not a usable address (Port out of range 0-65535)"),
+    (("--mirror", "http://[::1/"), "not a usable address (Invalid IPv6 URL)"),
+    (("--mirror", "http://user:secret@example.org/"), "a user name or password in the address"),
+    (("--mirror", "http://" + "a" * 64 + ".org/"), "is not a valid host name"),
+    (("--mirror", "http://b\u00fccher..org/"), "is not a valid host name"),
+    (("--mirror", "http:///data/"), "no host name in the address"),
+    (("--timeout", "1e300"), "is not in the range 0<x<=3600"),
     (("--only", "WIDER_nope.zip"), "widerface has no such archive"),
 ])
 def test_unusable_options_exit_2_in_one_line(server, tmp_path, args, message):
     result = run("download", "widerface", "--to", tmp_path, *args)
     assert result.exit_code == 2 and message in result.stderr and server.requests == []
+
+
+def test_an_endless_stream_is_cut_at_the_pinned_size_and_passed_over(server, tmp_path):
+    server.modes["m1"] = "endless"
+    server.watch = tmp_path / "archives" / "WIDER_val.zip.part"
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    size = len(ZIPS["WIDER_val.zip"])
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: sent more than the manifest's {size:,} bytes; copy deleted"]
+    assert max(server.sizes, default=0) <= size
+    assert (tmp_path / "archives" / "WIDER_val.zip").read_bytes() == ZIPS["WIDER_val.zip"]
+
+
+def test_an_endless_stream_of_a_file_pinned_by_no_size_is_cut_at_the_limit(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "UNSIZED_LIMIT", 20_000)
+    monkeypatch.setitem(download.RELEASES, "widerface", Release(
+        (Archive("WIDER_val.zip", PROVIDES["WIDER_val.zip"]),), (f"{server.base}/m1/",)))
+    server.modes["m1"], server.watch = "endless", tmp_path / "archives" / "WIDER_val.zip.part"
+    result = run("download", "widerface", "--to", tmp_path, "--trust-unpinned")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: sent more than 20,000 "
+                                             "bytes without stating a length (the most facegrid takes so); copy deleted")
+    assert max(server.sizes, default=0) <= 20_000 and not server.watch.exists()
+
+
+@pytest.mark.parametrize("mode", ["trickles", "trickles_headers"])
+def test_a_trickling_server_is_given_up_as_stalled_within_about_twice_the_timeout(server, tmp_path, mode):
+    server.modes["m1"] = mode
+    started = time.monotonic()
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip", "--timeout", 0.3)
+    assert time.monotonic() - started < 2  # the whole file would take minutes at a byte every 50 ms
+    assert result.exit_code == 0
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch(rf"WIDER_val\.zip: {server.base}/m1/WIDER_val\.zip: stalled: \d+ bytes in [0-9.]+ s, "
+                        rf"where {STALL_BYTES:,} are wanted every 0\.3 s", line), line
+    assert result.stdout.startswith(f"WIDER_val.zip: from {server.base}/m2/WIDER_val.zip")
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("redirects_to_itself", "a redirect loop"),
+    ("redirects_to_ftp", "not an http:// or https:// address"),
+    ("redirects_to_a_file", "Redirection to url 'file:///etc/passwd' is not allowed"),
+    ("gzip", "sent the file with Content-Encoding 'gzip', not as it is"),
+])
+def test_bad_redirects_and_compressed_answers_cost_a_line_each(server, tmp_path, mode, reason):
+    server.modes["m1"] = mode
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    assert result.exit_code == 0
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: ") and line.endswith(reason)
+
+
+def _bomb() -> bytes:
+    """A one-member zip whose directory says the member unpacks to a pebibyte (more than any test disk has free)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("WIDER_val/images/big.jpg", b"x")
+        zipped.filelist[0].file_size = 1 << 50
+    return buffer.getvalue()
+
+
+def test_an_archive_unpacking_to_more_than_is_free_is_refused_before_writing(server, tmp_path, monkeypatch):
+    server.files["WIDER_val.zip"] = bomb = _bomb()
+    monkeypatch.setitem(download.RELEASES, "widerface", Release(
+        (_pinned("WIDER_val.zip", bomb),), download.RELEASES["widerface"].mirrors))
+    result = run("download", "widerface", "--to", tmp_path)
+    assert result.exit_code == 2
+    first, last = result.stderr.splitlines()
+    assert re.fullmatch(rf"{tmp_path}/archives/WIDER_val\.zip: unpacks to 1,125,899,906,842,624 bytes, more than "
+                        rf"the [0-9,]+ free at {tmp_path}; nothing unpacked", first), first
+    assert last == NOTHING_PLACED
+    assert tree(tmp_path) == {"archives/WIDER_val.zip"}
+
+
+def test_a_file_of_yours_unlike_the_archives_is_refused_unless_overwrite(server, tmp_path):
+    members = MEMBERS["wider_face_split.zip"]
+    mine = tmp_path / "wider_face_split" / "readme.txt"
+    mine.parent.mkdir()
+    mine.write_bytes(b"my notes\n")
+    refused = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip")
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: {mine}: exists: pass --overwrite to replace it\n"
+    assert mine.read_bytes() == b"my notes\n" and tree(tmp_path / "wider_face_split") == {"readme.txt"}
+    replaced = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip", "--overwrite")
+    assert replaced.exit_code == 0 and replaced.stderr == ""
+    assert mine.read_bytes() == members["wider_face_split/readme.txt"]
+
+
+def test_files_as_an_interrupted_unpack_left_them_are_kept_and_the_rest_written(server, tmp_path):
+    members = MEMBERS["wider_face_split.zip"]
+    kept = list(members)[:2]
+    for name in kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(members[name])
+        os.utime(tmp_path / name, ns=(10**9, 10**9))  # written long ago
+    result = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert [(tmp_path / name).stat().st_mtime_ns for name in kept] == [10**9, 10**9]  # not written again
+    assert all((tmp_path / name).read_bytes() == data for name, data in members.items())
+
+
+@pytest.mark.parametrize(("folder", "file", "message"), [
+    ("WIDER_val/images/" + VAL_IMAGE, None,
+     f"is a folder, where WIDER_val.zip has the file 'WIDER_val/images/{VAL_IMAGE}'; nothing unpacked"),
+    ("WIDER_val", "WIDER_val/images",
+     f"is a file, where WIDER_val.zip has a folder (for 'WIDER_val/images/{VAL_IMAGE}'); nothing unpacked"),
+])
+def test_a_folder_or_file_in_the_way_of_a_member_is_refused_in_one_line(server, tmp_path, folder, file, message):
+    (tmp_path / folder).mkdir(parents=True)
+    if file:
+        (tmp_path / file).write_bytes(b"mine")
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{tmp_path / (file or folder)}: {message}", NOTHING_PLACED]
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda to: (to / "archives" / "WIDER_val.zip.part").mkdir(parents=True),
+     "archives/WIDER_val.zip.part: is a folder, where the download's copy goes; move it away"),
+    (lambda to: (to / "archives" / "WIDER_val.zip").mkdir(parents=True),
+     "archives/WIDER_val.zip: is a folder, where the download's copy goes; move it away"),
+    (lambda to: (to / "archives" / "WIDER_val.zip.sha256").mkdir(parents=True),
+     "archives/WIDER_val.zip.sha256: cannot read: Is a directory"),
+    (lambda to: (to / "archives").mkdir() or (to / "archives" / "WIDER_val.zip.part").symlink_to("/dev/full"),
+     "archives/WIDER_val.zip.part: cannot write: No space left on device"),
+    (lambda to: (to / "file").write_bytes(b""), None),
+], ids=["part-is-a-folder", "archive-is-a-folder", "stamp-is-a-folder", "disk-full", "under-a-file"])
+def test_a_dataset_folder_that_cannot_take_the_archive_stops_with_one_line(server, tmp_path, setup, message):
+    setup(tmp_path)
+    to = tmp_path if message else tmp_path / "file" / "widerface"
+    result = run("download", "widerface", "--to", to, "--only", "WIDER_val.zip")
+    assert result.exit_code == 2
+    expected = f"{tmp_path}/{message}" if message else f"{to}/archives: cannot make the folder: Not a directory"
+    assert result.stderr == f"error: {expected}\n"
+
+
+def test_a_stamp_that_is_not_facegrids_counts_as_none(server, tmp_path):
+    run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    stamp = tmp_path / "archives" / "WIDER_val.zip.sha256"
+    stamp.write_bytes(b"\xff\x00 not a digest\n" * 1000)
+    result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
+    assert result.exit_code == 0 and result.stdout.startswith("WIDER_val.zip: downloaded before, sha256 verified")
+    assert stamp.read_text() == f"{hashlib.sha256(ZIPS['WIDER_val.zip']).hexdigest()}  WIDER_val.zip\n"
+
+
+def test_no_good_copy_is_a_facegrid_error(tmp_path):
+    with pytest.raises(FacegridError, match="no address gave a good copy"):
+        fetch_file(["ftp://127.0.0.1/x"], tmp_path / "x", notice=lambda line: None)
 
 
 def test_verbose_shows_a_progress_bar(server, tmp_path):

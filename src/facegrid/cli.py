@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import time
-import urllib.parse
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from facegrid.download import RELEASES
 from facegrid.errors import FacegridError, OutputExistsError, PathError
 from facegrid.export import CALIBRATION_IMAGES
 from facegrid.export import FORMATS as EXPORT_FORMATS
+from facegrid.fetch import STALL_BYTES, address_problem
 from facegrid.index import FaceFilter
 from facegrid.render import PANEL_IMAGES
 from facegrid.submission import SubmissionError
@@ -954,28 +954,34 @@ def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL",
               help="Base URL of a mirror to try first (repeatable; ARCHIVE is fetched from URL/ARCHIVE).")
 @click.option("--only", multiple=True, metavar="ARCHIVE", help="Fetch only this archive (repeatable).")
-@click.option("--timeout", type=_Number(0, min_open=True), default=30.0, show_default=True,
-              help="Seconds to wait for a connection or for more bytes before trying the next mirror.")
+@click.option("--timeout", type=_Number(0, 3600, min_open=True), default=30.0, show_default=True,
+              help="Seconds to wait for a connection, then for an answer; after its first byte a mirror must "
+                   f"send {STALL_BYTES // 1024} KiB in every such span, or it is given up as stalled and the next "
+                   "mirror tried.")
 @click.option("--trust-unpinned", is_flag=True,
               help="Take an archive facegrid pins no sha256 for as a mirror serves it (its digest is printed).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files in the dataset folder that differ from the archives' (else they are refused).")
 @_fatal_input_errors
-def download(dataset, to, mirrors, only, timeout, trust_unpinned) -> None:
+def download(dataset, to, mirrors, only, timeout, trust_unpinned, overwrite) -> None:
     """Download DATASET's archives and unpack them into the layout the other commands read.
 
     Each archive is checked against the sha256 facegrid pins for it; an
-    archive with none pinned is refused unless --trust-unpinned. A copy that
-    fails a mirror (HTTP error, timeout, wrong digest) costs one line on
-    stderr and the next mirror is tried; a download cut off resumes where it
-    stopped, and what is already in place is not fetched again. Exit status
-    1 when some archives could not be put in place, 2 when none could.
+    archive with none pinned is refused unless --trust-unpinned. A mirror
+    that fails (HTTP error, timeout or stall, more bytes than pinned, wrong
+    digest) costs one line on stderr and the next mirror is tried; a download cut off resumes where it
+    stopped, and what is already in place is not fetched again. A file in
+    the dataset folder that differs from an archive's is refused unless
+    --overwrite. Exit status 1 when some archives could not be put in
+    place, 2 when none could.
     """
     from facegrid.download import install_archive
 
     release = RELEASES[dataset]
     for url in mirrors:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise click.UsageError(f"--mirror {url!r}: not an http:// or https:// address")
+        problem = address_problem(url)
+        if problem is not None:
+            raise click.UsageError(f"--mirror {url!r}: {problem}")
     names = [archive.name for archive in release.archives]
     unknown = sorted(set(only) - set(names))
     if unknown:
@@ -986,11 +992,14 @@ def download(dataset, to, mirrors, only, timeout, trust_unpinned) -> None:
         if only and archive.name not in only:
             continue
         outcome = install_archive(
-            archive, to, mirrors + release.mirrors, trust_unpinned=trust_unpinned, timeout=timeout,
-            progress=verbose or sys.stderr.isatty(), notice=lambda line: click.echo(_one_line(line), err=True),
+            archive, to, mirrors + release.mirrors, trust_unpinned=trust_unpinned, overwrite=overwrite,
+            timeout=timeout, progress=verbose or sys.stderr.isatty(),
+            notice=lambda line: click.echo(_one_line(line), err=True),
         )
         click.echo(_one_line(outcome.message), err=not outcome.ok)
         placed.append(outcome.ok)
+    if not any(placed):
+        click.echo("error: no archive could be put in place (see the lines above)", err=True)
     sys.exit(0 if all(placed) else 1 if any(placed) else 2)
 
 

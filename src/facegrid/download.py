@@ -12,7 +12,8 @@ order given, then its own addresses on the dataset's home site
 :func:`facegrid.fetch.fetch_file` into ``DIR/archives/``, checks it against
 its pinned SHA-256, unpacks it with :func:`facegrid.unpack.unpack`, and
 records the digest unpacked in ``DIR/archives/NAME.sha256``: a later run
-finds that stamp and the unpacked files and does nothing.
+finds that stamp and the unpacked files and does nothing. A stamp that is
+not one facegrid wrote counts as none.
 
 **Where the pinned digests come from.** The digests and sizes below are
 copied from published records, not computed here: the machine where they
@@ -41,12 +42,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from facegrid.errors import PathError
+from facegrid.errors import OutputExistsError, PathError
 from facegrid.fetch import FetchError, fetch_file, sha256_file
+from facegrid.files import make_folder, write_text_atomically
 from facegrid.unpack import unpack
 
 log = logging.getLogger(__name__)
@@ -138,6 +141,7 @@ def install_archive(
     mirrors: Sequence[str],
     *,
     trust_unpinned: bool = False,
+    overwrite: bool = False,
     timeout: float = 30.0,
     progress: bool = False,
     notice: Callable[[str], None] = log.warning,
@@ -152,27 +156,32 @@ def install_archive(
     fetched, unless ``trust_unpinned``.
 
     Args:
+        overwrite: replace files below ``to`` that differ from the
+            archive's members (else the archive is refused, naming one).
         notice: called with one line for each failure on the way (a mirror
             that fails, a stale copy deleted); the outcome says the rest.
         timeout, progress: as :func:`facegrid.fetch.fetch_file` takes them.
 
     Returns:
-        What became of it. Failures to fetch or unpack are outcomes, not
-        exceptions.
+        What became of it. Failures of the archive (no address gave a good
+        copy, it cannot be unpacked) are outcomes, not exceptions.
 
     Raises:
-        OSError: ``to`` cannot be written.
+        facegrid.errors.OutputExistsError: a file below ``to`` differs from
+            the member that goes there, and not ``overwrite``.
+        facegrid.errors.PathError: ``to`` cannot be written, or something
+            facegrid keeps in ``to/archives/`` is a folder.
     """
     to, pinned = Path(to), archive.sha256 and archive.sha256.lower()
     folder = to / ARCHIVES_FOLDER
     path, stamp, provided = folder / archive.name, folder / f"{archive.name}.sha256", to / archive.provides
-    stamped = (stamp.read_text(errors="replace").partition(" ")[0] or None) if stamp.is_file() else None
+    stamped = _stamped_digest(stamp)
     if stamped is not None and provided.exists() and pinned in (None, stamped):
         return Outcome(True, f"{archive.name}: already in place ({provided})")
     if pinned is None and not trust_unpinned:
         return Outcome(False, f"{archive.name}: refused: facegrid's manifest pins no sha256 for it "
                               "(--trust-unpinned takes the copy a mirror serves)")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     digest, origin = _kept_copy_digest(path, pinned, notice), "downloaded before"
     if digest is None:
         try:
@@ -182,14 +191,31 @@ def install_archive(
             return Outcome(False, f"{archive.name}: not fetched: no address gave a good copy")
         origin = f"from {url}"
     try:
-        unpack(path, to / archive.into)
+        unpack(path, to / archive.into, overwrite=overwrite)
+    except OutputExistsError:
+        raise  # a file of the user's is in the way: replacing it is the caller's to ask
     except PathError as error:
         return Outcome(False, str(error))
     if not provided.exists():
         return Outcome(False, f"{archive.name}: unpacked, but {provided} is not there: not the layout expected")
-    stamp.write_text(f"{digest}  {archive.name}\n")
+    try:
+        write_text_atomically(stamp, f"{digest}  {archive.name}\n")
+    except OSError as error:
+        raise PathError(stamp, f"cannot write: {error.strerror or error}") from None
     checked = "sha256 verified" if pinned else f"sha256 {digest} (none pinned; taken on trust)"
     return Outcome(True, f"{archive.name}: {origin}, {checked}, unpacked into {to / archive.into}")
+
+
+def _stamped_digest(stamp: Path) -> str | None:
+    """The digest the stamp ``stamp`` records as unpacked; None where there is none, or it is not one facegrid wrote."""
+    try:
+        with open(stamp, "rb") as file:
+            head = file.read(65)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        raise PathError(stamp, f"cannot read: {error.strerror or error}") from None
+    return head[:64].decode() if re.fullmatch(rb"[0-9a-f]{64}\s?", head) else None
 
 
 def _kept_copy_digest(path: Path, pinned: str | None, notice: Callable[[str], None]) -> str | None:
@@ -199,6 +225,9 @@ def _kept_copy_digest(path: Path, pinned: str | None, notice: Callable[[str], No
     digest = sha256_file(path)
     if pinned is None or digest == pinned:
         return digest
-    path.unlink()
+    try:
+        path.unlink()
+    except OSError as error:
+        raise PathError(path, f"cannot delete: {error.strerror or error}") from None
     notice(f"{path.name}: {path}: sha256 {digest} is not the pinned {pinned}; copy deleted")
     return None

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from facegrid.errors import OutputExistsError, OverwritesInputError
+from facegrid.errors import OutputExistsError, OverwritesInputError, PathError
 
 
 def _identity(path: Path) -> tuple[int, int] | str:
@@ -59,6 +59,19 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
                                             "choose another place for the output")
         if not overwrite and (out.exists() or out.is_symlink()):
             raise OutputExistsError(out, "exists")
+
+
+def make_folder(folder: str | os.PathLike) -> None:
+    """Make ``folder`` and its missing parents.
+
+    Raises:
+        facegrid.errors.PathError: it cannot be made (a file stands on the
+            way, no permission), naming the folder that failed.
+    """
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PathError(error.filename or folder, f"cannot make the folder: {error.strerror or error}") from None
 
 
 @contextlib.contextmanager
