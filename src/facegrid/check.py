@@ -33,14 +33,17 @@ import numpy as np
 from tqdm import tqdm
 
 from facegrid.bad_images import wholly_outside
-from facegrid.images import ImageError, verify_data, verify_image
-from facegrid.paths import escape_reason, image_path, nearby_images_folder
+from facegrid.images import ImageError, MissingImageError, RefusedPathError, verify_data, verify_image
 from facegrid.index import Index
+from facegrid.paths import escape_reason, image_path, nearby_images_folder
 from facegrid.wider import read_annotations
 
 log = logging.getLogger(__name__)
 
 EXAMPLES_PER_KIND = 5
+
+#: The report's kind for each type of image error; any other is an unreadable image.
+_IMAGE_ERROR_KINDS = {MissingImageError: "missing_image", RefusedPathError: "refused_path"}
 
 
 @dataclass
@@ -121,14 +124,9 @@ def _check_images(index: Index, images: Path, report: CheckReport, workers: int,
         for i, result in enumerate(tqdm(results, total=len(paths), desc="images", unit="img", disable=not progress)):
             where = f"{paths[i]} ({index.where(int(index.name_lines[i]))})"
             if isinstance(result, ImageError):
-                if result.reason == "no such file":
-                    kind = "missing_image"
-                elif result.reason.startswith("refused:"):
-                    if escape_reason(names[i]) is not None:
-                        continue  # already reported from the annotation file alone
-                    kind = "refused_path"
-                else:
-                    kind = "unreadable_image"
+                if isinstance(result, RefusedPathError) and escape_reason(names[i]) is not None:
+                    continue  # already reported from the annotation file alone
+                kind = _IMAGE_ERROR_KINDS.get(type(result), "unreadable_image")
                 report.add(report.errors, kind, where if kind == "missing_image" else f"{where}: {result.reason}")
                 continue
             width, height = result
