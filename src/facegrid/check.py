@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facegrid.bad_images import wholly_outside
+from facegrid.errors import PathError
 from facegrid.images import ImageError, MissingImageError, RefusedPathError, verify_data, verify_image
 from facegrid.index import Index
 from facegrid.paths import escape_reason, image_path, nearby_images_folder
@@ -203,24 +204,25 @@ def _check_example(serialized: bytes, where: str) -> tuple[int, tuple[str, str] 
     return len(record.boxes), None
 
 
-def _check_shard(path: Path, pool, ahead: int, report: CheckReport, bar) -> tuple[int, int]:
-    """Check every example of one shard; returns how many it holds and their faces."""
-    import tensorflow as tf
+def _check_shard(path: Path, pool, ahead: int, report: CheckReport, bar) -> tuple[int, int, PathError | None]:
+    """Check every example of one shard; returns how many it holds and their faces, and why it cannot be read whole."""
+    from facegrid.pack import ordered_map, shard_records
 
-    from facegrid.pack import ordered_map
+    unread = []
+
+    def numbered():  # the examples up to a damaged record, which is kept for the report
+        try:
+            yield from enumerate(shard_records(path))
+        except PathError as error:
+            unread.append(error)
 
     examples = faces = 0
-    numbered = enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-    try:
-        checked = ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered, ahead)
-        for found, problem in checked:
-            bar.update()
-            examples, faces = examples + 1, faces + found
-            if problem is not None:
-                report.add(report.errors, *problem)
-    except tf.errors.OpError as error:
-        report.add(report.errors, "corrupt_record", f"{path}: {error.message}")
-    return examples, faces
+    for found, problem in ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered(), ahead):
+        bar.update()
+        examples, faces = examples + 1, faces + found
+        if problem is not None:
+            report.add(report.errors, *problem)
+    return examples, faces, (unread or [None])[0]
 
 
 def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progress: bool = False) -> CheckReport:
@@ -228,14 +230,17 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
 
     Returns:
         The report (``annotations`` is the folder); the manifest's counts, and
-        errors for a missing shard, a wrong sha256 or example count, a record
-        TensorFlow cannot read, an example not of :mod:`facegrid.records`'
-        layout, an image that does not decode, or decodes to another size.
+        errors for a missing shard, a wrong sha256 or example count, a damaged
+        record (the examples before it are checked; its shard's count is not
+        compared), an example not of :mod:`facegrid.records`' layout, an image
+        that does not decode, or decodes to another size.
 
     Raises:
-        facegrid.errors.PathError: the folder holds no manifest facegrid wrote.
+        facegrid.errors.PathError: the folder holds no manifest facegrid wrote
+            (see :func:`facegrid.pack.read_manifest`), or not one image can be
+            read from it.
     """
-    from facegrid.pack import MANIFEST, READ_AHEAD, read_manifest, sha256
+    from facegrid.pack import MANIFEST, READ_AHEAD, DamagedShardError, read_manifest, sha256
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -251,10 +256,17 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
                 continue
             if sha256(path) != shard.sha256:
                 report.add(report.errors, "shard_sha256_mismatch", f"{path}: not the sha256 of the manifest")
-            count, found = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
-            if count != shard.examples:
+            count, found, unread = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
+            if unread is not None:
+                report.add(report.errors, "corrupt_record" if isinstance(unread, DamagedShardError) else "unreadable_shard",
+                           str(unread))
+            elif count != shard.examples:
                 report.add(report.errors, "shard_count_mismatch", f"{path}: {count:,} examples, manifest {shard.examples:,}")
             examples, faces = examples + count, faces + found
+    if not examples:
+        kind = next(iter(report.errors), None)
+        cause = f" ({kind}: {report.examples[kind][0]})" if kind else ""
+        raise PathError(folder, f"holds no image: not one example can be read from its shards{cause}")
     if (examples, faces) != (manifest.images, manifest.faces) and not report.errors:
         report.add(report.errors, "manifest_count_mismatch",
                    f"{folder / MANIFEST}: shards hold {examples:,} images, {faces:,} faces; "

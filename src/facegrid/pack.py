@@ -16,6 +16,10 @@ written under a hidden temporary name and all are renamed once every one is
 complete, ``manifest.json`` last: a pack killed midway leaves no file that
 looks like a finished shard.
 
+A packed set is read through :func:`read_manifest` and :func:`shard_records`
+alone, which turn whatever a folder holds (a damaged manifest, shard names
+leading outside the folder, a damaged record) into facegrid's errors.
+
 An image training would refuse (:mod:`facegrid.bad_images`: its path leaves
 the images folder; it is missing, empty, truncated, not an image; a face box
 lies wholly outside it) stops the pack under ``on_bad_image="raise"``, or is
@@ -33,6 +37,9 @@ import logging
 import math
 import os
 import re
+import reprlib
+import typing
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +53,7 @@ from facegrid.bad_images import check_policy, none_usable, outside_error
 from facegrid.errors import PathError
 from facegrid.images import ImageError, read_verified
 from facegrid.index import Index
-from facegrid.paths import image_path
+from facegrid.paths import escape_reason, image_path
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,30 @@ READ_AHEAD = 4
 
 _NAME_PART = re.compile(r"[A-Za-z0-9_]+")
 _SHARD_FILE = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}")
+
+#: A value read from a manifest as its message quotes it: whole, unless it is long.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 120
+
+#: What TensorFlow writes into an error's message about its own graph: ``{{node X}}``, ``[Op:X] name: ``.
+_TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name: \S*)?")
+
+
+class DamagedShardError(PathError):
+    """A shard's record cannot be read: its length or checksum fails, or the file ends inside it.
+
+    Attributes:
+        path: the shard.
+        examples: the examples read intact before the damaged record.
+        cause: TensorFlow's reason, one line.
+    """
+
+    def __init__(self, path: str | os.PathLike, examples: int, cause: str):
+        self.examples, self.cause = examples, cause
+        super().__init__(path, f"damaged after {examples:,} example(s): {cause}")
+
+    def __reduce__(self):  # arrives whole from a worker process
+        return type(self), (self.path, self.examples, self.cause)
 
 
 @dataclass(frozen=True)
@@ -140,25 +171,111 @@ def ordered_map(pool: ThreadPoolExecutor, function, items, ahead: int):
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """The hex sha256 of a file's bytes.
+
+    Raises:
+        facegrid.errors.PathError: the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise PathError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def tf_reason(error: tf.errors.OpError) -> str:
+    """TensorFlow's reason for ``error`` in one line, without the names of its internal ops."""
+    text = " ".join(_TF_INTERNALS.sub(" ", error.message).split())
+    return text or type(error).__name__
+
+
+def _field_types(cls) -> dict[str, type]:
+    """The fields of a dataclass, each with the JSON type it is read from (``list`` for ``list[Shard]``)."""
+    return {name: typing.get_origin(hint) or hint for name, hint in typing.get_type_hints(cls).items()}
+
+
+def _fields(value, types: dict[str, type], where: str) -> dict:
+    """``value`` if it is a JSON object of exactly the fields ``types`` names, each of its type (``int``: a count).
+
+    Raises:
+        ValueError: it is not, naming ``where``.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is {_QUOTE.repr(value)}, not an object")
+    missing, unknown = sorted(types.keys() - value.keys()), sorted(value.keys() - types.keys())
+    if missing or unknown:
+        raise ValueError(f"{where}: no field {missing[0]!r}" if missing else f"{where}: unknown field {_QUOTE.repr(unknown[0])}")
+    for key, kind in types.items():
+        item = value[key]
+        if kind is int and (type(item) is not int or item < 0):
+            raise ValueError(f"{where}: {key!r} is {_QUOTE.repr(item)}, not a count")
+        if not isinstance(item, kind):
+            raise ValueError(f"{where}: {key!r} is {_QUOTE.repr(item)}, not a {kind.__name__}")
+    return value
+
+
+def _parse_manifest(text: str, folder: Path) -> Manifest:
+    """The :class:`Manifest` ``text`` holds, its shard names confined to ``folder`` (ValueError if it is not one)."""
+    fields = _fields(json.loads(text), _field_types(Manifest), "the manifest")
+    for k, entry in enumerate(fields["skipped"]):
+        _fields(entry, {"image": str, "reason": str}, f"skipped image {k}")
+    shards = [Shard(**_fields(entry, _field_types(Shard), f"shard {k}")) for k, entry in enumerate(fields["shards"])]
+    seen = set()
+    for k, shard in enumerate(shards):
+        reason = escape_reason(shard.file, "shard names", "the packed folder", root=folder)
+        if reason is None and shard.file in seen:
+            reason = "listed twice"
+        if reason is not None:
+            raise ValueError(f"shard {k}, {_QUOTE.repr(shard.file)}, refused: {reason}")
+        seen.add(shard.file)
+    return Manifest(**{**fields, "shards": shards})
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
-    """The :class:`Manifest` of a packed folder.
+    """The :class:`Manifest` of a packed folder, every field checked, every shard name inside the folder.
 
     Raises:
-        facegrid.errors.PathError: the folder holds no manifest, or one facegrid did not write.
+        facegrid.errors.PathError: the folder holds no manifest, one facegrid
+            did not write (a field missing, unknown or of another type, a shard
+            name that would lead outside the folder), or one of a set that
+            holds no image.
     """
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.exists():
         raise PathError(folder, f"no {MANIFEST}: not a folder facegrid data pack wrote")
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-        return Manifest(**{**fields, "shards": [Shard(**shard) for shard in fields["shards"]]})
-    except (ValueError, TypeError, KeyError) as error:
+        manifest = _parse_manifest(path.read_text(encoding="utf-8"), folder)
+    except OSError as error:
+        raise PathError(path, f"cannot read: {error.strerror or error}") from None
+    except ValueError as error:  # JSON's errors, undecodable bytes, and the fields' own
         raise PathError(path, f"not a facegrid manifest ({error})") from None
+    if not manifest.images or not manifest.shards:
+        raise PathError(folder, f"holds no image: its {MANIFEST} lists none")
+    return manifest
+
+
+def shard_records(path: str | os.PathLike) -> Iterator[bytes]:
+    """The serialized examples of a shard, front to back.
+
+    Raises:
+        DamagedShardError: a record TensorFlow cannot read, after the examples
+            before it have been given.
+        facegrid.errors.PathError: the file cannot be read at all.
+    """
+    records_read = tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+    examples = 0
+    while True:
+        try:
+            serialized = next(records_read)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as error:
+            raise DamagedShardError(path, examples, tf_reason(error)) from None
+        except tf.errors.OpError as error:
+            raise PathError(path, f"cannot read: {tf_reason(error)}") from None
+        examples += 1
+        yield serialized
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
