@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import logging
+import os
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+from facegrid import pack as pack_module
 from facegrid import records
 from facegrid.cli import main
 from facegrid.images import probe
@@ -182,11 +188,80 @@ def test_pack_refuses_a_folder_in_use_unless_overwrite(samples, tmp_path):
     out.mkdir()
     (out / "old-train.tfrecord-00000-of-00001").write_bytes(b"an earlier pack")
     (out / "notes.txt").write_text("mine")
-    assert "not empty: pass --overwrite" in refused("data", "pack", samples / "faces_bbx_gt.txt",
-                                                    "--images", samples / "images", "--out", out)
+    assert refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out) == (
+        f"error: {out}: not empty: it holds 'notes.txt': pass --overwrite to replace it")
     assert pack(samples, out, "--overwrite").exit_code == 0
     assert sorted(path.name for path in out.iterdir()) == [
         "manifest.json", "notes.txt", "widerface-train.tfrecord-00000-of-00001"]
+    assert refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out) == (
+        f"error: {out}: holds a packed set (manifest.json): pass --overwrite to replace it")
+
+
+def test_pack_never_writes_over_its_inputs_even_with_overwrite(samples, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(samples / "images", images)
+    annotations = images / "faces_bbx_gt.txt"
+    shutil.copy(samples / "faces_bbx_gt.txt", annotations)
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    args = ("data", "pack", annotations, "--images", images, "--overwrite", "--out")
+    assert refused(*args, images) == (
+        f"error: {images}: is an input: writing there would destroy it; write into another folder")
+    assert refused(*args, tmp_path) == (
+        f"error: {tmp_path}: holds an input ({images}): writing there would destroy it; write into another folder")
+    assert refused("data", "pack", annotations, "--images", samples / "images", "--out", images, "--overwrite") == (
+        f"error: {images}: holds an input ({annotations}): writing there would destroy it; write into another folder")
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
+
+
+def test_a_rerun_removes_what_an_interrupted_pack_left_and_counts_the_folder_empty(samples, tmp_path, caplog):
+    out = tmp_path / "out"
+    staging = out / ".facegrid-pack-k1ll3d"  # a pack killed while writing 3 shards
+    staging.mkdir(parents=True)
+    (staging / "widerface-train.tfrecord-00000-of-00003").write_bytes(b"half a shard")
+    (out / ".facegrid-pack.lock").touch()  # its lock, no longer held
+    caplog.set_level(logging.INFO, logger="facegrid.pack")
+    result = pack(samples, out, "--shards", 2)
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out.iterdir()) == [
+        "manifest.json", "widerface-train.tfrecord-00000-of-00002", "widerface-train.tfrecord-00001-of-00002"]
+    assert f"removing {staging}, left by an interrupted pack" in caplog.messages
+
+
+def test_two_packs_never_write_into_one_folder_at_once(samples, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".facegrid-pack.lock", "a") as held:  # as a pack writing there holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        line = refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out)
+        assert line == f"error: {out}: another data pack is writing into it; wait for it to end"
+        assert sorted(path.name for path in out.iterdir()) == [".facegrid-pack.lock"]  # its lock left alone
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")
+def test_pack_into_a_folder_that_cannot_be_written_is_refused_in_one_line(samples, tmp_path):
+    for out in (Path("/proc/self/facegrid-packed"), Path("/proc/self/facegrid/packed")):
+        line = refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out)
+        assert line.startswith(f"error: {out}: cannot write: "), line
+
+
+@pytest.mark.parametrize("fails", ["opening", "writing"])
+def test_tensorflow_failing_to_write_a_shard_is_one_line_naming_it(samples, tmp_path, monkeypatch, fails):
+    class Writer(tf.io.TFRecordWriter):
+        def __init__(self, path):
+            if fails == "opening":
+                raise tf.errors.PermissionDeniedError(None, None, f"{path}; Permission denied")
+            super().__init__(path)
+
+        def write(self, record):
+            raise tf.errors.ResourceExhaustedError(None, None, "{{function_node Write}} No space left on device")
+
+    monkeypatch.setattr(pack_module.tf.io, "TFRecordWriter", Writer)
+    out = tmp_path / "out"
+    line = refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out)
+    reason = "Permission denied" if fails == "opening" else "No space left on device"
+    assert re.fullmatch(rf"error: {re.escape(str(out))}/\.facegrid-pack-\w+/widerface-train\.tfrecord-00000-of-00001: "
+                        rf"cannot write: {reason}", line), line
+    assert list(out.iterdir()) == []  # neither staging nor lock left
 
 
 def test_pack_refuses_names_and_shard_counts_it_cannot_use(samples, tmp_path):
