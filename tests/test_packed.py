@@ -302,3 +302,12 @@ def test_an_image_placed_past_the_annotation_files_is_refused(samples_packed, tm
     (forged / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PathError, match="outside the 4 images of the annotation file packed"):
         read_packed(forged)
+
+
+def test_training_refuses_a_set_whose_manifest_counts_other_faces(samples_packed, tmp_path):
+    miscounted = tmp_path / "miscounted"
+    shutil.copytree(samples_packed, miscounted)
+    manifest = json.loads((miscounted / "manifest.json").read_text())
+    (miscounted / "manifest.json").write_text(json.dumps({**manifest, "faces": 4}))
+    assert refused_training(miscounted, tmp_path / "run") == (
+        f"error: {miscounted / 'manifest.json'}: says 4 images, 4 faces; its shards hold 4, 3")

@@ -267,7 +267,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         manifest = _parse_manifest(path.read_text(encoding="utf-8"), folder)
     except OSError as error:
         raise PathError(path, f"cannot read: {error.strerror or error}") from None
-    except ValueError as error:  # JSON's errors, undecodable bytes, and the fields' own
+    except (ValueError, RecursionError) as error:  # JSON's errors (nesting too deep too), undecodable bytes, the fields'
         raise PathError(path, f"not a facegrid manifest ({error})") from None
     if not manifest.images or not manifest.shards:
         raise PathError(folder, f"holds no image: its {MANIFEST} lists none")
