@@ -386,7 +386,7 @@ def test_a_manifest_facegrid_did_not_write_is_refused_in_one_line(two_shards, tm
     assert line.startswith(f"error: {folder / 'manifest.json'}: not a facegrid manifest (") and reason in line, line
 
 
-@pytest.mark.parametrize("manifest", [b"\xff\xfe{}", b"[1, 2]", b"{", b'{"images": 1' + b"0" * 5000 + b"}", b"[" * 10**5,
+@pytest.mark.parametrize("manifest", [b"\xff\xfe{}", b"[1, 2]", b"{", b'{"images": 1' + b"0" * 5000 + b"}", b"[" * 5000,
                                       None])
 def test_a_manifest_that_is_no_json_object_is_refused_in_one_line(two_shards, tmp_path, manifest):
     folder = copy_of(two_shards, tmp_path)

@@ -95,7 +95,7 @@ CHANGES = {
     "set shard field": st.tuples(st.integers(0, 2), SHARD_KEYS, VALUES),
     "drop shard field": st.tuples(st.integers(0, 2), SHARD_KEYS),
     "name shard": st.tuples(st.integers(0, 2), SHARD_NAMES),
-    "cut manifest": st.tuples(st.floats(0, 1), st.one_of(st.binary(max_size=8), st.just(b"[" * 10**5))),
+    "cut manifest": st.tuples(st.floats(0, 1), st.one_of(st.binary(max_size=8), st.just(b"[" * 5000))),
     "manifest folder": st.tuples(),
     "truncate": st.tuples(st.integers(0, 2), st.floats(0, 1)),
     "flip": st.tuples(st.integers(0, 2), st.floats(0, 1), st.integers(1, 255)),
@@ -112,7 +112,7 @@ CHANGE = st.sampled_from([*CHANGES, "truncate", "flip", "flip", "leftovers", "se
 def _manifest(folder: Path):
     try:
         return json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
