@@ -265,8 +265,9 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
             examples, faces = examples + count, faces + found
     if not examples:
         kind = next(iter(report.errors), None)
-        cause = f" ({kind}: {report.examples[kind][0]})" if kind else ""
-        raise PathError(folder, f"holds no image: not one example can be read from its shards{cause}")
+        raise PathError(folder, "holds no image: " + (
+            f"not one example can be read from its shards ({kind}: {report.examples[kind][0]})" if kind
+            else "its shards hold no example"))
     if (examples, faces) != (manifest.images, manifest.faces) and not report.errors:
         report.add(report.errors, "manifest_count_mismatch",
                    f"{folder / MANIFEST}: shards hold {examples:,} images, {faces:,} faces; "
