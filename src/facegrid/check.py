@@ -217,7 +217,8 @@ def _check_shard(path: Path, pool, ahead: int, report: CheckReport, bar) -> tupl
             unread.append(error)
 
     examples = faces = 0
-    for found, problem in ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered(), ahead):
+    checked = ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered(), ahead)
+    for found, problem in checked:
         bar.update()
         examples, faces = examples + 1, faces + found
         if problem is not None:
@@ -231,9 +232,10 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
     Returns:
         The report (``annotations`` is the folder); the manifest's counts, and
         errors for a missing shard, a wrong sha256 or example count, a damaged
-        record (the examples before it are checked; its shard's count is not
-        compared), an example not of :mod:`facegrid.records`' layout, an image
-        that does not decode, or decodes to another size.
+        record or a shard TensorFlow cannot read (the examples before are
+        checked; its shard's count is not compared), an example not of
+        :mod:`facegrid.records`' layout, an image that does not decode, or
+        decodes to another size.
 
     Raises:
         facegrid.errors.PathError: the folder holds no manifest facegrid wrote
@@ -258,8 +260,8 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
                 report.add(report.errors, "shard_sha256_mismatch", f"{path}: not the sha256 of the manifest")
             count, found, unread = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
             if unread is not None:
-                report.add(report.errors, "corrupt_record" if isinstance(unread, DamagedShardError) else "unreadable_shard",
-                           str(unread))
+                kind = "corrupt_record" if isinstance(unread, DamagedShardError) else "unreadable_shard"
+                report.add(report.errors, kind, str(unread))
             elif count != shard.examples:
                 report.add(report.errors, "shard_count_mismatch", f"{path}: {count:,} examples, manifest {shard.examples:,}")
             examples, faces = examples + count, faces + found

@@ -162,13 +162,20 @@ def check_name_parts(name: str, split: str) -> None:
 
 
 def shard_names(name: str, split: str, shards: int) -> list[str]:
-    """File names of ``shards`` shards: ``<name>-<split>.tfrecord-00000-of-00016`` and on (see :func:`check_name_parts`)."""
+    """File names of ``shards`` shards: ``<name>-<split>.tfrecord-00000-of-00016`` and on.
+
+    Raises:
+        ValueError: see :func:`check_name_parts`.
+    """
     check_name_parts(name, split)
     return [f"{name}-{split}.tfrecord-{k:05d}-of-{shards:05d}" for k in range(shards)]
 
 
 def default_shards(index: Index, images: str | os.PathLike) -> int:
-    """Enough shards for :data:`SHARD_BYTES` or fewer each, from the sizes of the files (at least one, at most one an image)."""
+    """Enough shards for :data:`SHARD_BYTES` or fewer each, from the sizes of the files.
+
+    At least one, and at most one an image.
+    """
     total = 0
     for name in index.paths.tolist():
         try:
@@ -223,7 +230,8 @@ def _fields(value, types: dict[str, type], where: str) -> dict:
         raise ValueError(f"{where} is {_QUOTE.repr(value)}, not an object")
     missing, unknown = sorted(types.keys() - value.keys()), sorted(value.keys() - types.keys())
     if missing or unknown:
-        raise ValueError(f"{where}: no field {missing[0]!r}" if missing else f"{where}: unknown field {_QUOTE.repr(unknown[0])}")
+        raise ValueError(f"{where}: no field {missing[0]!r}" if missing
+                         else f"{where}: unknown field {_QUOTE.repr(unknown[0])}")
     for key, kind in types.items():
         item = value[key]
         if kind is int and (type(item) is not int or item < 0):
@@ -267,7 +275,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         manifest = _parse_manifest(path.read_text(encoding="utf-8"), folder)
     except OSError as error:
         raise PathError(path, f"cannot read: {error.strerror or error}") from None
-    except (ValueError, RecursionError) as error:  # JSON's errors (nesting too deep too), undecodable bytes, the fields'
+    except (ValueError, RecursionError) as error:  # JSON's (nesting too deep too), undecodable bytes, the fields'
         raise PathError(path, f"not a facegrid manifest ({error})") from None
     if not manifest.images or not manifest.shards:
         raise PathError(folder, f"holds no image: its {MANIFEST} lists none")
@@ -389,7 +397,7 @@ def _still_there(handle, path: Path) -> bool:
 
 
 def _leftovers(out: Path) -> list[Path]:
-    """The staging folders of earlier packs into ``out`` that were interrupted (none can be running: the lock is held)."""
+    """The staging folders of earlier packs into ``out``: interrupted ones, as none runs while the lock is held."""
     return [path for path in out.iterdir()
             if path.name.startswith(STAGING) and path.is_dir() and not path.is_symlink()]
 
