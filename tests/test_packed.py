@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -200,3 +203,111 @@ def test_train_takes_a_packed_set_or_annotations_with_images(tmp_path, args, mes
 
     result = CliRunner().invoke(main, ["train", *args, "--run", str(tmp_path / "run")])
     assert result.exit_code == 2 and message in result.output
+
+
+#: Settings that make training cheap, for the refusals below (they come before any model is built).
+TINY_TRAINING = ["--epochs", "1", "--batch-size", "1", "--input-size", "64", "--grid-size", "2",
+                 "--backbone-weights", "none", "--alpha", "0.35"]
+
+
+def train_packed(folder, run):
+    """``facegrid train --packed folder``, failing the test if it builds a model."""
+    from click.testing import CliRunner
+
+    import facegrid.train
+    from facegrid.cli import main
+
+    with mock.patch.object(facegrid.train, "_build", side_effect=AssertionError("a model was built")):
+        return CliRunner().invoke(main, ["train", "--packed", str(folder), "--run", str(run), *TINY_TRAINING])
+
+
+def refused_training(folder, run) -> str:
+    """Run ``train --packed folder``, which must be refused in one line before a model is built; returns the line."""
+    result = train_packed(folder, run)
+    assert result.exit_code == 2, (result.output, result.exc_info)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+@pytest.fixture(scope="module")
+def samples_packed(samples, tmp_path_factory):
+    """The bundled samples (two JPEGs, two PNGs) packed into two shards."""
+    out = tmp_path_factory.mktemp("samples") / "packed"
+    pack_dataset(read_annotations(samples / "faces_bbx_gt.txt"), samples / "images", out, shards=2, workers=1)
+    return out
+
+
+def test_training_refuses_a_set_of_images_it_cannot_decode_naming_the_folder_and_image(samples_packed, tmp_path):
+    with pytest.raises(PathError, match="2 image\\(s\\) are not JPEGs") as caught:
+        PackedPipeline(samples_packed)
+    assert caught.value.path == str(samples_packed)
+    line = refused_training(samples_packed, tmp_path / "run")
+    assert line.startswith(f"error: {samples_packed}: 2 image(s) are not JPEGs TensorFlow decodes to RGB, "
+                           "e.g. portraits/astronaut.png: the pure-TensorFlow pipelines read JPEGs only"), line
+
+
+def emptied(folder, tmp_path):
+    """A copy of the packed ``folder`` whose shards hold no example, its manifest agreeing but for the image count."""
+    from facegrid.pack import sha256
+
+    copy = tmp_path / "empty"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        (copy / shard["file"]).write_bytes(b"")
+        shard.update(examples=0, bytes=0, sha256=sha256(copy / shard["file"]))
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_training_refuses_a_set_that_holds_no_image(samples_packed, tmp_path):
+    empty = emptied(samples_packed, tmp_path)
+    with pytest.raises(PathError, match="holds no image: its shards hold no example"):
+        read_packed(empty)
+    assert refused_training(empty, tmp_path / "run") == f"error: {empty}: holds no image: its shards hold no example"
+    manifest = json.loads((empty / "manifest.json").read_text())
+    (empty / "manifest.json").write_text(json.dumps({**manifest, "shards": []}))
+    assert refused_training(empty, tmp_path / "run2") == f"error: {empty}: holds no image: its manifest.json lists none"
+
+
+def test_a_damaged_shard_is_named_with_the_examples_before_the_damage(samples_packed, tmp_path):
+    from facegrid.pack import DamagedShardError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(samples_packed, damaged)
+    path = damaged / "widerface-train.tfrecord-00001-of-00002"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DamagedShardError) as caught:
+        read_packed(damaged)
+    assert (caught.value.path, caught.value.examples) == (str(path), 1)
+    assert str(caught.value).startswith(f"{path}: damaged after 1 example(s): truncated record at ")
+    assert "{{" not in str(caught.value) and "[Op:" not in str(caught.value)
+    assert refused_training(damaged, tmp_path / "run") == f"error: {caught.value}"
+
+
+def test_an_image_placed_past_the_annotation_files_is_refused(samples_packed, tmp_path):
+    from facegrid import records
+    from facegrid.pack import sha256
+
+    forged = tmp_path / "forged"
+    shutil.copytree(samples_packed, forged)
+    path = forged / "widerface-train.tfrecord-00000-of-00002"
+    kept = [records.parse(serialized) for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in kept:
+            writer.write(records.serialize(dataclasses.replace(record, position=record.position + 2**40)))
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["shards"][0].update(bytes=path.stat().st_size, sha256=sha256(path))
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PathError, match="outside the 4 images of the annotation file packed"):
+        read_packed(forged)
+
+
+def test_training_refuses_a_set_whose_manifest_counts_other_faces(samples_packed, tmp_path):
+    miscounted = tmp_path / "miscounted"
+    shutil.copytree(samples_packed, miscounted)
+    manifest = json.loads((miscounted / "manifest.json").read_text())
+    (miscounted / "manifest.json").write_text(json.dumps({**manifest, "faces": 4}))
+    assert refused_training(miscounted, tmp_path / "run") == (
+        f"error: {miscounted / 'manifest.json'}: says 4 images, 4 faces; its shards hold 4, 3")

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from facegrid.errors import PathError
-from facegrid.images import ImageError, verify_image
+from facegrid.images import ImageError, MissingImageError, verify_image
 from facegrid.paths import nearby_images_folder
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def outside_error(index, image: int, path, width: int, height: int) -> ImageErro
 def none_usable(index, images, bad: dict[int, ImageError]) -> PathError:
     """The error for an index of which no image in ``images`` can be used, naming the folder meant if one is nearby."""
     reason = f"none of the {len(bad):,} images {index.source or 'the index'} lists can be used (first: {bad[0]})"
-    if all(error.reason == "no such file" for error in bad.values()):
+    if all(isinstance(error, MissingImageError) for error in bad.values()):
         nearby = nearby_images_folder(images, index.paths.tolist())
         if nearby is not None:
             reason += f"; they are under {nearby}"

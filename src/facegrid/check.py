@@ -33,14 +33,18 @@ import numpy as np
 from tqdm import tqdm
 
 from facegrid.bad_images import wholly_outside
-from facegrid.images import ImageError, verify_data, verify_image
-from facegrid.paths import escape_reason, image_path, nearby_images_folder
+from facegrid.errors import PathError
+from facegrid.images import ImageError, MissingImageError, RefusedPathError, verify_data, verify_image
 from facegrid.index import Index
+from facegrid.paths import escape_reason, image_path, nearby_images_folder
 from facegrid.wider import read_annotations
 
 log = logging.getLogger(__name__)
 
 EXAMPLES_PER_KIND = 5
+
+#: The report's kind for each type of image error; any other is an unreadable image.
+_IMAGE_ERROR_KINDS = {MissingImageError: "missing_image", RefusedPathError: "refused_path"}
 
 
 @dataclass
@@ -121,14 +125,9 @@ def _check_images(index: Index, images: Path, report: CheckReport, workers: int,
         for i, result in enumerate(tqdm(results, total=len(paths), desc="images", unit="img", disable=not progress)):
             where = f"{paths[i]} ({index.where(int(index.name_lines[i]))})"
             if isinstance(result, ImageError):
-                if result.reason == "no such file":
-                    kind = "missing_image"
-                elif result.reason.startswith("refused:"):
-                    if escape_reason(names[i]) is not None:
-                        continue  # already reported from the annotation file alone
-                    kind = "refused_path"
-                else:
-                    kind = "unreadable_image"
+                if isinstance(result, RefusedPathError) and escape_reason(names[i]) is not None:
+                    continue  # already reported from the annotation file alone
+                kind = _IMAGE_ERROR_KINDS.get(type(result), "unreadable_image")
                 report.add(report.errors, kind, where if kind == "missing_image" else f"{where}: {result.reason}")
                 continue
             width, height = result
@@ -205,24 +204,26 @@ def _check_example(serialized: bytes, where: str) -> tuple[int, tuple[str, str] 
     return len(record.boxes), None
 
 
-def _check_shard(path: Path, pool, ahead: int, report: CheckReport, bar) -> tuple[int, int]:
-    """Check every example of one shard; returns how many it holds and their faces."""
-    import tensorflow as tf
+def _check_shard(path: Path, pool, ahead: int, report: CheckReport, bar) -> tuple[int, int, PathError | None]:
+    """Check every example of one shard; returns how many it holds and their faces, and why it cannot be read whole."""
+    from facegrid.pack import ordered_map, shard_records
 
-    from facegrid.pack import ordered_map
+    unread = []
+
+    def numbered():  # the examples up to a damaged record, which is kept for the report
+        try:
+            yield from enumerate(shard_records(path))
+        except PathError as error:
+            unread.append(error)
 
     examples = faces = 0
-    numbered = enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-    try:
-        checked = ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered, ahead)
-        for found, problem in checked:
-            bar.update()
-            examples, faces = examples + 1, faces + found
-            if problem is not None:
-                report.add(report.errors, *problem)
-    except tf.errors.OpError as error:
-        report.add(report.errors, "corrupt_record", f"{path}: {error.message}")
-    return examples, faces
+    checked = ordered_map(pool, lambda item: _check_example(item[1], f"{path}#{item[0]}"), numbered(), ahead)
+    for found, problem in checked:
+        bar.update()
+        examples, faces = examples + 1, faces + found
+        if problem is not None:
+            report.add(report.errors, *problem)
+    return examples, faces, (unread or [None])[0]
 
 
 def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progress: bool = False) -> CheckReport:
@@ -230,14 +231,18 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
 
     Returns:
         The report (``annotations`` is the folder); the manifest's counts, and
-        errors for a missing shard, a wrong sha256 or example count, a record
-        TensorFlow cannot read, an example not of :mod:`facegrid.records`'
-        layout, an image that does not decode, or decodes to another size.
+        errors for a missing shard, a wrong sha256 or example count, a damaged
+        record or a shard TensorFlow cannot read (the examples before are
+        checked; its shard's count is not compared), an example not of
+        :mod:`facegrid.records`' layout, an image that does not decode, or
+        decodes to another size.
 
     Raises:
-        facegrid.errors.PathError: the folder holds no manifest facegrid wrote.
+        facegrid.errors.PathError: the folder holds no manifest facegrid wrote
+            (see :func:`facegrid.pack.read_manifest`), or not one image can be
+            read from it.
     """
-    from facegrid.pack import MANIFEST, READ_AHEAD, read_manifest, sha256
+    from facegrid.pack import MANIFEST, READ_AHEAD, DamagedShardError, read_manifest, sha256
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -253,10 +258,18 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
                 continue
             if sha256(path) != shard.sha256:
                 report.add(report.errors, "shard_sha256_mismatch", f"{path}: not the sha256 of the manifest")
-            count, found = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
-            if count != shard.examples:
+            count, found, unread = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
+            if unread is not None:
+                kind = "corrupt_record" if isinstance(unread, DamagedShardError) else "unreadable_shard"
+                report.add(report.errors, kind, str(unread))
+            elif count != shard.examples:
                 report.add(report.errors, "shard_count_mismatch", f"{path}: {count:,} examples, manifest {shard.examples:,}")
             examples, faces = examples + count, faces + found
+    if not examples:
+        kind = next(iter(report.errors), None)
+        raise PathError(folder, "holds no image: " + (
+            f"not one example can be read from its shards ({kind}: {report.examples[kind][0]})" if kind
+            else "its shards hold no example"))
     if (examples, faces) != (manifest.images, manifest.faces) and not report.errors:
         report.add(report.errors, "manifest_count_mismatch",
                    f"{folder / MANIFEST}: shards hold {examples:,} images, {faces:,} faces; "

@@ -6,6 +6,8 @@ Every command that writes checks all it will write before it starts any work
 * an output that is one of the command's inputs (the same file, by any path
   or link) is refused, whatever is asked: detecting ``photos/a.jpg`` into
   ``--out photos`` would otherwise replace the photo with its annotated copy;
+  so is an output folder, whose content the command replaces, that is or
+  holds an input;
 * an output that exists is refused unless ``overwrite`` is given.
 
 Files are then written under a temporary name beside their place and renamed
@@ -39,26 +41,50 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
     """Refuse outputs that would replace an input, or, unless ``overwrite``, an existing file.
 
     Args:
-        outputs: every file the command will write.
-        inputs: every file it reads (folders given are not inputs: the files
-            read from them are).
+        outputs: every file the command will write, and every folder whose
+            content it replaces.
+        inputs: every file it reads, and every folder it reads the files of
+            (folders it only looks into, such as those of a command's
+            arguments, are not inputs: the files read from them are).
         overwrite: existing outputs (other than inputs) may be replaced.
 
     Raises:
-        facegrid.errors.OverwritesInputError: an output is one of ``inputs``.
+        facegrid.errors.OverwritesInputError: an output is one of ``inputs``,
+            or is a folder holding one.
         facegrid.errors.OutputExistsError: an output exists and not ``overwrite``.
     """
+    inputs = [Path(path) for path in inputs if path]
     read = {}
-    for path in map(Path, filter(None, inputs)):
+    for path in inputs:
         read.setdefault(_identity(path), path)
     for out in map(Path, outputs):
         source = read.get(_identity(out))
         if source is not None:
-            same = "" if os.path.abspath(out) == os.path.abspath(source) else f" ({source})"
-            raise OverwritesInputError(out, f"an output would be written over this input{same}; "
-                                            "choose another place for the output")
+            raise _overwrites(out, "is", source)
+        held = next((path for path in inputs if _holds(out, path)), None) if out.is_dir() else None
+        if held is not None:
+            raise _overwrites(out, "holds", held)
         if not overwrite and (out.exists() or out.is_symlink()):
             raise OutputExistsError(out, "exists")
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    """Whether ``path`` lies inside ``folder``, links followed."""
+    try:
+        root = os.path.realpath(folder)
+        return os.path.commonpath([os.path.realpath(path), root]) == root
+    except ValueError:  # a NUL in a name: no file has it
+        return False
+
+
+def _overwrites(out: Path, relation: str, source: Path) -> OverwritesInputError:
+    """The refusal of ``out``, which ``relation`` ("is", "holds") the input ``source``."""
+    if relation == "holds":
+        return OverwritesInputError(out, f"holds an input ({source}): an output written there could destroy it; "
+                                         "choose another place for the output")
+    named = "" if os.path.abspath(out) == os.path.abspath(source) else f" ({source})"
+    return OverwritesInputError(out, f"an output would be written over this input{named}; "
+                                     "choose another place for the output")
 
 
 def make_folder(folder: str | os.PathLike) -> None:

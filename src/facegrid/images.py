@@ -67,10 +67,21 @@ _TRANSPOSE = {
 class ImageError(PathError):
     """An image cannot be read: missing, empty, truncated, not an image, or refused.
 
+    Subclasses tell the kinds a caller treats apart (a report that counts
+    missing images on their own, say) by type, never by wording.
+
     Attributes:
         path: the image file.
         reason: what went wrong.
     """
+
+
+class MissingImageError(ImageError):
+    """The image file does not exist."""
+
+
+class RefusedPathError(ImageError):
+    """A path read from a file would lead outside its folder (see :mod:`facegrid.paths`); it is never opened."""
 
 
 def _has_exif(data: bytes) -> bool:
@@ -168,7 +179,7 @@ def _read(path: str | os.PathLike, limit: int = -1) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read(limit)
     except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
+        raise MissingImageError(path, "no such file") from None
     except OSError as error:
         raise ImageError(path, f"cannot read: {error.strerror or error}") from None
     if not data:

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from facegrid import records
 from facegrid.errors import PathError
 from facegrid.images import ImageInfo, probe_data
 from facegrid.index import ATTRIBUTES, Index
-from facegrid.pack import Manifest, read_manifest
+from facegrid.pack import MANIFEST, Manifest, read_manifest, shard_records
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +56,14 @@ def read_packed(folder: str | os.PathLike) -> PackedSet:
     """Read a packed folder's index: every shard once, front to back.
 
     Raises:
-        facegrid.errors.PathError: no manifest, a shard missing, an example
-            that is not of :mod:`facegrid.records`' layout, the same image
-            packed twice, or counts that disagree with the manifest (run
-            ``facegrid data check`` on it for the whole list).
+        facegrid.errors.PathError: no manifest (see
+            :func:`facegrid.pack.read_manifest`), a shard missing or damaged
+            (:class:`facegrid.pack.DamagedShardError`), an example that is not
+            of :mod:`facegrid.records`' layout, the same image packed twice, an
+            image placed past the annotation file's, counts (a shard's, or
+            the images and faces of all) that disagree with the manifest (run
+            ``facegrid data check`` on it for the whole list), or not one
+            example in the shards.
         facegrid.images.ImageError: image bytes that are no image.
     """
     folder = Path(folder)
@@ -71,19 +74,14 @@ def read_packed(folder: str | os.PathLike) -> PackedSet:
         if not path.is_file():
             raise PathError(path, "missing: the manifest lists it")
         before = len(found)
-        try:
-            for k, serialized in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
-                found.append(_parsed(serialized, f"{path}: example {k}"))
-        except tf.errors.OpError as error:
-            raise PathError(path, f"not a readable TFRecord file ({error.message})") from None
+        for k, serialized in enumerate(shard_records(path)):
+            found.append(_parsed(serialized, f"{path}: example {k}"))
         if len(found) - before != shard.examples:
             raise PathError(path, f"holds {len(found) - before} examples, the manifest says {shard.examples}")
     found.sort(key=lambda record: record.position)
     positions = np.array([record.position for record in found], np.int64)
-    twice = np.flatnonzero(np.diff(positions) == 0)
-    if len(twice):
-        raise PathError(folder, f"image {found[twice[0]].path} (position {positions[twice[0]]}) is packed twice")
     counts = np.array([len(record.boxes) for record in found], np.int64)
+    _check_whole(folder, manifest, found, positions, counts)
     boxes = np.concatenate([record.boxes for record in found]).reshape(-1, 4).astype(np.int32)
     index = Index(
         source=str(folder),
@@ -97,6 +95,29 @@ def read_packed(folder: str | os.PathLike) -> PackedSet:
     infos = {record.path: _info(record, folder) for record in found}
     log.info("read packed set %s: %d images, %d faces in %d shards", folder, len(index), index.num_faces, len(files))
     return PackedSet(folder, manifest, files, index, positions, infos)
+
+
+def _check_whole(folder: Path, manifest: Manifest, found: list[records.Record], positions: np.ndarray,
+                 counts: np.ndarray) -> None:
+    """Refuse packed images (in annotation order, with their ``positions`` and face ``counts``) that are not one set.
+
+    Raises:
+        facegrid.errors.PathError: no image; an image placed outside the
+            annotation file's, or packed twice; totals that are not the manifest's.
+    """
+    if not found:
+        raise PathError(folder, "holds no image: its shards hold no example")
+    listed = manifest.images + manifest.skipped_images  # the annotation file's images
+    if not 0 <= positions[0] <= positions[-1] < listed:
+        outside = found[0] if positions[0] < 0 else found[-1]
+        raise PathError(folder, f"image {outside.path} is placed at {outside.position}, outside the "
+                                f"{listed} images of the annotation file packed")
+    twice = np.flatnonzero(np.diff(positions) == 0)
+    if len(twice):
+        raise PathError(folder, f"image {found[twice[0]].path} (position {positions[twice[0]]}) is packed twice")
+    if (len(found), counts.sum()) != (manifest.images, manifest.faces):
+        raise PathError(folder / MANIFEST, f"says {manifest.images:,} images, {manifest.faces:,} faces; "
+                                           f"its shards hold {len(found):,}, {counts.sum():,}")
 
 
 def _parsed(serialized: bytes, where: str) -> records.Record:

@@ -1,9 +1,11 @@
-"""Image paths from annotation files, kept inside the images folder.
+"""Paths read from files, kept inside their folder.
 
-An annotation file names each image relative to an images folder, and such
-files travel between people. A path is therefore refused, and the file never
-opened, when it is absolute, climbs out with ``..``, or leads outside the
-folder through a symbolic link.
+Files name other files relative to a folder: an annotation file its images,
+relative to the images folder; a packed set's manifest its shards, relative
+to its own folder. Such files travel between people, so
+:func:`escape_reason` owns the one rule for every such path: it is refused,
+and never opened, when it is empty, holds a NUL byte, is absolute, climbs out
+with ``..``, or leads outside the folder through a symbolic link.
 
 Giving the images folder one level too high or too low (``WIDER_val`` for
 ``WIDER_val/images``) is the usual way to find none of the images;
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from facegrid.images import ImageError
+from facegrid.images import RefusedPathError
 
 #: Annotation paths :func:`nearby_images_folder` looks up, spread over the file.
 NEARBY_SAMPLE = 20
@@ -24,21 +26,34 @@ NEARBY_SAMPLE = 20
 NEARBY_CHILDREN = 100
 
 
-def escape_reason(name: str, what: str = "image paths", folder: str = "the images folder") -> str | None:
-    """Why a relative path read from a file would leave its folder on its face (absolute, ``..``), or None.
+def escape_reason(name: str, what: str = "image paths", folder: str = "the images folder", *,
+                  root: str | os.PathLike | None = None) -> str | None:
+    """Why a relative path read from a file would leave its folder, or None.
 
+    On its face alone (``root`` None): empty, a NUL byte, absolute, ``..``.
     The path is read both as POSIX and as Windows, so that ``..\\x`` and
-    ``C:\\x`` are caught on any system. ``what`` and ``folder`` name the
-    paths and the folder in the reason (annotation image paths by default;
-    archive members in :mod:`facegrid.unpack`).
+    ``C:\\x`` are caught on any system. Given the folder ``root``, also a
+    path that resolves (through symbolic links) to a place outside it.
+    ``what`` and ``folder`` name the paths and the folder in the reason
+    (annotation image paths by default).
     """
     if not name:
         return "empty path"
+    if "\0" in name:
+        return f"a NUL byte in the path: {what} cannot hold one"
     for pure in (PurePosixPath(name), PureWindowsPath(name)):
         if pure.is_absolute() or pure.anchor:
             return f"absolute path: {what} must be relative to {folder}"
         if ".." in pure.parts:
             return f"'..' in the path: {what} must stay inside {folder}"
+    if root is not None:
+        real = os.path.realpath(root)
+        try:
+            inside = os.path.commonpath([os.path.realpath(Path(root) / name), real]) == real
+        except ValueError:  # a lone surrogate, which no file name encodes
+            return "not a file name this system can encode"
+        if not inside:
+            return f"leads outside {folder} through a symbolic link"
     return None
 
 
@@ -46,18 +61,13 @@ def image_path(images: str | os.PathLike, name: str) -> Path:
     """The file an annotation path names inside the ``images`` folder.
 
     Raises:
-        ImageError: the path is absolute, contains ``..``, or resolves (through
-            symbolic links) to a place outside ``images``. Nothing is opened.
+        facegrid.images.RefusedPathError: :func:`escape_reason` refuses the
+            path. Nothing is opened.
     """
-    path = Path(images) / name
-    reason = escape_reason(name)
-    if reason is None:
-        root = os.path.realpath(images)
-        if os.path.commonpath([os.path.realpath(path), root]) != root:
-            reason = "leads outside the images folder through a symbolic link"
+    reason = escape_reason(name, root=images)
     if reason is not None:
-        raise ImageError(path, f"refused: {reason}")
-    return path
+        raise RefusedPathError(Path(images) / name, f"refused: {reason}")
+    return Path(images) / name
 
 
 def nearby_images_folder(images: str | os.PathLike, names: list[str]) -> Path | None:

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from facegrid import boxes as box_ops
 from facegrid import records, tf_targets
+from facegrid.errors import PathError
 from facegrid.examples import ExampleSource
 from facegrid.images import DCT_RATIOS, FULL_IMAGE, covering_size, decoded_size, pixel_region
 from facegrid.index import Index
@@ -58,8 +59,8 @@ class PureTFPipeline(SourceBatches):
     it jittered as drawn from ``(seed, e, i)``.
 
     Raises:
-        ValueError: an image that is not a JPEG TensorFlow decodes to RGB
-            itself (use FacePipeline for those).
+        facegrid.errors.PathError: an image that is not a JPEG TensorFlow
+            decodes to RGB itself (use FacePipeline for those).
         TypeError: a codec :mod:`facegrid.tf_targets` cannot encode.
         facegrid.images.ImageError: with ``on_bad_image="raise"``, the first
             image that cannot be used.
@@ -67,7 +68,7 @@ class PureTFPipeline(SourceBatches):
 
     def __init__(self, annotations: str | os.PathLike | Index, images: str | os.PathLike, **options):
         super().__init__(annotations, images, **options)
-        self._tables = _image_tables(self.source, files=True)
+        self._tables = _image_tables(self.source, files=True, instead="use FacePipeline (pipeline='tfdata')")
 
     def plans(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
         """One element per epoch ``first_epoch ..``: a dict of ``[n, ...]`` tensors, a row per sample in serving order.
@@ -168,12 +169,14 @@ def _epoch_plans(
     return plans
 
 
-def _image_tables(source: ExampleSource, files: bool) -> dict[str, tf.Tensor]:
+def _image_tables(source: ExampleSource, files: bool, instead: str) -> dict[str, tf.Tensor]:
     """What the per-example map reads per image or per face, as constant tensors (with ``files``, the image files).
 
     Raises:
         TypeError: targets :mod:`facegrid.tf_targets` cannot encode.
-        ValueError: an image that is not a JPEG TensorFlow decodes to RGB itself.
+        facegrid.errors.PathError: an image that is not a JPEG TensorFlow
+            decodes to RGB itself, naming the folder (``source.images``), the
+            first such image, and what to do ``instead``.
     """
     if not tf_targets.supports(source.builder.codec):
         codec = type(source.builder.codec).__name__
@@ -182,9 +185,8 @@ def _image_tables(source: ExampleSource, files: bool) -> dict[str, tf.Tensor]:
     infos = [source.info(image) for image in range(len(index))]
     refused = [str(index.paths[image]) for image, info in enumerate(infos) if not info.jpeg]
     if refused:
-        raise ValueError(
-            f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to RGB, e.g. {refused[0]}; use FacePipeline"
-        )
+        raise PathError(source.images, f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to RGB, e.g. "
+                                       f"{refused[0]}: the pure-TensorFlow pipelines read JPEGs only; {instead}")
     log.info("pure-TensorFlow pipeline: %d images, %d faces", len(index), index.num_faces)
     paths = {"path": tf.constant([str(source.path(image)) for image in range(len(index))])} if files else {}
     return {
@@ -239,10 +241,11 @@ class PackedPipeline(PureTFPipeline):
             :meth:`ExampleSource.create <facegrid.examples.ExampleSource.create>`.
 
     Raises:
-        ValueError: a share that does not exist, or more readers than shards;
-            an image TensorFlow cannot decode at a DCT scale.
-        facegrid.errors.PathError: a folder that is no packed set, or whose
-            shards disagree with its manifest.
+        ValueError: a share that does not exist, or more readers than shards.
+        facegrid.errors.PathError: a folder that is no packed set, holds no
+            image, or whose shards disagree with its manifest
+            (:func:`facegrid.packed.read_packed`); an image TensorFlow cannot
+            decode at a DCT scale.
     """
 
     def __init__(
@@ -265,7 +268,8 @@ class PackedPipeline(PureTFPipeline):
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
         SourceBatches.__init__(self, packed.index, packed.folder, infos=packed.infos, verify=False, **options)
-        self._tables = _image_tables(self.source, files=False)
+        self._tables = _image_tables(self.source, files=False, instead=(
+            "train from the images folder with FacePipeline (pipeline='tfdata'), or pack JPEGs only"))
         self.packed = packed
         self.shuffle_buffer = shuffle_buffer
         self._shards = np.arange(input_pipeline_id, shards, num_input_pipelines)
