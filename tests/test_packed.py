@@ -227,6 +227,7 @@ def refused_training(folder, run) -> str:
     assert result.exit_code == 2, (result.output, result.exc_info)
     [line] = result.stderr.splitlines()
     assert line.startswith("error: ")
+    assert not run.exists(), "a refused run left its folder behind"
     return line
 
 

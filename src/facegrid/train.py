@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import shutil
 import tempfile
@@ -297,11 +298,11 @@ class Checkpoints(keras.callbacks.Callback):
         write_text_atomically(self.run_dir / "state.json", json.dumps(state) + "\n")
 
 
-def _log_to(run_dir: Path) -> logging.Handler:
+def _log_file(run_dir: Path) -> logging.Handler:
+    """``train.log`` in the run folder, receiving facegrid's log from now on."""
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("facegrid").addHandler(handler)
-    logging.getLogger("facegrid").setLevel(logging.INFO)
     return handler
 
 
@@ -362,25 +363,37 @@ def train(
     strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
-    validation = None
-    if val_annotations is not None:  # before the run folder is made, so that a refusal leaves nothing there
-        val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
-        validation = (val_index, val_images, *validation_ground_truth(config, val_index))
-    init_weights = load_detector(config.init).get_weights() if config.init else None  # a bad file costs nothing yet
+    facegrid_log = logging.getLogger("facegrid")
+    held = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)  # until train.log exists
+    facegrid_log.addHandler(held)
+    facegrid_log.setLevel(logging.INFO)
+    handlers = [held]
     writes = writes_run_folder(config)
     out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="facegrid-worker-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.toml")  # first, so that a run stopped at once can be resumed
-    handler = _log_to(out_dir)
-    finished = (run_dir / "state.json").is_file()
-    if resume and not finished:
-        log.info("%s: no epoch of the run finished; starting it again with its settings", run_dir)
     try:
-        return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation,
-                      resume and finished, init_weights, verbose)
+        # every input is read and checked before the run folder is made, so that a refusal leaves nothing there
+        keras.utils.set_random_seed(config.seed)
+        face_filter = FaceFilter(min_size=config.min_face_size)
+        train_data = _training_data(config, train_annotations, train_images, face_filter)
+        validation = None
+        if val_annotations is not None:
+            val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
+            validation = (val_index, val_images, *validation_ground_truth(config, val_index))
+        init_weights = load_detector(config.init).get_weights() if config.init else None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.toml")  # first, so that a run stopped at once can be resumed
+        handlers.append(_log_file(out_dir))
+        held.setTarget(handlers[-1])
+        held.flush()
+        finished = (run_dir / "state.json").is_file()
+        if resume and not finished:
+            log.info("%s: no epoch of the run finished; starting it again with its settings", run_dir)
+        return _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume and finished,
+                      init_weights, verbose)
     finally:
-        logging.getLogger("facegrid").removeHandler(handler)
-        handler.close()
+        for handler in handlers:
+            facegrid_log.removeHandler(handler)
+            handler.close()
         if not writes:
             shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -451,21 +464,18 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
-def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume, init_weights,
-           verbose):
+def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume, init_weights, verbose):
     """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
 
+    ``train_data``: the training batches (:func:`_training_data`).
     ``validation``: None, or the validation index, its images folder, its
     ground truth and the note on it (:func:`validation_ground_truth`).
     ``resume``: continue from the run's last finished epoch (else start at
     the first, a resumed run that finished none included). ``init_weights``:
     the weights of ``config.init``, or None.
     """
-    keras.utils.set_random_seed(config.seed)
     log.info("strategy %s: %s, %d replica(s) in sync", config.strategy, type(strategy).__name__,
              strategy.num_replicas_in_sync)
-    face_filter = FaceFilter(min_size=config.min_face_size)
-    train_data = _training_data(config, train_annotations, train_images, face_filter)
     callbacks: list[keras.callbacks.Callback] = []
     if validation is not None:
         val_index, val_images, ground_truth, note = validation
