@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from facegrid import boxes as box_ops
 from facegrid import records, tf_targets
+from facegrid.errors import PathError
 from facegrid.examples import ExampleSource
 from facegrid.images import DCT_RATIOS, FULL_IMAGE, covering_size, decoded_size, pixel_region
 from facegrid.index import Index
@@ -58,8 +59,8 @@ class PureTFPipeline(SourceBatches):
     it jittered as drawn from ``(seed, e, i)``.
 
     Raises:
-        ValueError: an image that is not a JPEG TensorFlow decodes to RGB
-            itself (use FacePipeline for those).
+        facegrid.errors.PathError: an image that is not a JPEG TensorFlow
+            decodes to RGB itself (use FacePipeline for those).
         TypeError: a codec :mod:`facegrid.tf_targets` cannot encode.
         facegrid.images.ImageError: with ``on_bad_image="raise"``, the first
             image that cannot be used.
@@ -173,18 +174,17 @@ def _image_tables(source: ExampleSource, files: bool) -> dict[str, tf.Tensor]:
 
     Raises:
         TypeError: targets :mod:`facegrid.tf_targets` cannot encode.
-        ValueError: an image that is not a JPEG TensorFlow decodes to RGB itself.
+        facegrid.errors.PathError: an image that is not a JPEG TensorFlow decodes to RGB itself.
     """
     if not tf_targets.supports(source.builder.codec):
         codec = type(source.builder.codec).__name__
         raise TypeError(f"the pure-TensorFlow pipelines cannot encode {codec} targets; use FacePipeline")
     index = source.index
     infos = [source.info(image) for image in range(len(index))]
-    refused = [str(index.paths[image]) for image, info in enumerate(infos) if not info.jpeg]
+    refused = [image for image, info in enumerate(infos) if not info.jpeg]
     if refused:
-        raise ValueError(
-            f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to RGB, e.g. {refused[0]}; use FacePipeline"
-        )
+        raise PathError(index.paths[refused[0]], f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to "
+                                               "RGB, this one among them; use FacePipeline (pipeline 'tfdata')")
     log.info("pure-TensorFlow pipeline: %d images, %d faces", len(index), index.num_faces)
     paths = {"path": tf.constant([str(source.path(image)) for image in range(len(index))])} if files else {}
     return {
