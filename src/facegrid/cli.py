@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from facegrid.bad_images import POLICIES
-from facegrid.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config
+from facegrid.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config, service_address
 from facegrid.download import RELEASES
 from facegrid.errors import FacegridError, OutputExistsError, PathError
 from facegrid.export import CALIBRATION_IMAGES
@@ -223,8 +223,11 @@ def serve(dispatcher_port, dispatcher_address, port, work_dir) -> None:
     """
     if (dispatcher_port is None) == (dispatcher_address is None):
         raise click.UsageError("give exactly one of --dispatcher PORT and --worker HOST:PORT")
-    if dispatcher_address is not None and not _is_host_port(dispatcher_address):
-        raise click.UsageError(f"--worker {dispatcher_address!r}: expected HOST:PORT")
+    if dispatcher_address is not None:
+        try:
+            service_address(dispatcher_address)
+        except ValueError as error:
+            raise click.UsageError(f"--worker: {error}") from None
     _import_tensorflow()
     from facegrid.service import start_dispatcher, start_worker
 
@@ -243,11 +246,6 @@ def serve(dispatcher_port, dispatcher_address, port, work_dir) -> None:
         server.join()
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
-
-
-def _is_host_port(address: str) -> bool:
-    host, _, port = address.removeprefix("grpc://").rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 @data.command()
