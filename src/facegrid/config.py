@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -146,6 +147,10 @@ class Config:
         data_service: ``host:port`` of a tf.data service dispatcher (``facegrid
             data serve``) whose workers build the training batches; needs
             ``pipeline = "puretf"``. Empty: batches are built here.
+        data_service_wait: seconds training waits, before its first step, for
+            the dispatcher to answer and for a worker to register with it (a
+            trainer without workers would wait for data without end), and the
+            seconds a worker waits for its dispatcher to answer.
         workers: images decoded at once (tfdata) or batch-building workers (sequence).
         use_multiprocessing: sequence only: worker processes instead of threads.
         on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
@@ -207,6 +212,7 @@ class Config:
     min_face_size: float = 0.0
     pipeline: str = "tfdata"
     data_service: str = ""
+    data_service_wait: float = 60.0
     workers: int = 2
     use_multiprocessing: bool = False
     on_bad_image: str = "raise"
@@ -260,6 +266,8 @@ class Config:
                 service_address(self.data_service)
             except ValueError as error:
                 raise ValueError(f"data_service: {error}") from None
+        if not (math.isfinite(self.data_service_wait) and self.data_service_wait > 0):
+            raise ValueError(f"data_service_wait must be a positive number of seconds, got {self.data_service_wait}")
         _check_choice("strategy", self.strategy, STRATEGIES)
         check_policy(self.on_bad_image)
         _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)

@@ -11,12 +11,25 @@ no worker fails, and a faster worker simply takes more.
 Only graphs of TensorFlow ops can travel to a worker: a dataset that calls
 back into Python (``tf.numpy_function``, ``tf.py_function``) cannot be
 served, and :func:`distribute` refuses it before the trainer waits for it.
+
+TensorFlow itself waits for a dispatcher without end: a worker's start
+blocks until its dispatcher answers, and a trainer reads from a service
+without workers for ever. So a worker first asks for its dispatcher, and a
+trainer for a registered worker, over gRPC and for a bounded time
+(:func:`wait_for_dispatcher`, :func:`wait_for_workers`). Once both run,
+a server that stops is TensorFlow's to handle (see docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+
 import tensorflow as tf
+
+from facegrid.config import Config, service_address
+from facegrid.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +39,122 @@ PROCESSING_MODE = tf.data.experimental.service.ShardingPolicy.DYNAMIC
 #: Ops that call back into the Python of the process that built the graph.
 PYTHON_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction")
 
+#: gRPC methods of TensorFlow's dispatcher that answer an empty request: its
+#: version, and its registered workers (one field 1 each).
+VERSION_METHOD = "/tensorflow.data.DispatcherService/GetVersion"
+WORKERS_METHOD = "/tensorflow.data.DispatcherService/GetWorkers"
+
+#: The longest a single question to a dispatcher may take, and the pause between two, in seconds.
+ASK_SECONDS, PAUSE_SECONDS = 1.0, 0.25
+
 
 def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experimental.service.DispatchServer:
-    """TensorFlow's dispatcher on ``port`` (0: any free port); ``work_dir`` keeps its state across restarts."""
+    """TensorFlow's dispatcher on ``port`` (0: any free port); ``work_dir`` keeps its state across restarts.
+
+    Raises:
+        ServiceError: the server cannot start on ``port``.
+    """
     config = tf.data.experimental.service.DispatcherConfig(
         port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None
     )
-    return tf.data.experimental.service.DispatchServer(config)
+    return _started(tf.data.experimental.service.DispatchServer, config, port)
 
 
-def start_worker(dispatcher: str, port: int = 0) -> tf.data.experimental.service.WorkerServer:
-    """A worker serving the dispatcher at ``dispatcher`` (``host:port``), itself on ``port`` (0: any free port)."""
-    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=_bare(dispatcher), port=port)
-    return tf.data.experimental.service.WorkerServer(config)
+def start_worker(dispatcher: str, port: int = 0, *, wait: float = Config.data_service_wait,
+                 notice: Callable[[str], None] = log.info) -> tf.data.experimental.service.WorkerServer:
+    """A worker serving the dispatcher at ``dispatcher`` (``host:port``), itself on ``port`` (0: any free port).
+
+    Args:
+        wait: seconds to wait for the dispatcher to answer first (TensorFlow
+            would wait without end, deaf to signals).
+        notice: called with a line saying what is waited for, when the dispatcher does not answer at once.
+
+    Raises:
+        ValueError: ``dispatcher`` is not ``host:port``.
+        ServiceError: the dispatcher did not answer in time, or the server cannot start on ``port``.
+    """
+    address = service_address(dispatcher)
+    wait_for_dispatcher(address, wait, notice)
+    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port)
+    return _started(tf.data.experimental.service.WorkerServer, config, port)
 
 
-def _bare(address: str) -> str:
-    return address.removeprefix("grpc://")
+def _started(server_type, config, port: int):
+    """``server_type(config)``, with TensorFlow's failure to start it told as a :class:`ServiceError`."""
+    try:
+        return server_type(config)
+    except (RuntimeError, tf.errors.OpError) as error:  # "Could not start gRPC server", and the like
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ServiceError(f"port {port}", f"the server did not start: {reason}") from None
+
+
+def wait_for_dispatcher(address: str, timeout: float, notice: Callable[[str], None] = log.info) -> None:
+    """Return once the dispatcher at ``address`` (``host:port`` or ``grpc://host:port``) answers.
+
+    Raises:
+        ValueError: ``address`` is not ``host:port``.
+        ServiceError: it did not answer within ``timeout`` seconds, or something else answers there.
+    """
+    _wait(address, VERSION_METHOD, lambda reply: 1, timeout, notice)
+
+
+def wait_for_workers(address: str, timeout: float, notice: Callable[[str], None] = log.info) -> int:
+    """The number of workers registered with the dispatcher at ``address``, once there is one.
+
+    Raises:
+        ValueError: ``address`` is not ``host:port``.
+        ServiceError: the dispatcher did not answer, or no worker registered,
+            within ``timeout`` seconds; or something else answers there.
+    """
+    return _wait(address, WORKERS_METHOD, _workers, timeout, notice)
+
+
+def _workers(reply: bytes) -> int:
+    from google.protobuf import empty_pb2
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    return sum(field.field_number == 1 for field in UnknownFieldSet(empty_pb2.Empty.FromString(reply)))
+
+
+#: What a wait waits for, and what it says when the time is up.
+_AWAITED = {
+    "dispatcher": ("the tf.data service dispatcher at {}", "no tf.data service dispatcher answered within {:g} s"),
+    "worker": ("a worker to register with the tf.data service dispatcher at {}",
+               "the tf.data service dispatcher answers, but no worker registered with it within {:g} s"),
+}
+
+
+def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: float,
+          notice: Callable[[str], None]) -> int:
+    """Ask the dispatcher at ``address`` by ``method`` until ``count`` of its reply is positive; that count.
+
+    Each question is bounded, and the channel tries to connect again at least
+    every second, so a dispatcher that comes up is found within about a second.
+    """
+    import grpc
+
+    address = service_address(address)
+    deadline, told = time.monotonic() + timeout, None
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        ask = channel.unary_unary(method)
+        while True:
+            try:
+                found = count(ask(b"", timeout=max(min(deadline - time.monotonic(), ASK_SECONDS), 0.01)))
+                if found:
+                    return found
+                awaited = "worker"
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise ServiceError(address, f"answers, but not as a tf.data service dispatcher "
+                                                f"({error.code().name})") from None
+                awaited = "dispatcher"
+            if time.monotonic() >= deadline:
+                raise ServiceError(address, _AWAITED[awaited][1].format(timeout))
+            if awaited != told:
+                notice(f"waiting up to {timeout:g} s for {_AWAITED[awaited][0].format(address)}")
+                told = awaited
+            time.sleep(min(PAUSE_SECONDS, max(deadline - time.monotonic(), 0)))
 
 
 def op_types(dataset: tf.data.Dataset) -> set[str]:
@@ -57,7 +169,9 @@ def python_ops(dataset: tf.data.Dataset) -> list[str]:
     return sorted(op_types(dataset) & set(PYTHON_OPS))
 
 
-def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = None) -> tf.data.Dataset:
+def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = None, *,
+               wait: float = Config.data_service_wait,
+               notice: Callable[[str], None] = log.info) -> tf.data.Dataset:
     """``dataset`` produced by the service's workers, shared among them dynamically.
 
     Args:
@@ -65,14 +179,21 @@ def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = No
         address: the dispatcher, ``host:port`` or ``grpc://host:port``.
         job_name: trainers giving the same name share one pass over the data
             (each element to one of them); None gives this trainer a pass of its own.
+        wait: seconds to wait for the dispatcher to answer and a worker to
+            register with it (TensorFlow would wait for data without end).
+        notice: called with a line saying what is waited for, when the service is not ready at once.
 
     Raises:
-        ValueError: the dataset calls back into Python, which a worker cannot run.
+        ValueError: the dataset calls back into Python, which a worker cannot
+            run; or ``address`` is not ``host:port``.
+        ServiceError: the dispatcher did not answer, or had no worker, in time.
     """
     found = python_ops(dataset)
     if found:
         raise ValueError(f"this dataset calls Python ({', '.join(found)}), which tf.data service workers cannot run")
-    log.info("reading from tf.data service at %s (dynamic sharding)", address)
+    bare = service_address(address)
+    workers = wait_for_workers(bare, wait, notice)
+    log.info("reading from tf.data service at %s (dynamic sharding, %d worker(s) registered)", address, workers)
     return dataset.apply(tf.data.experimental.service.distribute(
-        processing_mode=PROCESSING_MODE, service=f"grpc://{_bare(address)}", job_name=job_name
+        processing_mode=PROCESSING_MODE, service=f"grpc://{bare}", job_name=job_name
     ))

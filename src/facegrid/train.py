@@ -47,6 +47,7 @@ import os
 import shutil
 import tempfile
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -68,7 +69,7 @@ from facegrid.runs import check_run_folder, writes_run_folder
 from facegrid.puretf import PackedPipeline, PureTFPipeline
 from facegrid.render import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.sequence import FaceSequence
-from facegrid.service import distribute
+from facegrid.service import distribute, wait_for_workers
 from facegrid.submission import SCORE_FLOOR, as_submitted
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
@@ -342,6 +343,7 @@ def train(
     val_images: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: int | str = "auto",
+    notice: Callable[[str], None] = log.info,
 ) -> keras.Model:
     """Train a detector, writing the run folder described in this module's docstring.
 
@@ -361,6 +363,9 @@ def train(
         resume: continue the run in ``run_dir`` from its last finished epoch,
             with its optimizer state, data order and early stopping count.
         verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
+        notice: called with a line saying what training waits for, when
+            ``config.data_service`` is not ready at once (see
+            :func:`facegrid.service.distribute`).
 
     Returns:
         The trained model (weights of the last epoch).
@@ -371,10 +376,14 @@ def train(
             ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`);
             or the ground truth ``config.val_ground_truth`` names cannot be used.
         ConnectionError: Keras' ImageNet weights cannot be downloaded.
+        facegrid.errors.ServiceError: the tf.data service did not answer, or
+            had no worker, within ``config.data_service_wait`` seconds.
     """
     strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
+    if config.data_service:  # before the run folder is made, so that a service not there leaves nothing in it
+        wait_for_workers(config.data_service, config.data_service_wait, notice)
     validation = None
     if val_annotations is not None:  # before the run folder is made, so that a refusal leaves nothing there
         val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
@@ -385,7 +394,7 @@ def train(
     handler = _log_to(out_dir)
     try:
         return _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume,
-                      verbose)
+                      verbose, notice)
     finally:
         logging.getLogger("facegrid").removeHandler(handler)
         handler.close()
@@ -460,7 +469,7 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
-def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume, verbose):
+def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, validation, resume, verbose, notice):
     """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
 
     ``validation``: None, or the validation index, its images folder, its
@@ -518,7 +527,7 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
             type(train_data).__name__, len(train_data.index), steps, config.workers,
         )
         if config.data_service:
-            data = distribute(data, config.data_service)
+            data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
 
     early_stopping = None
     if validation is not None and config.early_stopping_patience > 0:
@@ -539,3 +548,4 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
         shuffle=False, verbose=verbose,
     )
     return model
+
