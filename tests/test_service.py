@@ -1,8 +1,9 @@
 """tf.data service on loopback: dispatchers and workers as processes of their own, started here.
 
 Every image served exactly once; every wait for a server bounded and said; a
-server stopped by Ctrl-C or SIGTERM. Each wait on a process here has a
-timeout, so that a regression fails instead of hanging the suite.
+server stopped by Ctrl-C or SIGTERM; a port or state folder another
+dispatcher holds refused. Each wait on a process here has a timeout, so that
+a regression fails instead of hanging the suite.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from click.testing import CliRunner
 from facegrid import records
 from facegrid.cli import main
 from facegrid.pack import pack_dataset
-from facegrid.service import WORKERS_METHOD, distribute, python_ops
+from facegrid.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops
 from facegrid.wider import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
@@ -196,7 +197,7 @@ def test_serve_refuses_bad_arguments_in_one_line():
     try:
         port = blocker.getsockname()[1]
         result = CliRunner().invoke(main, ["data", "serve", "--dispatcher", str(port)])
-        assert result.exit_code == 2 and result.output.startswith(f"error: port {port}: the server did not start")
+        assert result.exit_code == 2 and result.output == f"error: port {port}: in use by another server\n"
     finally:
         blocker.close()
 
@@ -256,6 +257,20 @@ def test_a_signal_stops_a_dispatcher_and_a_worker(serve, stop):
     for server in (worker, dispatcher):
         server.process.send_signal(stop)
         assert server.end(timeout=15) == (0, ["stopped"])
+
+
+def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_path):
+    first, address = _dispatcher(serve, "--work-dir", tmp_path / "state")
+    port = address.rpartition(":")[2]
+    for args, refusal in [
+        (["--dispatcher", port], f"error: port {port}: in use by another server"),
+        (["--worker", address, "--port", port], f"error: port {port}: in use by another server"),
+        (["--dispatcher", 0, "--work-dir", tmp_path / "state"],
+         f"error: {tmp_path / 'state'}: another dispatcher keeps its state here (it holds facegrid-dispatcher.lock)"),
+    ]:
+        assert serve(*args).end(timeout=STARTUP) == (2, [refusal])
+    assert _ask(address, VERSION_METHOD) == b"\x08\t"  # the first one still answers
+    assert first.process.poll() is None
 
 
 def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):

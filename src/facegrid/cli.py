@@ -211,7 +211,8 @@ def data() -> None:
 @click.option("--port", type=click.IntRange(0, 65535),
               help="Worker: its own port (0: any free port)  [default: 0].")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs.")
+              help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs; "
+                   "one dispatcher at a time.")
 @click.option("--wait", type=_Number(0, min_open=True), metavar="SECONDS",
               help="Worker: how long to wait for the dispatcher to answer before giving up "
                    f"[default: {Config.data_service_wait:g}].")
@@ -225,6 +226,7 @@ def serve(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
       facegrid data serve --worker dispatcher-host:5050
     and train with --data-service dispatcher-host:5050. Runs until
     interrupted (Ctrl-C or SIGTERM), then says 'stopped' and exits with 0.
+    A port another server holds is refused (exit status 2).
     """
     _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wait)
     server = None

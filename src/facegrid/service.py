@@ -18,18 +18,29 @@ without workers for ever. So a worker first asks for its dispatcher, and a
 trainer for a registered worker, over gRPC and for a bounded time
 (:func:`wait_for_dispatcher`, :func:`wait_for_workers`). Once both run,
 a server that stops is TensorFlow's to handle (see docs/scaling.md).
+
+gRPC servers share a port with any other that asks to (``SO_REUSEPORT``),
+so a second dispatcher on a taken port would start beside the first; a
+server here starts only on a port nothing else holds, and a dispatcher only
+on a state folder no other dispatcher holds.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import socket
 import time
+import weakref
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 import tensorflow as tf
 
 from facegrid.config import Config, service_address
-from facegrid.errors import ServiceError
+from facegrid.errors import PathError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +58,33 @@ WORKERS_METHOD = "/tensorflow.data.DispatcherService/GetWorkers"
 #: The longest a single question to a dispatcher may take, and the pause between two, in seconds.
 ASK_SECONDS, PAUSE_SECONDS = 1.0, 0.25
 
+#: The file in a dispatcher's state folder that the dispatcher using it holds locked.
+LOCK_FILE = "facegrid-dispatcher.lock"
+
 
 def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experimental.service.DispatchServer:
     """TensorFlow's dispatcher on ``port`` (0: any free port); ``work_dir`` keeps its state across restarts.
 
+    The lock on ``work_dir`` is held while the returned server object lives.
+
     Raises:
-        ServiceError: the server cannot start on ``port``.
+        ServiceError: ``port`` is taken, or the server cannot start on it.
+        facegrid.errors.PathError: ``work_dir`` cannot be made or written, or another dispatcher uses it.
     """
+    check_port_free(port)
+    lock = None if work_dir is None else lock_state_folder(work_dir)
     config = tf.data.experimental.service.DispatcherConfig(
         port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None
     )
-    return _started(tf.data.experimental.service.DispatchServer, config, port)
+    try:
+        server = _started(tf.data.experimental.service.DispatchServer, config, port)
+    except ServiceError:
+        if lock is not None:
+            lock.close()
+        raise
+    if lock is not None:
+        weakref.finalize(server, lock.close)
+    return server
 
 
 def start_worker(dispatcher: str, port: int = 0, *, wait: float = Config.data_service_wait,
@@ -71,10 +98,11 @@ def start_worker(dispatcher: str, port: int = 0, *, wait: float = Config.data_se
 
     Raises:
         ValueError: ``dispatcher`` is not ``host:port``.
-        ServiceError: the dispatcher did not answer in time, or the server cannot start on ``port``.
+        ServiceError: the dispatcher did not answer in time, or ``port`` is taken.
     """
     address = service_address(dispatcher)
     wait_for_dispatcher(address, wait, notice)
+    check_port_free(port)
     config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port)
     return _started(tf.data.experimental.service.WorkerServer, config, port)
 
@@ -86,6 +114,58 @@ def _started(server_type, config, port: int):
     except (RuntimeError, tf.errors.OpError) as error:  # "Could not start gRPC server", and the like
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ServiceError(f"port {port}", f"the server did not start: {reason}") from None
+
+
+def check_port_free(port: int) -> None:
+    """Refuse ``port`` (nonzero) when a server listens on it, on any address of this host.
+
+    A socket bound without ``SO_REUSEPORT`` cannot share a port with a
+    listening one, whoever set that option; ``SO_REUSEADDR`` lets it through
+    where only the closed connections of a stopped server are left.
+
+    Raises:
+        ServiceError: the port is taken, or may not be used.
+    """
+    if port == 0:
+        return
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
+        anywhere = "::"
+    except OSError:  # a host without IPv6
+        probe, anywhere = socket.socket(socket.AF_INET), "0.0.0.0"
+    with probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((anywhere, port))
+        except OSError as error:
+            reason = "in use by another server" if error.errno == errno.EADDRINUSE else error.strerror
+            raise ServiceError(f"port {port}", reason) from None
+
+
+def lock_state_folder(work_dir: str) -> IO[str]:
+    """The open lock file of the dispatcher state folder ``work_dir`` (made if need be), locked for this process.
+
+    Raises:
+        facegrid.errors.PathError: the folder cannot be made or written, or another process holds its lock.
+    """
+    try:
+        work_dir.encode()
+    except UnicodeEncodeError:  # bytes of another encoding, which TensorFlow's configuration cannot carry
+        raise PathError(work_dir, "its name is not UTF-8, which TensorFlow needs") from None
+    try:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        lock = open(Path(work_dir) / LOCK_FILE, "a")
+    except OSError as error:
+        raise PathError(work_dir, f"cannot hold a dispatcher's state: {error.strerror or error}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        lock.close()
+        held = isinstance(error, BlockingIOError)
+        raise PathError(work_dir, f"another dispatcher keeps its state here (it holds {LOCK_FILE})" if held
+                        else f"cannot lock {LOCK_FILE}: {error.strerror}") from None
+    return lock
 
 
 def wait_for_dispatcher(address: str, timeout: float, notice: Callable[[str], None] = log.info) -> None:
