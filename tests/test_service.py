@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from facegrid import records
 from facegrid.cli import main
 from facegrid.pack import pack_dataset
-from facegrid.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops
+from facegrid.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops, service_failure
 from facegrid.wider import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
@@ -271,6 +271,16 @@ def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_p
         assert serve(*args).end(timeout=STARTUP) == (2, [refusal])
     assert _ask(address, VERSION_METHOD) == b"\x08\t"  # the first one still answers
     assert first.process.poll() is None
+
+
+def test_a_service_failure_while_training_is_told_by_the_line_its_op_wrote():
+    cause = "Failed to get tasks: Unknown iteration client id 3000. The dispatcher is not configured for it"
+    keras_fit = ("Graph execution error:\n\nDetected at node IteratorGetNext defined at (most recent call last):\n"
+                 f'  File "train.py", line 9, in fit\n\n{cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference]')
+    eager = f"{{{{function_node __inference_step_41}}}} {cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference_2]"
+    for message in (keras_fit, eager):
+        error = service_failure("localhost:5050", tf.errors.NotFoundError(None, None, message))
+        assert str(error) == f"localhost:5050: reading from the tf.data service failed (NotFoundError): {cause}"
 
 
 def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):

@@ -72,7 +72,7 @@ class OverwritesInputError(PathError):
 
 
 class ServiceError(FacegridError):
-    """A server facegrid waited for did not answer in time, or a port it needs is taken.
+    """A server facegrid waited for did not answer in time, a port it needs is taken, or reading from it failed.
 
     Attributes:
         address: ``host:port``, or ``port N`` for a port of this host.

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import re
 import socket
 import time
 import weakref
@@ -60,6 +61,10 @@ ASK_SECONDS, PAUSE_SECONDS = 1.0, 0.25
 
 #: The file in a dispatcher's state folder that the dispatcher using it holds locked.
 LOCK_FILE = "facegrid-dispatcher.lock"
+
+#: What reading from a service raises once the service cannot go on: its dispatcher came back without
+#: the state of the trainer's job (no ``work_dir``), or a file a worker reads is missing, and the like.
+SERVICE_FAILURES = (tf.errors.NotFoundError, tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
 
 
 def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experimental.service.DispatchServer:
@@ -235,6 +240,19 @@ def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: flo
                 notice(f"waiting up to {timeout:g} s for {_AWAITED[awaited][0].format(address)}")
                 told = awaited
             time.sleep(min(PAUSE_SECONDS, max(deadline - time.monotonic(), 0)))
+
+
+def service_failure(address: str, error: tf.errors.OpError) -> ServiceError:
+    """``error``, raised while reading from the service at ``address``, as a :class:`ServiceError`.
+
+    Its reason is the line of TensorFlow's message that the failed op wrote,
+    the one before ``[[{{node ...}}]]``, without the lines that say where in
+    the program the graph was defined.
+    """
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()] or [type(error).__name__]
+    op = next((k for k, line in enumerate(lines) if line.startswith("[[")), 1)
+    cause = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[max(op - 1, 0)])
+    return ServiceError(address, f"reading from the tf.data service failed ({type(error).__name__}): {cause}")
 
 
 def op_types(dataset: tf.data.Dataset) -> set[str]:

@@ -69,7 +69,7 @@ from facegrid.runs import check_run_folder, writes_run_folder
 from facegrid.puretf import PackedPipeline, PureTFPipeline
 from facegrid.render import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.sequence import FaceSequence
-from facegrid.service import distribute, wait_for_workers
+from facegrid.service import SERVICE_FAILURES, distribute, service_failure, wait_for_workers
 from facegrid.submission import SCORE_FLOOR, as_submitted
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
@@ -377,7 +377,8 @@ def train(
             or the ground truth ``config.val_ground_truth`` names cannot be used.
         ConnectionError: Keras' ImageNet weights cannot be downloaded.
         facegrid.errors.ServiceError: the tf.data service did not answer, or
-            had no worker, within ``config.data_service_wait`` seconds.
+            had no worker, within ``config.data_service_wait`` seconds; or
+            reading from it failed while training (see :mod:`facegrid.service`).
     """
     strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
@@ -543,9 +544,14 @@ def _train(config, strategy, train_annotations, train_images, run_dir, out_dir, 
         TrainingCurves(out_dir),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
     ]
-    model.fit(
-        data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
-        shuffle=False, verbose=verbose,
-    )
+    try:
+        model.fit(
+            data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
+            shuffle=False, verbose=verbose,
+        )
+    except SERVICE_FAILURES as error:
+        if not config.data_service:
+            raise
+        raise service_failure(config.data_service, error) from None
     return model
 
