@@ -307,9 +307,12 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     run.mkdir()
     Config(input_size=64, grid_size=4).save(run / "config.toml")
     assert without_tensorflow(*data, "--run", run) == (
-        2, f"error: {run}: holds a run already (config.toml): pass --resume (resume=True) to continue it, "
-           "or choose another folder\n", False)
+        2, f"error: {run}: holds a run stopped before its first epoch ended (config.toml): pass --resume "
+           "(resume=True) to start it again with its settings, or choose another folder\n", False)
     (run / "state.json").write_text('{"epoch": 1, "best_ap": -1.0}\n')
+    assert without_tensorflow(*data, "--run", run) == (
+        2, f"error: {run}: holds a run already (config.toml, state.json): pass --resume (resume=True) to continue "
+           "it, or choose another folder\n", False)
     assert without_tensorflow(*data, "--run", run, "--resume", "--grid-size", "2") == (
         2, f"error: {run / 'config.toml'}: the run was started with grid_size = 4; it cannot be resumed with "
            "grid_size = 2 (leave grid_size as it was, or start a new run)\n", False)

@@ -1,14 +1,25 @@
-"""tf.data service on loopback: a dispatcher and two workers as processes of their own, every image exactly once."""
+"""tf.data service on loopback: dispatchers and workers as processes of their own, started here.
+
+Every image served exactly once; every wait for a server bounded and said; a
+server stopped by Ctrl-C or SIGTERM; a port or state folder another
+dispatcher holds refused. Each wait on a process here has a timeout, so that
+a regression fails instead of hanging the suite.
+"""
 
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from importlib import resources
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,14 +28,98 @@ from click.testing import CliRunner
 from facegrid import records
 from facegrid.cli import main
 from facegrid.pack import pack_dataset
-from facegrid.service import distribute, python_ops
+from facegrid.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops, service_failure
 from facegrid.wider import read_annotations
+
+#: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
+STARTUP = 120
+
+#: The environment of the processes started here: this one's, TensorFlow's C++ log off.
+ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+#: Training on the bundled samples, as small as the settings go.
+SAMPLES = Path(str(resources.files("facegrid") / "samples"))
+TINY_TRAINING = ["--annotations", SAMPLES / "faces_bbx_gt.txt", "--images", SAMPLES / "images", "--epochs", "1",
+                 "--input-size", "64", "--grid-size", "2", "--backbone-weights", "none", "--alpha", "0.35"]
 
 
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         return probe.getsockname()[1]
+
+
+class Served:
+    """``facegrid data serve ARGS`` in a process of its own, its stderr read line by line as it comes."""
+
+    def __init__(self, *args):
+        command = [sys.executable, "-m", "facegrid.cli", "data", "serve", *map(str, args)]
+        self.process = subprocess.Popen(command, env=ENVIRONMENT, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line(self, timeout: float = STARTUP) -> str | None:
+        """The next line it says (None once it has ended); fails the test after ``timeout`` seconds."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"{self.process.args}: nothing said within {timeout} s")
+
+    def end(self, timeout: float) -> tuple[int, list[str]]:
+        """Its exit status and the rest of what it said, once it ends; fails the test after ``timeout`` seconds."""
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.process.args}: still running after {timeout} s")
+        rest = []
+        while (line := self.line(timeout=10)) is not None:
+            rest.append(line)
+        return status, rest
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def serve():
+    """``serve(*args)`` -> a started :class:`Served`; whatever still runs after the test is killed."""
+    started = []
+
+    def start(*args) -> Served:
+        started.append(Served(*args))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def _dispatcher(serve, *args) -> tuple[Served, str]:
+    """A dispatcher on a free port, up; and its address."""
+    port = _free_port()
+    dispatcher = serve("--dispatcher", port, *args)
+    assert dispatcher.line() == f"tf.data service dispatcher at grpc://localhost:{port}"
+    return dispatcher, f"localhost:{port}"
+
+
+def _ask(address: str, method: str) -> bytes:
+    with grpc.insecure_channel(address) as channel:
+        return channel.unary_unary(method)(b"", timeout=10)
+
+
+def _train(*args, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """``facegrid train ARGS`` on the bundled samples (pipeline puretf) in a process of its own; and its seconds."""
+    started = time.monotonic()
+    command = [sys.executable, "-m", "facegrid.cli", "train", *map(str, TINY_TRAINING), "--pipeline", "puretf", *args]
+    result = subprocess.run(list(map(str, command)), env=ENVIRONMENT, capture_output=True, text=True, timeout=timeout)
+    return result, time.monotonic() - started
 
 
 def _packed_paths(folder: Path) -> tf.data.Dataset:
@@ -48,24 +143,13 @@ def packed(wider, tmp_path_factory):
 
 
 @pytest.fixture
-def service():
+def service(serve):
     """A dispatcher and two workers, each `facegrid data serve` in a process of its own; yields the address."""
-    port = _free_port()
-    address = f"localhost:{port}"
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "facegrid.cli", "data", "serve"]
-    servers = [subprocess.Popen(command + ["--dispatcher", str(port)], env=environment, stderr=subprocess.PIPE, text=True)]
-    assert "dispatcher at grpc://localhost" in servers[0].stderr.readline()
-    for _ in range(2):
-        servers.append(subprocess.Popen(command + ["--worker", address], env=environment, stderr=subprocess.PIPE,
-                                        text=True))
-    for worker in servers[1:]:
-        assert f"worker for {address}" in worker.stderr.readline()
-    yield address, servers
-    for server in servers:
-        server.terminate()
-    for server in servers:
-        server.wait(timeout=30)
+    dispatcher, address = _dispatcher(serve)
+    workers = [serve("--worker", address) for _ in range(2)]
+    for worker in workers:
+        assert worker.line() == f"tf.data service worker for {address}"
+    yield address, [dispatcher.process] + [worker.process for worker in workers]
 
 
 def test_one_pass_through_two_workers_serves_every_image_exactly_once(packed, service):
@@ -103,19 +187,100 @@ def test_a_dataset_that_calls_python_is_refused_before_any_wait():
 
 
 def test_serve_refuses_bad_arguments_in_one_line():
-    for args in ([], ["--dispatcher", "1", "--worker", "h:2"], ["--worker", "nohost"]):
+    for args in ([], ["--dispatcher", "1", "--worker", "h:2"], ["--worker", "nohost"],
+                 ["--dispatcher", "0", "--wait", "1"], ["--worker", "h:1", "--work-dir", "state"]):
         result = CliRunner().invoke(main, ["data", "serve", *args])
         assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("error: ")
     blocker = socket.socket()
     blocker.bind(("localhost", 0))
     blocker.listen()
     try:
-        started = time.monotonic()
-        result = CliRunner().invoke(main, ["data", "serve", "--dispatcher", str(blocker.getsockname()[1])])
-        assert result.exit_code == 1 and result.output.count("\n") == 1 and time.monotonic() - started < 60
-        assert "dispatcher on port" in result.output and "in use" in result.output
+        port = blocker.getsockname()[1]
+        result = CliRunner().invoke(main, ["data", "serve", "--dispatcher", str(port)])
+        assert result.exit_code == 2 and result.output == f"error: port {port}: in use by another server\n"
     finally:
         blocker.close()
+
+
+def test_a_worker_without_its_dispatcher_gives_up_within_its_bound(serve):
+    address = f"localhost:{_free_port()}"  # nothing listens there
+    worker = serve("--worker", address, "--wait", 3)
+    assert worker.line() == f"waiting up to 3 s for the tf.data service dispatcher at {address}"
+    waited = time.monotonic()
+    status, said = worker.end(timeout=60)
+    assert 2.5 < time.monotonic() - waited < 20  # the bound, and the exit
+    assert status == 2 and said == [f"error: {address}: no tf.data service dispatcher answered within 3 s"]
+
+
+def test_a_worker_started_first_joins_its_dispatcher_once_it_answers(serve):
+    port = _free_port()
+    worker = serve("--worker", f"localhost:{port}", "--wait", 300)
+    assert worker.line().startswith("waiting up to 300 s for the tf.data service dispatcher")
+    dispatcher = serve("--dispatcher", port)
+    assert dispatcher.line() == f"tf.data service dispatcher at grpc://localhost:{port}"
+    assert worker.line(timeout=60) == f"tf.data service worker for localhost:{port}"
+    deadline = time.monotonic() + 30
+    while _ask(f"localhost:{port}", WORKERS_METHOD) == b"":  # the worker registers in the background
+        assert time.monotonic() < deadline, "the worker never registered"
+        time.sleep(0.2)
+
+
+def test_training_without_a_dispatcher_gives_up_within_its_bound_and_leaves_no_run(tmp_path):
+    address = f"localhost:{_free_port()}"
+    result, took = _train("--run", tmp_path / "run", "--data-service", address, "--data-service-wait", 2)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-2:] == [
+        f"waiting up to 2 s for the tf.data service dispatcher at {address}",
+        f"error: {address}: no tf.data service dispatcher answered within 2 s",
+    ]
+    assert took > 2 and not (tmp_path / "run").exists()
+
+
+def test_training_waits_for_a_worker_within_its_bound(serve, tmp_path):
+    _, address = _dispatcher(serve)
+    result, _ = _train("--run", tmp_path / "run", "--data-service", address, "--data-service-wait", 2)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-2:] == [
+        f"waiting up to 2 s for a worker to register with the tf.data service dispatcher at {address}",
+        f"error: {address}: the tf.data service dispatcher answers, but no worker registered with it within 2 s",
+    ]
+    refused = CliRunner().invoke(main, ["train", *map(str, TINY_TRAINING), "--run", str(tmp_path / "other"),
+                                        "--data-service-wait", "2"])
+    assert refused.exit_code == 2 and refused.output.startswith("error: --data-service-wait needs --data-service")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_dispatcher_and_a_worker(serve, stop):
+    dispatcher, address = _dispatcher(serve)
+    worker = serve("--worker", address)
+    assert worker.line() == f"tf.data service worker for {address}"
+    for server in (worker, dispatcher):
+        server.process.send_signal(stop)
+        assert server.end(timeout=15) == (0, ["stopped"])
+
+
+def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_path):
+    first, address = _dispatcher(serve, "--work-dir", tmp_path / "state")
+    port = address.rpartition(":")[2]
+    for args, refusal in [
+        (["--dispatcher", port], f"error: port {port}: in use by another server"),
+        (["--worker", address, "--port", port], f"error: port {port}: in use by another server"),
+        (["--dispatcher", 0, "--work-dir", tmp_path / "state"],
+         f"error: {tmp_path / 'state'}: another dispatcher keeps its state here (it holds facegrid-dispatcher.lock)"),
+    ]:
+        assert serve(*args).end(timeout=STARTUP) == (2, [refusal])
+    assert _ask(address, VERSION_METHOD) == b"\x08\t"  # the first one still answers
+    assert first.process.poll() is None
+
+
+def test_a_service_failure_while_training_is_told_by_the_line_its_op_wrote():
+    cause = "Failed to get tasks: Unknown iteration client id 3000. The dispatcher is not configured for it"
+    keras_fit = ("Graph execution error:\n\nDetected at node IteratorGetNext defined at (most recent call last):\n"
+                 f'  File "train.py", line 9, in fit\n\n{cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference]')
+    eager = f"{{{{function_node __inference_step_41}}}} {cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference_2]"
+    for message in (keras_fit, eager):
+        error = service_failure("localhost:5050", tf.errors.NotFoundError(None, None, message))
+        assert str(error) == f"localhost:5050: reading from the tf.data service failed (NotFoundError): {cause}"
 
 
 def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from importlib import resources
@@ -26,7 +27,7 @@ from pathlib import Path
 import click
 
 from facegrid.bad_images import POLICIES
-from facegrid.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config
+from facegrid.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config, service_address
 from facegrid.download import RELEASES
 from facegrid.errors import FacegridError, OutputExistsError, PathError
 from facegrid.export import CALIBRATION_IMAGES
@@ -207,47 +208,94 @@ def data() -> None:
               help="Run TensorFlow's tf.data service dispatcher on PORT (0: any free port).")
 @click.option("--worker", "dispatcher_address", metavar="HOST:PORT",
               help="Run a tf.data service worker for the dispatcher at HOST:PORT.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="The worker's own port (0: any free port).")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Worker: its own port (0: any free port)  [default: 0].")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs.")
+              help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs; "
+                   "one dispatcher at a time.")
+@click.option("--wait", type=_Number(0, min_open=True), metavar="SECONDS",
+              help="Worker: how long to wait for the dispatcher to answer before giving up "
+                   f"[default: {Config.data_service_wait:g}].")
 @_fatal_input_errors
-def serve(dispatcher_port, dispatcher_address, port, work_dir) -> None:
+def serve(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
     """Serve input work to trainers on other hosts: a tf.data service dispatcher or worker.
 
     \b
     Start one dispatcher, then workers on any hosts that reach it:
       facegrid data serve --dispatcher 5050
       facegrid data serve --worker dispatcher-host:5050
-    and train with --data-service dispatcher-host:5050. Runs until interrupted.
+    and train with --data-service dispatcher-host:5050. Runs until
+    interrupted (Ctrl-C or SIGTERM), then says 'stopped' and exits with 0.
+    A port another server holds is refused (exit status 2).
     """
+    _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wait)
+    server = None
+    with _stopped_by_signals():
+        try:
+            _import_tensorflow()
+            server = _start_server(dispatcher_port, dispatcher_address, port, work_dir, wait)
+            while True:
+                time.sleep(3600)  # a signal's handler runs here at once, where join() would block in C++
+        except KeyboardInterrupt:
+            if server is not None:
+                server.stop()
+            click.echo("stopped", err=True)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """Meanwhile the first SIGINT or SIGTERM (unless ignored) raises KeyboardInterrupt; after, the handlers before.
+
+    The first only: ``timeout`` and process supervisors may signal twice, and
+    a second KeyboardInterrupt would cut the server's stop short.
+    """
+    stops = [stop for stop in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(stop) is not signal.SIG_IGN]
+
+    def interrupt(signum, frame):
+        for stop in stops:
+            signal.signal(stop, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    before = {stop: signal.signal(stop, interrupt) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
+
+
+def _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
+    """Refuse a ``data serve`` that names no role or both, an option of the other role, or a bad address."""
     if (dispatcher_port is None) == (dispatcher_address is None):
         raise click.UsageError("give exactly one of --dispatcher PORT and --worker HOST:PORT")
-    if dispatcher_address is not None and not _is_host_port(dispatcher_address):
-        raise click.UsageError(f"--worker {dispatcher_address!r}: expected HOST:PORT")
-    _import_tensorflow()
-    from facegrid.service import start_dispatcher, start_worker
-
-    role = f"dispatcher on port {dispatcher_port}" if dispatcher_port is not None else f"worker on port {port}"
-    try:
-        if dispatcher_port is not None:
-            server = start_dispatcher(dispatcher_port, None if work_dir is None else str(work_dir))
-            click.echo(f"tf.data service dispatcher at {server.target}", err=True)
-        else:
-            server = start_worker(dispatcher_address, port)
-            click.echo(f"tf.data service worker for {dispatcher_address}", err=True)
-    except Exception as error:  # TensorFlow reports a port in use and the like as its own error types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise click.ClickException(_one_line(f"{role}: {reason} (is the port in use?)")) from None
-    try:
-        server.join()
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+    for flag, value, of_dispatcher in (("--port", port, False), ("--wait", wait, False),
+                                       ("--work-dir", work_dir, True)):
+        if value is not None and of_dispatcher != (dispatcher_port is not None):
+            raise click.UsageError(f"{flag} goes with {'--dispatcher' if of_dispatcher else '--worker'} only")
+    if dispatcher_address is not None:
+        try:
+            service_address(dispatcher_address)
+        except ValueError as error:
+            raise click.UsageError(f"--worker: {error}") from None
 
 
-def _is_host_port(address: str) -> bool:
-    host, _, port = address.removeprefix("grpc://").rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+def _start_server(dispatcher_port, dispatcher_address, port, work_dir, wait):
+    """The dispatcher or worker ``data serve`` asks for, started, its address said."""
+    from facegrid import service
+
+    if dispatcher_port is not None:
+        server = service.start_dispatcher(dispatcher_port, None if work_dir is None else str(work_dir))
+        click.echo(f"tf.data service dispatcher at {server.target}", err=True)
+    else:
+        server = service.start_worker(dispatcher_address, port or 0, wait=wait or Config.data_service_wait,
+                                      notice=_notice)
+        click.echo(f"tf.data service worker for {dispatcher_address}", err=True)
+    return server
+
+
+def _notice(line: str) -> None:
+    """Say a line the user must see (what a command waits for), with or without -v."""
+    click.echo(_one_line(line), err=True)
 
 
 @data.command()
@@ -515,6 +563,9 @@ def stats(annotations, images, out, input_size, config_path, as_json, overwrite,
 @click.option("--data-service", metavar="HOST:PORT",
               help="Read the batches from the tf.data service dispatcher at HOST:PORT (facegrid data serve); "
                    "needs --pipeline puretf (or --packed).")
+@click.option("--data-service-wait", type=_Number(0, min_open=True), metavar="SECONDS",
+              help="With --data-service: how long to wait for its dispatcher to answer and a worker to register "
+                   f"before giving up [default: {Config.data_service_wait:g}].")
 @click.option("--workers", type=click.IntRange(1),
               help=f"Images decoded at once (tf.data) or batch-building workers (sequence) [default: {Config.workers}].")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
@@ -550,6 +601,8 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
         if config_path is None:
             raise click.UsageError(f"--init {overrides['init']}: no settings beside it; give them with --config")
     config = _settings(config_path, **overrides)
+    if overrides["data_service_wait"] is not None and not config.data_service:
+        raise click.UsageError("--data-service-wait needs --data-service (a tf.data service to wait for)")
     from facegrid.runs import check_run_folder, writes_run_folder
 
     try:
@@ -562,7 +615,7 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
 
     try:
         run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
-                     val_images=val_images, resume=resume)
+                     val_images=val_images, resume=resume, notice=_notice)
     except ValueError as error:
         text = " ".join(str(error).split())
         if config.strategy != "multi-worker" or "PerReplica" not in text:

@@ -17,7 +17,10 @@ Example TOML::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -49,6 +52,46 @@ BACKBONE_STYLES = ("keras", "torchvision")
 #: ``backbone_weights`` naming the ImageNet backbone shipped with facegrid
 #: (:func:`facegrid.pretrained.bundled_weights_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``.
 BUNDLED_IMAGENET = "imagenet-bundled"
+
+
+#: One label of a host name: letters, digits and inner hyphens, at most 63 characters.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def service_address(address: str) -> str:
+    """``address`` of a tf.data service server as gRPC takes it: ``host:port``, without a ``grpc://`` in front.
+
+    The host is a name, an IPv4 address or an IPv6 address in brackets
+    (``[::1]:5050``); the port is 1 to 65535. Checked here, because gRPC
+    takes anything and an address it cannot use only shows as a server that
+    never answers.
+
+    Raises:
+        ValueError: ``address`` is not of that form.
+    """
+    bare = address.removeprefix("grpc://")
+    host, _, port = bare.rpartition(":")
+    if not (_is_host(host) and re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
+        raise ValueError(f"expected HOST:PORT (a host name, an IPv4 address or an IPv6 address in brackets, "
+                         f"and a port from 1 to 65535), got {address!r}")
+    return bare
+
+
+def _is_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return False
+    if all(label.isdigit() for label in labels):  # digits and dots: an IPv4 address, or nothing
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -104,6 +147,10 @@ class Config:
         data_service: ``host:port`` of a tf.data service dispatcher (``facegrid
             data serve``) whose workers build the training batches; needs
             ``pipeline = "puretf"``. Empty: batches are built here.
+        data_service_wait: seconds training waits, before its first step, for
+            the dispatcher to answer and for a worker to register with it (a
+            trainer without workers would wait for data without end), and the
+            seconds a worker waits for its dispatcher to answer.
         workers: images decoded at once (tfdata) or batch-building workers (sequence).
         use_multiprocessing: sequence only: worker processes instead of threads.
         on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
@@ -165,6 +212,7 @@ class Config:
     min_face_size: float = 0.0
     pipeline: str = "tfdata"
     data_service: str = ""
+    data_service_wait: float = 60.0
     workers: int = 2
     use_multiprocessing: bool = False
     on_bad_image: str = "raise"
@@ -213,6 +261,13 @@ class Config:
         _check_choice("pipeline", self.pipeline, PIPELINES)
         if self.data_service and self.pipeline != "puretf":
             raise ValueError(f"data_service needs pipeline 'puretf' (the one a service can run), not {self.pipeline!r}")
+        if self.data_service:
+            try:
+                service_address(self.data_service)
+            except ValueError as error:
+                raise ValueError(f"data_service: {error}") from None
+        if not (math.isfinite(self.data_service_wait) and self.data_service_wait > 0):
+            raise ValueError(f"data_service_wait must be a positive number of seconds, got {self.data_service_wait}")
         _check_choice("strategy", self.strategy, STRATEGIES)
         check_policy(self.on_bad_image)
         _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)

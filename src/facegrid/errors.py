@@ -72,11 +72,11 @@ class OverwritesInputError(PathError):
 
 
 class ServiceError(FacegridError):
-    """A server facegrid waited for did not answer in time, or a port it needs is taken.
+    """A server facegrid waited for did not answer in time, a port it needs is taken, or reading from it failed.
 
     Attributes:
-        address: ``host:port``, or the port.
-        reason: what was waited for, and for how long.
+        address: ``host:port``, or ``port N`` for a port of this host.
+        reason: what was waited for and for how long, or what went wrong.
     """
 
     def __init__(self, address: str, reason: str):

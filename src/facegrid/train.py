@@ -48,6 +48,7 @@ import os
 import shutil
 import tempfile
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -70,7 +71,7 @@ from facegrid.runs import check_run_folder, writes_run_folder
 from facegrid.puretf import PackedPipeline, PureTFPipeline
 from facegrid.render import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.sequence import FaceSequence
-from facegrid.service import distribute
+from facegrid.service import SERVICE_FAILURES, distribute, service_failure, wait_for_workers
 from facegrid.submission import SCORE_FLOOR, as_submitted
 from facegrid.tfdata import FacePipeline
 from facegrid.wider import read_annotations
@@ -329,6 +330,7 @@ def train(
     val_images: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: int | str = "auto",
+    notice: Callable[[str], None] = log.info,
 ) -> keras.Model:
     """Train a detector, writing the run folder described in this module's docstring.
 
@@ -349,6 +351,9 @@ def train(
             with its optimizer state, data order and early stopping count
             (a run stopped before its first epoch ended starts again).
         verbose: Keras' progress display (1 bar, 2 one line per epoch, 0 none).
+        notice: called with a line saying what training waits for, when
+            ``config.data_service`` is not ready at once (see
+            :func:`facegrid.service.distribute`).
 
     Returns:
         The trained model (weights of the last epoch).
@@ -359,6 +364,9 @@ def train(
             ``config`` changes a setting the run fixed (see :mod:`facegrid.runs`);
             or the ground truth ``config.val_ground_truth`` names cannot be used.
         ConnectionError: Keras' ImageNet weights cannot be downloaded.
+        facegrid.errors.ServiceError: the tf.data service did not answer, or
+            had no worker, within ``config.data_service_wait`` seconds; or
+            reading from it failed while training (see :mod:`facegrid.service`).
     """
     strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
@@ -372,6 +380,8 @@ def train(
     out_dir = run_dir if writes else Path(tempfile.mkdtemp(prefix="facegrid-worker-"))
     try:
         # every input is read and checked before the run folder is made, so that a refusal leaves nothing there
+        if config.data_service:
+            wait_for_workers(config.data_service, config.data_service_wait, notice)
         keras.utils.set_random_seed(config.seed)
         face_filter = FaceFilter(min_size=config.min_face_size)
         train_data = _training_data(config, train_annotations, train_images, face_filter)
@@ -389,7 +399,7 @@ def train(
         if resume and not finished:
             log.info("%s: no epoch of the run finished; starting it again with its settings", run_dir)
         return _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume and finished,
-                      init_weights, verbose)
+                      init_weights, verbose, notice)
     finally:
         for handler in handlers:
             facegrid_log.removeHandler(handler)
@@ -464,7 +474,8 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
 
 
-def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume, init_weights, verbose):
+def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume, init_weights, verbose,
+           notice):
     """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
 
     ``train_data``: the training batches (:func:`_training_data`).
@@ -522,7 +533,7 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
             type(train_data).__name__, len(train_data.index), steps, config.workers,
         )
         if config.data_service:
-            data = distribute(data, config.data_service)
+            data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
 
     early_stopping = None
     if validation is not None and config.early_stopping_patience > 0:
@@ -538,8 +549,14 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
         TrainingCurves(out_dir),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
     ]
-    model.fit(
-        data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
-        shuffle=False, verbose=verbose,
-    )
+    try:
+        model.fit(
+            data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
+            shuffle=False, verbose=verbose,
+        )
+    except SERVICE_FAILURES as error:
+        if not config.data_service:
+            raise
+        raise service_failure(config.data_service, error) from None
     return model
+
