@@ -12,6 +12,7 @@ import shutil
 import urllib.error
 
 import keras
+import tensorflow as tf
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -385,3 +386,19 @@ def test_which_ground_truth_a_run_validates_against(wider, samples, tmp_path):
         validation_ground_truth(Config(val_ground_truth=str(ground_truth)), others)
     with pytest.raises(PathError, match="no such folder"):
         validation_ground_truth(Config(val_ground_truth=str(tmp_path / "absent")), read_annotations(val))
+
+
+def test_an_error_tensorflow_raises_while_training_is_one_line_naming_the_run(samples, tmp_path, monkeypatch):
+    from facegrid.errors import TrainingError
+
+    def exhausted(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "Graph execution error:\n\nDetected at node conv defined at (most recent call last):\n"
+                        '  File "train.py", line 1\n\nOOM when allocating tensor with shape[64,112,112,32]\n'
+                        "\t [[{{node conv}}]] [Op:__inference_train_function_1]")
+
+    monkeypatch.setattr(keras.Model, "fit", exhausted)
+    with pytest.raises(TrainingError) as info:
+        train(TINY.replace(epochs=1), samples / "faces_bbx_gt.txt", samples / "images", tmp_path / "run", verbose=0)
+    assert str(info.value) == (f"{tmp_path / 'run'}: training stopped: TensorFlow's ResourceExhaustedError: "
+                               "OOM when allocating tensor with shape[64,112,112,32]")

@@ -12,6 +12,29 @@ alone speaks of its flags.
 from __future__ import annotations
 
 import os
+import re
+
+
+#: What TensorFlow writes into its messages about its own graph: ``{{node X}}``, ``[[...]]``, ``[Op:X] name: ``.
+_TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name: \S*)?")
+
+
+def reason_of(error: BaseException) -> str:
+    """Another library's exception in one line, for the message of the error facegrid raises in its place.
+
+    TensorFlow's messages from a running graph say where the graph was
+    built before the failed op's own line, which comes just before
+    ``[[{{node ...}}]]``: that line is taken, else the first, without the
+    names of TensorFlow's internal ops; the exception's type where the
+    message says nothing.
+    """
+    lines = [line.strip() for line in (getattr(error, "message", None) or str(error)).splitlines() if line.strip()]
+    op = next((k for k, line in enumerate(lines) if line.startswith("[[")), 1)
+    for line in lines[max(op - 1, 0):]:
+        line = " ".join(_TF_INTERNALS.sub(" ", line).split())
+        if line:
+            return line
+    return type(error).__name__
 
 
 class FacegridError(Exception):
@@ -86,3 +109,20 @@ class ServiceError(FacegridError):
 
     def __reduce__(self):
         return type(self), (self.address, self.reason)
+
+
+class TrainingError(FacegridError):
+    """Training stopped on an error TensorFlow raised while it ran (out of memory, a failed read): one line, the run named.
+
+    Attributes:
+        run: the run folder.
+        reason: what TensorFlow said, in one line.
+    """
+
+    def __init__(self, run: str | os.PathLike, reason: str):
+        self.run = str(run)
+        self.reason = reason
+        super().__init__(f"{self.run}: training stopped: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.run, self.reason)

@@ -57,7 +57,7 @@ from tqdm import tqdm
 import facegrid
 from facegrid import records
 from facegrid.bad_images import check_policy, none_usable, outside_error
-from facegrid.errors import OutputExistsError, PathError
+from facegrid.errors import OutputExistsError, PathError, reason_of
 from facegrid.files import check_outputs
 from facegrid.images import ImageError, read_verified
 from facegrid.index import Index
@@ -89,10 +89,6 @@ _SHARD_FILE = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}")
 #: A value read from a manifest as its message quotes it: whole, unless it is long.
 _QUOTE = reprlib.Repr()
 _QUOTE.maxstring = _QUOTE.maxother = 120
-
-#: What TensorFlow writes into an error's message about its own graph: ``{{node X}}``, ``[Op:X] name: ``.
-_TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name: \S*)?")
-
 
 class DamagedShardError(PathError):
     """A shard's record cannot be read: its length or checksum fails, or the file ends inside it.
@@ -209,12 +205,6 @@ def sha256(path: str | os.PathLike) -> str:
         raise PathError(path, f"cannot read: {error.strerror or error}") from None
 
 
-def tf_reason(error: tf.errors.OpError) -> str:
-    """TensorFlow's reason for ``error`` in one line, without the names of its internal ops."""
-    text = " ".join(_TF_INTERNALS.sub(" ", error.message).split())
-    return text or type(error).__name__
-
-
 def _field_types(cls) -> dict[str, type]:
     """The fields of a dataclass, each with the JSON type it is read from (``list`` for ``list[Shard]``)."""
     return {name: typing.get_origin(hint) or hint for name, hint in typing.get_type_hints(cls).items()}
@@ -298,9 +288,9 @@ def shard_records(path: str | os.PathLike) -> Iterator[bytes]:
         except StopIteration:
             return
         except tf.errors.DataLossError as error:
-            raise DamagedShardError(path, examples, tf_reason(error)) from None
+            raise DamagedShardError(path, examples, reason_of(error)) from None
         except tf.errors.OpError as error:
-            raise PathError(path, f"cannot read: {tf_reason(error)}") from None
+            raise PathError(path, f"cannot read: {reason_of(error)}") from None
         examples += 1
         yield serialized
 
@@ -330,7 +320,7 @@ def _writing(path: Path):
     except OSError as error:
         raise PathError(path, f"cannot write: {error.strerror or error}") from None
     except tf.errors.OpError as error:
-        raise PathError(path, f"cannot write: {tf_reason(error).removeprefix(f'{path}; ')}") from None
+        raise PathError(path, f"cannot write: {reason_of(error).removeprefix(f'{path}; ')}") from None
 
 
 def _write_shard(path: Path, loaded, images, policy: str, skipped: dict[int, ImageError], bar) -> tuple[int, int]:

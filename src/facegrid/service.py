@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
-import re
 import socket
 import time
 import weakref
@@ -41,7 +40,7 @@ from typing import IO
 import tensorflow as tf
 
 from facegrid.config import Config, service_address
-from facegrid.errors import PathError, ServiceError
+from facegrid.errors import PathError, ServiceError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -243,16 +242,9 @@ def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: flo
 
 
 def service_failure(address: str, error: tf.errors.OpError) -> ServiceError:
-    """``error``, raised while reading from the service at ``address``, as a :class:`ServiceError`.
-
-    Its reason is the line of TensorFlow's message that the failed op wrote,
-    the one before ``[[{{node ...}}]]``, without the lines that say where in
-    the program the graph was defined.
-    """
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()] or [type(error).__name__]
-    op = next((k for k, line in enumerate(lines) if line.startswith("[[")), 1)
-    cause = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[max(op - 1, 0)])
-    return ServiceError(address, f"reading from the tf.data service failed ({type(error).__name__}): {cause}")
+    """``error``, raised while reading from the service at ``address``, as a :class:`ServiceError`."""
+    return ServiceError(address, f"reading from the tf.data service failed ({type(error).__name__}): "
+                                 f"{reason_of(error)}")
 
 
 def op_types(dataset: tf.data.Dataset) -> set[str]:

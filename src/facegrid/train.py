@@ -58,7 +58,7 @@ import tensorflow as tf
 from facegrid.bad_images import BadImages
 from facegrid.config import BUNDLED_IMAGENET, Config
 from facegrid.curves import TrainingCurves
-from facegrid.errors import PathError
+from facegrid.errors import PathError, TrainingError, reason_of
 from facegrid.files import write_atomically, write_text_atomically
 from facegrid.detect import Detections, Detector
 from facegrid.evaluate import SETTINGS, WiderGroundTruth, average_precision, evaluate_wider, load_wider_ground_truth
@@ -554,9 +554,9 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
             data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
             shuffle=False, verbose=verbose,
         )
-    except SERVICE_FAILURES as error:
-        if not config.data_service:
-            raise
-        raise service_failure(config.data_service, error) from None
+    except tf.errors.OpError as error:
+        if config.data_service and isinstance(error, SERVICE_FAILURES):
+            raise service_failure(config.data_service, error) from None
+        raise TrainingError(run_dir, f"TensorFlow's {type(error).__name__}: {reason_of(error)}") from None
     return model
 
