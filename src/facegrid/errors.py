@@ -16,7 +16,7 @@ import re
 
 
 #: What TensorFlow writes into its messages about its own graph: ``{{node X}}``, ``[[...]]``, ``[Op:X] name: ``.
-_TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name: \S*)?")
+_TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name:( \S*)?)?")
 
 
 def reason_of(error: BaseException) -> str:
