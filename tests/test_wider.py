@@ -74,14 +74,17 @@ def test_official_counts(official, split, images, faces):
     assert index.name_lines.shape == (images,)
 
 
-@pytest.mark.parametrize(("split", "images"), [("train_sample", 1_202), ("val_sample", 394)])
-def test_sample_split_counts(official, split, images, wider):
+@pytest.mark.parametrize(("split", "images", "faces", "present"), [
+    ("train_sample", 1_202, 24_990, 1_404), ("train_1404", 1_404, 31_713, 1_404), ("val_sample", 394, None, 394),
+])
+def test_sample_split_counts(official, split, images, faces, present, wider):
     index = official(split)
     assert len(index) == images
+    assert faces is None or index.num_faces == faces
     folder = wider / ("WIDER_train" if split.startswith("train") else "WIDER_val") / "images"
-    # The sample files name exactly the images present in the data folder.
+    # Every image a sample file names is in the data folder, which holds the 1,404 train images.
     assert all((folder / p).is_file() for p in index.paths.tolist())
-    assert sum(1 for _ in folder.rglob("*.jpg")) == images
+    assert sum(1 for _ in folder.rglob("*.jpg")) == present
 
 
 def test_sample_files_are_the_same_lines_as_the_full_files(official):
