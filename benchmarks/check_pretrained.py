@@ -1,12 +1,12 @@
 """Check facegrid's converted MobileNetV2 against torchvision itself.
 
 Converts torchvision's ``mobilenet_v2-b0353104.pth`` with
-``facegrid.pretrained.convert_torchvision_mobilenet_v2``, loads the written
+``facegrid.model.backbone.convert_torchvision_mobilenet_v2``, loads the written
 ``.weights.h5`` back with ``load_torchvision_mobilenet_v2``, and runs the
 same images through both networks, each with its own preprocessing:
 
 * torchvision: ``uint8 / 255``, then ``(p - mean) / std``, NCHW;
-* facegrid: ``uint8 / 127.5 - 1`` (``facegrid.images.PIXEL_SCALE/OFFSET``), NHWC.
+* facegrid: ``uint8 / 127.5 - 1`` (``facegrid.data.images.PIXEL_SCALE/OFFSET``), NHWC.
 
 It prints the max absolute and relative differences of the final
 ``out_relu`` features, of two intermediate taps (``block_6_expand_relu``,
@@ -111,8 +111,8 @@ def main(argv=None) -> int:
 
     import keras
 
-    from facegrid import pretrained
-    from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
+    from facegrid.model import backbone as pretrained
+    from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
 
     torch.set_grad_enabled(False)
     print(

@@ -117,7 +117,7 @@ def direct_call_comparison(detector, images: list[Path]) -> dict:
     Both run on the same preloaded pixels, alternating image by image, after
     one warm-up call each. Returns the per-image times of both.
     """
-    from facegrid.images import load_fitted, load_input
+    from facegrid.data.images import load_fitted, load_input
 
     model = detector.model
     load = load_input if detector.codec is None else load_fitted  # as Detector.detect does
@@ -145,7 +145,7 @@ def run_child(args, threads: int) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
 
-    from facegrid.detect import Detector, bundled_model_path
+    from facegrid.infer.detector import Detector, bundled_model_path
 
     images = find_val_images(args.wider, args.images)
     detector = Detector.load(args.model, input_size=args.input_size)

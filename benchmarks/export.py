@@ -7,9 +7,9 @@ The model (default: the bundled one) is exported once per format and
 detection size (``keras`` and ``saved_model`` run on TensorFlow; ``litert``
 and ``litert-int8`` on LiteRT, ``onnx`` on ONNX Runtime), int8 calibrated on
 WIDER train images. Each row then detects on the 394 val images through
-:class:`facegrid.detect.Detector`, from JPEG file to boxes, all rows image by
+:class:`facegrid.infer.detector.Detector`, from JPEG file to boxes, all rows image by
 image in turn so that latencies are measured interleaved. AP is the official
-protocol at original scale (facegrid.evaluate). Latency is measured once per
+protocol at original scale (facegrid.eval.wider). Latency is measured once per
 thread count (``0``: every core), each in a fresh process, because
 TensorFlow fixes its thread pools when it starts. YuNet-n @ 320
 (``../shared/anchors/``: a yardstick, never shipped) runs in the same passes.
@@ -51,8 +51,8 @@ def parse_args():
 
 
 def export_all(args, model, sizes, formats, folder: Path) -> list[dict]:
-    from facegrid.export import export_model
-    from facegrid.inputs import find_images
+    from facegrid.deploy.export import export_model
+    from facegrid.infer.inputs import find_images
 
     calibration = [path for path, _ in find_images([args.calibrate or args.wider / "WIDER_train" / "images"])]
     rows = []
@@ -82,9 +82,9 @@ def one_pass(args, rows) -> dict:
     cv2.setNumThreads(threads)
     from wider_eval import YuNet
 
-    from facegrid.detect import Detector
-    from facegrid.evaluate import evaluate_wider, load_wider_ground_truth
-    from facegrid.wider import read_annotations
+    from facegrid.infer.detector import Detector
+    from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
+    from facegrid.wider.annotations import read_annotations
 
     split = args.wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
     keys = read_annotations(split).paths.tolist()[: args.limit]
@@ -131,7 +131,7 @@ def main() -> int:
         print(json.dumps(one_pass(args, rows)))
         return 0
 
-    from facegrid.config import bundled_model_path
+    from facegrid.core.config import bundled_model_path
 
     folder.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]

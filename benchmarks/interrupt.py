@@ -79,7 +79,7 @@ def finished_epochs(run: Path) -> int:
 
 
 def weights(path: Path) -> list[np.ndarray]:
-    from facegrid.model import load_detector
+    from facegrid.model.network import load_detector
 
     return [np.asarray(w) for w in load_detector(path).weights]
 

@@ -13,7 +13,7 @@ Variants:
                 (the tutorial made one per face: slower still per image)
   tf.data plain read_file + full decode_jpeg + resize, targets computed up front
   FaceSequence  facegrid.FaceSequence (threads; "procs": worker processes)
-  FacePipeline  facegrid.tfdata.FacePipeline
+  FacePipeline  facegrid.data.tf.pipeline.FacePipeline
   floor: ...    the fastest decode-and-resize this machine runs, no targets:
                 simplejpeg at a power-of-two DCT scale + OpenCV resize in a
                 thread pool, and TensorFlow's decode_jpeg(ratio) + resize;
@@ -82,7 +82,7 @@ def parse_args(argv=None):
 
 def targets_for(index, images, codec):
     """Grid targets of every image at the network size (no augmentation), for the plain tf.data baseline."""
-    from facegrid.images import image_size
+    from facegrid.data.images import image_size
 
     ys = np.zeros((len(index), *codec.shape), np.float32)
     for i in range(len(index)):
@@ -96,7 +96,7 @@ def tutorial_dataset(index, images, workers, use_multiprocessing):
     """The tutorial's generator: load_img twice per image (size, then 224) and float32 batches."""
     import keras
 
-    from facegrid.grid import GridCodec
+    from facegrid.core.codec import GridCodec
 
     codec = GridCodec(GRID)
 
@@ -127,7 +127,7 @@ def tutorial_dataset(index, images, workers, use_multiprocessing):
 def plain_tfdata(index, images, workers):
     import tensorflow as tf
 
-    from facegrid.grid import GridCodec
+    from facegrid.core.codec import GridCodec
 
     ys = targets_for(index, images, GridCodec(GRID))
     paths = [str(images / str(p)) for p in index.paths.tolist()]
@@ -147,7 +147,7 @@ def plain_tfdata(index, images, workers):
 def floor_tf(paths, workers):
     import tensorflow as tf
 
-    from facegrid.images import DCT_RATIOS, dct_ratio, probe
+    from facegrid.data.images import DCT_RATIOS, dct_ratio, probe
 
     ratios = [DCT_RATIOS.index(dct_ratio(i.width, i.height, SIZE, SIZE)) for i in map(probe, paths)]
 
@@ -166,7 +166,7 @@ def simplejpeg_load(path):
     import cv2
     import simplejpeg
 
-    from facegrid.images import dct_ratio
+    from facegrid.data.images import dct_ratio
 
     data = Path(path).read_bytes()
     height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -279,7 +279,7 @@ def run_child(spec: str, wider: Path, limit: int | None, fit_model: str) -> dict
     """Measure one variant once; returns images/s and peak RSS."""
     variant, mode, workers, *rest = spec.split(":")
     workers, repeat = int(workers), int(rest[0]) if rest else 1
-    from facegrid.wider import read_annotations
+    from facegrid.wider.annotations import read_annotations
 
     images = wider / "WIDER_train" / "images"
     index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
@@ -294,12 +294,12 @@ def run_child(spec: str, wider: Path, limit: int | None, fit_model: str) -> dict
     if variant == "tutorial":
         data = tutorial_dataset(index, images, workers, False)
     elif variant in ("sequence", "sequence-procs"):
-        from facegrid.sequence import FaceSequence
+        from facegrid.data.sequence import FaceSequence
 
         data = FaceSequence(index, images, batch_size=BATCH, shuffle=False, workers=workers,
                             use_multiprocessing=variant == "sequence-procs")
     elif variant == "pipeline":
-        from facegrid.tfdata import FacePipeline
+        from facegrid.data.tf.pipeline import FacePipeline
 
         pipeline = FacePipeline(index, images, batch_size=BATCH, shuffle=False, parallel_calls=workers)
         data = pipeline.dataset(epochs=FIT_EPOCHS if mode == "fit" else 1)
@@ -357,7 +357,7 @@ PARSE_REPEATS = 9
 
 
 def parse_time(wider: Path) -> float:
-    from facegrid.wider import read_annotations
+    from facegrid.wider.annotations import read_annotations
 
     path = wider / "wider_face_split" / "wider_face_train_bbx_gt.txt"
     read_annotations(path)  # warm the page cache

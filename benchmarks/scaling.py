@@ -7,12 +7,12 @@ Measures on this machine, single-threaded (CPU time, so a busy neighbour
 counts little):
 - bytes per stored image (the JPEG files as they are, what a packed shard holds);
 - CPU ms per image to decode at the DCT scale facegrid uses and resize
-  (``facegrid.images.load_input``), and to build a whole augmented training
+  (``facegrid.data.images.load_input``), and to build a whole augmented training
   example with its targets (``FaceSequence``);
 - the read rate of a packed shard through ``tf.data.TFRecordDataset``
   (``facegrid data pack``; the OS page cache warm, so an upper bound for disk).
 Then a small model: for 1M, 10M and 100M images, the shards (at most
-``facegrid.pack.SHARD_BYTES`` each), the data-service workers of
+``facegrid.data.tf.pack.SHARD_BYTES`` each), the data-service workers of
 ``--worker-cores`` cores that one trainer needs at 2,000 and 10,000 images/s,
 and the traffic each link carries. docs/scaling.md explains the figures.
 """
@@ -76,12 +76,12 @@ def main() -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from facegrid.augment import Augment
-    from facegrid.grid import GridCodec
-    from facegrid.images import load_input
-    from facegrid.pack import SHARD_BYTES, pack_dataset
-    from facegrid.sequence import FaceSequence
-    from facegrid.wider import read_annotations
+    from facegrid.data.augment import Augment
+    from facegrid.core.codec import GridCodec
+    from facegrid.data.images import load_input
+    from facegrid.data.tf.pack import SHARD_BYTES, pack_dataset
+    from facegrid.data.sequence import FaceSequence
+    from facegrid.wider.annotations import read_annotations
 
     index = read_annotations(args.annotations)
     files = [args.images / p for p in index.paths.tolist()]

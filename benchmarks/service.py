@@ -54,39 +54,39 @@ def parse_args():
 
 
 def train_index(args):
-    from facegrid.wider import read_annotations
+    from facegrid.wider.annotations import read_annotations
 
     index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
     return index.take(list(range(min(args.limit, len(index))))) if args.limit else index
 
 
 def run_child(variant: str, args) -> float:
-    from facegrid.grid import GridCodec
+    from facegrid.core.codec import GridCodec
 
     images = args.wider / "WIDER_train" / "images"
     index = train_index(args)
     settings = dict(batch_size=BATCH, input_size=224, codec=GridCodec(7), augment=True, seed=0)
     if variant == "sequence":
-        from facegrid.sequence import FaceSequence
+        from facegrid.data.sequence import FaceSequence
 
         data, steps = FaceSequence(index, images, workers=2, **settings), None
     elif variant == "pipeline":
-        from facegrid.tfdata import FacePipeline
+        from facegrid.data.tf.pipeline import FacePipeline
 
         pipeline = FacePipeline(index, images, **settings)
         data, steps = pipeline.dataset(epochs=FIT_EPOCHS), len(pipeline)
     elif variant == "puretf":
-        from facegrid.puretf import PureTFPipeline
+        from facegrid.data.tf.puretf import PureTFPipeline
 
         pipeline = PureTFPipeline(index, images, **settings)
         data, steps = pipeline.dataset(epochs=FIT_EPOCHS), len(pipeline)
     else:
-        from facegrid.puretf import PackedPipeline
+        from facegrid.data.tf.puretf import PackedPipeline
 
         pipeline = PackedPipeline(args.packed, **settings)
         data, steps = pipeline.dataset(epochs=FIT_EPOCHS), len(pipeline)
         if variant != "packed":
-            from facegrid.service import distribute
+            from facegrid.scale.service import distribute
 
             data = distribute(data, args.service)
     timer = EpochTimer()
@@ -118,7 +118,7 @@ def main() -> int:
     if not (args.wider / "WIDER_train" / "images").is_dir():
         print(f"WIDER FACE data not found at {args.wider}; set FACEGRID_WIDER or --wider", file=sys.stderr)
         return 2
-    from facegrid.pack import pack_dataset
+    from facegrid.data.tf.pack import pack_dataset
 
     packed = Path(tempfile.mkdtemp(prefix="facegrid-bench-packed-"))
     pack_dataset(train_index(args), args.wider / "WIDER_train" / "images", packed, shards=SHARDS, overwrite=True)

@@ -65,8 +65,8 @@ def children_rss_mb(pid: int) -> float:
 def run_child(mode: str, wider: Path, epochs: int) -> dict:
     import keras
 
-    from facegrid.sequence import FaceSequence
-    from facegrid.tfdata import FacePipeline
+    from facegrid.data.sequence import FaceSequence
+    from facegrid.data.tf.pipeline import FacePipeline
 
     pipeline, processes = MODES[mode]
     annotations = wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"

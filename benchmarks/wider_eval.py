@@ -2,7 +2,7 @@
 
 Every detector runs on the same validation images at their original scale,
 image by image in turn (so latencies are measured interleaved, under the same
-load), and is scored by the same code (facegrid.evaluate: the official
+load), and is scored by the same code (facegrid.eval.wider: the official
 protocol on the images present). Latency is from the JPEG file to boxes in
 original pixels: decode, resize, network, decode and NMS.
 
@@ -93,7 +93,7 @@ class Facegrid:
     """A facegrid detector through its Keras path, at a score threshold low enough for the whole PR curve."""
 
     def __init__(self, path: str | None, input_size: int | None, label: str):
-        from facegrid.detect import Detector
+        from facegrid.infer.detector import Detector
 
         self.detector = Detector.load(path, input_size=input_size, score_threshold=0.01)
         layout = "pyramid" if self.detector.codec is not None else "single grid"
@@ -117,9 +117,9 @@ def main() -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    from facegrid.evaluate import evaluate_wider, load_wider_ground_truth
-    from facegrid.submission import read_submission, write_image_result
-    from facegrid.wider import read_annotations
+    from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
+    from facegrid.wider.results import read_submission, write_image_result
+    from facegrid.wider.annotations import read_annotations
 
     keys = read_annotations(split).paths.tolist()[: args.limit]
     images = [args.wider / "WIDER_val" / "images" / key for key in keys]

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
 
     import torch  # before TensorFlow loads: the other order can crash the process
 
-    from facegrid import pretrained
+    from facegrid.model import backbone as pretrained
 
     out = args.out or pretrained.bundled_weights_path()
     pretrained.convert_torchvision_mobilenet_v2(args.pth, out)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.config import load_config
-from facegrid.wider import read_annotations, write_annotations
+from facegrid.core.config import load_config
+from facegrid.wider.annotations import read_annotations, write_annotations
 
 SETTINGS = Path(__file__).resolve().parents[1] / "src" / "facegrid" / "models" / "facegrid-wider.toml"
 
@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from facegrid.train import train
+    from facegrid.train.run import train
 
     index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
     order = np.random.default_rng(args.seed).permutation(len(index))

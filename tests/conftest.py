@@ -90,9 +90,9 @@ TINY_PYRAMID_SETTINGS = dict(input_size=64, strides=(16, 32), grid_size=0, alpha
 @pytest.fixture(scope="session")
 def tiny_pyramid(tmp_path_factory) -> Path:
     """A folder holding an untrained tiny pyramid detector: ``tiny.keras``, its ``tiny.toml``, and ``tiny.tflite``."""
-    from facegrid.config import Config
-    from facegrid.export import export_model
-    from facegrid.model import build_detector
+    from facegrid.core.config import Config
+    from facegrid.deploy.export import export_model
+    from facegrid.model.network import build_detector
 
     folder = tmp_path_factory.mktemp("tiny-pyramid")
     config = Config(**TINY_PYRAMID_SETTINGS)

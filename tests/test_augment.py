@@ -1,4 +1,4 @@
-"""Box-aware augmentation (``facegrid.augment``): crops, flips and colour jitter."""
+"""Box-aware augmentation (``facegrid.data.augment``): crops, flips and colour jitter."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from facegrid.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
-from facegrid.images import FULL_IMAGE
+from facegrid.data.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
+from facegrid.data.images import FULL_IMAGE
 
 
 def relative_boxes(max_n=8):

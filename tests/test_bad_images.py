@@ -1,4 +1,4 @@
-"""Bad images (``facegrid.bad_images``, ``facegrid.paths``): named when they stop a run, counted when skipped.
+"""Bad images (``facegrid.data.screening``, ``facegrid.core.paths``): named when they stop a run, counted when skipped.
 
 Every dataset here is built in ``tmp_path``: a few good JPEGs and one bad file
 of each kind, listed in a WIDER-format annotation file.
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegrid import images as images_module
-from facegrid.bad_images import BadImages, check_policy, screen
-from facegrid.errors import FileLineError, PathError
-from facegrid.examples import ExampleBuilder, ExampleSource
-from facegrid.grid import GridCodec
-from facegrid.images import ImageError
-from facegrid.paths import escape_reason, image_path
-from facegrid.sequence import FaceSequence
-from facegrid.wider import read_annotations
+from facegrid.data import images as images_module
+from facegrid.data.screening import BadImages, check_policy, screen
+from facegrid.core.errors import FileLineError, PathError
+from facegrid.data.examples import ExampleBuilder, ExampleSource
+from facegrid.core.codec import GridCodec
+from facegrid.data.images import ImageError
+from facegrid.core.paths import escape_reason, image_path
+from facegrid.data.sequence import FaceSequence
+from facegrid.wider.annotations import read_annotations
 
 FACE = "10 10 30 30 0 0 0 0 0 0 "
 
@@ -193,7 +193,7 @@ def test_sequence_skips_a_truncated_image_met_while_training(tmp_path):
 
 def test_tfdata_pipeline_finds_truncated_images_before_the_first_batch(tmp_path):
     pytest.importorskip("tensorflow")
-    from facegrid.tfdata import FacePipeline
+    from facegrid.data.tf.pipeline import FacePipeline
 
     whole = jpeg_bytes((400, 300))
     annotations, folder = make_dataset(tmp_path, {"cut.jpg": whole[: len(whole) // 2]})
@@ -233,7 +233,7 @@ def test_worker_error_reaches_model_fit_with_the_path(tmp_path, use_multiprocess
 
 
 def test_data_check_reports_escaping_paths_with_their_line(tmp_path):
-    from facegrid.check import check_dataset
+    from facegrid.data.check import check_dataset
 
     annotations, folder = make_dataset(tmp_path, {})
     annotations.write_text(annotations.read_text().replace("good1.jpg", "../outside.jpg"))

@@ -1,10 +1,10 @@
-"""Box conventions and arithmetic (``facegrid.boxes``), on hand-computed cases."""
+"""Box conventions and arithmetic (``facegrid.core.boxes``), on hand-computed cases."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from facegrid.boxes import area, centers, clip, from_wider, iou, nms
+from facegrid.core.boxes import area, centers, clip, from_wider, iou, nms
 
 
 def test_from_wider_converts_xywh_to_xyxy():

@@ -1,6 +1,6 @@
 """data check of an annotation file and its images: kinds of image error told apart by type, odd paths refused.
 
-Every path read from a file goes through one rule (``facegrid.paths.escape_reason``):
+Every path read from a file goes through one rule (``facegrid.core.paths.escape_reason``):
 these tests hold it to that for a NUL byte in an annotation path, which no
 file name can hold, in each command that reads one.
 """
@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from test_bad_images import jpeg_bytes
 
-from facegrid import check as check_module
-from facegrid.bad_images import none_usable
+from facegrid.data import check as check_module
+from facegrid.data.screening import none_usable
 from facegrid.cli import main
-from facegrid.images import ImageError, MissingImageError, RefusedPathError
-from facegrid.paths import escape_reason, image_path
-from facegrid.wider import read_annotations
+from facegrid.data.images import ImageError, MissingImageError, RefusedPathError
+from facegrid.core.paths import escape_reason, image_path
+from facegrid.wider.annotations import read_annotations
 
 FACE = "10 10 30 30 0 0 0 0 0 0 "
 
@@ -92,10 +92,10 @@ def test_data_check_reports_a_nul_byte_path_as_refused(tmp_path):
 
 
 def test_pack_and_train_refuse_a_nul_byte_path_in_one_line(tmp_path, monkeypatch):
-    import facegrid.train
+    import facegrid.train.run
 
     annotations, images = dataset(tmp_path, ["a.jpg", "b\0.jpg"])
-    monkeypatch.setattr(facegrid.train, "_build", lambda config: pytest.fail("a model was built"))
+    monkeypatch.setattr(facegrid.train.run, "_build", lambda config: pytest.fail("a model was built"))
     for args in (["data", "pack", annotations, "--images", images, "--out", tmp_path / "out"],
                  ["train", "--annotations", annotations, "--images", images, "--run", tmp_path / "run",
                   "--epochs", "1", "--input-size", "64", "--grid-size", "2", "--backbone-weights", "none",

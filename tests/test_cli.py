@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegrid.cli import main
-from facegrid.config import Config
+from facegrid.core.config import Config
 
 
 def run(*args):

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from facegrid.cli import main
-from facegrid.config import load_config
+from facegrid.core.config import load_config
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from facegrid.config import BUNDLED_IMAGENET, Config, bundled_model_path, load_config
-from facegrid.grid import GridCodec, PyramidCodec
+from facegrid.core.config import BUNDLED_IMAGENET, Config, bundled_model_path, load_config
+from facegrid.core.codec import GridCodec, PyramidCodec
 
 
 def test_defaults_are_the_documented_detector():

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from facegrid.cli import main
-from facegrid.config import Config
-from facegrid.detect import Detector
-from facegrid.grid import PyramidCodec
-from facegrid.model import build_detector
-from facegrid.submission import read_submission, write_image_result
-from facegrid.wider import read_annotations
+from facegrid.core.config import Config
+from facegrid.infer.detector import Detector
+from facegrid.core.codec import PyramidCodec
+from facegrid.model.network import build_detector
+from facegrid.wider.results import read_submission, write_image_result
+from facegrid.wider.annotations import read_annotations
 
 TINY = Config(input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras",
               head_channels=8)
@@ -196,7 +196,7 @@ def test_pyramid_detector_keeps_the_aspect_ratio(tmp_path, samples):
 
 
 def test_bundled_model_finds_each_sample_face_once_and_nothing_on_the_rocket(samples):
-    from facegrid import boxes as box_ops
+    from facegrid.core import boxes as box_ops
 
     detector = Detector.load()  # the bundled model, at its own detection size and threshold
     assert detector.codec is not None and detector.input_size == 416

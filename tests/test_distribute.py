@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from facegrid.cli import main
-from facegrid.config import Config
-from facegrid.runs import writes_run_folder
+from facegrid.core.config import Config
+from facegrid.train.folder import writes_run_folder
 
 TINY = Config(
     input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
@@ -36,8 +36,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 import numpy as np
-from facegrid.config import load_config
-from facegrid.train import train
+from facegrid.core.config import load_config
+from facegrid.train.run import train
 
 annotations, images, run, settings = sys.argv[1:]
 config = load_config(settings)
@@ -156,7 +156,7 @@ def test_strategy_is_a_setting_a_resumed_run_may_change(samples, tmp_path):
     (tmp_path / "run").mkdir()
     TINY.save(tmp_path / "run" / "config.toml")
     (tmp_path / "run" / "state.json").write_text('{"epoch": 1, "best_ap": 0.0}\n')
-    from facegrid.runs import check_run_folder
+    from facegrid.train.folder import check_run_folder
 
     check_run_folder(tmp_path / "run", TINY.replace(strategy="mirrored"), resume=True)  # not refused
 

@@ -29,12 +29,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from facegrid import download, fetch
+from facegrid.wider import download
+
+from facegrid.wider import fetch
 from facegrid.cli import main
-from facegrid.download import Archive, Release
-from facegrid.errors import FacegridError, PathError
-from facegrid.fetch import STALL_BYTES, fetch_file
-from facegrid.unpack import unpack
+from facegrid.wider.download import Archive, Release
+from facegrid.core.errors import FacegridError, PathError
+from facegrid.wider.fetch import STALL_BYTES, fetch_file
+from facegrid.wider.unpack import unpack
 
 VAL_IMAGE = "0--Parade/0_Parade_marchingband_1_5.jpg"
 

@@ -1,4 +1,4 @@
-"""The official WIDER FACE protocol and the plain AP (``facegrid.evaluate``)."""
+"""The official WIDER FACE protocol and the plain AP (``facegrid.eval.wider``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facegrid.evaluate import (
+from facegrid.eval.wider import (
     NUM_THRESHOLDS,
     SETTINGS,
     PRCurve,
@@ -24,10 +24,10 @@ from facegrid.evaluate import (
     voc_ap,
     wider_protocol,
 )
-from facegrid.errors import FileLineError, PathError
-from facegrid.index import ATTRIBUTES, FaceFilter, Index
-from facegrid.submission import image_key, read_submission, write_image_result
-from facegrid.wider import read_annotations
+from facegrid.core.errors import FileLineError, PathError
+from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
+from facegrid.wider.results import image_key, read_submission, write_image_result
+from facegrid.wider.annotations import read_annotations
 
 
 def box(x, y, w=10, h=10) -> list[float]:
@@ -95,7 +95,7 @@ def test_normalize_scores_negative_scores_use_realmin_as_maximum():
 
 
 def test_normalize_scores_all_equal(caplog):
-    with caplog.at_level(logging.WARNING, logger="facegrid.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
         ((_, scores),) = normalize_scores([dets((A, 0.7), (B, 0.7))])
     np.testing.assert_array_equal(scores, [1.0, 1.0])
     assert "all detection scores equal" in caplog.text
@@ -198,7 +198,7 @@ def test_unsorted_detections_score_as_sorted():
 
 
 def test_no_face_counts(caplog):
-    with caplog.at_level(logging.WARNING, logger="facegrid.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
         curve = wider_protocol([boxes(A)], [[]], [dets((A, 0.9))])
     assert math.isnan(curve.ap) and curve.num_faces == 0
     assert "AP is undefined" in caplog.text
@@ -567,7 +567,7 @@ def test_plain_ap_rejects():
 
 def test_plain_ap_without_faces(caplog):
     index = make_index([1], [[0, 0, 0, 0]])  # the val files' zero-size dummy face
-    with caplog.at_level(logging.WARNING, logger="facegrid.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
         curve = average_precision({"ev/img0": dets((A, 0.9))}, index)
     assert math.isnan(curve.ap) and curve.num_faces == 0
 

@@ -1,4 +1,4 @@
-"""One training example (``facegrid.examples.ExampleBuilder``): boxes move with the pixels."""
+"""One training example (``facegrid.data.examples.ExampleBuilder``): boxes move with the pixels."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegrid.augment import Augment
-from facegrid.examples import ExampleBuilder
-from facegrid.grid import GridCodec
-from facegrid.images import image_size, load_input, resize_region
-from facegrid.index import FaceFilter
-from facegrid.wider import read_annotations
+from facegrid.data.augment import Augment
+from facegrid.data.examples import ExampleBuilder
+from facegrid.core.codec import GridCodec
+from facegrid.data.images import image_size, load_input, resize_region
+from facegrid.wider.index import FaceFilter
+from facegrid.wider.annotations import read_annotations
 
 WIDTH, HEIGHT = 640, 480
 # White "faces" on black, laid out on a diagonal so that their column ranges and their

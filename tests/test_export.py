@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facegrid import boxes as box_ops
+from facegrid.core import boxes as box_ops
 from facegrid.cli import main
-from facegrid.config import Config, bundled_model_path, load_config, settings_path
-from facegrid.detect import Detector
-from facegrid.errors import ModelFileError
-from facegrid.export import ExportError, export_model, format_for, pick_calibration_images
-from facegrid.inputs import find_images
-from facegrid.model import build_detector
-from facegrid.runtime import pyramid_cells
+from facegrid.core.config import Config, bundled_model_path, load_config, settings_path
+from facegrid.infer.detector import Detector
+from facegrid.core.errors import ModelFileError
+from facegrid.deploy.export import ExportError, export_model, format_for, pick_calibration_images
+from facegrid.infer.inputs import find_images
+from facegrid.model.network import build_detector
+from facegrid.infer.runtimes import pyramid_cells
 
 #: Float exports against Keras, on raw outputs: scores absolutely, centre offsets (strides) absolutely, sizes relatively.
 FLOAT_SCORE_TOLERANCE = 1e-4
@@ -106,7 +106,7 @@ def test_exports_carry_their_settings_and_runtime_cells_follow_the_keras_layer(e
     for path in exports.values():
         assert load_config(settings_path(path)) == load_config(settings_path(bundled_model_path()))
     raw = [np.random.default_rng(s).normal(0, 3, (2, 96 // s, 64 // s, 5)).astype(np.float32) for s in (8, 16, 32)]
-    from facegrid.model import PyramidCells
+    from facegrid.model.network import PyramidCells
 
     want = np.asarray(PyramidCells()([keras.ops.convert_to_tensor(r) for r in raw]))
     outputs = {}

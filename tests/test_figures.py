@@ -1,11 +1,11 @@
-"""Off-screen figures (``facegrid.figures``): saved in the format their suffix names, or refused."""
+"""Off-screen figures (``facegrid.core.figures``): saved in the format their suffix names, or refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from facegrid.errors import PathError
-from facegrid.figures import new_figure, save_figure
+from facegrid.core.errors import PathError
+from facegrid.core.figures import new_figure, save_figure
 
 
 @pytest.mark.parametrize("name", ["plot.xyz", "plot"])
@@ -24,7 +24,7 @@ def test_the_suffix_chooses_the_format(tmp_path):
 
 
 def test_training_curves_number_epochs_from_one_and_survive_a_redone_epoch(tmp_path):
-    from facegrid.curves import TrainingCurves, read_history
+    from facegrid.train.curves import TrainingCurves, read_history
 
     curves = TrainingCurves(tmp_path)
     curves.on_epoch_end(0, {"loss": 2.0, "val_ap": 0.1})

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from facegrid.cli import main
-from facegrid.errors import OutputExistsError, OverwritesInputError
-from facegrid.files import check_outputs, write_atomically
+from facegrid.core.errors import OutputExistsError, OverwritesInputError
+from facegrid.core.files import check_outputs, write_atomically
 
 @pytest.fixture
 def tiny_model(tiny_pyramid):

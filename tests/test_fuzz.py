@@ -1,8 +1,8 @@
 """Fuzzing the readers: random bytes and random mutations of genuine files.
 
 Whatever they are given, the annotation reader returns an index or raises
-:class:`~facegrid.wider.AnnotationError` (FILE:LINE), and the image readers
-return upright RGB pixels or raise :class:`~facegrid.images.ImageError`
+:class:`~facegrid.wider.annotations.AnnotationError` (FILE:LINE), and the image readers
+return upright RGB pixels or raise :class:`~facegrid.data.images.ImageError`
 (naming the path). Any other exception is a bug.
 """
 
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facegrid.images import ImageError, load_input, probe, read_image, verify_image
-from facegrid.wider import AnnotationError, read_annotations
+from facegrid.data.images import ImageError, load_input, probe, read_image, verify_image
+from facegrid.wider.annotations import AnnotationError, read_annotations
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""The grid target layout (``facegrid.grid.GridCodec``)."""
+"""The grid target layout (``facegrid.core.codec.GridCodec``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facegrid.grid import CHANNELS, GridCodec
+from facegrid.core.codec import CHANNELS, GridCodec
 
 
 def sort_boxes(boxes: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Image decoding (``facegrid.images``): formats, EXIF orientation, DCT scaling, errors.
+"""Image decoding (``facegrid.data.images``): formats, EXIF orientation, DCT scaling, errors.
 
 All images are made with Pillow in ``tmp_path``.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facegrid.images import (
+from facegrid.data.images import (
     DCT_RATIOS,
     FULL_IMAGE,
     PIXEL_OFFSET,
@@ -456,7 +456,7 @@ def test_verify_image_catches_a_jpeg_cut_near_its_end(tmp_path, big_jpeg):
 
 
 def test_load_fitted_keeps_the_aspect_ratio_and_pads_to_32(tmp_path):
-    from facegrid.images import fitted_size, load_fitted, padded_size
+    from facegrid.data.images import fitted_size, load_fitted, padded_size
 
     pixels = np.zeros((300, 500, 3), np.uint8)
     pixels[:, 250:] = 200  # right half bright

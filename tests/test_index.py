@@ -1,4 +1,4 @@
-"""The annotation index and face filtering (``facegrid.index``)."""
+"""The annotation index and face filtering (``facegrid.wider.index``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facegrid.boxes import from_wider
-from facegrid.index import ATTRIBUTE_MAX, ATTRIBUTES, FaceFilter, Index, Note
-from facegrid.wider import read_annotations
+from facegrid.core.boxes import from_wider
+from facegrid.wider.index import ATTRIBUTE_MAX, ATTRIBUTES, FaceFilter, Index, Note
+from facegrid.wider.annotations import read_annotations
 
 
 def make_index(faces_per_image, boxes, attributes=None) -> Index:
@@ -162,7 +162,7 @@ def test_note_is_a_value():
 
 
 def test_take_selects_images_with_all_their_faces(tmp_path):
-    from facegrid.wider import format_annotations, read_annotations
+    from facegrid.wider.annotations import format_annotations, read_annotations
 
     path = tmp_path / "gt.txt"
     path.write_text(

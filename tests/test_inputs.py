@@ -1,4 +1,4 @@
-"""Detection inputs (``facegrid.inputs``): images found, distinct output names, result keys checked up front."""
+"""Detection inputs (``facegrid.infer.inputs``): images found, distinct output names, result keys checked up front."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import PurePath
 
 import pytest
 
-from facegrid.errors import PathError
-from facegrid.inputs import annotated_names, find_images, submission_keys
+from facegrid.core.errors import PathError
+from facegrid.infer.inputs import annotated_names, find_images, submission_keys
 
 
 def touch(root, *names):

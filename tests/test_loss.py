@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegrid.loss import GridLoss, PyramidLoss, loss_for
+from facegrid.model.loss import GridLoss, PyramidLoss, loss_for
 
 
 def grids(batch=2, g=3):
@@ -152,7 +152,7 @@ def test_pyramid_score_target_is_the_iou_and_gets_no_box_gradient():
 
 
 def test_loss_for_each_layout():
-    from facegrid.config import Config
+    from facegrid.core.config import Config
 
     assert isinstance(loss_for(Config()), GridLoss)
     pyramid = loss_for(Config(strides=(8, 16), grid_size=0, focal_gamma=1.5, box_weight=3.0))
@@ -162,7 +162,7 @@ def test_loss_for_each_layout():
 
 @pytest.mark.parametrize("make", ["grid", "pyramid"])
 def test_the_logged_terms_add_up_to_the_loss(make):
-    from facegrid.loss import GridLoss, LossTerm, PyramidLoss
+    from facegrid.model.loss import GridLoss, LossTerm, PyramidLoss
 
     rng = np.random.default_rng(0)
     if make == "grid":

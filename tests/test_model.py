@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from facegrid.config import Config
-from facegrid.model import build_detector
+from facegrid.core.config import Config
+from facegrid.model.network import build_detector
 
 
 def tiny(**settings) -> Config:
@@ -61,8 +61,8 @@ def test_sizes_stay_fractions_of_the_input_at_any_input_size():
 
 
 def test_model_file_carrying_code_is_refused_never_run(tmp_path):
-    from facegrid.errors import ModelFileError
-    from facegrid.model import load_detector
+    from facegrid.core.errors import ModelFileError
+    from facegrid.model.network import load_detector
 
     payload = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2)])
     payload.save(tmp_path / "lambda.keras")
@@ -81,8 +81,8 @@ def test_files_that_hold_no_facegrid_model_are_refused_in_one_line(tmp_path, sam
     from click.testing import CliRunner
 
     from facegrid.cli import main
-    from facegrid.errors import ModelFileError
-    from facegrid.model import load_detector
+    from facegrid.core.errors import ModelFileError
+    from facegrid.model.network import load_detector
 
     with zipfile.ZipFile(tmp_path / "empty.keras", "w") as zipped:
         zipped.writestr("notes.txt", "no model here")
@@ -156,7 +156,7 @@ def test_backbone_can_start_from_another_detector(tmp_path):
 def test_the_default_backbone_starts_from_the_bundled_imagenet_weights():
     import h5py
 
-    from facegrid.pretrained import bundled_weights_path
+    from facegrid.model.backbone import bundled_weights_path
 
     backbone = build_detector(Config()).get_layer("backbone")
     with h5py.File(bundled_weights_path(), "r") as saved:

@@ -25,7 +25,7 @@ from PIL import Image
 from conftest import TINY_PYRAMID_SETTINGS
 from test_cli_fuzz import FUZZ, assert_behaves, workdir, write  # noqa: F401 (workdir: a fixture)
 
-from facegrid.config import Config
+from facegrid.core.config import Config
 
 TINY = Config(**TINY_PYRAMID_SETTINGS)
 

@@ -16,12 +16,12 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from facegrid import pack as pack_module
-from facegrid import records
+from facegrid.data.tf import pack as pack_module
+from facegrid.data.tf import records
 from facegrid.cli import main
-from facegrid.images import probe
-from facegrid.pack import sha256, split_of
-from facegrid.wider import read_annotations
+from facegrid.data.images import probe
+from facegrid.data.tf.pack import sha256, split_of
+from facegrid.wider.annotations import read_annotations
 
 
 def run(*args):
@@ -221,7 +221,7 @@ def test_a_rerun_removes_what_an_interrupted_pack_left_and_counts_the_folder_emp
     staging.mkdir(parents=True)
     (staging / "widerface-train.tfrecord-00000-of-00003").write_bytes(b"half a shard")
     (out / ".facegrid-pack.lock").touch()  # its lock, no longer held
-    caplog.set_level(logging.INFO, logger="facegrid.pack")
+    caplog.set_level(logging.INFO, logger="facegrid.data.tf.pack")
     result = pack(samples, out, "--shards", 2)
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in out.iterdir()) == [

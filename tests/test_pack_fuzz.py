@@ -28,9 +28,9 @@ from PIL import Image
 from test_cli_fuzz import FUZZ, assert_behaves, mostly, workdir  # noqa: F401  (workdir: a fixture)
 from test_packed import TINY_TRAINING
 
-import facegrid.train
-from facegrid.pack import LOCK, STAGING, pack_dataset
-from facegrid.wider import read_annotations
+import facegrid.train.run
+from facegrid.data.tf.pack import LOCK, STAGING, pack_dataset
+from facegrid.wider.annotations import read_annotations
 
 #: Examples a test runs: each costs milliseconds (training is refused before a model is built).
 PACK_FUZZ = settings(FUZZ, max_examples=150)
@@ -63,7 +63,7 @@ def write_dataset(root: Path, names: list[str]) -> tuple[Path, Path]:
 
 @pytest.fixture
 def bases(tmp_path_factory):
-    """Each of :data:`BASES` packed once per test, by :func:`facegrid.pack.pack_dataset`."""
+    """Each of :data:`BASES` packed once per test, by :func:`facegrid.data.tf.pack.pack_dataset`."""
     root = tmp_path_factory.mktemp("bases")
     packs = {}
     for label, (names, shards) in BASES.items():
@@ -195,7 +195,7 @@ def apply(folder: Path, change) -> None:
 
 def train_on(folder: Path, run: Path):
     """``train --packed folder``: a model being built is an exception, which assert_behaves catches."""
-    with mock.patch.object(facegrid.train, "_build", side_effect=AssertionError("a model was built")):
+    with mock.patch.object(facegrid.train.run, "_build", side_effect=AssertionError("a model was built")):
         return assert_behaves(["train", "--packed", folder, "--run", run, *TINY_TRAINING])
 
 

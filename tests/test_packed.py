@@ -12,14 +12,14 @@ import pytest
 from test_puretf import PYTHON_OPS
 from test_tfdata import batches
 
-from facegrid.errors import PathError
-from facegrid.examples import ExampleSource
-from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.pack import pack_dataset
-from facegrid.packed import read_packed
-from facegrid.puretf import PackedPipeline
-from facegrid.service import op_types
-from facegrid.wider import read_annotations
+from facegrid.core.errors import PathError
+from facegrid.data.examples import ExampleSource
+from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.data.tf.pack import pack_dataset
+from facegrid.data.tf.packed import read_packed
+from facegrid.data.tf.puretf import PackedPipeline
+from facegrid.scale.service import op_types
+from facegrid.wider.annotations import read_annotations
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset  # noqa: E402  (what tf.distribute applies)
@@ -159,7 +159,7 @@ def test_bad_shares_and_folders_are_refused(packed, tmp_path):
 
 def test_a_service_with_two_workers_serves_every_packed_image_once_an_epoch(packed):
     """Dynamic sharding hands out the shard files of each epoch, one worker each."""
-    from facegrid import service
+    from facegrid.scale import service
 
     _, _, out = packed
     pipeline = PackedPipeline(out, seed=8)
@@ -176,7 +176,7 @@ def test_a_service_with_two_workers_serves_every_packed_image_once_an_epoch(pack
 def test_training_reads_a_packed_set(packed, tmp_path):
     from test_train import TINY
 
-    from facegrid.train import train
+    from facegrid.train.run import train
 
     _, _, out = packed
     run = tmp_path / "run"
@@ -214,10 +214,10 @@ def train_packed(folder, run):
     """``facegrid train --packed folder``, failing the test if it builds a model."""
     from click.testing import CliRunner
 
-    import facegrid.train
+    import facegrid.train.run
     from facegrid.cli import main
 
-    with mock.patch.object(facegrid.train, "_build", side_effect=AssertionError("a model was built")):
+    with mock.patch.object(facegrid.train.run, "_build", side_effect=AssertionError("a model was built")):
         return CliRunner().invoke(main, ["train", "--packed", str(folder), "--run", str(run), *TINY_TRAINING])
 
 
@@ -250,7 +250,7 @@ def test_training_refuses_a_set_of_images_it_cannot_decode_naming_the_folder_and
 
 def emptied(folder, tmp_path):
     """A copy of the packed ``folder`` whose shards hold no example, its manifest agreeing but for the image count."""
-    from facegrid.pack import sha256
+    from facegrid.data.tf.pack import sha256
 
     copy = tmp_path / "empty"
     shutil.copytree(folder, copy)
@@ -273,7 +273,7 @@ def test_training_refuses_a_set_that_holds_no_image(samples_packed, tmp_path):
 
 
 def test_a_damaged_shard_is_named_with_the_examples_before_the_damage(samples_packed, tmp_path):
-    from facegrid.pack import DamagedShardError
+    from facegrid.data.tf.pack import DamagedShardError
 
     damaged = tmp_path / "damaged"
     shutil.copytree(samples_packed, damaged)
@@ -288,8 +288,8 @@ def test_a_damaged_shard_is_named_with_the_examples_before_the_damage(samples_pa
 
 
 def test_an_image_placed_past_the_annotation_files_is_refused(samples_packed, tmp_path):
-    from facegrid import records
-    from facegrid.pack import sha256
+    from facegrid.data.tf import records
+    from facegrid.data.tf.pack import sha256
 
     forged = tmp_path / "forged"
     shutil.copytree(samples_packed, forged)

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from facegrid import pretrained
-from facegrid.pretrained import (
+from facegrid.model import backbone as pretrained
+from facegrid.model.backbone import (
     BN_EPSILON,
     TORCHVISION_MEAN,
     TORCHVISION_STD,
@@ -333,7 +333,7 @@ def test_torchvision_prefix_names():
 
 def test_importing_needs_neither_torch_nor_keras():
     code = (
-        "import sys, facegrid.pretrained; "
+        "import sys, facegrid.model.backbone; "
         "assert 'torch' not in sys.modules and 'keras' not in sys.modules, "
         "[m for m in sys.modules if m.split('.')[0] in ('torch', 'keras')][:3]"
     )

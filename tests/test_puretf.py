@@ -1,4 +1,4 @@
-"""The pure-TensorFlow pipeline (``facegrid.puretf``): FaceSequence's batches with no Python per example."""
+"""The pure-TensorFlow pipeline (``facegrid.data.tf.puretf``): FaceSequence's batches with no Python per example."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from test_tfdata import assert_same_batches, batches
 
-from facegrid.augment import Augment
-from facegrid.config import Config
-from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.puretf import PureTFPipeline
-from facegrid.sequence import FaceSequence
-from facegrid.service import op_types
-from facegrid.tfdata import FacePipeline
-from facegrid.wider import read_annotations
+from facegrid.data.augment import Augment
+from facegrid.core.config import Config
+from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.data.tf.puretf import PureTFPipeline
+from facegrid.data.sequence import FaceSequence
+from facegrid.scale.service import op_types
+from facegrid.data.tf.pipeline import FacePipeline
+from facegrid.wider.annotations import read_annotations
 
 tf = pytest.importorskip("tensorflow")
 

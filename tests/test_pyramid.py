@@ -1,4 +1,4 @@
-"""The pyramid target layout (``facegrid.grid.PyramidCodec``): levels, positive cells, encode/decode."""
+"""The pyramid target layout (``facegrid.core.codec.PyramidCodec``): levels, positive cells, encode/decode."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facegrid.grid import PYRAMID_CHANNELS, PyramidCodec, codec_for, GridCodec
+from facegrid.core.codec import PYRAMID_CHANNELS, PyramidCodec, codec_for, GridCodec
 
 
 def unique_rows(boxes: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from facegrid import FaceFilter, FaceSequence, GridCodec, read_annotations
-from facegrid.images import PIXEL_OFFSET, PIXEL_SCALE
-from facegrid.shared_batches import AVAILABLE as SHARED_MEMORY
+from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
+from facegrid.data.shared_batches import AVAILABLE as SHARED_MEMORY
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_targets_hold_all_representable_faces_of_each_image(val_sample, wider):
     index = FaceFilter().apply(read_annotations(annotations))
     codec = GridCodec(7)
     _, y = seq[0]
-    from facegrid.images import image_size
+    from facegrid.data.images import image_size
 
     for k in range(8):
         width, height = image_size(images / str(index.paths[k]))

@@ -25,11 +25,11 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from facegrid import records
+from facegrid.data.tf import records
 from facegrid.cli import main
-from facegrid.pack import pack_dataset
-from facegrid.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops, service_failure
-from facegrid.wider import read_annotations
+from facegrid.data.tf.pack import pack_dataset
+from facegrid.scale.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops, service_failure
+from facegrid.wider.annotations import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
 STARTUP = 120
@@ -284,8 +284,8 @@ def test_a_service_failure_while_training_is_told_by_the_line_its_op_wrote():
 
 
 def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):
-    from facegrid.config import Config
-    from facegrid.wider import write_annotations
+    from facegrid.core.config import Config
+    from facegrid.wider.annotations import write_annotations
 
     address, _ = service
     index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")

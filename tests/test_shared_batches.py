@@ -8,7 +8,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import pytest
 
-from facegrid.shared_batches import AVAILABLE, SharedBatch, receive
+from facegrid.data.shared_batches import AVAILABLE, SharedBatch, receive
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="shared-memory hand-over is POSIX only")
 

@@ -1,4 +1,4 @@
-"""Dataset statistics (``facegrid.stats``): the plot, drawn without touching the caller's plotting backend."""
+"""Dataset statistics (``facegrid.data.stats``): the plot, drawn without touching the caller's plotting backend."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from facegrid.stats import dataset_stats, plot_stats
-from facegrid.wider import read_annotations
+from facegrid.data.stats import dataset_stats, plot_stats
+from facegrid.wider.annotations import read_annotations
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Results in the WIDER FACE submission format (``facegrid.submission``)."""
+"""Results in the WIDER FACE submission format (``facegrid.wider.results``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from facegrid.errors import PathError
-from facegrid.submission import (
+from facegrid.core.errors import PathError
+from facegrid.wider.results import (
     SubmissionError,
     image_key,
     read_image_result,
@@ -95,7 +95,7 @@ def test_write_rejects(tmp_path, image_path, boxes, scores, message):
 )
 def test_name_line_forms_accepted_quietly(tmp_path, caplog, name_line):
     path = write_raw(tmp_path, f"{name_line}\n1\n1 2 3 4 0.5\n")
-    with caplog.at_level(logging.WARNING, logger="facegrid.submission"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.wider.results"):
         boxes, scores = read_image_result(path)
     assert not caplog.records
     np.testing.assert_array_equal(boxes, [[1, 2, 4, 6]])
@@ -104,7 +104,7 @@ def test_name_line_forms_accepted_quietly(tmp_path, caplog, name_line):
 
 def test_name_line_for_another_image_warns_but_reads(tmp_path, caplog):
     path = write_raw(tmp_path, "0_Parade_Parade_0_628.jpg\n1\n1 2 3 4 0.5\n")
-    with caplog.at_level(logging.WARNING, logger="facegrid.submission"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.wider.results"):
         result = read_submission(tmp_path)
     assert list(result) == [KEY]  # keyed by where the file lies, as read_pred.m does
     assert f"{path}:1" in caplog.text and "0_Parade_Parade_0_628" in caplog.text

@@ -1,17 +1,17 @@
-"""The target layouts in TensorFlow ops (``facegrid.tf_targets``) hold to the NumPy codecs' answers."""
+"""The target layouts in TensorFlow ops (``facegrid.data.tf.targets``) hold to the NumPy codecs' answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from facegrid import boxes as box_ops
-from facegrid import tf_targets
-from facegrid.augment import NO_JITTER, Augment
-from facegrid.examples import ExampleBuilder
-from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.index import FaceFilter
-from facegrid.wider import read_annotations
+from facegrid.core import boxes as box_ops
+from facegrid.data.tf import targets as tf_targets
+from facegrid.data.augment import NO_JITTER, Augment
+from facegrid.data.examples import ExampleBuilder
+from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.wider.index import FaceFilter
+from facegrid.wider.annotations import read_annotations
 
 tf = pytest.importorskip("tensorflow")
 

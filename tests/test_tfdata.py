@@ -1,4 +1,4 @@
-"""The tf.data pipeline (``facegrid.tfdata``): FaceSequence's batches, decoded by TensorFlow."""
+"""The tf.data pipeline (``facegrid.data.tf.pipeline``): FaceSequence's batches, decoded by TensorFlow."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegrid.augment import Augment
-from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.images import ImageError
-from facegrid.sequence import FaceSequence
-from facegrid.tfdata import FacePipeline
-from facegrid.wider import read_annotations
+from facegrid.data.augment import Augment
+from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.data.images import ImageError
+from facegrid.data.sequence import FaceSequence
+from facegrid.data.tf.pipeline import FacePipeline
+from facegrid.wider.annotations import read_annotations
 
 tf = pytest.importorskip("tensorflow")
 

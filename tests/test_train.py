@@ -18,19 +18,19 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import facegrid.train
+import facegrid.train.run
 from facegrid.cli import main
-from facegrid.config import Config, bundled_model_path, load_config
-from facegrid.curves import read_history
-from facegrid.detect import Detections, Detector
-from facegrid.errors import PathError
-from facegrid.evaluate import SETTINGS, average_precision, evaluate_wider, load_wider_ground_truth
-from facegrid.images import ImageError
-from facegrid.index import FaceFilter
-from facegrid.model import load_detector
-from facegrid.submission import read_submission, write_image_result
-from facegrid.train import ValidationAP, train, validation_ground_truth
-from facegrid.wider import read_annotations, write_annotations
+from facegrid.core.config import Config, bundled_model_path, load_config
+from facegrid.train.curves import read_history
+from facegrid.infer.detector import Detections, Detector
+from facegrid.core.errors import PathError
+from facegrid.eval.wider import SETTINGS, average_precision, evaluate_wider, load_wider_ground_truth
+from facegrid.data.images import ImageError
+from facegrid.wider.index import FaceFilter
+from facegrid.model.network import load_detector
+from facegrid.wider.results import read_submission, write_image_result
+from facegrid.train.run import ValidationAP, train, validation_ground_truth
+from facegrid.wider.annotations import read_annotations, write_annotations
 
 TINY = Config(
     input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
@@ -82,13 +82,13 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(samples, tmp_path, mon
     config = TINY.replace(epochs=3, warmup_epochs=1)
     whole = train(config, annotations, images, tmp_path / "whole", verbose=0)
 
-    save = facegrid.train.Checkpoints.on_epoch_end
+    save = facegrid.train.run.Checkpoints.on_epoch_end
 
     def save_then_die(self, epoch, logs=None):  # stopped dead right after the first checkpoint
         save(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save_then_die)
+    monkeypatch.setattr(facegrid.train.run.Checkpoints, "on_epoch_end", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(config, annotations, images, tmp_path / "cut", verbose=0)
     monkeypatch.undo()
@@ -190,7 +190,7 @@ def _constant_val_ap(self, epoch, logs=None):  # a validation AP that never impr
 
 def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    monkeypatch.setattr(facegrid.train.ValidationAP, "on_epoch_end", _constant_val_ap)
+    monkeypatch.setattr(facegrid.train.run.ValidationAP, "on_epoch_end", _constant_val_ap)
     config = TINY.replace(epochs=6, early_stopping_patience=2)
     val = dict(val_annotations=annotations, val_images=images, verbose=0)
     whole = train(config, annotations, images, tmp_path / "whole", **val)
@@ -198,17 +198,17 @@ def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
         "epoch": 3, "best_ap": 0.5, "early_stopping": {"wait": 2, "best": 0.5}
     }
 
-    save = facegrid.train.Checkpoints.on_epoch_end
+    save = facegrid.train.run.Checkpoints.on_epoch_end
 
     def save_then_die(self, epoch, logs=None):  # stopped dead after the second epoch's checkpoint
         save(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save_then_die)
+    monkeypatch.setattr(facegrid.train.run.Checkpoints, "on_epoch_end", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(config, annotations, images, tmp_path / "cut", **val)
-    monkeypatch.setattr(facegrid.train.Checkpoints, "on_epoch_end", save)
+    monkeypatch.setattr(facegrid.train.run.Checkpoints, "on_epoch_end", save)
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["early_stopping"] == {"wait": 1, "best": 0.5}
     resumed = train(config, annotations, images, tmp_path / "cut", resume=True, **val)
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 3  # not 2 + a fresh patience
@@ -267,7 +267,7 @@ def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_p
     from click.testing import CliRunner
 
     from facegrid.cli import main
-    from facegrid.config import bundled_model_path
+    from facegrid.core.config import bundled_model_path
 
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     run = tmp_path / "finetune"
@@ -389,7 +389,7 @@ def test_which_ground_truth_a_run_validates_against(wider, samples, tmp_path):
 
 
 def test_an_error_tensorflow_raises_while_training_is_one_line_naming_the_run(samples, tmp_path, monkeypatch):
-    from facegrid.errors import TrainingError
+    from facegrid.core.errors import TrainingError
 
     def exhausted(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(

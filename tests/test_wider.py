@@ -1,4 +1,4 @@
-"""Reading and writing WIDER FACE annotation files (``facegrid.wider``).
+"""Reading and writing WIDER FACE annotation files (``facegrid.wider.annotations``).
 
 The real-data tests read the official files in place (see conftest.py); the
 format edge cases use small synthetic files in ``tmp_path``.
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegrid.index import ATTRIBUTES, FaceFilter, Index
-from facegrid.wider import AnnotationError, format_annotations, read_annotations, write_annotations
+from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
+from facegrid.wider.annotations import AnnotationError, format_annotations, read_annotations, write_annotations
 
 COLUMNS = ["x1", "y1", "w", "h", *ATTRIBUTES]
 OFFICIAL_ORDER = "x1 y1 w h blur expression illumination invalid occlusion pose".split()

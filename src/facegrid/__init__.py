@@ -4,9 +4,9 @@ The annotation reader and the codecs load without TensorFlow, so data tools
 start fast; :class:`FaceSequence` imports Keras on first use.
 """
 
-from facegrid.grid import GridCodec, PyramidCodec
-from facegrid.index import FaceFilter, Index
-from facegrid.wider import AnnotationError, read_annotations, write_annotations
+from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.wider.index import FaceFilter, Index
+from facegrid.wider.annotations import AnnotationError, read_annotations, write_annotations
 
 __all__ = [
     "AnnotationError",
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name == "FaceSequence":
-        from facegrid.sequence import FaceSequence
+        from facegrid.data.sequence import FaceSequence
 
         return FaceSequence
     raise AttributeError(f"module 'facegrid' has no attribute {name!r}")

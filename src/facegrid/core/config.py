@@ -1,0 +1,386 @@
+"""One frozen configuration for a detector and its training run, read from TOML.
+
+Every setting has a documented default; a TOML file overrides any of them, and
+command-line flags override the file. The resolved configuration is written
+into each run folder and printed in its log, so a run can be repeated from it.
+
+Example TOML::
+
+    input_size = 224
+    grid_size = 7
+    alpha = 0.75
+    backbone_weights = "none"  # the bundled ImageNet backbone is alpha 1.0
+    epochs = 40
+    learning_rate = 2e-3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import tomli_w
+
+#: File name of the model bundled with facegrid, inside the package's ``models/`` folder.
+BUNDLED_MODEL = "facegrid-wider.keras"
+
+
+def bundled_model_path() -> Path:
+    """Path of the detector shipped with facegrid; its settings are beside it (``.toml``), and its model card."""
+    return Path(str(resources.files("facegrid") / "models" / BUNDLED_MODEL))
+
+
+#: Strides a pyramid level can have: where MobileNetV2 offers a feature map.
+TAPS_BY_STRIDE = (8, 16, 32)
+
+#: The choices for ``pipeline``.
+PIPELINES = ("tfdata", "sequence", "puretf")
+
+#: The choices for ``strategy``.
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+#: The choices for ``backbone_style``.
+BACKBONE_STYLES = ("keras", "torchvision")
+
+#: ``backbone_weights`` naming the ImageNet backbone shipped with facegrid
+#: (:func:`facegrid.model.backbone.bundled_weights_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``.
+BUNDLED_IMAGENET = "imagenet-bundled"
+
+
+#: One label of a host name: letters, digits and inner hyphens, at most 63 characters.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def service_address(address: str) -> str:
+    """``address`` of a tf.data service server as gRPC takes it: ``host:port``, without a ``grpc://`` in front.
+
+    The host is a name, an IPv4 address or an IPv6 address in brackets
+    (``[::1]:5050``); the port is 1 to 65535. Checked here, because gRPC
+    takes anything and an address it cannot use only shows as a server that
+    never answers.
+
+    Raises:
+        ValueError: ``address`` is not of that form.
+    """
+    bare = address.removeprefix("grpc://")
+    host, _, port = bare.rpartition(":")
+    if not (_is_host(host) and re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
+        raise ValueError(f"expected HOST:PORT (a host name, an IPv4 address or an IPv6 address in brackets, "
+                         f"and a port from 1 to 65535), got {address!r}")
+    return bare
+
+
+def _is_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return False
+    if all(label.isdigit() for label in labels):  # digits and dots: an IPv4 address, or nothing
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the detector and of its training.
+
+    Model (fully convolutional: trained at one input size, it runs at any multiple of 32):
+        input_size: side ``S`` of the square training input.
+        strides: a pyramid of grids, one per stride (:class:`facegrid.core.codec.PyramidCodec`:
+            several cells per face, each face on the level of its size), such as
+            ``[8, 16, 32]``; empty for a single grid of ``grid_size``.
+        grid_size: side ``G`` of the single training output grid; ``S/32`` (the backbone's
+            own resolution), ``S/16`` or ``S/8`` (upsampling head fed from an earlier
+            stage); 0 with ``strides``.
+        detect_size: detection input, 0 meaning ``input_size``. Pyramid models
+            keep the aspect ratio: the longer side is resized to ``detect_size``
+            and the other padded to a multiple of 32. Single-grid models see the
+            image stretched to a ``detect_size`` square.
+        alpha: MobileNetV2 width multiplier.
+        backbone_weights: ``"imagenet-bundled"`` (torchvision's ImageNet
+            MobileNetV2 converted by :mod:`facegrid.model.backbone` and shipped with
+            facegrid, so training starts from ImageNet features offline; it fits
+            alpha 1.0 with backbone_style ``"torchvision"`` only), ``"none"``
+            (random), ``"imagenet"`` (Keras' weights, downloaded; needs
+            internet and backbone_style ``"keras"``), or the path of a
+            ``.weights.h5`` file.
+        backbone_style: ``"keras"`` (keras.applications.MobileNetV2) or
+            ``"torchvision"`` (the same network with torchvision's padding and
+            batch-norm epsilon, for weights converted from torchvision by
+            :mod:`facegrid.model.backbone`).
+        head_channels: width of the detection head's 3x3 convolution.
+        init: a facegrid ``.keras`` model whose weights start training (fine-tuning,
+            the bundled model's included); its network must be the one these
+            settings build (``facegrid train --init`` takes its settings file
+            too). Empty: the weights ``backbone_weights`` names, heads fresh.
+
+    Data:
+        batch_size, augment, seed: as for :class:`facegrid.FaceSequence`.
+        crop_scale: range of the random crop's side as a fraction of the image
+            side, when augmenting (:class:`facegrid.data.augment.Augment`).
+        min_face_size: faces smaller than this (original pixels) are not targets.
+        pipeline: ``"tfdata"`` (:class:`facegrid.data.tf.pipeline.FacePipeline`: TensorFlow
+            decodes in its own threads; the faster), ``"sequence"``
+            (:class:`facegrid.FaceSequence`) or ``"puretf"``
+            (:class:`facegrid.data.tf.puretf.PureTFPipeline`: TensorFlow ops only, which
+            a tf.data service can run; JPEG images and single-grid targets).
+            All serve the same batches.
+        data_service: ``host:port`` of a tf.data service dispatcher (``facegrid
+            data serve``) whose workers build the training batches; needs
+            ``pipeline = "puretf"``. Empty: batches are built here.
+        data_service_wait: seconds training waits, before its first step, for
+            the dispatcher to answer and for a worker to register with it (a
+            trainer without workers would wait for data without end), and the
+            seconds a worker waits for its dispatcher to answer.
+        workers: images decoded at once (tfdata) or batch-building workers (sequence).
+        use_multiprocessing: sequence only: worker processes instead of threads.
+        on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
+            it out, log it, count it): see :mod:`facegrid.data.screening`.
+
+    Devices (:mod:`facegrid.train.run`; not fixed by a run, which may resume under another):
+        strategy: the ``tf.distribute`` strategy: ``"default"`` (one device),
+            ``"mirrored"`` (``MirroredStrategy``: every visible GPU, or CPU) or
+            ``"multi-worker"`` (``MultiWorkerMirroredStrategy``, its cluster
+            and this process's task read from the ``TF_CONFIG`` environment
+            variable). ``batch_size`` is the global batch, split between the
+            replicas, so each step sees the same images under any strategy.
+
+    Optimisation:
+        epochs, learning_rate, warmup_epochs: Adam with linear warm-up then cosine decay.
+        weight_decay: AdamW decoupled weight decay.
+        early_stopping_patience: stop after this many epochs without a better
+            validation AP (0 disables).
+
+    Validation (with a validation set; :class:`facegrid.train.run.ValidationAP`):
+        val_ground_truth: the official WIDER FACE ``eval_tools/ground_truth``
+            folder, for WIDER easy, medium and hard AP each epoch beside the
+            plain one; ``""`` looks for ``eval_tools/ground_truth`` in the
+            dataset folder that holds the validation annotations' folder (as
+            the official release lays them out), ``"none"`` turns it off.
+        panels_every: every this many epochs, draw detections and ground truth
+            on a few validation images into the run folder's ``panels/`` (0 disables).
+
+    Loss (:class:`facegrid.model.loss.GridLoss`):
+        focal_gamma: focusing parameter of the score loss (focal loss on a single grid,
+            quality focal loss on a pyramid) over every cell.
+        focal_alpha: weight of face cells in a single grid's focal loss (pyramid
+            scores are weighted by their IoU target instead, so it must stay at
+            its default there).
+        box_weight: weight of the box terms on cells holding a face.
+
+    Detection (written into the run folder's ``config.toml`` and an exported
+    model's ``.toml``, where :meth:`facegrid.infer.detector.Detector.load` and
+    ``facegrid detect`` take them from; validation during training uses
+    ``nms_iou`` and a 0.01 score floor, to count the whole precision-recall curve):
+        score_threshold: keep detections scoring at least this.
+        nms_iou: suppress boxes overlapping a better one by more than this IoU.
+    """
+
+    input_size: int = 224
+    strides: tuple[int, ...] = ()
+    grid_size: int = 7
+    detect_size: int = 0
+    alpha: float = 1.0
+    backbone_weights: str = BUNDLED_IMAGENET
+    init: str = ""
+    backbone_style: str = "torchvision"
+    head_channels: int = 128
+
+    batch_size: int = 16
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    seed: int = 0
+    min_face_size: float = 0.0
+    pipeline: str = "tfdata"
+    data_service: str = ""
+    data_service_wait: float = 60.0
+    workers: int = 2
+    use_multiprocessing: bool = False
+    on_bad_image: str = "raise"
+
+    strategy: str = "default"
+
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    warmup_epochs: int = 1
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 10
+
+    val_ground_truth: str = ""
+    panels_every: int = 5
+
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    box_weight: float = 2.0
+
+    score_threshold: float = 0.5
+    nms_iou: float = 0.4
+
+    def __post_init__(self):
+        if self.strides:
+            from facegrid.core.codec import PyramidCodec
+
+            object.__setattr__(self, "strides", PyramidCodec(tuple(self.strides)).strides)  # validated, ints
+            if self.grid_size:
+                raise ValueError(f"grid_size must be 0 with strides (a pyramid has no single grid), got {self.grid_size}")
+            if self.focal_alpha != Config.focal_alpha:
+                raise ValueError("focal_alpha applies to single-grid models only; leave it out with strides")
+            if not set(self.strides) <= set(TAPS_BY_STRIDE):
+                raise ValueError(f"strides must be among {sorted(TAPS_BY_STRIDE)}. Received: strides={self.strides}")
+        strides = {self.input_size // s: s for s in (32, 16, 8) if self.input_size % s == 0}
+        if not self.strides and self.grid_size not in strides:
+            raise ValueError(
+                f"grid_size {self.grid_size} does not fit input_size {self.input_size}: "
+                f"choose one of {sorted(strides)} (input_size / 32, / 16 or / 8)"
+            )
+        for name in ("input_size", "detect_size"):
+            if getattr(self, name) % 32:
+                raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
+        self.augmentation()  # validates crop_scale
+        from facegrid.data.screening import check_policy
+
+        _check_choice("pipeline", self.pipeline, PIPELINES)
+        if self.data_service and self.pipeline != "puretf":
+            raise ValueError(f"data_service needs pipeline 'puretf' (the one a service can run), not {self.pipeline!r}")
+        if self.data_service:
+            try:
+                service_address(self.data_service)
+            except ValueError as error:
+                raise ValueError(f"data_service: {error}") from None
+        if not (math.isfinite(self.data_service_wait) and self.data_service_wait > 0):
+            raise ValueError(f"data_service_wait must be a positive number of seconds, got {self.data_service_wait}")
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        check_policy(self.on_bad_image)
+        _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.panels_every < 0:
+            raise ValueError(f"panels_every must be >= 0 (0 disables the panels), got {self.panels_every}")
+        if self.backbone_weights == BUNDLED_IMAGENET and (self.alpha, self.backbone_style) != (1.0, "torchvision"):
+            asked = " with ".join(
+                [f"alpha {self.alpha}"] * (self.alpha != 1.0)
+                + [f"backbone_style {self.backbone_style!r}"] * (self.backbone_style != "torchvision")
+            )
+            raise ValueError(
+                f"backbone_weights {BUNDLED_IMAGENET!r} (the default: the ImageNet backbone shipped with facegrid) "
+                f"fits alpha 1.0 with backbone_style 'torchvision' only, not {asked}: for {asked}, start from "
+                "random weights with backbone_weights 'none' (--backbone-weights none); for ImageNet features, "
+                "keep alpha 1.0 and backbone_style 'torchvision'"
+            )
+        if self.backbone_style == "torchvision" and self.backbone_weights == "imagenet":
+            raise ValueError(
+                "backbone_weights 'imagenet' (Keras' weights, downloaded) fit backbone_style 'keras' only: "
+                "pass backbone_style 'keras' (--backbone-style keras) with them, or keep the default "
+                f"backbone_weights {BUNDLED_IMAGENET!r}, ImageNet features shipped with facegrid"
+            )
+
+    def augmentation(self):
+        """The training augmentation, or None when ``augment`` is off."""
+        from facegrid.data.augment import Augment
+
+        augment = Augment(crop_scale=self.crop_scale)
+        return augment if self.augment else None
+
+    @property
+    def codec(self):
+        """The target layout of this model: a :class:`~facegrid.core.codec.PyramidCodec` or a :class:`~facegrid.core.codec.GridCodec`."""
+        from facegrid.core.codec import codec_for
+
+        return codec_for(self.strides, self.grid_size)
+
+    @property
+    def detection_input_size(self) -> int:
+        """Side of the square input at detection time."""
+        return self.detect_size or self.input_size
+
+    def replace(self, **changes) -> Config:
+        """A copy with some settings changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(dataclasses.asdict(self))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the settings as TOML, atomically."""
+        from facegrid.core.files import write_text_atomically
+
+        write_text_atomically(path, self.to_toml())
+
+
+def settings_path(model: str | os.PathLike) -> Path:
+    """Where a model's own settings file lies: ``NAME.toml`` beside ``NAME.keras`` (or a SavedModel folder ``NAME``)."""
+    model = Path(model)
+    return model.with_suffix(".toml") if model.suffix else model.with_name(model.name + ".toml")
+
+
+def model_settings_file(model: str | os.PathLike) -> Path | None:
+    """The settings file saved with a model: :func:`settings_path`, else its run folder's ``config.toml``; None if neither."""
+    model = Path(model)
+    return next((p for p in (settings_path(model), model.parent / "config.toml") if p.is_file()), None)
+
+
+def model_config(model: str | os.PathLike) -> Config | None:
+    """The settings saved with a model (:func:`model_settings_file`); None for a bare model.
+
+    Raises:
+        ValueError: the settings file is not a valid configuration.
+    """
+    found = model_settings_file(model)
+    return None if found is None else load_config(found)
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
+    """Read a TOML file (or start from the defaults) and apply ``overrides``.
+
+    Raises:
+        ValueError: unknown keys, wrong types, or inconsistent settings; the
+            message names the file (and the overrides, when they are at fault).
+    """
+    values = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML: {error}") from None
+    known = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    for name, value in values.items():
+        expected = type(getattr(Config(), name))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif expected is tuple and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            values[name] = tuple(float(v) for v in value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: {name} must be {expected.__name__}, got {value!r}")
+    try:
+        config = Config(**values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    try:
+        return config.replace(**overrides)
+    except ValueError as error:
+        if path is None:
+            raise
+        given = ", ".join(f"{k} = {v!r}" for k, v in overrides.items() if v is not None)
+        raise ValueError(f"{path} with {given}: {error}") from None

@@ -1,0 +1,506 @@
+"""Image decoding: any photo in, upright RGB pixels out, at no more resolution than needed.
+
+JPEGs are decoded by libjpeg-turbo (through simplejpeg) at the smallest DCT
+scale of 1/1, 1/2, 1/4 or 1/8 whose output still covers the requested size,
+which skips most of the decoding work for a 1024-pixel photo headed for a
+224-pixel network. Only these four scales are used: libjpeg-turbo has fast
+paths for them (faster than the eighths between), and TensorFlow's decoder
+offers exactly them, so the tf.data pipeline decodes the same pixels. Everything else (PNG, CMYK JPEG, 16-bit, palette, grayscale) goes
+through Pillow. Either way the result is upright RGB: the EXIF orientation
+tag is applied, so boxes drawn on the image as viewers show it stay right.
+
+The network input is then cut (whole pixels) and resized by OpenCV, bilinear
+with half-pixel centres, the convention of ``tf.image.resize`` too. After DCT
+scaling the remaining shrink is under 2x along at least one side and rarely
+over 3x along the other, where bilinear needs no antialiasing (shrinks of 3x or
+more are area-averaged). This is several times faster than an antialiased
+resize and keeps the decoder, not the resize, the cost per image.
+
+Pixels handed to the network are uint8 RGB; models map them to ``[-1, 1]``
+with ``x * PIXEL_SCALE + PIXEL_OFFSET`` (MobileNetV2's preprocessing), inside
+the model, so batches stay four times smaller than float32.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import simplejpeg
+from PIL import ExifTags, Image
+
+from facegrid.core.errors import PathError
+
+#: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
+PIXEL_SCALE = 1.0 / 127.5
+PIXEL_OFFSET = -1.0
+
+#: DCT scales JPEGs are decoded at, as ratios (full size / decoded size).
+DCT_RATIOS = (1, 2, 4, 8)
+
+#: A region shrunk by this factor or more is area-averaged rather than sampled bilinearly.
+ANTIALIAS_SHRINK = 3.0
+
+#: Images with more pixels than this are refused before decoding (decompression
+#: bombs: a small file claiming a huge image). Pillow's own warning threshold.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+#: The whole image, as a relative crop ``[x1, y1, x2, y2]``.
+FULL_IMAGE = (0.0, 0.0, 1.0, 1.0)
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+class ImageError(PathError):
+    """An image cannot be read: missing, empty, truncated, not an image, or refused.
+
+    Subclasses tell the kinds a caller treats apart (a report that counts
+    missing images on their own, say) by type, never by wording.
+
+    Attributes:
+        path: the image file.
+        reason: what went wrong.
+    """
+
+
+class MissingImageError(ImageError):
+    """The image file does not exist."""
+
+
+class RefusedPathError(ImageError):
+    """A path read from a file would lead outside its folder (see :mod:`facegrid.core.paths`); it is never opened."""
+
+
+def _has_exif(data: bytes) -> bool:
+    """Whether a JPEG carries an EXIF block: an APP1 segment among those before the image data."""
+    at = 2
+    while at + 10 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            return True
+        if marker == 0xDA or not 0xE0 <= marker <= 0xFE:  # image data, or past the application segments
+            return False
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return False
+
+
+def _orientation(data: bytes) -> int:
+    if not _has_exif(data):
+        return 1
+    with Image.open(io.BytesIO(data)) as image:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if value in _TRANSPOSE else 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(wide / 257.0, 0, 255).astype(np.uint8))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def dct_ratio(width: int, height: int, min_width: int, min_height: int) -> int:
+    """The largest of :data:`DCT_RATIOS` whose decode of a ``width x height`` JPEG still covers ``min_width x min_height``."""
+    best = 1
+    for ratio in DCT_RATIOS:
+        if math.ceil(width / ratio) >= min_width and math.ceil(height / ratio) >= min_height:
+            best = ratio
+    return best
+
+
+class _TooManyPixels(ValueError):
+    pass
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise _TooManyPixels(f"too many pixels: {width} x {height} exceeds the limit of {MAX_PIXELS:,}")
+
+
+def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    if orientation == 1:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).transpose(_TRANSPOSE[orientation]))
+
+
+def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode to upright uint8 RGB pixels covering at least ``min_width x min_height``.
+
+    Returns the pixels and the full-resolution upright size ``(width, height)``.
+    """
+    orientation = _orientation(data) if data.startswith(_JPEG_MAGIC) else 1
+    swapped = orientation in (5, 6, 7, 8)
+    raw_min = (min_height, min_width) if swapped else (min_width, min_height)
+    if data.startswith(_JPEG_MAGIC):
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        _check_pixels(width, height)
+        if colorspace not in ("CMYK", "YCCK"):
+            upright = (height, width) if swapped else (width, height)
+            if max(min_width, min_height) > 0:  # the scale rule the tf.data pipeline plans with too
+                _, decoded = decoded_size(ImageInfo(*upright, orientation, jpeg=True), min_width, min_height)
+            else:
+                decoded = upright
+            stored = decoded[::-1] if swapped else decoded
+            pixels = simplejpeg.decode_jpeg(
+                data, colorspace="RGB", min_width=stored[0], min_height=stored[1], strict=True
+            )
+            return _upright(pixels, orientation), upright
+    with Image.open(io.BytesIO(data)) as opened:
+        width, height = opened.size
+        _check_pixels(width, height)
+        if max(raw_min) > 0:
+            opened.draft(opened.mode, (max(raw_min[0], 1), max(raw_min[1], 1)))
+        opened.load()
+        orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
+        pixels = np.asarray(_to_rgb(opened))
+    if orientation in _TRANSPOSE:
+        pixels = _upright(pixels, orientation)
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+    return pixels, (width, height)
+
+
+def _read(path: str | os.PathLike, limit: int = -1) -> bytes:
+    """The file's bytes (its first ``limit`` bytes when ``limit`` >= 0)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit)
+    except FileNotFoundError:
+        raise MissingImageError(path, "no such file") from None
+    except OSError as error:
+        raise ImageError(path, f"cannot read: {error.strerror or error}") from None
+    if not data:
+        raise ImageError(path, "file is empty")
+    return data
+
+
+def _guarded(path, action):
+    try:
+        return action()
+    except ImageError:
+        raise
+    except _TooManyPixels as error:
+        raise ImageError(path, str(error)) from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(path, f"too many pixels: {error}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageError(path, f"not a readable image ({error})") from None
+
+
+def read_image(path: str | os.PathLike, min_size: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Decode an image file to upright uint8 RGB ``[H, W, 3]``.
+
+    Args:
+        path: a JPEG, PNG or any format Pillow reads.
+        min_size: ``(width, height)`` the result must at least cover; JPEGs are
+            then decoded at the smallest DCT scale that does. ``(0, 0)``
+            decodes at full resolution.
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    data = _read(path)
+    pixels, _ = _guarded(path, lambda: _decode(data, *min_size))
+    return pixels
+
+
+def verify_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Decode a whole image (at the smallest DCT scale) and return its upright ``(width, height)``.
+
+    Every byte of compressed data is read, so truncated and corrupt files are
+    caught, at a fraction of the cost of a full-resolution decode.
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    return verify_data(_read(path), path)
+
+
+def verify_data(data: bytes, name: str | os.PathLike) -> tuple[int, int]:
+    """:func:`verify_image` of an image's bytes already in memory; ``name`` names them in errors.
+
+    Raises:
+        ImageError: empty, truncated or not an image.
+    """
+    if not data:
+        raise ImageError(name, "file is empty")
+    _, size = _guarded(name, lambda: _decode(data, 1, 1))
+    return size
+
+
+def read_verified(path: str | os.PathLike) -> tuple[bytes, ImageInfo]:
+    """An image file's bytes exactly as stored, and its :class:`ImageInfo`, once every byte decodes (see :func:`verify_image`).
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    data = _read(path)
+    verify_data(data, path)
+    return data, _guarded(path, lambda: _header(data))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a pipeline needs to know of an image before decoding it.
+
+    Attributes:
+        width, height: upright full-resolution size.
+        orientation: the EXIF orientation tag (1 = stored upright).
+        jpeg: a JPEG that libjpeg decodes to RGB itself (not CMYK or YCCK),
+            so any JPEG decoder can scale it in the DCT domain.
+    """
+
+    width: int
+    height: int
+    orientation: int = 1
+    jpeg: bool = False
+
+
+_HEAD_BYTES = 1 << 16  # holds the EXIF block and frame header of nearly every JPEG
+
+
+def _header(data: bytes) -> ImageInfo:
+    """The :class:`ImageInfo` of an image from its first bytes (ValueError or PIL errors if they do not tell)."""
+    if data.startswith(_JPEG_MAGIC):
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        orientation, jpeg = _orientation(data), colorspace not in ("CMYK", "YCCK")
+    else:
+        with Image.open(io.BytesIO(data)) as image:
+            (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
+    _check_pixels(width, height)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(width, height, orientation, jpeg)
+
+
+def probe(path: str | os.PathLike) -> ImageInfo:
+    """Read an image's size, orientation and kind from its first bytes.
+
+    Raises:
+        ImageError: missing, empty, or not an image.
+    """
+    head = _read(path, _HEAD_BYTES)
+
+    if len(head) == _HEAD_BYTES:
+        if head.startswith(_JPEG_MAGIC):
+            try:
+                return _header(head)
+            except ValueError:
+                pass  # the frame header lies further in
+        head = _read(path)  # other formats may keep their EXIF block at the end
+    return _guarded(path, lambda: _header(head))
+
+
+def probe_data(data: bytes, name: str | os.PathLike) -> ImageInfo:
+    """:func:`probe` of an image file's bytes held in memory (a packed image), called ``name`` in errors.
+
+    Raises:
+        ImageError: not an image.
+    """
+    return _guarded(name, lambda: _header(data))
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """Upright ``(width, height)`` of an image, from its header alone."""
+    info = probe(path)
+    return info.width, info.height
+
+
+def resize_region(pixels: np.ndarray, region: tuple[int, int, int, int], size: int | tuple[int, int]) -> np.ndarray:
+    """Cut ``region`` out of ``pixels`` and resize it to ``size x size`` (or to ``(width, height)``).
+
+    Bilinear with half-pixel centres (as ``tf.image.resize``); a region
+    shrunk by :data:`ANTIALIAS_SHRINK` or more is area-averaged instead, so
+    that it is not aliased (as ``tf.image.resize(method="area")``).
+
+    Args:
+        pixels: uint8 ``[H, W, 3]``.
+        region: ``[x1, y1, x2, y2)`` in whole pixels of ``pixels`` (see :func:`pixel_region`).
+        size: side of the square output, or its ``(width, height)``.
+    """
+    x1, y1, x2, y2 = region
+    width, height = (size, size) if isinstance(size, int) else size
+    shrink = max((x2 - x1) / width, (y2 - y1) / height)
+    method = cv2.INTER_AREA if shrink >= ANTIALIAS_SHRINK else cv2.INTER_LINEAR
+    return cv2.resize(pixels[y1:y2, x1:x2], (width, height), interpolation=method)
+
+
+def covering_size(size: int, crop: tuple[float, float, float, float]) -> tuple[int, int]:
+    """``(width, height)`` an image must at least have for ``crop`` of it to cover ``size x size``."""
+    x1, y1, x2, y2 = crop
+    return math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
+
+
+def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int, tuple[int, int]]:
+    """DCT ratio and upright ``(width, height)`` at which an image is decoded to cover ``min_width x min_height``.
+
+    Only JPEGs that libjpeg decodes to RGB itself (``info.jpeg``) are scaled.
+    """
+    if not info.jpeg:
+        return 1, (info.width, info.height)
+    swapped = info.orientation in (5, 6, 7, 8)  # the decoder sees the stored frame
+    width, height = (info.height, info.width) if swapped else (info.width, info.height)
+    need = (min_height, min_width) if swapped else (min_width, min_height)
+    ratio = dct_ratio(width, height, *need)
+    decoded = (math.ceil(width / ratio), math.ceil(height / ratio))
+    return ratio, (decoded[::-1] if swapped else decoded)
+
+
+def pixel_region(
+    crop: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:
+    """A relative crop snapped to whole pixels of a ``width x height`` image, and the crop that region takes.
+
+    Returns ``(region, taken)``: ``[x1, y1, x2, y2)`` in whole pixels, and the
+    same region as fractions of the image, which the boxes must follow rather
+    than the crop asked for. Cropping whole pixels lets every pipeline cut with
+    a slice and resize with its own bilinear kernel, and still agree; both ask
+    here, so they snap alike.
+    """
+    x1, y1 = min(round(crop[0] * width), width - 1), min(round(crop[1] * height), height - 1)
+    x2, y2 = min(max(round(crop[2] * width), x1 + 1), width), min(max(round(crop[3] * height), y1 + 1), height)
+    return (x1, y1, x2, y2), (x1 / width, y1 / height, x2 / width, y2 / height)
+
+
+def load_crop(
+    path: str | os.PathLike, size: int, crop: tuple[float, float, float, float]
+) -> tuple[np.ndarray, tuple[int, int], tuple[float, float, float, float]]:
+    """Like :func:`load_input`, and also return the crop actually taken.
+
+    The crop is snapped to whole pixels of the decoded image
+    (:func:`pixel_region`); boxes must move with that crop, not the one asked for.
+
+    Returns:
+        ``(pixels, (width, height), crop)``.
+    """
+    data = _read(path)
+
+    def run():
+        pixels, original = _decode(data, *covering_size(size, crop))
+        return *input_pixels(pixels, size, crop), original
+
+    pixels, taken, original = _guarded(path, run)
+    return pixels, original, taken
+
+
+def input_pixels(
+    pixels: np.ndarray, size: int, crop: tuple[float, float, float, float] = FULL_IMAGE
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Cut ``crop`` out of decoded uint8 RGB ``pixels`` and resize it to the ``size x size`` network input.
+
+    What :func:`load_crop` does once a file is decoded, for pixels already in
+    memory (video frames): the crop snapped to whole pixels
+    (:func:`pixel_region`), then :func:`resize_region`.
+
+    Returns:
+        ``(input, crop taken)``.
+    """
+    region, taken = pixel_region(crop, pixels.shape[1], pixels.shape[0])
+    return resize_region(pixels, region, size), taken
+
+
+def load_input(
+    path: str | os.PathLike, size: int, crop: tuple[float, float, float, float] = FULL_IMAGE
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode, crop and resize an image to the ``size x size`` network input.
+
+    The image is stretched to a square (no letterbox), so a box maps to the
+    input by scaling x and y separately.
+
+    Args:
+        path: the image file.
+        size: side of the square output, in pixels.
+        crop: region to keep, ``[x1, y1, x2, y2]`` as fractions of the upright
+            image (snapped to whole decoded pixels, see :func:`load_crop`).
+
+    Returns:
+        ``(pixels, (width, height))``: uint8 ``[size, size, 3]`` RGB and the
+        upright full-resolution size of the file.
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    pixels, original, _ = load_crop(path, size, crop)
+    return pixels, original
+
+
+def fitted_size(width: int, height: int, longer_side: int) -> tuple[int, int]:
+    """``(width, height)`` of an image resized, aspect ratio kept, so that its longer side is ``longer_side``."""
+    scale = longer_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def padded_size(width: int, height: int, multiple: int = 32) -> tuple[int, int]:
+    """``(width, height)`` rounded up to multiples of ``multiple``: what a network with that total stride takes."""
+    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+
+
+def load_fitted(
+    path: str | os.PathLike, longer_side: int, multiple: int = 32
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """Decode an image and resize it, aspect ratio kept, to a longer side of ``longer_side``, padded with black.
+
+    The image lies in the top-left corner of uint8 ``[H', W', 3]`` pixels whose
+    sides are multiples of ``multiple``; a box maps to the input by one scale
+    factor per axis (``fitted / original``).
+
+    Returns:
+        ``(pixels, (width, height), (fitted_width, fitted_height))``: the padded
+        input, the upright full-resolution size of the file, and the size the
+        image was resized to inside the input.
+
+    Raises:
+        ImageError: missing, empty, truncated or not an image.
+    """
+    data = _read(path)
+
+    def run():
+        info = _header(data)
+        pixels, original = _decode(data, *fitted_size(info.width, info.height, longer_side))
+        return *fitted_pixels(pixels, longer_side, multiple, original), original
+
+    out, fitted, original = _guarded(path, run)
+    return out, original, fitted
+
+
+def fitted_pixels(
+    pixels: np.ndarray, longer_side: int, multiple: int = 32, original: tuple[int, int] | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize decoded uint8 RGB ``pixels`` as :func:`load_fitted` does, padded with black.
+
+    What :func:`load_fitted` does once a file is decoded, for pixels already
+    in memory (video frames) too, so both follow one resize rule.
+
+    Args:
+        pixels: uint8 ``[H, W, 3]``.
+        longer_side: the longer side of the resized image.
+        multiple: the padded input's sides are multiples of this.
+        original: the full-resolution ``(width, height)`` the fitted size is
+            computed from, where ``pixels`` were decoded smaller (a JPEG at a
+            DCT scale); by default their own size.
+
+    Returns:
+        ``(input, (fitted_width, fitted_height))``: the padded input and the
+        size of the image inside it.
+    """
+    width, height = original or (pixels.shape[1], pixels.shape[0])
+    fitted = fitted_size(width, height, longer_side)
+    resized = resize_region(pixels, (0, 0, pixels.shape[1], pixels.shape[0]), fitted)
+    padded_width, padded_height = padded_size(*fitted, multiple)
+    out = np.zeros((padded_height, padded_width, 3), dtype=np.uint8)
+    out[: fitted[1], : fitted[0]] = resized
+    return out, fitted

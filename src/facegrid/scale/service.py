@@ -1,0 +1,289 @@
+"""tf.data service: input work moved to other hosts, on TensorFlow's own dispatcher and workers.
+
+A dispatcher hands out work; workers run a dataset's graph and stream its
+batches to the trainer, which reads them as one dataset. facegrid starts
+TensorFlow's own servers (``facegrid data serve``) and reads with dynamic
+sharding (:data:`PROCESSING_MODE`): the dispatcher splits the source (the
+packed shard files, then their records) among the workers as they ask for
+work, so every example is produced at most once per pass, exactly once when
+no worker fails, and a faster worker simply takes more.
+
+Only graphs of TensorFlow ops can travel to a worker: a dataset that calls
+back into Python (``tf.numpy_function``, ``tf.py_function``) cannot be
+served, and :func:`distribute` refuses it before the trainer waits for it.
+
+TensorFlow itself waits for a dispatcher without end: a worker's start
+blocks until its dispatcher answers, and a trainer reads from a service
+without workers for ever. So a worker first asks for its dispatcher, and a
+trainer for a registered worker, over gRPC and for a bounded time
+(:func:`wait_for_dispatcher`, :func:`wait_for_workers`). Once both run,
+a server that stops is TensorFlow's to handle (see docs/scaling.md).
+
+gRPC servers share a port with any other that asks to (``SO_REUSEPORT``),
+so a second dispatcher on a taken port would start beside the first; a
+server here starts only on a port nothing else holds, and a dispatcher only
+on a state folder no other dispatcher holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import socket
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import tensorflow as tf
+
+from facegrid.core.config import Config, service_address
+from facegrid.core.errors import PathError, ServiceError, reason_of
+
+log = logging.getLogger(__name__)
+
+#: How the dispatcher shares a dataset among workers: split by split, on demand.
+PROCESSING_MODE = tf.data.experimental.service.ShardingPolicy.DYNAMIC
+
+#: Ops that call back into the Python of the process that built the graph.
+PYTHON_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction")
+
+#: gRPC methods of TensorFlow's dispatcher that answer an empty request: its
+#: version, and its registered workers (one field 1 each).
+VERSION_METHOD = "/tensorflow.data.DispatcherService/GetVersion"
+WORKERS_METHOD = "/tensorflow.data.DispatcherService/GetWorkers"
+
+#: The longest a single question to a dispatcher may take, and the pause between two, in seconds.
+ASK_SECONDS, PAUSE_SECONDS = 1.0, 0.25
+
+#: The file in a dispatcher's state folder that the dispatcher using it holds locked.
+LOCK_FILE = "facegrid-dispatcher.lock"
+
+#: What reading from a service raises once the service cannot go on: its dispatcher came back without
+#: the state of the trainer's job (no ``work_dir``), or a file a worker reads is missing, and the like.
+SERVICE_FAILURES = (tf.errors.NotFoundError, tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+
+
+def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experimental.service.DispatchServer:
+    """TensorFlow's dispatcher on ``port`` (0: any free port); ``work_dir`` keeps its state across restarts.
+
+    The lock on ``work_dir`` is held while the returned server object lives.
+
+    Raises:
+        ServiceError: ``port`` is taken, or the server cannot start on it.
+        facegrid.core.errors.PathError: ``work_dir`` cannot be made or written, or another dispatcher uses it.
+    """
+    check_port_free(port)
+    lock = None if work_dir is None else lock_state_folder(work_dir)
+    config = tf.data.experimental.service.DispatcherConfig(
+        port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None
+    )
+    try:
+        server = _started(tf.data.experimental.service.DispatchServer, config, port)
+    except ServiceError:
+        if lock is not None:
+            lock.close()
+        raise
+    if lock is not None:
+        weakref.finalize(server, lock.close)
+    return server
+
+
+def start_worker(dispatcher: str, port: int = 0, *, wait: float = Config.data_service_wait,
+                 notice: Callable[[str], None] = log.info) -> tf.data.experimental.service.WorkerServer:
+    """A worker serving the dispatcher at ``dispatcher`` (``host:port``), itself on ``port`` (0: any free port).
+
+    Args:
+        wait: seconds to wait for the dispatcher to answer first (TensorFlow
+            would wait without end, deaf to signals).
+        notice: called with a line saying what is waited for, when the dispatcher does not answer at once.
+
+    Raises:
+        ValueError: ``dispatcher`` is not ``host:port``.
+        ServiceError: the dispatcher did not answer in time, or ``port`` is taken.
+    """
+    address = service_address(dispatcher)
+    wait_for_dispatcher(address, wait, notice)
+    check_port_free(port)
+    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port)
+    return _started(tf.data.experimental.service.WorkerServer, config, port)
+
+
+def _started(server_type, config, port: int):
+    """``server_type(config)``, with TensorFlow's failure to start it told as a :class:`ServiceError`."""
+    try:
+        return server_type(config)
+    except (RuntimeError, tf.errors.OpError) as error:  # "Could not start gRPC server", and the like
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ServiceError(f"port {port}", f"the server did not start: {reason}") from None
+
+
+def check_port_free(port: int) -> None:
+    """Refuse ``port`` (nonzero) when a server listens on it, on any address of this host.
+
+    A socket bound without ``SO_REUSEPORT`` cannot share a port with a
+    listening one, whoever set that option; ``SO_REUSEADDR`` lets it through
+    where only the closed connections of a stopped server are left.
+
+    Raises:
+        ServiceError: the port is taken, or may not be used.
+    """
+    if port == 0:
+        return
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
+        anywhere = "::"
+    except OSError:  # a host without IPv6
+        probe, anywhere = socket.socket(socket.AF_INET), "0.0.0.0"
+    with probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((anywhere, port))
+        except OSError as error:
+            reason = "in use by another server" if error.errno == errno.EADDRINUSE else error.strerror
+            raise ServiceError(f"port {port}", reason) from None
+
+
+def lock_state_folder(work_dir: str) -> IO[str]:
+    """The open lock file of the dispatcher state folder ``work_dir`` (made if need be), locked for this process.
+
+    Raises:
+        facegrid.core.errors.PathError: the folder cannot be made or written, or another process holds its lock.
+    """
+    try:
+        work_dir.encode()
+    except UnicodeEncodeError:  # bytes of another encoding, which TensorFlow's configuration cannot carry
+        raise PathError(work_dir, "its name is not UTF-8, which TensorFlow needs") from None
+    try:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        lock = open(Path(work_dir) / LOCK_FILE, "a")
+    except OSError as error:
+        raise PathError(work_dir, f"cannot hold a dispatcher's state: {error.strerror or error}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        lock.close()
+        held = isinstance(error, BlockingIOError)
+        raise PathError(work_dir, f"another dispatcher keeps its state here (it holds {LOCK_FILE})" if held
+                        else f"cannot lock {LOCK_FILE}: {error.strerror}") from None
+    return lock
+
+
+def wait_for_dispatcher(address: str, timeout: float, notice: Callable[[str], None] = log.info) -> None:
+    """Return once the dispatcher at ``address`` (``host:port`` or ``grpc://host:port``) answers.
+
+    Raises:
+        ValueError: ``address`` is not ``host:port``.
+        ServiceError: it did not answer within ``timeout`` seconds, or something else answers there.
+    """
+    _wait(address, VERSION_METHOD, lambda reply: 1, timeout, notice)
+
+
+def wait_for_workers(address: str, timeout: float, notice: Callable[[str], None] = log.info) -> int:
+    """The number of workers registered with the dispatcher at ``address``, once there is one.
+
+    Raises:
+        ValueError: ``address`` is not ``host:port``.
+        ServiceError: the dispatcher did not answer, or no worker registered,
+            within ``timeout`` seconds; or something else answers there.
+    """
+    return _wait(address, WORKERS_METHOD, _workers, timeout, notice)
+
+
+def _workers(reply: bytes) -> int:
+    from google.protobuf import empty_pb2
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    return sum(field.field_number == 1 for field in UnknownFieldSet(empty_pb2.Empty.FromString(reply)))
+
+
+#: What a wait waits for, and what it says when the time is up.
+_AWAITED = {
+    "dispatcher": ("the tf.data service dispatcher at {}", "no tf.data service dispatcher answered within {:g} s"),
+    "worker": ("a worker to register with the tf.data service dispatcher at {}",
+               "the tf.data service dispatcher answers, but no worker registered with it within {:g} s"),
+}
+
+
+def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: float,
+          notice: Callable[[str], None]) -> int:
+    """Ask the dispatcher at ``address`` by ``method`` until ``count`` of its reply is positive; that count.
+
+    Each question is bounded, and the channel tries to connect again at least
+    every second, so a dispatcher that comes up is found within about a second.
+    """
+    import grpc
+
+    address = service_address(address)
+    deadline, told = time.monotonic() + timeout, None
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        ask = channel.unary_unary(method)
+        while True:
+            try:
+                found = count(ask(b"", timeout=max(min(deadline - time.monotonic(), ASK_SECONDS), 0.01)))
+                if found:
+                    return found
+                awaited = "worker"
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise ServiceError(address, f"answers, but not as a tf.data service dispatcher "
+                                                f"({error.code().name})") from None
+                awaited = "dispatcher"
+            if time.monotonic() >= deadline:
+                raise ServiceError(address, _AWAITED[awaited][1].format(timeout))
+            if awaited != told:
+                notice(f"waiting up to {timeout:g} s for {_AWAITED[awaited][0].format(address)}")
+                told = awaited
+            time.sleep(min(PAUSE_SECONDS, max(deadline - time.monotonic(), 0)))
+
+
+def service_failure(address: str, error: tf.errors.OpError) -> ServiceError:
+    """``error``, raised while reading from the service at ``address``, as a :class:`ServiceError`."""
+    return ServiceError(address, f"reading from the tf.data service failed ({type(error).__name__}): "
+                                 f"{reason_of(error)}")
+
+
+def op_types(dataset: tf.data.Dataset) -> set[str]:
+    """Every op type in ``dataset``'s graph, its functions (map bodies and the like) included."""
+    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())  # tf.data has no public view
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    return {node.op for node in nodes}
+
+
+def python_ops(dataset: tf.data.Dataset) -> list[str]:
+    """The ops of ``dataset``'s graph that call back into Python."""
+    return sorted(op_types(dataset) & set(PYTHON_OPS))
+
+
+def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = None, *,
+               wait: float = Config.data_service_wait,
+               notice: Callable[[str], None] = log.info) -> tf.data.Dataset:
+    """``dataset`` produced by the service's workers, shared among them dynamically.
+
+    Args:
+        dataset: a dataset of TensorFlow ops only.
+        address: the dispatcher, ``host:port`` or ``grpc://host:port``.
+        job_name: trainers giving the same name share one pass over the data
+            (each element to one of them); None gives this trainer a pass of its own.
+        wait: seconds to wait for the dispatcher to answer and a worker to
+            register with it (TensorFlow would wait for data without end).
+        notice: called with a line saying what is waited for, when the service is not ready at once.
+
+    Raises:
+        ValueError: the dataset calls back into Python, which a worker cannot
+            run; or ``address`` is not ``host:port``.
+        ServiceError: the dispatcher did not answer, or had no worker, in time.
+    """
+    found = python_ops(dataset)
+    if found:
+        raise ValueError(f"this dataset calls Python ({', '.join(found)}), which tf.data service workers cannot run")
+    bare = service_address(address)
+    workers = wait_for_workers(bare, wait, notice)
+    log.info("reading from tf.data service at %s (dynamic sharding, %d worker(s) registered)", address, workers)
+    return dataset.apply(tf.data.experimental.service.distribute(
+        processing_mode=PROCESSING_MODE, service=f"grpc://{bare}", job_name=job_name
+    ))

@@ -1,0 +1,87 @@
+"""A run folder: what makes one, and what a new or a resumed training run may do with it.
+
+A new run refuses a folder that holds a run already, so that nothing of it
+is overwritten; a resumed run refuses settings that differ from the ones it
+was started with where the run's checkpoint already fixes them. Free of heavy
+imports, so the command line can refuse before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from facegrid.core.config import Config, load_config
+from facegrid.core.errors import PathError
+
+#: What a training run writes into its folder (see :mod:`facegrid.train.run`).
+RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.keras", "best.keras", "logs", "panels")
+
+#: Settings a run is started with for good: they define the network, or are
+#: compiled into its checkpoint (loss and optimizer), so resuming with other
+#: values would change nothing or break the checkpoint.
+FIXED_SETTINGS = (
+    "input_size", "strides", "grid_size", "alpha", "backbone_style", "head_channels",
+    "focal_gamma", "focal_alpha", "box_weight", "learning_rate", "warmup_epochs", "weight_decay",
+)
+
+
+def writes_run_folder(config: Config) -> bool:
+    """Whether this process writes the run folder: all but the workers of a multi-worker run other than its chief.
+
+    The chief is the ``TF_CONFIG`` task of type ``"chief"``, else worker 0
+    when the cluster has no chief (TensorFlow's own rule); the other workers
+    train alike but write into a temporary folder, so that one process owns
+    each file of the run.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is not a JSON object.
+    """
+    if config.strategy != "multi-worker":
+        return True
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+    if not isinstance(tf_config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object, got {tf_config!r}")
+    task = tf_config.get("task") or {}
+    kind = task.get("type", "chief")
+    return kind == "chief" or (kind == "worker" and int(task.get("index", 0)) == 0
+                               and "chief" not in (tf_config.get("cluster") or {}))
+
+
+def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -> None:
+    """Refuse what training ``config`` in ``run_dir`` would do wrong.
+
+    Raises:
+        facegrid.core.errors.PathError: without ``resume``, the folder holds a run
+            already (one stopped before its first epoch ended included: it
+            is resumed by starting it again); with it, the folder holds no
+            run's settings (``config.toml``), or ``config`` changes one of
+            :data:`FIXED_SETTINGS` of them. A new run's folder is only checked where
+            :func:`writes_run_folder`; a resumed one, read by every worker, everywhere.
+    """
+    run_dir = Path(run_dir)
+    saved_path = run_dir / "config.toml"
+    if not resume:
+        if not writes_run_folder(config):
+            return
+        used = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if used and not (run_dir / "state.json").is_file():
+            raise PathError(run_dir, f"holds a run stopped before its first epoch ended ({', '.join(used)}): pass "
+                                     "--resume (resume=True) to start it again with its settings, or choose "
+                                     "another folder")
+        if used:
+            raise PathError(run_dir, f"holds a run already ({', '.join(used)}): pass --resume (resume=True) "
+                                     "to continue it, or choose another folder")
+        return
+    if not saved_path.is_file():
+        raise PathError(run_dir, "nothing to resume: no run was started here (config.toml)")
+    saved = load_config(saved_path)
+    for name in FIXED_SETTINGS:
+        old, new = getattr(saved, name), getattr(config, name)
+        if old != new:
+            raise PathError(saved_path, f"the run was started with {name} = {old!r}; it cannot be resumed with "
+                                        f"{name} = {new!r} (leave {name} as it was, or start a new run)")
