@@ -106,13 +106,12 @@ def main(argv=None) -> int:
 
     # torch before TensorFlow: importing torchvision after TensorFlow
     # segfaults (torch 2.14.1 + tensorflow-cpu 2.21 in one process).
+    import keras
     import torch
     import torchvision
 
-    import keras
-
-    from facegrid.model import backbone as pretrained
     from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
+    from facegrid.model import backbone as pretrained
 
     torch.set_grad_enabled(False)
     print(

@@ -82,8 +82,8 @@ def one_pass(args, rows) -> dict:
     cv2.setNumThreads(threads)
     from wider_eval import YuNet
 
-    from facegrid.infer.detector import Detector
     from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
+    from facegrid.infer.detector import Detector
     from facegrid.wider.annotations import read_annotations
 
     split = args.wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"

@@ -43,8 +43,8 @@ def main() -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from facegrid.infer.detector import Detector
     from facegrid.data.images import padded_size
+    from facegrid.infer.detector import Detector
 
     print(f"| model | input | parameters | MMACs | network ms ({args.threads} thread) |")
     print("|---|---|---|---|---|")

@@ -76,11 +76,11 @@ def main() -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from facegrid.data.augment import Augment
     from facegrid.core.codec import GridCodec
+    from facegrid.data.augment import Augment
     from facegrid.data.images import load_input
-    from facegrid.data.tf.pack import SHARD_BYTES, pack_dataset
     from facegrid.data.sequence import FaceSequence
+    from facegrid.data.tf.pack import SHARD_BYTES, pack_dataset
     from facegrid.wider.annotations import read_annotations
 
     index = read_annotations(args.annotations)

@@ -118,8 +118,8 @@ def main() -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         cv2.setNumThreads(args.threads)
     from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
-    from facegrid.wider.results import read_submission, write_image_result
     from facegrid.wider.annotations import read_annotations
+    from facegrid.wider.results import read_submission, write_image_result
 
     keys = read_annotations(split).paths.tolist()[: args.limit]
     images = [args.wider / "WIDER_val" / "images" / key for key in keys]

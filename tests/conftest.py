@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,15 @@ def tiny_pyramid(tmp_path_factory) -> Path:
     config.save(folder / "tiny.toml")
     export_model(folder / "tiny.keras", folder / "tiny.tflite")
     return folder
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A folder emptied before each example (the fixture itself lives for the whole test)."""
+
+    def fresh():
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        tmp_path.mkdir()
+        return tmp_path
+
+    return fresh

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from facegrid.data.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
+from facegrid.data.augment import (
+    NO_JITTER,
+    Augment,
+    Jitter,
+    adjust_color,
+    crop_boxes,
+    flip_boxes,
+)
 from facegrid.data.images import FULL_IMAGE
 
 

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from test_bad_images import jpeg_bytes
 
+from facegrid.cli import main
+from facegrid.core.errors import ImageError, MissingImageError, RefusedPathError
+from facegrid.core.paths import escape_reason, image_path
 from facegrid.data import check as check_module
 from facegrid.data.screening import none_usable
-from facegrid.cli import main
-from facegrid.data.images import ImageError, MissingImageError, RefusedPathError
-from facegrid.core.paths import escape_reason, image_path
 from facegrid.wider.annotations import read_annotations
 
 FACE = "10 10 30 30 0 0 0 0 0 0 "

@@ -308,10 +308,10 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     Config(input_size=64, grid_size=4).save(run / "config.toml")
     assert without_tensorflow(*data, "--run", run) == (
         2, f"error: {run}: holds a run stopped before its first epoch ended (config.toml): pass --resume "
-           "(resume=True) to start it again with its settings, or choose another folder\n", False)
+           "to start it again with its settings, or choose another folder\n", False)
     (run / "state.json").write_text('{"epoch": 1, "best_ap": -1.0}\n')
     assert without_tensorflow(*data, "--run", run) == (
-        2, f"error: {run}: holds a run already (config.toml, state.json): pass --resume (resume=True) to continue "
+        2, f"error: {run}: holds a run already (config.toml, state.json): pass --resume to continue "
            "it, or choose another folder\n", False)
     assert without_tensorflow(*data, "--run", run, "--resume", "--grid-size", "2") == (
         2, f"error: {run / 'config.toml'}: the run was started with grid_size = 4; it cannot be resumed with "
@@ -334,8 +334,7 @@ def test_another_alpha_alone_says_to_start_from_random_weights(tmp_path, samples
     assert (status, imported, stderr.count("\n")) == (2, False, 1)
     assert stderr.startswith("error: backbone_weights 'imagenet-bundled' (the default: the ImageNet backbone shipped "
                              "with facegrid) fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.5: "
-                             "for alpha 0.5, start from random weights with backbone_weights 'none' "
-                             "(--backbone-weights none)")
+                             "for alpha 0.5, start from random weights with backbone_weights 'none'; ")
 
 
 def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):

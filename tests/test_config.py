@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from facegrid.core.config import BUNDLED_IMAGENET, Config, bundled_model_path, load_config
 from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.config import (
+    BUNDLED_IMAGENET,
+    Config,
+    bundled_model_path,
+    load_config,
+)
+from facegrid.core.errors import SettingsError
 
 
 def test_defaults_are_the_documented_detector():
@@ -57,7 +63,7 @@ def test_saved_config_reads_back(tmp_path):
 def test_bad_toml_names_the_file(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(SettingsError) as info:
         load_config(path)
     assert str(path) in str(info.value) and message in str(info.value)
 
@@ -74,7 +80,7 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"backbone_style": "keras"}, "only, not backbone_style 'keras': for backbone_style 'keras', start from random"),
         ({"pipeline": "torch"}, "pipeline must be one of 'tfdata', 'sequence', 'puretf', got 'torch'"),
         ({"on_bad_image": "ignore"}, "on_bad_image must be 'raise' or 'skip'"),
-        ({"backbone_weights": "imagenet"}, "fit backbone_style 'keras' only: pass backbone_style 'keras'"),
+        ({"backbone_weights": "imagenet"}, "fit backbone_style 'keras' only: set backbone_style 'keras'"),
         ({"workers": 0}, "workers must be >= 1"),
         ({"panels_every": -1}, "panels_every must be >= 0"),
         ({"strides": (8, 16)}, "grid_size must be 0 with strides"),
@@ -97,13 +103,14 @@ def test_any_alpha_and_style_start_from_random_or_keras_weights():
 def test_inconsistent_settings_in_a_file_name_the_file(tmp_path):
     path = tmp_path / "my.toml"
     path.write_text("grid_size = 5\n")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(SettingsError) as info:
         load_config(path)
     assert str(info.value) == (
         f"{path}: grid_size 5 does not fit input_size 224: choose one of [7, 14, 28] (input_size / 32, / 16 or / 8)"
     )
     path.write_text("input_size = 320\ngrid_size = 10\n")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(SettingsError) as info:
         load_config(path, grid_size=7, seed=None)
-    assert str(info.value).startswith(f"{path} with grid_size = 7: grid_size 7 does not fit input_size 320")
+    assert str(info.value).startswith(f"{path}: grid_size 7 does not fit input_size 320")
+    assert str(info.value).endswith("(with grid_size = 7)")
 

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from facegrid.cli import main
+from facegrid.core.codec import PyramidCodec
 from facegrid.core.config import Config
 from facegrid.infer.detector import Detector
-from facegrid.core.codec import PyramidCodec
 from facegrid.model.network import build_detector
-from facegrid.wider.results import read_submission, write_image_result
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.results import read_submission, write_image_result
 
 TINY = Config(input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras",
               head_channels=8)

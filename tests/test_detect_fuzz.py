@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from test_cli_fuzz import FUZZ, assert_behaves, workdir, write  # noqa: F401 (workdir: a fixture)
+from test_cli_fuzz import FUZZ, assert_behaves, write
 
 from facegrid.infer.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
 
 @pytest.fixture
 def tiny_export(tiny_pyramid):

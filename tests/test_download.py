@@ -29,12 +29,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from facegrid.wider import download
-
-from facegrid.wider import fetch
 from facegrid.cli import main
-from facegrid.wider.download import Archive, Release
 from facegrid.core.errors import FacegridError, PathError
+from facegrid.wider import download, fetch
+from facegrid.wider.download import Archive, Release
 from facegrid.wider.fetch import STALL_BYTES, fetch_file
 from facegrid.wider.unpack import unpack
 
@@ -333,8 +331,8 @@ def test_an_unpinned_archive_is_refused_unless_trusted(server, tmp_path, monkeyp
         (split, _pinned("WIDER_val.zip")), download.RELEASES["widerface"].mirrors))
     refused = run("download", "widerface", "--to", tmp_path)
     assert refused.exit_code == 1  # the pinned archive is in place, the other is not
-    assert refused.stderr == ("wider_face_split.zip: refused: facegrid's manifest pins no sha256 for it "
-                              "(--trust-unpinned takes the copy a mirror serves)\n")
+    assert refused.stderr == ("wider_face_split.zip: refused: facegrid's manifest pins no sha256 for it; "
+                              "--trust-unpinned takes the copy a mirror serves\n")
     assert ("/m1/wider_face_split.zip", None) not in server.requests
     trusted = run("download", "widerface", "--to", tmp_path, "--trust-unpinned", "--only", "wider_face_split.zip")
     assert trusted.exit_code == 0

@@ -31,12 +31,10 @@ import zipfile
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from test_cli_fuzz import assert_behaves, workdir  # noqa: F401 (workdir: a fixture)
+from test_cli_fuzz import assert_behaves
 from test_download import loopback_only  # noqa: F401 (an autouse fixture)
 
-from facegrid.wider import download
-
-from facegrid.wider import fetch
+from facegrid.wider import download, fetch
 from facegrid.wider.download import Archive, Release
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from facegrid.core.errors import FileLineError, PathError
 from facegrid.eval.wider import (
     NUM_THRESHOLDS,
     SETTINGS,
@@ -24,10 +25,9 @@ from facegrid.eval.wider import (
     voc_ap,
     wider_protocol,
 )
-from facegrid.core.errors import FileLineError, PathError
+from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
 from facegrid.wider.results import image_key, read_submission, write_image_result
-from facegrid.wider.annotations import read_annotations
 
 
 def box(x, y, w=10, h=10) -> list[float]:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facegrid.core.codec import GridCodec
 from facegrid.data.augment import Augment
 from facegrid.data.examples import ExampleBuilder
-from facegrid.core.codec import GridCodec
 from facegrid.data.images import image_size, load_input, resize_region
-from facegrid.wider.index import FaceFilter
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.index import FaceFilter
 
 WIDTH, HEIGHT = 640, 480
 # White "faces" on black, laid out on a diagonal so that their column ranges and their

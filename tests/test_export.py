@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facegrid.core import boxes as box_ops
 from facegrid.cli import main
+from facegrid.core import boxes as box_ops
 from facegrid.core.config import Config, bundled_model_path, load_config, settings_path
+from facegrid.core.errors import ExportError, ModelFileError
+from facegrid.deploy.export import export_model, format_for, pick_calibration_images
 from facegrid.infer.detector import Detector
-from facegrid.core.errors import ModelFileError
-from facegrid.deploy.export import ExportError, export_model, format_for, pick_calibration_images
 from facegrid.infer.inputs import find_images
-from facegrid.model.network import build_detector
 from facegrid.infer.runtimes import pyramid_cells
+from facegrid.model.network import build_detector
 
 #: Float exports against Keras, on raw outputs: scores absolutely, centre offsets (strides) absolutely, sizes relatively.
 FLOAT_SCORE_TOLERANCE = 1e-4

@@ -14,6 +14,7 @@ from facegrid.cli import main
 from facegrid.core.errors import OutputExistsError, OverwritesInputError
 from facegrid.core.files import check_outputs, write_atomically
 
+
 @pytest.fixture
 def tiny_model(tiny_pyramid):
     """The tiny pyramid detector, its settings beside it."""

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facegrid.data.images import ImageError, load_input, probe, read_image, verify_image
-from facegrid.wider.annotations import AnnotationError, read_annotations
+from facegrid.core.errors import AnnotationError, ImageError
+from facegrid.data.images import load_input, probe, read_image, verify_image
+from facegrid.wider.annotations import read_annotations
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

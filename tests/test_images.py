@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from facegrid.core.errors import FacegridError
 from facegrid.data.images import (
     DCT_RATIOS,
     FULL_IMAGE,
@@ -18,8 +19,8 @@ from facegrid.data.images import (
     dct_ratio,
     image_size,
     load_input,
-    read_image,
     pixel_region,
+    read_image,
     resize_region,
     verify_image,
 )
@@ -405,7 +406,7 @@ def test_broken_files_raise_image_error_naming_the_path(tmp_path, case, reader):
     assert str(path) in str(info.value)
     assert info.value.path == str(path)
     assert info.value.reason
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, FacegridError)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facegrid.core.boxes import from_wider
-from facegrid.wider.index import ATTRIBUTE_MAX, ATTRIBUTES, FaceFilter, Index, Note
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.index import ATTRIBUTE_MAX, ATTRIBUTES, FaceFilter, Index, Note
 
 
 def make_index(faces_per_image, boxes, attributes=None) -> Index:

@@ -19,11 +19,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import TINY_PYRAMID_SETTINGS
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from conftest import TINY_PYRAMID_SETTINGS
-from test_cli_fuzz import FUZZ, assert_behaves, workdir, write  # noqa: F401 (workdir: a fixture)
+from test_cli_fuzz import FUZZ, assert_behaves, write
 
 from facegrid.core.config import Config
 

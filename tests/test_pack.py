@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from facegrid.data.tf import pack as pack_module
-from facegrid.data.tf import records
 from facegrid.cli import main
 from facegrid.data.images import probe
+from facegrid.data.tf import pack as pack_module
+from facegrid.data.tf import records
 from facegrid.data.tf.pack import sha256, split_of
 from facegrid.wider.annotations import read_annotations
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_cli_fuzz import FUZZ, assert_behaves, mostly, workdir  # noqa: F401  (workdir: a fixture)
+from test_cli_fuzz import FUZZ, assert_behaves, mostly
 from test_packed import TINY_TRAINING
 
 import facegrid.train.run

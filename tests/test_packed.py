@@ -12,9 +12,9 @@ import pytest
 from test_puretf import PYTHON_OPS
 from test_tfdata import batches
 
+from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.errors import PathError
 from facegrid.data.examples import ExampleSource
-from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.data.tf.pack import pack_dataset
 from facegrid.data.tf.packed import read_packed
 from facegrid.data.tf.puretf import PackedPipeline
@@ -273,7 +273,7 @@ def test_training_refuses_a_set_that_holds_no_image(samples_packed, tmp_path):
 
 
 def test_a_damaged_shard_is_named_with_the_examples_before_the_damage(samples_packed, tmp_path):
-    from facegrid.data.tf.pack import DamagedShardError
+    from facegrid.core.errors import DamagedShardError
 
     damaged = tmp_path / "damaged"
     shutil.copytree(samples_packed, damaged)

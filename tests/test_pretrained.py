@@ -19,8 +19,8 @@ from facegrid.model import backbone as pretrained
 from facegrid.model.backbone import (
     BN_EPSILON,
     TORCHVISION_MEAN,
-    TORCHVISION_STD,
     TORCHVISION_SHA256,
+    TORCHVISION_STD,
     assign_torchvision_state_dict,
     bundled_weights_path,
     convert_torchvision_mobilenet_v2,

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from test_tfdata import assert_same_batches, batches
 
-from facegrid.data.augment import Augment
-from facegrid.core.config import Config
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.data.tf.puretf import PureTFPipeline
+from facegrid.core.config import Config
+from facegrid.core.errors import PathError
+from facegrid.data.augment import Augment
 from facegrid.data.sequence import FaceSequence
-from facegrid.scale.service import op_types
 from facegrid.data.tf.pipeline import FacePipeline
+from facegrid.data.tf.puretf import PureTFPipeline
+from facegrid.scale.service import op_types
 from facegrid.wider.annotations import read_annotations
 
 tf = pytest.importorskip("tensorflow")
@@ -111,7 +112,7 @@ def test_no_python_in_the_graph(val_sample, codec):
 
 def test_refuses_what_it_cannot_do_in_tensorflow(samples, val_sample):
     index, images = val_sample
-    with pytest.raises(ValueError, match=r"2 image\(s\) are not JPEGs"):
+    with pytest.raises(PathError, match=r"2 image\(s\) are not JPEGs"):
         PureTFPipeline(samples / "faces_bbx_gt.txt", samples / "images")
     with pytest.raises(TypeError, match="PyramidCodec"):  # a level bound under 1e-6 square pixels
         PureTFPipeline(index.take(np.arange(4)), images, codec=PyramidCodec(faces_per_stride=1e-5))

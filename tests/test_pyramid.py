@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facegrid.core.codec import PYRAMID_CHANNELS, PyramidCodec, codec_for, GridCodec
+from facegrid.core.codec import PYRAMID_CHANNELS, GridCodec, PyramidCodec, codec_for
 
 
 def unique_rows(boxes: np.ndarray) -> np.ndarray:

@@ -25,10 +25,16 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from facegrid.data.tf import records
 from facegrid.cli import main
+from facegrid.data.tf import records
 from facegrid.data.tf.pack import pack_dataset
-from facegrid.scale.service import VERSION_METHOD, WORKERS_METHOD, distribute, python_ops, service_failure
+from facegrid.scale.service import (
+    VERSION_METHOD,
+    WORKERS_METHOD,
+    distribute,
+    python_ops,
+    service_failure,
+)
 from facegrid.wider.annotations import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from facegrid.core.errors import PathError
+from facegrid.core.errors import FacegridError, PathError
 from facegrid.wider.results import (
     SubmissionError,
     image_key,
@@ -142,7 +142,7 @@ def test_malformed_files_name_file_and_line(tmp_path, text, line, message):
     path = write_raw(tmp_path, text)
     with pytest.raises(SubmissionError, match=message) as caught:
         read_submission(tmp_path)
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, FacegridError)
     assert caught.value.line == line
     assert str(caught.value).startswith(f"{path}:{line}: ")
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from facegrid.core import boxes as box_ops
-from facegrid.data.tf import targets as tf_targets
+from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.data.augment import NO_JITTER, Augment
 from facegrid.data.examples import ExampleBuilder
-from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.wider.index import FaceFilter
+from facegrid.data.tf import targets as tf_targets
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.index import FaceFilter
 
 tf = pytest.importorskip("tensorflow")
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegrid.data.augment import Augment
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.data.images import ImageError
+from facegrid.core.errors import ImageError
+from facegrid.data.augment import Augment
 from facegrid.data.sequence import FaceSequence
 from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.wider.annotations import read_annotations

@@ -12,25 +12,29 @@ import shutil
 import urllib.error
 
 import keras
-import tensorflow as tf
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
 import facegrid.train.run
 from facegrid.cli import main
 from facegrid.core.config import Config, bundled_model_path, load_config
-from facegrid.train.curves import read_history
+from facegrid.core.errors import ImageError, PathError, RunInUseError
+from facegrid.eval.wider import (
+    SETTINGS,
+    average_precision,
+    evaluate_wider,
+    load_wider_ground_truth,
+)
 from facegrid.infer.detector import Detections, Detector
-from facegrid.core.errors import PathError
-from facegrid.eval.wider import SETTINGS, average_precision, evaluate_wider, load_wider_ground_truth
-from facegrid.data.images import ImageError
-from facegrid.wider.index import FaceFilter
 from facegrid.model.network import load_detector
-from facegrid.wider.results import read_submission, write_image_result
+from facegrid.train.curves import read_history
 from facegrid.train.run import ValidationAP, train, validation_ground_truth
 from facegrid.wider.annotations import read_annotations, write_annotations
+from facegrid.wider.index import FaceFilter
+from facegrid.wider.results import read_submission, write_image_result
 
 TINY = Config(
     input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
@@ -146,12 +150,12 @@ def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
     run = tmp_path / "run"
     train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    with pytest.raises(PathError) as info:
+    with pytest.raises(RunInUseError) as info:
         train(TINY.replace(epochs=1, seed=1), annotations, images, run, verbose=0)
     assert str(info.value) == (
-        f"{run}: holds a run already (config.toml, train.log, history.csv, state.json, last.keras, logs): "
-        "pass --resume (resume=True) to continue it, or choose another folder"
+        f"{run}: holds a run already (config.toml, train.log, history.csv, state.json, last.keras, logs)"
     )
+    assert info.value.finished
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing overwritten
 
     with pytest.raises(PathError) as info:
@@ -176,9 +180,10 @@ def test_a_run_stopped_before_its_first_epoch_ended_starts_again_on_resume(sampl
         with pytest.raises(KeyboardInterrupt):
             train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
     assert (run / "config.toml").is_file() and not (run / "state.json").exists()
-    with pytest.raises(PathError) as info:
+    with pytest.raises(RunInUseError) as info:
         train(TINY.replace(epochs=1), annotations, images, run, verbose=0)
     assert str(info.value).startswith(f"{run}: holds a run stopped before its first epoch ended (config.toml")
+    assert not info.value.finished
     train(TINY.replace(epochs=1), annotations, images, run, resume=True, verbose=0)
     assert json.loads((run / "state.json").read_text())["epoch"] == 1
     assert "no epoch of the run finished; starting it again with its settings" in (run / "train.log").read_text()

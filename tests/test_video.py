@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegrid.cli import main
-from facegrid.infer.detector import Detector
 from facegrid.data.images import input_pixels, load_input
+from facegrid.infer.detector import Detector
 
 SIZE = (320, 240)
 FPS = 6

@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facegrid.core.errors import AnnotationError, FacegridError
+from facegrid.wider.annotations import (
+    format_annotations,
+    read_annotations,
+    write_annotations,
+)
 from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
-from facegrid.wider.annotations import AnnotationError, format_annotations, read_annotations, write_annotations
 
 COLUMNS = ["x1", "y1", "w", "h", *ATTRIBUTES]
 OFFICIAL_ORDER = "x1 y1 w h blur expression illumination invalid occlusion pose".split()
@@ -358,7 +363,7 @@ def test_malformed_files_raise_with_file_and_line(tmp_path, case):
     with pytest.raises(AnnotationError) as info:
         read_annotations(path)
     error = info.value
-    assert isinstance(error, ValueError)
+    assert isinstance(error, FacegridError)
     assert error.path == str(path)
     assert error.line == line
     assert str(error).startswith(f"{path}:{line}: ")

@@ -5,8 +5,9 @@ start fast; :class:`FaceSequence` imports Keras on first use.
 """
 
 from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.errors import AnnotationError
+from facegrid.wider.annotations import read_annotations, write_annotations
 from facegrid.wider.index import FaceFilter, Index
-from facegrid.wider.annotations import AnnotationError, read_annotations, write_annotations
 
 __all__ = [
     "AnnotationError",

@@ -26,17 +26,30 @@ from pathlib import Path
 
 import click
 
+from facegrid.core.config import (
+    BACKBONE_STYLES,
+    BUNDLED_IMAGENET,
+    PIPELINES,
+    STRATEGIES,
+    Config,
+    service_address,
+)
+from facegrid.core.errors import (
+    AnnotationError,
+    FacegridError,
+    OutputExistsError,
+    PathError,
+    RunInUseError,
+    SubmissionError,
+)
 from facegrid.data.screening import POLICIES
-from facegrid.core.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config, service_address
-from facegrid.wider.download import RELEASES
-from facegrid.core.errors import FacegridError, OutputExistsError, PathError
+from facegrid.data.show import PANEL_IMAGES
 from facegrid.deploy.export import CALIBRATION_IMAGES
 from facegrid.deploy.export import FORMATS as EXPORT_FORMATS
+from facegrid.wider.annotations import read_annotations
+from facegrid.wider.download import RELEASES
 from facegrid.wider.fetch import STALL_BYTES, address_problem
 from facegrid.wider.index import FaceFilter
-from facegrid.data.show import PANEL_IMAGES
-from facegrid.wider.results import SubmissionError
-from facegrid.wider.annotations import AnnotationError, read_annotations
 
 
 class _Number(click.FloatRange):
@@ -80,6 +93,8 @@ def _fatal_input_errors(command):
             message = f"not a readable WIDER result file: {error}"
         except OutputExistsError as error:
             message = f"{error}: pass --overwrite to replace it"
+        except RunInUseError as error:
+            message = f"{error}: pass --resume to {'continue it' if error.finished else 'start it again with its settings'}, or choose another folder"
         except FacegridError as error:
             message = str(error)
         except OSError as error:
@@ -96,9 +111,7 @@ def _settings(path: Path | None, **overrides):
 
     try:
         return load_config(path, **overrides)
-    except UnicodeDecodeError:
-        raise click.UsageError(f"{path}: not UTF-8 text") from None
-    except ValueError as error:
+    except ValueError as error:  # the flags alone are at fault
         raise click.UsageError(str(error)) from None
 
 
@@ -380,8 +393,6 @@ def pack(annotations, images, out, shards, name, split, workers, on_bad_image, o
         manifest = pack_dataset(index, images, out, shards=shards, name=name, split=split, workers=workers,
                                 on_bad_image=on_bad_image, overwrite=overwrite, progress=verbose or sys.stderr.isatty())
     except ValueError as error:
-        if isinstance(error, PathError):
-            raise
         raise click.UsageError(str(error)) from None
     seconds = time.perf_counter() - start
     for entry in manifest.skipped:
@@ -420,9 +431,9 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
     (--config with strides) is drawn level by level: positive cells filled,
     ignore cells grey.
     """
+    from facegrid.core.codec import GridCodec
     from facegrid.data.augment import Augment
     from facegrid.data.examples import ExampleBuilder
-    from facegrid.core.codec import GridCodec
     from facegrid.data.show import show_dataset
 
     if annotations is None:
@@ -611,7 +622,9 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
         raise click.UsageError(str(error)) from None
     check_run_folder(run_dir, config, resume)  # training checks again; here before Keras loads
     _import_tensorflow()
-    from facegrid.train.run import train as run_training  # Keras loads only once the settings are sound
+    from facegrid.train.run import (
+        train as run_training,  # Keras loads only once the settings are sound
+    )
 
     try:
         run_training(config, annotations, images, run_dir, val_annotations=val_annotations,
@@ -640,8 +653,6 @@ def _load_detector(model_path: Path | None, **settings):
         with _quiet_stderr():  # LiteRT's native notice that XNNPACK is on
             return Detector.load(model_path, **settings)
     except ValueError as error:
-        if isinstance(error, PathError):
-            raise
         raise click.UsageError(str(error)) from None
 
 
@@ -732,10 +743,16 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     on a terminal (or with -v), and a summary line ends the run, both on stderr.
     """
     from facegrid.core.config import bundled_model_path, model_settings_file
+    from facegrid.core.errors import VideoError
     from facegrid.core.files import check_outputs
-    from facegrid.infer.inputs import annotated_names, find_images, is_video, submission_keys
+    from facegrid.infer.inputs import (
+        annotated_names,
+        find_images,
+        is_video,
+        submission_keys,
+    )
+    from facegrid.infer.video import probe_video
     from facegrid.wider.results import SCORE_FLOOR, result_path
-    from facegrid.infer.video import VideoError, probe_video
 
     found = find_images(inputs, videos=True)
     keys = submission_keys(found) if wider_submission else [None] * len(found)
@@ -992,8 +1009,6 @@ def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_
             path = export_model(model, out, format_, detect_size=detect_size, fixed_size=fixed_size,
                                 calibration=calibration, calibration_images=calibration_images, overwrite=overwrite)
     except ValueError as error:
-        if isinstance(error, PathError):
-            raise
         raise click.UsageError(str(error)) from None
     from facegrid.core.config import settings_path
 
@@ -1049,7 +1064,8 @@ def download(dataset, to, mirrors, only, timeout, trust_unpinned, overwrite) -> 
             timeout=timeout, progress=verbose or sys.stderr.isatty(),
             notice=lambda line: click.echo(_one_line(line), err=True),
         )
-        click.echo(_one_line(outcome.message), err=not outcome.ok)
+        hint = "; --trust-unpinned takes the copy a mirror serves" if outcome.unpinned else ""
+        click.echo(_one_line(outcome.message + hint), err=not outcome.ok)
         placed.append(outcome.ok)
     if not any(placed):
         click.echo("error: no archive could be put in place (see the lines above)", err=True)

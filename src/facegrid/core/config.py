@@ -28,6 +28,8 @@ from pathlib import Path
 
 import tomli_w
 
+from facegrid.core.errors import SettingsError
+
 #: File name of the model bundled with facegrid, inside the package's ``models/`` folder.
 BUNDLED_MODEL = "facegrid-wider.keras"
 
@@ -283,13 +285,13 @@ class Config:
             raise ValueError(
                 f"backbone_weights {BUNDLED_IMAGENET!r} (the default: the ImageNet backbone shipped with facegrid) "
                 f"fits alpha 1.0 with backbone_style 'torchvision' only, not {asked}: for {asked}, start from "
-                "random weights with backbone_weights 'none' (--backbone-weights none); for ImageNet features, "
+                "random weights with backbone_weights 'none'; for ImageNet features, "
                 "keep alpha 1.0 and backbone_style 'torchvision'"
             )
         if self.backbone_style == "torchvision" and self.backbone_weights == "imagenet":
             raise ValueError(
                 "backbone_weights 'imagenet' (Keras' weights, downloaded) fit backbone_style 'keras' only: "
-                "pass backbone_style 'keras' (--backbone-style keras) with them, or keep the default "
+                "set backbone_style 'keras' with them, or keep the default "
                 f"backbone_weights {BUNDLED_IMAGENET!r}, ImageNet features shipped with facegrid"
             )
 
@@ -342,7 +344,7 @@ def model_config(model: str | os.PathLike) -> Config | None:
     """The settings saved with a model (:func:`model_settings_file`); None for a bare model.
 
     Raises:
-        ValueError: the settings file is not a valid configuration.
+        facegrid.core.errors.SettingsError: the settings file is not a valid configuration.
     """
     found = model_settings_file(model)
     return None if found is None else load_config(found)
@@ -352,19 +354,25 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     """Read a TOML file (or start from the defaults) and apply ``overrides``.
 
     Raises:
-        ValueError: unknown keys, wrong types, or inconsistent settings; the
-            message names the file (and the overrides, when they are at fault).
+        facegrid.core.errors.SettingsError: the file cannot be read, is not
+            TOML, or holds unknown keys, wrong types or inconsistent settings
+            (the overrides included, when they are at fault with it).
+        ValueError: without a file, the overrides are not sound settings.
     """
     values = {}
     if path is not None:
         try:
             values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path}: not valid TOML: {error}") from None
+            raise SettingsError(path, f"not valid TOML: {error}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(path, "not UTF-8 text") from None
+        except OSError as error:
+            raise SettingsError(path, f"cannot read: {error.strerror or error}") from None
     known = {f.name: f for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise SettingsError(path, f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     for name, value in values.items():
         expected = type(getattr(Config(), name))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -372,15 +380,15 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
         elif expected is tuple and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
             values[name] = tuple(float(v) for v in value)
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(f"{path}: {name} must be {expected.__name__}, got {value!r}")
+            raise SettingsError(path, f"{name} must be {expected.__name__}, got {value!r}")
     try:
         config = Config(**values)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise SettingsError(path, str(error)) from None
     try:
         return config.replace(**overrides)
     except ValueError as error:
         if path is None:
             raise
         given = ", ".join(f"{k} = {v!r}" for k, v in overrides.items() if v is not None)
-        raise ValueError(f"{path} with {given}: {error}") from None
+        raise SettingsError(path, f"{error} (with {given})") from None

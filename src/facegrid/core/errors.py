@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 
-
 #: What TensorFlow writes into its messages about its own graph: ``{{node X}}``, ``[[...]]``, ``[Op:X] name: ``.
 _TF_INTERNALS = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name:( \S*)?)?")
 
@@ -41,7 +40,7 @@ class FacegridError(Exception):
     """Base of every error facegrid raises on purpose; its message is one line naming the place."""
 
 
-class FileLineError(FacegridError, ValueError):
+class FileLineError(FacegridError):
     """A text file is not in the format expected, at a known line.
 
     The message reads ``FILE:LINE: reason``, the form editors and terminals
@@ -63,7 +62,7 @@ class FileLineError(FacegridError, ValueError):
         return type(self), (self.path, self.line, self.reason)
 
 
-class PathError(FacegridError, ValueError):
+class PathError(FacegridError):
     """A file cannot be used, for a reason that concerns the whole file.
 
     The message reads ``PATH: reason``.
@@ -80,6 +79,28 @@ class PathError(FacegridError, ValueError):
 
     def __reduce__(self):  # arrives whole from a worker process
         return type(self), (self.path, self.reason)
+
+
+class RunInUseError(PathError):
+    """A new training run was asked for in a folder that holds a run; resuming it (``resume=True``) was not.
+
+    Attributes:
+        files: the run's files found there.
+        finished: whether the run finished an epoch (else resuming starts
+            it again with its settings).
+    """
+
+    def __init__(self, path: str | os.PathLike, files: list[str], finished: bool):
+        self.files, self.finished = list(files), finished
+        what = "a run already" if finished else "a run stopped before its first epoch ended"
+        super().__init__(path, f"holds {what} ({', '.join(self.files)})")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.files, self.finished)
+
+
+class SettingsError(PathError):
+    """A settings file (TOML of :class:`facegrid.core.config.Config`) cannot be used: unreadable, not TOML, unsound."""
 
 
 class ModelFileError(PathError):
@@ -126,3 +147,60 @@ class TrainingError(FacegridError):
 
     def __reduce__(self):
         return type(self), (self.run, self.reason)
+
+
+class AnnotationError(FileLineError):
+    """An annotation file is not valid WIDER FACE format. See :class:`FileLineError`."""
+
+
+class SubmissionError(FileLineError):
+    """A result file is not in the WIDER FACE result format. See :class:`FileLineError`."""
+
+
+class ImageError(PathError):
+    """An image cannot be read: missing, empty, truncated, not an image, or refused.
+
+    Subclasses tell the kinds a caller treats apart (a report that counts
+    missing images on their own, say) by type, never by wording.
+
+    Attributes:
+        path: the image file.
+        reason: what went wrong.
+    """
+
+
+class MissingImageError(ImageError):
+    """The image file does not exist."""
+
+
+class RefusedPathError(ImageError):
+    """A path read from a file would lead outside its folder (see :mod:`facegrid.core.paths`); it is never opened."""
+
+
+class VideoError(PathError):
+    """A video cannot be read (or its annotated copy written) with OpenCV. See :class:`PathError`."""
+
+
+class DamagedShardError(PathError):
+    """A shard's record cannot be read: its length or checksum fails, or the file ends inside it.
+
+    Attributes:
+        path: the shard.
+        examples: the examples read intact before the damaged record.
+        cause: TensorFlow's reason, one line.
+    """
+
+    def __init__(self, path: str | os.PathLike, examples: int, cause: str):
+        self.examples, self.cause = examples, cause
+        super().__init__(path, f"damaged after {examples:,} example(s): {cause}")
+
+    def __reduce__(self):  # arrives whole from a worker process
+        return type(self), (self.path, self.examples, self.cause)
+
+
+class ExportError(PathError):
+    """A model could not be converted; the reason is the converter's own, in one line."""
+
+
+class FetchError(FacegridError):
+    """No address gave a good copy (each address's failure was reported as it happened)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from facegrid.data.images import RefusedPathError
+from facegrid.core.errors import RefusedPathError
 
 #: Annotation paths :func:`nearby_images_folder` looks up, spread over the file.
 NEARBY_SAMPLE = 20

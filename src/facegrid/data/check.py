@@ -32,12 +32,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facegrid.data.screening import wholly_outside
-from facegrid.core.errors import PathError
-from facegrid.data.images import ImageError, MissingImageError, RefusedPathError, verify_data, verify_image
-from facegrid.wider.index import Index
+from facegrid.core.errors import (
+    ImageError,
+    MissingImageError,
+    PathError,
+    RefusedPathError,
+)
 from facegrid.core.paths import escape_reason, image_path, nearby_images_folder
+from facegrid.data.images import verify_data, verify_image
+from facegrid.data.screening import wholly_outside
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +247,8 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
             (see :func:`facegrid.data.tf.pack.read_manifest`), or not one image can be
             read from it.
     """
-    from facegrid.data.tf.pack import MANIFEST, READ_AHEAD, DamagedShardError, read_manifest, sha256
+    from facegrid.core.errors import DamagedShardError
+    from facegrid.data.tf.pack import MANIFEST, READ_AHEAD, read_manifest, sha256
 
     folder = Path(folder)
     manifest = read_manifest(folder)

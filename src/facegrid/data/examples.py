@@ -22,13 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.data.augment import NO_JITTER, Augment, Jitter, adjust_color, crop_boxes, flip_boxes
-from facegrid.data.screening import BadImages, leave_out_bad_images
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.data.images import FULL_IMAGE, ImageInfo, load_crop, probe
-from facegrid.wider.index import FaceFilter, Index
 from facegrid.core.paths import image_path
+from facegrid.data.augment import (
+    NO_JITTER,
+    Augment,
+    Jitter,
+    adjust_color,
+    crop_boxes,
+    flip_boxes,
+)
+from facegrid.data.images import FULL_IMAGE, ImageInfo, load_crop, probe
+from facegrid.data.screening import BadImages, leave_out_bad_images
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.index import FaceFilter, Index
 
 
 @dataclass(frozen=True)

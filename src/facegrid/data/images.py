@@ -33,7 +33,7 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image
 
-from facegrid.core.errors import PathError
+from facegrid.core.errors import ImageError, MissingImageError
 
 #: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
 PIXEL_SCALE = 1.0 / 127.5
@@ -62,26 +62,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-class ImageError(PathError):
-    """An image cannot be read: missing, empty, truncated, not an image, or refused.
-
-    Subclasses tell the kinds a caller treats apart (a report that counts
-    missing images on their own, say) by type, never by wording.
-
-    Attributes:
-        path: the image file.
-        reason: what went wrong.
-    """
-
-
-class MissingImageError(ImageError):
-    """The image file does not exist."""
-
-
-class RefusedPathError(ImageError):
-    """A path read from a file would lead outside its folder (see :mod:`facegrid.core.paths`); it is never opened."""
 
 
 def _has_exif(data: bytes) -> bool:

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from facegrid.core.errors import PathError
-from facegrid.data.images import ImageError, MissingImageError, verify_image
+from facegrid.core.errors import ImageError, MissingImageError, PathError
 from facegrid.core.paths import nearby_images_folder
+from facegrid.data.images import verify_image
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import os
 import keras
 import numpy as np
 
+from facegrid.core.errors import ImageError
 from facegrid.data import shared_batches
 from facegrid.data.augment import Jitter
-from facegrid.data.screening import BadImages, check_policy
 from facegrid.data.examples import ExampleBuilder, ExampleSource
-from facegrid.data.images import ImageError
+from facegrid.data.screening import BadImages, check_policy
 from facegrid.wider.index import Index
 
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facegrid.data.examples import ExampleBuilder
-from facegrid.core.files import check_outputs, write_atomically
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.data.images import ImageError, read_image
+from facegrid.core.errors import ImageError
+from facegrid.core.files import check_outputs, write_atomically
 from facegrid.core.paths import image_path
+from facegrid.data.examples import ExampleBuilder
+from facegrid.data.images import read_image
 from facegrid.wider.index import FaceFilter, Index
 
 log = logging.getLogger(__name__)

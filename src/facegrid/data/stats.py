@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facegrid.core.figures import new_figure, save_figure
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.data.images import ImageError, fitted_size, image_size, padded_size
+from facegrid.core.errors import ImageError
+from facegrid.core.figures import new_figure, save_figure
 from facegrid.core.paths import image_path
+from facegrid.data.images import fitted_size, image_size, padded_size
 from facegrid.wider.index import FaceFilter, Index
 
 #: Face-size buckets, in pixels of the network input (``sqrt(w * h)``).

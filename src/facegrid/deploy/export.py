@@ -29,8 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.core.config import Config, model_config, model_settings_file, settings_path
-from facegrid.core.errors import PathError
+from facegrid.core.config import (
+    Config,
+    model_config,
+    model_settings_file,
+    settings_path,
+)
+from facegrid.core.errors import ExportError, PathError
 from facegrid.core.files import check_outputs
 from facegrid.infer.runtimes import GRID_OUTPUT, INPUT_NAME, box_output, score_output
 
@@ -53,10 +58,6 @@ ONNX_OPSET = 17
 CALIBRATION_IMAGES = 200
 
 
-class ExportError(PathError):
-    """A model could not be converted; the reason is the converter's own, in one line."""
-
-
 def format_for(out: str | os.PathLike, format: str | None = None) -> str:
     """The export format: ``format`` if given (checked against ``out``'s suffix), else the one ``out``'s suffix names.
 
@@ -68,7 +69,7 @@ def format_for(out: str | os.PathLike, format: str | None = None) -> str:
     if format is None:
         by_suffix = {".keras": "keras", ".tflite": "litert", ".onnx": "onnx"}
         if out.suffix not in by_suffix:
-            raise ValueError(f"{out}: name a format with --format, or end the name in .keras, .tflite or .onnx")
+            raise ValueError(f"{out}: name its format, or end the name in .keras, .tflite or .onnx")
         return by_suffix[out.suffix]
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; formats: {', '.join(FORMATS)}")
@@ -230,7 +231,7 @@ def export_model(
     if detect_size is not None and fixed_size is not None and detect_size != fixed_size:
         raise ValueError(f"detect size {detect_size} differs from the fixed input size {fixed_size}")
     if format == "litert-int8" and not calibration:
-        raise ValueError("litert-int8 needs calibration images (--calibrate DIR: training images)")
+        raise ValueError("litert-int8 needs calibration images (a folder of training images)")
     if calibration_images < 1:
         raise ValueError(f"calibration images: need at least 1, got {calibration_images}")
     config = model_config(model_path)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.core.errors import ModelFileError
 from facegrid.core.codec import SIZE_LOG_LIMIT, describe_layout
+from facegrid.core.errors import ModelFileError
 
 #: Name of the image input of every exported model.
 INPUT_NAME = "image"

@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facegrid.infer.detector import Detections
-from facegrid.core.errors import PathError
+from facegrid.core.errors import VideoError
 from facegrid.core.files import staged
 from facegrid.data.show import annotated_image
+from facegrid.infer.detector import Detections
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ FOURCC = "mp4v"
 
 #: Frame rate assumed for a video whose container states none.
 FALLBACK_FPS = 25.0
-
-
-class VideoError(PathError):
-    """A video cannot be read (or its annotated copy written) with OpenCV. See :class:`~facegrid.core.errors.PathError`."""
 
 
 @dataclass(frozen=True)

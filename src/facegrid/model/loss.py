@@ -33,8 +33,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from facegrid.core.config import Config
 from facegrid.core.codec import PyramidCodec
+from facegrid.core.config import Config
 
 _EPSILON = 1e-6
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from facegrid.core.codec import SIZE_LOG_LIMIT, PyramidCodec, describe_layout
 from facegrid.core.config import BUNDLED_IMAGENET, Config, settings_path
 from facegrid.core.errors import ModelFileError
-from facegrid.core.codec import SIZE_LOG_LIMIT, PyramidCodec, describe_layout
 from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
 
 #: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from facegrid.core.config import Config, load_config
-from facegrid.core.errors import PathError
+from facegrid.core.errors import PathError, RunInUseError
 
 #: What a training run writes into its folder (see :mod:`facegrid.train.run`).
 RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.keras", "best.keras", "logs", "panels")
@@ -69,13 +69,8 @@ def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -
         if not writes_run_folder(config):
             return
         used = [name for name in RUN_FILES if (run_dir / name).exists()]
-        if used and not (run_dir / "state.json").is_file():
-            raise PathError(run_dir, f"holds a run stopped before its first epoch ended ({', '.join(used)}): pass "
-                                     "--resume (resume=True) to start it again with its settings, or choose "
-                                     "another folder")
         if used:
-            raise PathError(run_dir, f"holds a run already ({', '.join(used)}): pass --resume (resume=True) "
-                                     "to continue it, or choose another folder")
+            raise RunInUseError(run_dir, used, finished=(run_dir / "state.json").is_file())
         return
     if not saved_path.is_file():
         raise PathError(run_dir, "nothing to resume: no run was started here (config.toml)")

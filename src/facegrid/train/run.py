@@ -55,26 +55,37 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facegrid.data.screening import BadImages
 from facegrid.core.config import BUNDLED_IMAGENET, Config
-from facegrid.train.curves import TrainingCurves
 from facegrid.core.errors import PathError, TrainingError, reason_of
 from facegrid.core.files import write_atomically, write_text_atomically
-from facegrid.infer.detector import Detections, Detector
-from facegrid.eval.wider import SETTINGS, WiderGroundTruth, average_precision, evaluate_wider, load_wider_ground_truth
-from facegrid.data.images import read_image
 from facegrid.core.paths import image_path
-from facegrid.wider.index import FaceFilter, Index
+from facegrid.data.images import read_image
+from facegrid.data.screening import BadImages
+from facegrid.data.sequence import FaceSequence
+from facegrid.data.show import PANEL_IMAGES, PanelImage, detections_panel
+from facegrid.data.tf.pipeline import FacePipeline
+from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
+from facegrid.eval.wider import (
+    SETTINGS,
+    WiderGroundTruth,
+    average_precision,
+    evaluate_wider,
+    load_wider_ground_truth,
+)
+from facegrid.infer.detector import Detections, Detector
 from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
+from facegrid.scale.service import (
+    SERVICE_FAILURES,
+    distribute,
+    service_failure,
+    wait_for_workers,
+)
+from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
-from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
-from facegrid.data.show import PANEL_IMAGES, PanelImage, detections_panel
-from facegrid.data.sequence import FaceSequence
-from facegrid.scale.service import SERVICE_FAILURES, distribute, service_failure, wait_for_workers
-from facegrid.wider.results import SCORE_FLOOR, as_submitted
-from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.index import FaceFilter, Index
+from facegrid.wider.results import SCORE_FLOOR, as_submitted
 
 log = logging.getLogger(__name__)
 

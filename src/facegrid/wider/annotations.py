@@ -35,16 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.core.errors import FileLineError
+from facegrid.core.errors import AnnotationError
 from facegrid.wider.index import ATTRIBUTE_MAX, ATTRIBUTES, Index, Note
 
 _COLUMNS = "x1 y1 w h " + " ".join(ATTRIBUTES)
 _DUMMY_ROW = b"0 0 0 0 0 0 0 0 0 0"
 _INTEGER = re.compile(rb"-?[0-9]+")
-
-
-class AnnotationError(FileLineError):
-    """An annotation file is not valid WIDER FACE format. See :class:`~facegrid.core.errors.FileLineError`."""
 
 
 def _show(raw: bytes, limit: int = 60) -> str:

@@ -47,9 +47,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from facegrid.core.errors import OutputExistsError, PathError
-from facegrid.wider.fetch import FetchError, fetch_file, sha256_file
+from facegrid.core.errors import FetchError, OutputExistsError, PathError
 from facegrid.core.files import make_folder, write_text_atomically
+from facegrid.wider.fetch import fetch_file, sha256_file
 from facegrid.wider.unpack import unpack
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,15 @@ class Release:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one archive: ``ok`` (its files are in place) and a one-line ``message`` naming it."""
+    """What became of one archive: ``ok`` (its files are in place) and a one-line ``message`` naming it.
+
+    ``unpinned``: refused because facegrid pins no digest for it (taking it
+    on trust must be asked for: ``trust_unpinned``).
+    """
 
     ok: bool
     message: str
+    unpinned: bool = False
 
 
 #: The WIDER FACE site's folder of downloads, then the same folder at its former address.
@@ -179,8 +184,7 @@ def install_archive(
     if stamped is not None and provided.exists() and pinned in (None, stamped):
         return Outcome(True, f"{archive.name}: already in place ({provided})")
     if pinned is None and not trust_unpinned:
-        return Outcome(False, f"{archive.name}: refused: facegrid's manifest pins no sha256 for it "
-                              "(--trust-unpinned takes the copy a mirror serves)")
+        return Outcome(False, f"{archive.name}: refused: facegrid's manifest pins no sha256 for it", unpinned=True)
     make_folder(folder)
     digest, origin = _kept_copy_digest(path, pinned, notice), "downloaded before"
     if digest is None:

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facegrid.core.errors import FacegridError, PathError
+from facegrid.core.errors import FetchError, PathError
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,6 @@ STALL_BYTES = 32 * 1024
 UNSIZED_LIMIT = 8 << 30
 
 USER_AGENT = "facegrid-download"
-
-
-class FetchError(FacegridError):
-    """No address gave a good copy (each address's failure was reported as it happened)."""
 
 
 class _AddressFailed(Exception):

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from facegrid.core.boxes import checked_detections
-from facegrid.core.errors import FileLineError, PathError
+from facegrid.core.errors import PathError, SubmissionError
 from facegrid.core.files import write_atomically
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ SCORE_FLOOR = 0.01
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 _COUNT = re.compile(r"[0-9]+")
-
-
-class SubmissionError(FileLineError):
-    """A result file is not in the WIDER FACE result format. See :class:`~facegrid.core.errors.FileLineError`."""
 
 
 def image_key(image_path: str) -> str:

@@ -55,13 +55,19 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import facegrid
-from facegrid.data.tf import records
-from facegrid.data.screening import check_policy, none_usable, outside_error
-from facegrid.core.errors import OutputExistsError, PathError, reason_of
+from facegrid.core.errors import (
+    DamagedShardError,
+    ImageError,
+    OutputExistsError,
+    PathError,
+    reason_of,
+)
 from facegrid.core.files import check_outputs
-from facegrid.data.images import ImageError, read_verified
-from facegrid.wider.index import Index
 from facegrid.core.paths import escape_reason, image_path
+from facegrid.data.images import read_verified
+from facegrid.data.screening import check_policy, none_usable, outside_error
+from facegrid.data.tf import records
+from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +95,6 @@ _SHARD_FILE = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}")
 #: A value read from a manifest as its message quotes it: whole, unless it is long.
 _QUOTE = reprlib.Repr()
 _QUOTE.maxstring = _QUOTE.maxother = 120
-
-class DamagedShardError(PathError):
-    """A shard's record cannot be read: its length or checksum fails, or the file ends inside it.
-
-    Attributes:
-        path: the shard.
-        examples: the examples read intact before the damaged record.
-        cause: TensorFlow's reason, one line.
-    """
-
-    def __init__(self, path: str | os.PathLike, examples: int, cause: str):
-        self.examples, self.cause = examples, cause
-        super().__init__(path, f"damaged after {examples:,} example(s): {cause}")
-
-    def __reduce__(self):  # arrives whole from a worker process
-        return type(self), (self.path, self.examples, self.cause)
-
 
 @dataclass(frozen=True)
 class Shard:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.data.tf import records
 from facegrid.core.errors import PathError
 from facegrid.data.images import ImageInfo, probe_data
-from facegrid.wider.index import ATTRIBUTES, Index
+from facegrid.data.tf import records
 from facegrid.data.tf.pack import MANIFEST, Manifest, read_manifest, shard_records
+from facegrid.wider.index import ATTRIBUTES, Index
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,6 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.data.augment import LUMA
-from facegrid.data.screening import BadImages
 from facegrid.data.examples import ExampleSource
 from facegrid.data.images import (
     ANTIALIAS_SHRINK,
@@ -44,6 +43,7 @@ from facegrid.data.images import (
     pixel_region,
     read_image,
 )
+from facegrid.data.screening import BadImages
 from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)

@@ -39,13 +39,19 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.core import boxes as box_ops
-from facegrid.data.tf import records
-from facegrid.data.tf import targets as tf_targets
 from facegrid.core.errors import PathError
 from facegrid.data.examples import ExampleSource
-from facegrid.data.images import DCT_RATIOS, FULL_IMAGE, covering_size, decoded_size, pixel_region
-from facegrid.wider.index import Index
+from facegrid.data.images import (
+    DCT_RATIOS,
+    FULL_IMAGE,
+    covering_size,
+    decoded_size,
+    pixel_region,
+)
+from facegrid.data.tf import records
+from facegrid.data.tf import targets as tf_targets
 from facegrid.data.tf.pipeline import SourceBatches, adjust_color, orient, resize_region
+from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
 
