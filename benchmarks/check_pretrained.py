@@ -1,7 +1,7 @@
 """Check facegrid's converted MobileNetV2 against torchvision itself.
 
 Converts torchvision's ``mobilenet_v2-b0353104.pth`` with
-``facegrid.model.backbone.convert_torchvision_mobilenet_v2``, loads the written
+``facegrid.model.from_torchvision.convert_torchvision_mobilenet_v2``, loads the written
 ``.weights.h5`` back with ``load_torchvision_mobilenet_v2``, and runs the
 same images through both networks, each with its own preprocessing:
 
@@ -112,6 +112,10 @@ def main(argv=None) -> int:
 
     from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
     from facegrid.model import backbone as pretrained
+    from facegrid.model.from_torchvision import (
+        assign_torchvision_state_dict,
+        convert_torchvision_mobilenet_v2,
+    )
 
     torch.set_grad_enabled(False)
     print(
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
     )
 
     start = time.perf_counter()
-    out = pretrained.convert_torchvision_mobilenet_v2(args.pth, args.out)
+    out = convert_torchvision_mobilenet_v2(args.pth, args.out)
     print(
         f"converted {args.pth}\n       -> {out} ({out.stat().st_size / 1e6:.1f} MB, "
         f"{time.perf_counter() - start:.1f} s)"
@@ -199,7 +203,7 @@ def main(argv=None) -> int:
         stock = keras.applications.MobileNetV2(
             input_shape=(size, size, 3), alpha=1.0, include_top=False, weights=None
         )
-        pretrained.assign_torchvision_state_dict(stock, numpy_state)
+        assign_torchvision_state_dict(stock, numpy_state)
         s_features = np.asarray(stock(normalised, training=False))
         print(f"  control: stock keras MobileNetV2, same weights, torchvision input:\n"
               f"  out_relu  all    {differences(t_features, s_features)}")

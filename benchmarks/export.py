@@ -131,8 +131,7 @@ def main() -> int:
         print(json.dumps(one_pass(args, rows)))
         return 0
 
-    from facegrid.core.config import bundled_model_path
-
+    from facegrid.core.resources import bundled_model_path
     folder.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = export_all(args, args.model or bundled_model_path(), sizes, args.formats.split(","), folder)

@@ -27,13 +27,15 @@ def main(argv=None) -> int:
 
     import torch  # before TensorFlow loads: the other order can crash the process
 
-    from facegrid.model import backbone as pretrained
+    from facegrid.core.files import sha256_file
+    from facegrid.core.resources import bundled_backbone_path
+    from facegrid.model.from_torchvision import convert_torchvision_mobilenet_v2
 
-    out = args.out or pretrained.bundled_weights_path()
-    pretrained.convert_torchvision_mobilenet_v2(args.pth, out)
+    out = args.out or bundled_backbone_path()
+    convert_torchvision_mobilenet_v2(args.pth, out)
     print(f"torch {torch.__version__}")
-    print(f"{pretrained.sha256(args.pth)}  {args.pth}")
-    print(f"{pretrained.sha256(out)}  {out} ({out.stat().st_size:,} bytes)")
+    print(f"{sha256_file(args.pth)}  {args.pth}")
+    print(f"{sha256_file(out)}  {out} ({out.stat().st_size:,} bytes)")
     return 0
 
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.core.config import (
-    BUNDLED_IMAGENET,
-    Config,
-    bundled_model_path,
-    load_config,
-)
+from facegrid.core.config import BUNDLED_IMAGENET, Config, load_config
 from facegrid.core.errors import SettingsError
+from facegrid.core.resources import bundled_model_path
 
 
 def test_defaults_are_the_documented_detector():

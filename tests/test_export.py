@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from facegrid.cli import main
 from facegrid.core import boxes as box_ops
-from facegrid.core.config import Config, bundled_model_path, load_config, settings_path
+from facegrid.core.config import Config, load_config, settings_path
 from facegrid.core.errors import ExportError, ModelFileError
+from facegrid.core.resources import bundled_model_path
 from facegrid.deploy.export import export_model, format_for, pick_calibration_images
 from facegrid.infer.detector import Detector
 from facegrid.infer.inputs import find_images

@@ -156,10 +156,10 @@ def test_backbone_can_start_from_another_detector(tmp_path):
 def test_the_default_backbone_starts_from_the_bundled_imagenet_weights():
     import h5py
 
-    from facegrid.model.backbone import bundled_weights_path
+    from facegrid.core.resources import bundled_backbone_path
 
     backbone = build_detector(Config()).get_layer("backbone")
-    with h5py.File(bundled_weights_path(), "r") as saved:
+    with h5py.File(bundled_backbone_path(), "r") as saved:
         # a .weights.h5 names each layer by its type and rank among that type: "conv2d" is the first, Conv1
         convs = sorted((k for k in saved["layers"] if k.startswith("conv2d")), key=lambda k: int(k[7:] or 0))
         for layer, key in {"Conv1": convs[0], "bn_Conv1": "batch_normalization", "Conv_1": convs[-1]}.items():

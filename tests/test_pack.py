@@ -17,10 +17,11 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from facegrid.cli import main
+from facegrid.core.files import sha256_file
 from facegrid.data.images import probe
 from facegrid.data.tf import pack as pack_module
 from facegrid.data.tf import records
-from facegrid.data.tf.pack import sha256, split_of
+from facegrid.data.tf.pack import split_of
 from facegrid.wider.annotations import read_annotations
 
 
@@ -59,7 +60,7 @@ def test_pack_round_trip_gives_back_files_and_annotations(samples, tmp_path):
     assert (manifest["images"], manifest["faces"], manifest["skipped_images"]) == (4, 3, 0)
     [shard] = manifest["shards"]
     path = tmp_path / "packed" / "widerface-train.tfrecord-00000-of-00001"
-    assert shard == {"file": path.name, "examples": 4, "bytes": path.stat().st_size, "sha256": sha256(path)}
+    assert shard == {"file": path.name, "examples": 4, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
     index = read_annotations(samples / "faces_bbx_gt.txt")
     packed = {record.path: record for record in read_records(tmp_path / "packed")}
@@ -133,7 +134,7 @@ def test_data_check_decodes_every_image_to_its_stored_size(samples, tmp_path):
             writer.write(serialized)
     manifest_path = tmp_path / "out" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["shards"][0].update(bytes=path.stat().st_size, sha256=sha256(path))
+    manifest["shards"][0].update(bytes=path.stat().st_size, sha256=sha256_file(path))
     manifest_path.write_text(json.dumps(manifest))
     result = run("data", "check", tmp_path / "out")
     assert result.exit_code == 1
@@ -331,7 +332,7 @@ def test_data_check_refuses_a_packed_set_that_holds_no_image(two_shards, tmp_pat
         else:
             for shard in manifest["shards"]:
                 (folder / shard["file"]).write_bytes(b"")
-                shard.update(examples=0, bytes=0, sha256=sha256(folder / shard["file"]))
+                shard.update(examples=0, bytes=0, sha256=sha256_file(folder / shard["file"]))
 
     edit_manifest(folder, edit)
     assert refused("data", "check", folder) == f"error: {folder}: holds no image: " + (

@@ -250,14 +250,14 @@ def test_training_refuses_a_set_of_images_it_cannot_decode_naming_the_folder_and
 
 def emptied(folder, tmp_path):
     """A copy of the packed ``folder`` whose shards hold no example, its manifest agreeing but for the image count."""
-    from facegrid.data.tf.pack import sha256
+    from facegrid.core.files import sha256_file
 
     copy = tmp_path / "empty"
     shutil.copytree(folder, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     for shard in manifest["shards"]:
         (copy / shard["file"]).write_bytes(b"")
-        shard.update(examples=0, bytes=0, sha256=sha256(copy / shard["file"]))
+        shard.update(examples=0, bytes=0, sha256=sha256_file(copy / shard["file"]))
     (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
 
@@ -288,8 +288,8 @@ def test_a_damaged_shard_is_named_with_the_examples_before_the_damage(samples_pa
 
 
 def test_an_image_placed_past_the_annotation_files_is_refused(samples_packed, tmp_path):
+    from facegrid.core.files import sha256_file
     from facegrid.data.tf import records
-    from facegrid.data.tf.pack import sha256
 
     forged = tmp_path / "forged"
     shutil.copytree(samples_packed, forged)
@@ -299,7 +299,7 @@ def test_an_image_placed_past_the_annotation_files_is_refused(samples_packed, tm
         for record in kept:
             writer.write(records.serialize(dataclasses.replace(record, position=record.position + 2**40)))
     manifest = json.loads((forged / "manifest.json").read_text())
-    manifest["shards"][0].update(bytes=path.stat().st_size, sha256=sha256(path))
+    manifest["shards"][0].update(bytes=path.stat().st_size, sha256=sha256_file(path))
     (forged / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PathError, match="outside the 4 images of the annotation file packed"):
         read_packed(forged)

@@ -15,17 +15,20 @@ import keras
 import numpy as np
 import pytest
 
-from facegrid.model import backbone as pretrained
+from facegrid.core.files import sha256_file
+from facegrid.core.resources import bundled_backbone_path
+from facegrid.model import from_torchvision
 from facegrid.model.backbone import (
     BN_EPSILON,
     TORCHVISION_MEAN,
-    TORCHVISION_SHA256,
     TORCHVISION_STD,
-    assign_torchvision_state_dict,
-    bundled_weights_path,
-    convert_torchvision_mobilenet_v2,
     load_torchvision_mobilenet_v2,
     torchvision_compatible_mobilenet_v2,
+)
+from facegrid.model.from_torchvision import (
+    TORCHVISION_SHA256,
+    assign_torchvision_state_dict,
+    convert_torchvision_mobilenet_v2,
 )
 
 # torchvision.models.mobilenet_v2's inverted_residual_setting: t, c, n, s.
@@ -287,12 +290,12 @@ def test_weights_file_round_trip_at_another_size(loaded, tmp_path):
 
 @pytest.fixture(scope="module")
 def bundled():
-    return load_torchvision_mobilenet_v2(bundled_weights_path(), 224)
+    return load_torchvision_mobilenet_v2(bundled_backbone_path(), 224)
 
 
 @pytest.mark.parametrize("size", [256, 320])
 def test_the_bundled_weights_load_at_other_input_sizes(bundled, size):
-    other = load_torchvision_mobilenet_v2(bundled_weights_path(), size)
+    other = load_torchvision_mobilenet_v2(bundled_backbone_path(), size)
     side = -(-size // 32)
     assert other(np.zeros((1, size, size, 3), np.float32)).shape == (1, side, side, 1280)
     for a, b in zip(bundled.weights, other.weights):
@@ -302,8 +305,8 @@ def test_the_bundled_weights_load_at_other_input_sizes(bundled, size):
 
 
 def test_the_bundled_weights_note_records_their_source_and_digest():
-    note = bundled_weights_path().with_suffix("").with_suffix(".md").read_text(encoding="utf-8")
-    assert TORCHVISION_SHA256 in note and pretrained.sha256(bundled_weights_path()) in note
+    note = bundled_backbone_path().with_suffix("").with_suffix(".md").read_text(encoding="utf-8")
+    assert TORCHVISION_SHA256 in note and sha256_file(bundled_backbone_path()) in note
 
 
 def test_load_missing_file_says_how_to_make_it(tmp_path):
@@ -321,14 +324,14 @@ def test_convert_checks_name_and_checksum_before_needing_torch(tmp_path):
 
 
 def test_torchvision_prefix_names():
-    assert pretrained.torchvision_prefix("Conv1") == "features.0.0"
-    assert pretrained.torchvision_prefix("block_1_expand") == "features.2.conv.0.0"
-    assert pretrained.torchvision_prefix("block_1_expand_BN") == "features.2.conv.0.1"
-    assert pretrained.torchvision_prefix("block_16_depthwise") == "features.17.conv.1.0"
-    assert pretrained.torchvision_prefix("block_16_project") == "features.17.conv.2"
-    assert pretrained.torchvision_prefix("block_16_project_BN") == "features.17.conv.3"
-    assert pretrained.torchvision_prefix("block_16_expand_relu") is None
-    assert pretrained.torchvision_prefix("out_relu") is None
+    assert from_torchvision.torchvision_prefix("Conv1") == "features.0.0"
+    assert from_torchvision.torchvision_prefix("block_1_expand") == "features.2.conv.0.0"
+    assert from_torchvision.torchvision_prefix("block_1_expand_BN") == "features.2.conv.0.1"
+    assert from_torchvision.torchvision_prefix("block_16_depthwise") == "features.17.conv.1.0"
+    assert from_torchvision.torchvision_prefix("block_16_project") == "features.17.conv.2"
+    assert from_torchvision.torchvision_prefix("block_16_project_BN") == "features.17.conv.3"
+    assert from_torchvision.torchvision_prefix("block_16_expand_relu") is None
+    assert from_torchvision.torchvision_prefix("out_relu") is None
 
 
 def test_importing_needs_neither_torch_nor_keras():

@@ -20,8 +20,9 @@ from PIL import Image
 
 import facegrid.train.run
 from facegrid.cli import main
-from facegrid.core.config import Config, bundled_model_path, load_config
+from facegrid.core.config import Config, load_config
 from facegrid.core.errors import ImageError, PathError, RunInUseError
+from facegrid.core.resources import bundled_model_path
 from facegrid.eval.wider import (
     SETTINGS,
     average_precision,
@@ -272,8 +273,7 @@ def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_p
     from click.testing import CliRunner
 
     from facegrid.cli import main
-    from facegrid.core.config import bundled_model_path
-
+    from facegrid.core.resources import bundled_model_path
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     run = tmp_path / "finetune"
     args = ["train", "--annotations", annotations, "--images", images, "--val-annotations", annotations,

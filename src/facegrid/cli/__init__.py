@@ -43,9 +43,9 @@ from facegrid.core.errors import (
     SubmissionError,
 )
 from facegrid.data.screening import POLICIES
-from facegrid.data.show import PANEL_IMAGES
 from facegrid.deploy.export import CALIBRATION_IMAGES
 from facegrid.deploy.export import FORMATS as EXPORT_FORMATS
+from facegrid.train.panels import PANEL_IMAGES
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.download import RELEASES
 from facegrid.wider.fetch import STALL_BYTES, address_problem
@@ -479,8 +479,8 @@ def stats(annotations, images, out, input_size, config_path, as_json, overwrite,
     input, and for the pyramid of the detector settings (the bundled model's
     unless --config), at their detection size.
     """
-    from facegrid.core.config import bundled_model_path
     from facegrid.core.figures import check_figure_path
+    from facegrid.core.resources import bundled_model_path
     from facegrid.data.stats import dataset_stats, plot_stats
 
     config = _settings(config_path or bundled_model_path().with_suffix(".toml"))
@@ -742,9 +742,10 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     --overwrite) or that is one of the inputs (always). A progress bar shows
     on a terminal (or with -v), and a summary line ends the run, both on stderr.
     """
-    from facegrid.core.config import bundled_model_path, model_settings_file
+    from facegrid.core.config import model_settings_file
     from facegrid.core.errors import VideoError
     from facegrid.core.files import check_outputs
+    from facegrid.core.resources import bundled_model_path
     from facegrid.infer.inputs import (
         annotated_names,
         find_images,
@@ -813,9 +814,9 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
 
 def _report_detections(found, image, target, key, as_json, threshold, wider_submission, echo) -> None:
     """Write one image's detections as the detect command's options ask."""
+    from facegrid.core.draw import annotated_image
     from facegrid.core.files import write_atomically
     from facegrid.data.images import read_image
-    from facegrid.data.show import annotated_image
     from facegrid.wider.results import write_image_result
 
     if wider_submission:

@@ -23,21 +23,11 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import tomli_w
 
 from facegrid.core.errors import SettingsError
-
-#: File name of the model bundled with facegrid, inside the package's ``models/`` folder.
-BUNDLED_MODEL = "facegrid-wider.keras"
-
-
-def bundled_model_path() -> Path:
-    """Path of the detector shipped with facegrid; its settings are beside it (``.toml``), and its model card."""
-    return Path(str(resources.files("facegrid") / "models" / BUNDLED_MODEL))
-
 
 #: Strides a pyramid level can have: where MobileNetV2 offers a feature map.
 TAPS_BY_STRIDE = (8, 16, 32)
@@ -52,7 +42,7 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 BACKBONE_STYLES = ("keras", "torchvision")
 
 #: ``backbone_weights`` naming the ImageNet backbone shipped with facegrid
-#: (:func:`facegrid.model.backbone.bundled_weights_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``.
+#: (:func:`facegrid.core.resources.bundled_backbone_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``.
 BUNDLED_IMAGENET = "imagenet-bundled"
 
 

@@ -18,6 +18,7 @@ sees the previous complete file or the new one, never a part.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -128,3 +129,16 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`."""
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path``, as 64 lowercase hex digits.
+
+    Raises:
+        facegrid.core.errors.PathError: the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as error:
+        raise PathError(path, f"cannot read: {error.strerror or error}") from None

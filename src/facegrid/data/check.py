@@ -248,7 +248,8 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
             read from it.
     """
     from facegrid.core.errors import DamagedShardError
-    from facegrid.data.tf.pack import MANIFEST, READ_AHEAD, read_manifest, sha256
+    from facegrid.core.files import sha256_file
+    from facegrid.data.tf.pack import MANIFEST, READ_AHEAD, read_manifest
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -262,7 +263,7 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
             if not path.is_file():
                 report.add(report.errors, "missing_shard", str(path))
                 continue
-            if sha256(path) != shard.sha256:
+            if sha256_file(path) != shard.sha256:
                 report.add(report.errors, "shard_sha256_mismatch", f"{path}: not the sha256 of the manifest")
             count, found, unread = _check_shard(path, pool, READ_AHEAD * workers, report, bar)
             if unread is not None:

@@ -1,4 +1,4 @@
-"""Pictures for people: boxes drawn on images, and what the network is shown.
+"""What the network is shown: ``facegrid data show``'s pictures of training examples.
 
 :func:`example_panel` puts side by side the original image with its
 annotated boxes and the ``S x S`` network input with the grid and the boxes
@@ -6,23 +6,19 @@ decoded back from its target, so a user can see at a glance that targets sit
 on the faces. For a pyramid of grids it shows the input once per level, with
 that level's grid, its positive cells (filled) and ignore cells (grey), and the
 boxes decoded from them: which faces went to which level, on how many cells.
-
-:func:`detections_panel` tiles a few images with a model's detections and
-their ground truth, so that a training run shows what its model finds.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.draw import DECODED, DROPPED, GRID, KEPT, draw_boxes, fit
 from facegrid.core.errors import ImageError
 from facegrid.core.files import check_outputs, write_atomically
 from facegrid.core.paths import image_path
@@ -31,115 +27,6 @@ from facegrid.data.images import read_image
 from facegrid.wider.index import FaceFilter, Index
 
 log = logging.getLogger(__name__)
-
-KEPT = (0, 230, 0)
-DROPPED = (255, 60, 60)
-DECODED = (255, 220, 0)
-GRID = (255, 255, 255)
-GROUND_TRUTH = (60, 160, 255)
-BACKGROUND = (32, 32, 32)
-
-#: Images a training run's validation panel shows (:mod:`facegrid.train.run`).
-PANEL_IMAGES = 6
-
-#: Side of each image's square in :func:`detections_panel`, and squares in a row.
-PANEL_TILE = 320
-PANEL_COLUMNS = 3
-
-# Heights of a panel's title strip and of each square's caption.
-_HEADER = 22
-_CAPTION = 18
-
-
-def _scaled(pixels: np.ndarray, scale: float) -> tuple[Image.Image, float]:
-    image = Image.fromarray(pixels)
-    resample = Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, resample), scale
-
-
-def _fit(pixels: np.ndarray, height: int) -> tuple[Image.Image, float]:
-    return _scaled(pixels, height / pixels.shape[0])
-
-
-def draw_boxes(draw: ImageDraw.ImageDraw, boxes: np.ndarray, scale: float, color, width: int = 2) -> None:
-    """Outline ``[N, 4]`` xyxy boxes, scaled by ``scale``."""
-    for x1, y1, x2, y2 in (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale).tolist():
-        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=width)
-
-
-def draw_detections(draw: ImageDraw.ImageDraw, boxes: np.ndarray, scores: np.ndarray, scale: float,
-                    width: int = 2) -> None:
-    """Outline ``[K, 4]`` xyxy detections, scaled by ``scale``, each labelled with its score above it."""
-    draw_boxes(draw, boxes, scale, KEPT, width)
-    corners = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[:, :2] * scale).tolist()
-    for (x1, y1), score in zip(corners, np.asarray(scores).tolist()):
-        draw.text((x1, max(0, y1 - 12)), f"{score:.2f}", fill=KEPT)
-
-
-def annotated_image(pixels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> Image.Image:
-    """The image with each detection outlined and labelled with its score."""
-    image = Image.fromarray(pixels)
-    draw_detections(ImageDraw.Draw(image), boxes, scores, 1.0, max(2, round(min(image.size) / 300)))
-    return image
-
-
-@dataclass(frozen=True, eq=False)
-class PanelImage:
-    """One image of :func:`detections_panel`.
-
-    Attributes:
-        pixels: uint8 ``[H, W, 3]``, or None for an image that could not be read.
-        truth: ``[G, 4]`` xyxy ground-truth faces in its pixels.
-        boxes: ``[K, 4]`` xyxy detections in its pixels.
-        scores: ``[K]`` their scores.
-        caption: the line under it.
-    """
-
-    pixels: np.ndarray | None
-    truth: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
-    caption: str
-
-
-def detections_panel(images: Sequence[PanelImage], title: str) -> Image.Image:
-    """One picture tiling ``images``, :data:`PANEL_COLUMNS` a row, under ``title``.
-
-    Each image is fitted into a :data:`PANEL_TILE` square, aspect ratio kept,
-    with its ground truth outlined blue and its detections green, labelled
-    with their scores; its caption is below it, cut short to the square's
-    width (put what must show first). The picture is
-    ``PANEL_TILE * min(len(images), PANEL_COLUMNS)`` pixels wide and
-    ``_HEADER + rows * (PANEL_TILE + _CAPTION)`` high, whatever the images' sizes.
-    """
-    columns = max(1, min(len(images), PANEL_COLUMNS))
-    rows = -(-len(images) // columns)
-    canvas = Image.new("RGB", (columns * PANEL_TILE, _HEADER + rows * (PANEL_TILE + _CAPTION)), BACKGROUND)
-    view = ImageDraw.Draw(canvas)
-    view.text((4, 4), title, fill=(255, 255, 255))
-    for k, image in enumerate(images):
-        left, top = (k % columns) * PANEL_TILE, _HEADER + (k // columns) * (PANEL_TILE + _CAPTION)
-        if image.pixels is None:
-            view.text((left + 8, top + PANEL_TILE // 2), "not readable", fill=DROPPED)
-        else:
-            fitted, scale = _scaled(image.pixels, PANEL_TILE / max(image.pixels.shape[:2]))
-            draw = ImageDraw.Draw(fitted)
-            draw_boxes(draw, image.truth, scale, GROUND_TRUTH)
-            draw_detections(draw, image.boxes, image.scores, scale)
-            canvas.paste(fitted, (left + (PANEL_TILE - fitted.width) // 2, top + (PANEL_TILE - fitted.height) // 2))
-        view.text((left + 4, top + PANEL_TILE + 3), _cut(view, image.caption, PANEL_TILE - 8), fill=(255, 255, 255))
-    return canvas
-
-
-def _cut(view: ImageDraw.ImageDraw, text: str, width: int) -> str:
-    """``text``, its end cut and ``...`` put in its place where it is wider than ``width`` pixels."""
-    if view.textlength(text) <= width:
-        return text
-    while text and view.textlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..."
-
 
 def example_panel(
     original: np.ndarray,
@@ -163,8 +50,8 @@ def example_panel(
         title: caption above the picture.
         height: height of each half in pixels.
     """
-    left, left_scale = _fit(original, height)
-    right, right_scale = _fit(x, height)
+    left, left_scale = fit(original, height)
+    right, right_scale = fit(x, height)
     header = 22
     left_view = ImageDraw.Draw(left)
     draw_boxes(left_view, dropped, left_scale, DROPPED)
@@ -268,12 +155,12 @@ def show_dataset(
         faces = int(keep[rows].sum())
         if isinstance(builder.codec, PyramidCodec):  # a face is decoded once per positive cell
             decoded, _ = builder.codec.decode(y, builder.input_size, builder.input_size)
-            shown = len(np.unique(np.round(decoded, 2), axis=0))
+            in_target = len(np.unique(np.round(decoded, 2), axis=0))
             layout = "pyramid " + "/".join(map(str, builder.codec.strides))
         else:
-            shown = int((y[..., 0] == 1).sum())
+            in_target = int((y[..., 0] == 1).sum())
             layout = f"{builder.codec.grid_size}x{builder.codec.grid_size}"
-        title = f"{index.paths[i]}  {faces} face(s), {shown} in the {layout} target"
+        title = f"{index.paths[i]}  {faces} face(s), {in_target} in the {layout} target"
         panel = example_panel(original, boxes[keep[rows]], boxes[~keep[rows]], x, y, builder.codec, title)
         write_atomically(target, lambda tmp: panel.save(tmp, format="PNG"))
         written.append(target)

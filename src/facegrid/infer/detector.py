@@ -27,8 +27,9 @@ import numpy as np
 
 from facegrid.core import boxes as box_ops
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.core.config import Config, bundled_model_path, model_config, settings_path
+from facegrid.core.config import Config, model_config, settings_path
 from facegrid.core.errors import ImageError, ModelFileError
+from facegrid.core.resources import bundled_model_path
 from facegrid.data.images import fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.infer.runtimes import is_exported, load_exported
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facegrid.core.draw import annotated_image
 from facegrid.core.errors import VideoError
 from facegrid.core.files import staged
-from facegrid.data.show import annotated_image
 from facegrid.infer.detector import Detections
 
 log = logging.getLogger(__name__)

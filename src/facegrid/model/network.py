@@ -76,9 +76,9 @@ def build_backbone(config: Config) -> keras.Model:
             # detector fine-tuned for a few thousand steps then runs on statistics that lag its weights
             layer.momentum = BATCH_NORM_MOMENTUM
     if config.backbone_weights == BUNDLED_IMAGENET:
-        from facegrid.model.backbone import bundled_weights_path
+        from facegrid.core.resources import bundled_backbone_path
 
-        base.load_weights(bundled_weights_path())
+        base.load_weights(bundled_backbone_path())
     elif config.backbone_weights.endswith(".keras"):
         for layer in load_detector(config.backbone_weights).get_layer("backbone").layers:
             if layer.weights:

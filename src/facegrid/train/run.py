@@ -62,7 +62,6 @@ from facegrid.core.paths import image_path
 from facegrid.data.images import read_image
 from facegrid.data.screening import BadImages
 from facegrid.data.sequence import FaceSequence
-from facegrid.data.show import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
 from facegrid.eval.wider import (
@@ -83,6 +82,7 @@ from facegrid.scale.service import (
 )
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
+from facegrid.train.panels import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter, Index
 from facegrid.wider.results import SCORE_FLOOR, as_submitted
@@ -114,7 +114,7 @@ class ValidationAP(keras.callbacks.Callback):
     faces the training filter keeps, the ones the model is taught to find.
 
     Every ``config.panels_every`` epochs, with ``panels``, the detections of
-    :data:`~facegrid.data.show.PANEL_IMAGES` validation images drawn from
+    :data:`~facegrid.train.panels.PANEL_IMAGES` validation images drawn from
     ``config.seed`` (the same ones every epoch) are drawn over their faces into
     ``panels/epoch_NNN.jpg``, written atomically, from the detections scored.
 

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facegrid.core.errors import FetchError, OutputExistsError, PathError
-from facegrid.core.files import make_folder, write_text_atomically
-from facegrid.wider.fetch import fetch_file, sha256_file
+from facegrid.core.files import make_folder, sha256_file, write_text_atomically
+from facegrid.wider.fetch import fetch_file
 from facegrid.wider.unpack import unpack
 
 log = logging.getLogger(__name__)

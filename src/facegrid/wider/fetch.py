@@ -35,7 +35,6 @@ dependencies.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import logging
@@ -51,6 +50,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facegrid.core.errors import FetchError, PathError
+from facegrid.core.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +106,6 @@ def address_problem(url: str) -> str | None:
     except UnicodeError:
         return f"{parts.hostname!r} is not a valid host name"
     return None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of the file at ``path``, as 64 lowercase hex digits.
-
-    Raises:
-        facegrid.core.errors.PathError: the file cannot be read.
-    """
-    try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
-    except OSError as error:
-        raise PathError(path, f"cannot read: {error.strerror or error}") from None
 
 
 def fetch_file(

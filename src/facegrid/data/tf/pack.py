@@ -35,7 +35,6 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import itertools
 import json
 import logging
@@ -62,7 +61,7 @@ from facegrid.core.errors import (
     PathError,
     reason_of,
 )
-from facegrid.core.files import check_outputs
+from facegrid.core.files import check_outputs, sha256_file
 from facegrid.core.paths import escape_reason, image_path
 from facegrid.data.images import read_verified
 from facegrid.data.screening import check_policy, none_usable, outside_error
@@ -179,19 +178,6 @@ def ordered_map(pool: ThreadPoolExecutor, function, items, ahead: int):
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file's bytes.
-
-    Raises:
-        facegrid.core.errors.PathError: the file cannot be read.
-    """
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as error:
-        raise PathError(path, f"cannot read: {error.strerror or error}") from None
 
 
 def _field_types(cls) -> dict[str, type]:
@@ -411,7 +397,7 @@ def _publish(out: Path, staging: Path, manifest: Manifest) -> None:
 def _manifest(index: Index, name: str, split: str, staging: Path, names: list[str],
               written: list[tuple[int, int]], skipped: dict[int, ImageError]) -> Manifest:
     """The manifest of the shards ``names`` written into ``staging``, holding ``written`` examples and faces."""
-    shards = [Shard(file, examples, (staging / file).stat().st_size, sha256(staging / file))
+    shards = [Shard(file, examples, (staging / file).stat().st_size, sha256_file(staging / file))
               for file, (examples, _) in zip(names, written)]
     return Manifest(
         facegrid.__version__, name, split, Path(index.source).name,
