@@ -378,7 +378,7 @@ def test_unpack_refuses_a_file_that_is_not_a_zip(tmp_path):
     (("--mirror", "http://b\u00fccher..org/"), "is not a valid host name"),
     (("--mirror", "http:///data/"), "no host name in the address"),
     (("--timeout", "1e300"), "is not in the range 0<x<=3600"),
-    (("--only", "WIDER_nope.zip"), "widerface has no such archive"),
+    (("--only", "WIDER_nope.zip"), "no archive 'WIDER_nope.zip' in the release"),
 ])
 def test_unusable_options_exit_2_in_one_line(server, tmp_path, args, message):
     result = run("download", "widerface", "--to", tmp_path, *args)

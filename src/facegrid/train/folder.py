@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from facegrid.core.config import Config, load_config
+from facegrid.core.config import Config, load_config, model_settings_file, settings_path
 from facegrid.core.errors import PathError, RunInUseError
 
 #: What a training run writes into its folder (see :mod:`facegrid.train.run`).
@@ -80,3 +80,27 @@ def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -
         if old != new:
             raise PathError(saved_path, f"the run was started with {name} = {old!r}; it cannot be resumed with "
                                         f"{name} = {new!r} (leave {name} as it was, or start a new run)")
+
+
+def run_settings(run_dir: str | os.PathLike, config_path: str | os.PathLike | None = None, *, resume: bool = False,
+                 **overrides) -> Config:
+    """The settings a run trains with: a settings file's, with ``overrides`` (None values left out) on top.
+
+    The file is ``config_path``; if None, the run's own ``config.toml``
+    when resuming, else the settings saved with the model ``overrides["init"]``
+    starts from (fine-tuning keeps its network), else none (the defaults).
+
+    Raises:
+        facegrid.core.errors.SettingsError: the settings file cannot be used.
+        facegrid.core.errors.PathError: the model to start from has no settings beside it.
+        ValueError: ``overrides`` alone are not sound settings.
+    """
+    init = overrides.get("init")
+    if config_path is None and resume:
+        config_path = Path(run_dir) / "config.toml"
+    elif config_path is None and init:
+        config_path = model_settings_file(init)
+        if config_path is None:
+            raise PathError(init, f"no settings beside it ({settings_path(init).name} or config.toml): "
+                                  "give its settings file")
+    return load_config(config_path, **overrides)

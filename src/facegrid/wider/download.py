@@ -43,13 +43,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from facegrid.core.errors import FetchError, OutputExistsError, PathError
 from facegrid.core.files import make_folder, sha256_file, write_text_atomically
-from facegrid.wider.fetch import fetch_file
+from facegrid.wider.fetch import address_problem, fetch_file
 from facegrid.wider.unpack import unpack
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,38 @@ RELEASES = {
 def archive_urls(archive: Archive, mirrors: Sequence[str]) -> list[str]:
     """The addresses tried for ``archive``: each mirror's base URL with its name, then its homes."""
     return [base.rstrip("/") + "/" + archive.name for base in mirrors] + list(archive.homes)
+
+
+def install_release(
+    release: Release,
+    to: str | os.PathLike,
+    *,
+    mirrors: Sequence[str] = (),
+    only: Sequence[str] = (),
+    **options,
+) -> Iterator[Outcome]:
+    """Put each archive of ``release`` (or each one ``only`` names) in place below ``to``, an outcome at a time.
+
+    Args:
+        mirrors: base URLs tried before the release's own.
+        only: names of the archives wanted; all when empty.
+        **options: as :func:`install_archive` takes them.
+
+    Raises:
+        ValueError: a mirror that is no usable http(s) address, or a name
+            ``only`` gives that the release has not; both before anything is fetched.
+    """
+    for url in mirrors:
+        problem = address_problem(url)
+        if problem is not None:
+            raise ValueError(f"mirror {url!r}: {problem}")
+    names = [archive.name for archive in release.archives]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ValueError(f"no archive {unknown[0]!r} in the release (it has {', '.join(names)})")
+    for archive in release.archives:
+        if not only or archive.name in only:
+            yield install_archive(archive, to, tuple(mirrors) + release.mirrors, **options)
 
 
 def install_archive(
