@@ -85,6 +85,7 @@ from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter, Index
+from facegrid.wider.layout import GROUND_TRUTH_FOLDER, ground_truth_beside
 from facegrid.wider.results import SCORE_FLOOR, as_submitted
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,15 @@ class ValidationAP(keras.callbacks.Callback):
 def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTruth | None, str]:
     """The official ground truth ``index``'s images are scored against (None: ``val_ap`` only), and why, for the log.
 
-    ``config.val_ground_truth`` names the folder; empty, it is
-    ``eval_tools/ground_truth`` in the dataset folder that holds the folder
-    of the validation annotations (``widerface/wider_face_split/*.txt`` looks
-    in ``widerface/eval_tools/ground_truth``), as the official release lays
-    them out. The ground truth must list every validation image (they are
-    WIDER val images), while images it lists beyond them are not scored, as
-    ``facegrid val`` scores the images present. A folder looked for that is
-    absent, or that does not list the images, means ``val_ap`` only.
+    ``config.val_ground_truth`` names the folder; empty, it is where the
+    official release lays it out beside the validation annotations
+    (:func:`facegrid.wider.layout.ground_truth_beside`:
+    ``widerface/wider_face_split/*.txt`` looks in
+    ``widerface/eval_tools/ground_truth``). The ground truth must list every
+    validation image (they are WIDER val images), while images it lists
+    beyond them are not scored, as ``facegrid val`` scores the images
+    present. A folder looked for that is absent, or that does not list the
+    images, means ``val_ap`` only.
 
     Raises:
         facegrid.core.errors.PathError: the folder named is absent, cannot be
@@ -222,10 +224,10 @@ def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTr
     if named:
         folder = Path(named)
         if not folder.is_dir():
-            raise PathError(folder, "no such folder (val_ground_truth names the official eval_tools/ground_truth "
+            raise PathError(folder, f"no such folder (val_ground_truth names the official {GROUND_TRUTH_FOLDER} "
                                     "folder, or 'none')")
     elif index.source:
-        folder = Path(index.source).absolute().parent.parent / "eval_tools" / "ground_truth"
+        folder = ground_truth_beside(index.source)
         if not folder.is_dir():
             return None, f"no official ground truth at {folder}: val_ap only (val_ground_truth names one)"
     else:
