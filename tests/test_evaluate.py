@@ -1,4 +1,7 @@
-"""The official WIDER FACE protocol and the plain AP (``facegrid.eval.wider``)."""
+"""The official WIDER FACE protocol, the plain AP and their plots (``facegrid.eval``), and the ground truth.
+
+Modules: ``facegrid.eval.protocol``, ``facegrid.eval.ap``, ``facegrid.eval.plots``, ``facegrid.wider.ground_truth``.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facegrid.core.errors import FileLineError, PathError
-from facegrid.eval.wider import (
-    NUM_THRESHOLDS,
-    SETTINGS,
-    PRCurve,
-    WiderGroundTruth,
-    average_precision,
-    evaluate_wider,
-    load_wider_ground_truth,
-    normalize_scores,
-    plot_pr,
-    voc_ap,
-    wider_protocol,
-)
+from facegrid.eval.ap import PRCurve, average_precision, voc_ap
+from facegrid.eval.plots import plot_pr
+from facegrid.eval.protocol import NUM_THRESHOLDS, evaluate_wider, normalize_scores, wider_protocol
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth
 from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
 from facegrid.wider.results import image_key, read_submission, write_image_result
 
@@ -95,7 +89,7 @@ def test_normalize_scores_negative_scores_use_realmin_as_maximum():
 
 
 def test_normalize_scores_all_equal(caplog):
-    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.protocol"):
         ((_, scores),) = normalize_scores([dets((A, 0.7), (B, 0.7))])
     np.testing.assert_array_equal(scores, [1.0, 1.0])
     assert "all detection scores equal" in caplog.text
@@ -198,7 +192,7 @@ def test_unsorted_detections_score_as_sorted():
 
 
 def test_no_face_counts(caplog):
-    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.ap"):
         curve = wider_protocol([boxes(A)], [[]], [dets((A, 0.9))])
     assert math.isnan(curve.ap) and curve.num_faces == 0
     assert "AP is undefined" in caplog.text
@@ -567,7 +561,7 @@ def test_plain_ap_rejects():
 
 def test_plain_ap_without_faces(caplog):
     index = make_index([1], [[0, 0, 0, 0]])  # the val files' zero-size dummy face
-    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.ap"):
         curve = average_precision({"ev/img0": dets((A, 0.9))}, index)
     assert math.isnan(curve.ap) and curve.num_faces == 0
 

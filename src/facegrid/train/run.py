@@ -65,13 +65,8 @@ from facegrid.data.sequence import FaceSequence
 from facegrid.data.show import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
-from facegrid.eval.wider import (
-    SETTINGS,
-    WiderGroundTruth,
-    average_precision,
-    evaluate_wider,
-    load_wider_ground_truth,
-)
+from facegrid.eval.ap import average_precision
+from facegrid.eval.protocol import evaluate_wider
 from facegrid.infer.detector import Detections, Detector
 from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
@@ -84,6 +79,7 @@ from facegrid.scale.service import (
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth
 from facegrid.wider.index import FaceFilter, Index
 from facegrid.wider.layout import GROUND_TRUTH_FOLDER, ground_truth_beside
 from facegrid.wider.results import SCORE_FLOOR, as_submitted
@@ -103,7 +99,7 @@ class ValidationAP(keras.callbacks.Callback):
 
     With ``ground_truth`` (the official WIDER FACE validation ground truth,
     see :func:`validation_ground_truth`) the same detections are also scored by
-    :func:`~facegrid.eval.wider.evaluate_wider`, logged as ``val_easy``,
+    :func:`~facegrid.eval.protocol.evaluate_wider`, logged as ``val_easy``,
     ``val_medium`` and ``val_hard``: on the validation images read, as
     ``facegrid val`` scores the images present, and with each image's boxes
     as its result file would hold them: with ``batch_size`` 1, an epoch's

@@ -49,6 +49,7 @@ from pathlib import Path
 from facegrid.core.errors import FetchError, OutputExistsError, PathError
 from facegrid.core.files import make_folder, write_text_atomically
 from facegrid.wider.fetch import fetch_file, sha256_file
+from facegrid.wider.ground_truth import GT_FACES_FILE
 from facegrid.wider.layout import GROUND_TRUTH_FOLDER, annotations_file, images_folder
 from facegrid.wider.unpack import unpack
 
@@ -120,7 +121,7 @@ RELEASES = {
             Archive("wider_face_split.zip", annotations_file("val"),
                     sha256="c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c", size=3_591_642,
                     homes=_homes("bbx_annotation/wider_face_split.zip")),
-            Archive("eval_tools.zip", f"{GROUND_TRUTH_FOLDER}/wider_face_val.mat",
+            Archive("eval_tools.zip", f"{GROUND_TRUTH_FOLDER}/{GT_FACES_FILE}",
                     sha256="1cf49c8243fa8a1632efe7f6aa09fd7a3994ac838c9008bdbc9dd1d547bb234a", size=8_447_003,
                     homes=_homes("eval_script/eval_tools.zip")),
             Archive("WIDER_val.zip", images_folder("val"),
