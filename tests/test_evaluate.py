@@ -19,7 +19,7 @@ from facegrid.eval.ap import PRCurve, average_precision, voc_ap
 from facegrid.eval.plots import plot_pr
 from facegrid.eval.protocol import NUM_THRESHOLDS, evaluate_wider, normalize_scores, wider_protocol
 from facegrid.wider.annotations import read_annotations
-from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth
+from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth, refuse_unlisted
 from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
 from facegrid.wider.results import image_key, read_submission, write_image_result
 
@@ -332,6 +332,14 @@ def test_evaluate_wider_rejects(tiny_gt):
         evaluate_wider({"e/a": dets((A, 1.0)), "e/a.jpg": dets((A, 1.0))}, tiny_gt)
     with pytest.raises(ValueError, match="e/a: box 0 has x2 < x1"):
         evaluate_wider({"e/a": dets(([5, 0, 4, 9], 1.0))}, tiny_gt)
+
+
+def test_images_the_ground_truth_does_not_list_are_refused_naming_the_first(tiny_gt):
+    refuse_unlisted(tiny_gt, ["e/a.jpg", "e/c"], "images")  # listed; e/b, not asked for, is no concern
+    with pytest.raises(PathError) as info:
+        refuse_unlisted(tiny_gt, ["e/a", "x/y.jpg", "x/z.jpg"], "images in val")
+    assert str(info.value) == ("the ground truth: does not list 2 of the 3 images in val, such as x/y.jpg: "
+                               "are they WIDER FACE validation images?")
 
 
 def test_ground_truth_files_that_are_not_matlab_files_name_the_file(tmp_path):

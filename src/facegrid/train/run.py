@@ -79,7 +79,7 @@ from facegrid.scale.service import (
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
 from facegrid.wider.annotations import read_annotations
-from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth
+from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth, refuse_unlisted
 from facegrid.wider.index import FaceFilter, Index
 from facegrid.wider.layout import GROUND_TRUTH_FOLDER, ground_truth_beside
 from facegrid.wider.results import SCORE_FLOOR, as_submitted
@@ -229,13 +229,12 @@ def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTr
     else:
         return None, "validation annotations from no file, so no official ground truth beside them: val_ap only"
     truth = load_wider_ground_truth(folder)
-    unknown = truth.unlisted(index.paths.tolist())
-    if unknown:
-        problem = (f"does not list {len(unknown):,} of the {len(index):,} validation images, such as {unknown[0]}: "
-                   "are they WIDER FACE validation images?")
+    try:
+        refuse_unlisted(truth, index.paths.tolist(), "validation images")
+    except PathError as error:
         if named:
-            raise PathError(folder, problem)
-        return None, f"{folder} {problem} val_ap only"
+            raise
+        return None, f"{folder} {error.reason} val_ap only"
     return truth, (f"WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the {len(index):,} "
                    f"validation images, against the {len(truth.keys):,} of {folder}")
 

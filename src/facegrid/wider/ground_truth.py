@@ -1,4 +1,4 @@
-"""The official WIDER FACE validation ground truth: its ``.mat`` files loaded, and the images it does not list.
+"""The official WIDER FACE validation ground truth: its ``.mat`` files loaded, and images it cannot score refused.
 
 The release's ``eval_tools/ground_truth`` folder (see
 :mod:`facegrid.wider.layout`) holds four MATLAB files: ``wider_face_val.mat``
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +134,24 @@ def load_wider_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
     log.info("loaded WIDER FACE ground truth from %s: %d images, %d faces", gt_dir, len(keys), sum(map(len, boxes)))
     return WiderGroundTruth(str(gt_dir), tuple(keys), tuple(boxes), keep)
 
+
+def refuse_unlisted(ground_truth: WiderGroundTruth, images: Sequence[str], described: str) -> None:
+    """Refuse images the ground truth does not list: it cannot score them, so they are no WIDER FACE validation images.
+
+    Images it lists beyond ``images`` are no concern: the protocol scores
+    the images evaluated (see :func:`facegrid.eval.protocol.evaluate_wider`).
+
+    Args:
+        ground_truth: the official ground truth (:func:`load_wider_ground_truth`).
+        images: annotation paths or ``"<event>/<name>"`` keys.
+        described: what ``images`` are, for the message (``"validation images"``).
+
+    Raises:
+        facegrid.core.errors.PathError: naming the ground truth's folder, how
+            many of the images it does not list, and the first of them.
+    """
+    unknown = ground_truth.unlisted(images)
+    if unknown:
+        raise PathError(ground_truth.where,
+                        f"does not list {len(unknown):,} of the {len(images):,} {described}, such as {unknown[0]}: "
+                        "are they WIDER FACE validation images?")
