@@ -13,8 +13,9 @@ Step by step, as the official tool does it:
    :func:`normalize_scores`).
 3. Each detection, in score order, goes to the face it overlaps most (IoU in
    the +1-pixel convention of ``boxoverlap.m``, with ``x2 = x + w``;
-   :func:`~facegrid.eval.matching.match`). At IoU ``>= 0.5``: if that face does not count in the setting, the detection is
-   ignored, neither true nor false positive; otherwise it finds the face, once.
+   :func:`~facegrid.eval.matching.match`). At IoU ``>= 0.5``: if that face
+   does not count in the setting, the detection is ignored, neither true nor
+   false positive; otherwise it finds the face, once.
    Every other detection is a false positive.
 4. At each of 1000 score thresholds ``1 - t/1000`` every image contributes its
    detections scoring at least the threshold and the faces they found. Summed
@@ -229,7 +230,8 @@ def evaluate_wider(
         listed = {key: position.get(image_key(key)) for key in images}
         unknown = [key for key, i in listed.items() if i is None]
         if unknown:
-            raise PathError(gt.where, f"does not list {len(unknown)} image(s) asked for: {', '.join(map(repr, unknown[:5]))}")
+            shown = ", ".join(map(repr, unknown[:5]))
+            raise PathError(gt.where, f"does not list {len(unknown)} image(s) asked for: {shown}")
         chosen = sorted(set(listed.values()))
     if not chosen:
         raise ValueError("no images to evaluate: no predictions and no images listed")
