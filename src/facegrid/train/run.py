@@ -66,7 +66,7 @@ from facegrid.data.show import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
 from facegrid.eval.ap import average_precision
-from facegrid.eval.protocol import evaluate_wider
+from facegrid.eval.validate import detect_at_floor, wider_scores
 from facegrid.infer.detector import Detections, Detector
 from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
@@ -82,7 +82,6 @@ from facegrid.wider.annotations import read_annotations
 from facegrid.wider.ground_truth import SETTINGS, WiderGroundTruth, load_wider_ground_truth, refuse_unlisted
 from facegrid.wider.index import FaceFilter, Index
 from facegrid.wider.layout import GROUND_TRUTH_FOLDER, ground_truth_beside
-from facegrid.wider.results import SCORE_FLOOR, as_submitted
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +90,16 @@ class ValidationAP(keras.callbacks.Callback):
     """Adds ``val_ap`` (AP at IoU 0.5 over the validation images) to each epoch's logs, and WIDER's three APs.
 
     The images go through :class:`~facegrid.infer.detector.Detector` as at detection
-    time (at the detection size, decoded at each image's original size) with a
-    low score threshold, so the whole precision-recall curve counts; faces the
-    filter leaves out are ignore regions. An image that cannot be read stops
-    training under ``on_bad_image = "raise"``; under ``"skip"`` it is logged
-    once, counted in :attr:`bad_images` and left out of the AP, faces and all.
+    time (at the detection size, decoded at each image's original size) down
+    to the submission floor (:func:`~facegrid.eval.validate.detect_at_floor`),
+    so the whole precision-recall curve counts; faces the filter leaves out
+    are ignore regions. An image that cannot be read stops training under
+    ``on_bad_image = "raise"``; under ``"skip"`` it is logged once, counted
+    in :attr:`bad_images` and left out of the AP, faces and all.
 
     With ``ground_truth`` (the official WIDER FACE validation ground truth,
     see :func:`validation_ground_truth`) the same detections are also scored by
-    :func:`~facegrid.eval.protocol.evaluate_wider`, logged as ``val_easy``,
+    :func:`~facegrid.eval.validate.wider_scores`, logged as ``val_easy``,
     ``val_medium`` and ``val_hard``: on the validation images read, as
     ``facegrid val`` scores the images present, and with each image's boxes
     as its result file would hold them: with ``batch_size`` 1, an epoch's
@@ -156,15 +156,14 @@ class ValidationAP(keras.callbacks.Callback):
         predictions = {key: (found[i].boxes, found[i].scores) for key, i in zip(index.paths.tolist(), read)}
         metrics = {"val_ap": average_precision(predictions, index, face_filter=self.face_filter).ap}
         if self.ground_truth is not None:
-            submitted = {key: as_submitted(key, *dets) for key, dets in predictions.items()}
-            wider = evaluate_wider(submitted, self.ground_truth).ap
+            wider = wider_scores(self.index.paths.tolist(), found, self.ground_truth).ap
             metrics.update({f"val_{setting}": wider[setting] for setting in SETTINGS})
         return metrics
 
     def on_epoch_end(self, epoch, logs=None):
-        detector = Detector.for_config(self._network(), self.config, score_threshold=SCORE_FLOOR)
+        detector = Detector.for_config(self._network(), self.config)
         skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
-        found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
+        found = detect_at_floor(detector, self.paths, self.config.batch_size, on_unreadable=skip)
         metrics = self.metrics(found)
         if logs is not None:
             logs.update(metrics)
