@@ -9,7 +9,7 @@ and ``litert-int8`` on LiteRT, ``onnx`` on ONNX Runtime), int8 calibrated on
 WIDER train images. Each row then detects on the 394 val images through
 :class:`facegrid.infer.detector.Detector`, from JPEG file to boxes, all rows image by
 image in turn so that latencies are measured interleaved. AP is the official
-protocol at original scale (facegrid.eval.wider). Latency is measured once per
+protocol at original scale (facegrid.eval.protocol). Latency is measured once per
 thread count (``0``: every core), each in a fresh process, because
 TensorFlow fixes its thread pools when it starts. YuNet-n @ 320
 (``../shared/anchors/``: a yardstick, never shipped) runs in the same passes.
@@ -82,14 +82,16 @@ def one_pass(args, rows) -> dict:
     cv2.setNumThreads(threads)
     from wider_eval import YuNet
 
-    from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
+    from facegrid.eval.protocol import evaluate_wider
     from facegrid.infer.detector import Detector
     from facegrid.wider.annotations import read_annotations
+    from facegrid.wider.ground_truth import load_wider_ground_truth
+    from facegrid.wider.layout import val_ground_truth, val_images
 
     split = args.wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
     keys = read_annotations(split).paths.tolist()[: args.limit]
-    images = [args.wider / "WIDER_val" / "images" / key for key in keys]
-    ground_truth = load_wider_ground_truth(args.wider / "eval_tools" / "ground_truth")
+    images = [val_images(args.wider) / key for key in keys]
+    ground_truth = load_wider_ground_truth(val_ground_truth(args.wider))
 
     runners = []
     for row in rows:

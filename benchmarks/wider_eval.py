@@ -2,7 +2,7 @@
 
 Every detector runs on the same validation images at their original scale,
 image by image in turn (so latencies are measured interleaved, under the same
-load), and is scored by the same code (facegrid.eval.wider: the official
+load), and is scored by the same code (facegrid.eval.protocol: the official
 protocol on the images present). Latency is from the JPEG file to boxes in
 original pixels: decode, resize, network, decode and NMS.
 
@@ -117,13 +117,15 @@ def main() -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
+    from facegrid.eval.protocol import evaluate_wider
     from facegrid.wider.annotations import read_annotations
+    from facegrid.wider.ground_truth import load_wider_ground_truth
+    from facegrid.wider.layout import val_ground_truth, val_images
     from facegrid.wider.results import read_submission, write_image_result
 
     keys = read_annotations(split).paths.tolist()[: args.limit]
-    images = [args.wider / "WIDER_val" / "images" / key for key in keys]
-    ground_truth = load_wider_ground_truth(args.wider / "eval_tools" / "ground_truth")
+    images = [val_images(args.wider) / key for key in keys]
+    ground_truth = load_wider_ground_truth(val_ground_truth(args.wider))
     out = args.out or Path(tempfile.mkdtemp(prefix="facegrid-eval-"))
 
     detectors = [Facegrid(args.model, args.input_size, "bundled" if args.model is None else Path(args.model).name)]

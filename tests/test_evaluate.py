@@ -1,33 +1,46 @@
-"""The official WIDER FACE protocol and the plain AP (``facegrid.eval.wider``)."""
+"""The official WIDER FACE protocol, the plain AP, their plots and validation (``facegrid.eval``), and the ground truth.
+
+Modules: ``facegrid.eval.protocol``, ``facegrid.eval.ap``, ``facegrid.eval.plots``, ``facegrid.eval.validate``,
+``facegrid.wider.ground_truth``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facegrid.core.errors import FileLineError, PathError
-from facegrid.eval.wider import (
+from facegrid.core.errors import FileLineError, ImageError, PathError
+from facegrid.eval.ap import PRCurve, average_precision, voc_ap
+from facegrid.eval.plots import plot_pr
+from facegrid.eval.protocol import (
     NUM_THRESHOLDS,
-    SETTINGS,
-    PRCurve,
-    WiderGroundTruth,
-    average_precision,
     evaluate_wider,
-    load_wider_ground_truth,
     normalize_scores,
-    plot_pr,
-    voc_ap,
     wider_protocol,
 )
+from facegrid.eval.validate import detect_at_floor, validate, wider_scores
+from facegrid.infer.detector import Detections
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.ground_truth import (
+    SETTINGS,
+    WiderGroundTruth,
+    load_wider_ground_truth,
+    refuse_unlisted,
+)
 from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
-from facegrid.wider.results import image_key, read_submission, write_image_result
+from facegrid.wider.results import (
+    SCORE_FLOOR,
+    image_key,
+    read_submission,
+    write_image_result,
+)
 
 
 def box(x, y, w=10, h=10) -> list[float]:
@@ -95,7 +108,7 @@ def test_normalize_scores_negative_scores_use_realmin_as_maximum():
 
 
 def test_normalize_scores_all_equal(caplog):
-    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.protocol"):
         ((_, scores),) = normalize_scores([dets((A, 0.7), (B, 0.7))])
     np.testing.assert_array_equal(scores, [1.0, 1.0])
     assert "all detection scores equal" in caplog.text
@@ -198,7 +211,7 @@ def test_unsorted_detections_score_as_sorted():
 
 
 def test_no_face_counts(caplog):
-    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.ap"):
         curve = wider_protocol([boxes(A)], [[]], [dets((A, 0.9))])
     assert math.isnan(curve.ap) and curve.num_faces == 0
     assert "AP is undefined" in caplog.text
@@ -340,6 +353,14 @@ def test_evaluate_wider_rejects(tiny_gt):
         evaluate_wider({"e/a": dets(([5, 0, 4, 9], 1.0))}, tiny_gt)
 
 
+def test_images_the_ground_truth_does_not_list_are_refused_naming_the_first(tiny_gt):
+    refuse_unlisted(tiny_gt, ["e/a.jpg", "e/c"], "images")  # listed; e/b, not asked for, is no concern
+    with pytest.raises(PathError) as info:
+        refuse_unlisted(tiny_gt, ["e/a", "x/y.jpg", "x/z.jpg"], "images in val")
+    assert str(info.value) == ("the ground truth: does not list 2 of the 3 images in val, such as x/y.jpg: "
+                               "are they WIDER FACE validation images?")
+
+
 def test_ground_truth_files_that_are_not_matlab_files_name_the_file(tmp_path):
     (tmp_path / "wider_face_val.mat").write_bytes(b"MATLAB 5.0 MAT-file, but then nothing")
     with pytest.raises(PathError, match="wider_face_val.mat: not a readable MATLAB file"):
@@ -462,6 +483,76 @@ def test_unsorted_submission_scores_as_sorted(official, shared_val_keys, tmp_pat
     assert shuffled.ap == pytest.approx(ordered.ap, abs=1e-6)
 
 
+# ---------------------------------------------------------------- validate
+
+
+class TableDetector:
+    """Stands in for a Detector: each image's detections from a table (a missing one is unreadable), every call kept."""
+
+    def __init__(self, table):
+        self.table, self.calls, self.score_threshold = table, [], 0.5
+
+    def detect(self, paths, batch_size=8, on_unreadable=None):
+        self.calls.append((len(paths), batch_size, self.score_threshold))
+        results = []
+        for path in map(Path, paths):
+            key = f"{path.parent.name}/{path.stem}"
+            if key in self.table:
+                results.append(Detections(str(path), (1024, 768), *self.table[key]))
+            else:
+                on_unreadable(ImageError(path, "not an image"))
+                results.append(None)
+        return results
+
+
+def empty_images(root, keys):
+    """A folder of empty files at ``<event>/<name>.jpg`` for ``keys``: the table detector never reads them."""
+    for key in keys:
+        (root / f"{key}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"{key}.jpg").touch()
+    return root
+
+
+def test_validate_scores_what_evaluate_scores_on_the_result_files(official, tmp_path):
+    keys = list(official.keys[:7])
+    table = {key: (found.astype(np.float32), scores.astype(np.float32))
+             for key, (found, scores) in realistic_predictions(official, keys).items()}
+    for key, (found, scores) in table.items():
+        write_image_result(tmp_path / "pred", f"{key}.jpg", found, scores)
+    detector, seen = TableDetector(table), []
+    images = empty_images(tmp_path / "images", keys)
+    result = validate(detector, images, official.source, batch_size=3, progress=seen.append)
+    assert result.ap == evaluate_wider(read_submission(tmp_path / "pred"), official).ap  # to the last bit
+    assert result.images == tuple(keys)
+    assert detector.calls == [(3, 3, SCORE_FLOOR), (3, 3, SCORE_FLOOR), (1, 3, SCORE_FLOOR)]  # batches, at the floor
+    assert detector.score_threshold == 0.5  # the detector given is left as it was
+    assert [found.path for found in seen] == [str(path) for path in sorted(images.rglob("*.jpg"))]
+
+
+def test_validate_refuses_images_the_ground_truth_does_not_list_before_detecting(official, tmp_path):
+    images = empty_images(tmp_path / "images", [official.keys[0], "0--Parade/not_wider"])
+    detector = TableDetector({})
+    with pytest.raises(PathError) as info:
+        validate(detector, images, official.source)
+    assert str(info.value) == (f"{official.source}: does not list 1 of the 2 images in {images}, such as "
+                               "0--Parade/not_wider: are they WIDER FACE validation images?")
+    assert detector.calls == []
+    with pytest.raises(PathError, match="absent: no such folder"):
+        validate(detector, tmp_path / "absent", official.source)
+
+
+def test_an_unreadable_image_is_left_out_of_the_wider_scores_faces_and_all(official, tmp_path):
+    keys = list(official.keys[:4])
+    table = {key: (official.boxes[i], np.linspace(0.9, 0.5, len(official.boxes[i]), dtype=np.float32))
+             for i, key in enumerate(keys) if i != 1}
+    unreadable = []
+    found = detect_at_floor(TableDetector(table), [tmp_path / f"{key}.jpg" for key in keys], 2,
+                            on_unreadable=unreadable.append)
+    assert found[1] is None and [error.path for error in unreadable] == [str(tmp_path / f"{keys[1]}.jpg")]
+    result = wider_scores(keys, found, official)
+    assert result.images == (keys[0], keys[2], keys[3]) and result.ap["easy"] == pytest.approx(1.0)
+
+
 # ---------------------------------------------------------------- average_precision
 
 
@@ -567,7 +658,7 @@ def test_plain_ap_rejects():
 
 def test_plain_ap_without_faces(caplog):
     index = make_index([1], [[0, 0, 0, 0]])  # the val files' zero-size dummy face
-    with caplog.at_level(logging.WARNING, logger="facegrid.eval.wider"):
+    with caplog.at_level(logging.WARNING, logger="facegrid.eval.ap"):
         curve = average_precision({"ev/img0": dets((A, 0.9))}, index)
     assert math.isnan(curve.ap) and curve.num_faces == 0
 

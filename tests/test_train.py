@@ -23,17 +23,14 @@ from facegrid.cli import main
 from facegrid.core.config import Config, load_config
 from facegrid.core.errors import ImageError, PathError, RunInUseError
 from facegrid.core.resources import bundled_model_path
-from facegrid.eval.wider import (
-    SETTINGS,
-    average_precision,
-    evaluate_wider,
-    load_wider_ground_truth,
-)
+from facegrid.eval.ap import average_precision
+from facegrid.eval.protocol import evaluate_wider
 from facegrid.infer.detector import Detections, Detector
 from facegrid.model.network import load_detector
 from facegrid.train.curves import read_history
 from facegrid.train.run import ValidationAP, train, validation_ground_truth
 from facegrid.wider.annotations import read_annotations, write_annotations
+from facegrid.wider.ground_truth import SETTINGS, load_wider_ground_truth
 from facegrid.wider.index import FaceFilter
 from facegrid.wider.results import read_submission, write_image_result
 

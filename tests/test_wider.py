@@ -1,4 +1,4 @@
-"""Reading and writing WIDER FACE annotation files (``facegrid.wider.annotations``).
+"""Reading and writing WIDER FACE annotation files (``facegrid.wider.annotations``), and the release's layout.
 
 The real-data tests read the official files in place (see conftest.py); the
 format edge cases use small synthetic files in ``tmp_path``.
@@ -17,6 +17,13 @@ from facegrid.wider.annotations import (
     write_annotations,
 )
 from facegrid.wider.index import ATTRIBUTES, FaceFilter, Index
+from facegrid.wider.layout import (
+    annotations_file,
+    ground_truth_beside,
+    images_folder,
+    val_ground_truth,
+    val_images,
+)
 
 COLUMNS = ["x1", "y1", "w", "h", *ATTRIBUTES]
 OFFICIAL_ORDER = "x1 y1 w h blur expression illumination invalid occlusion pose".split()
@@ -431,3 +438,13 @@ def test_blank_face_rows_raise_at_the_first_without_a_warning(tmp_path, recwarn)
         read_annotations(path)
     assert info.value.line == 3
     assert not recwarn.list
+
+
+def test_the_release_layout_names_where_the_real_data_lies(wider):
+    for split in ("train", "val"):
+        assert (wider / annotations_file(split)).is_file() and (wider / images_folder(split)).is_dir()
+    assert val_images(wider) == wider / "WIDER_val" / "images"
+    assert val_ground_truth(wider) == wider / "eval_tools" / "ground_truth"
+    assert (val_ground_truth(wider) / "wider_face_val.mat").is_file()
+    beside = ground_truth_beside(wider / annotations_file("val"))
+    assert beside.is_absolute() and beside.samefile(val_ground_truth(wider))

@@ -8,11 +8,20 @@ from pathlib import Path
 
 import click
 
-from facegrid.cli.app import Number, Progress, fatal_input_errors, load_detector, main, printable, quiet_stderr
+from facegrid.cli.app import (
+    Number,
+    Progress,
+    fatal_input_errors,
+    load_detector,
+    main,
+    printable,
+    quiet_stderr,
+)
 from facegrid.core.config import Config
 from facegrid.core.errors import PathError
 from facegrid.data.screening import POLICIES
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.layout import GROUND_TRUTH_FOLDER, images_folder
 
 
 @main.command()
@@ -56,7 +65,13 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     --overwrite) or that is one of the inputs (always). A progress bar shows
     on a terminal (or with -v), and a summary line ends the run, both on stderr.
     """
-    from facegrid.infer.run import FrameDone, ImageDone, VideoDone, plan_detection, run_detection
+    from facegrid.infer.run import (
+        FrameDone,
+        ImageDone,
+        VideoDone,
+        plan_detection,
+        run_detection,
+    )
 
     with quiet_stderr():  # FFmpeg's own lines about a video it cannot read
         plan = plan_detection(inputs, out=out, wider_submission=wider_submission, model=model_path,
@@ -96,7 +111,7 @@ def _written(target: Path | None) -> str:
 @main.command()
 @click.argument("submission", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The official eval_tools/ground_truth folder: WIDER easy/medium/hard AP.")
+              help=f"The official {GROUND_TRUTH_FOLDER} folder: WIDER easy/medium/hard AP.")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Any WIDER-format annotation file: plain AP at --iou.")
 @click.option("--iou", type=Number(0, 1, min_open=True), default=0.5, show_default=True,
@@ -112,7 +127,8 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json, overwrit
     covers. With --annotations: AP against that file, faces flagged invalid or
     of zero size ignored.
     """
-    from facegrid.eval.wider import average_precision, evaluate_wider
+    from facegrid.eval.ap import average_precision
+    from facegrid.eval.protocol import evaluate_wider
     from facegrid.wider.results import read_submission
 
     if (ground_truth is None) == (annotations is None):
@@ -135,7 +151,7 @@ def evaluate(submission, ground_truth, annotations, iou, plot, as_json, overwrit
 
 def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: str, as_json: bool) -> None:
     """Print an evaluation (``report`` with --json, else one AP a line) and save its curves with --plot."""
-    from facegrid.eval.wider import plot_pr
+    from facegrid.eval.plots import plot_pr
 
     if plot is not None:
         plot_pr(curves, plot, title=title)
@@ -151,11 +167,11 @@ def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A WIDER FACE folder: its WIDER_val/images and eval_tools/ground_truth are used.")
+              help=f"A WIDER FACE folder: its {images_folder('val')} and {GROUND_TRUTH_FOLDER} are used.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The validation images, as <event>/<name> below it [default: DATA/WIDER_val/images].")
+              help=f"The validation images, as <event>/<name> below it [default: DATA/{images_folder('val')}].")
 @click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The official ground truth folder [default: DATA/eval_tools/ground_truth].")
+              help=f"The official ground truth folder [default: DATA/{GROUND_TRUTH_FOLDER}].")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
@@ -175,40 +191,26 @@ def val(model, data, images, ground_truth, plot, as_json, batch_size, threads, o
     --wider-submission --batch-size N writes for the same images, on the
     images present. Nothing is written but the --plot.
     """
-    from facegrid.eval.wider import evaluate_wider, load_wider_ground_truth
-    from facegrid.infer.inputs import find_images, submission_keys
-    from facegrid.wider.results import SCORE_FLOOR, as_submitted
+    from facegrid.core.config import model_settings_file
+    from facegrid.core.figures import check_figure_path
+    from facegrid.eval.validate import detect_at_floor, validation_set, wider_scores
+    from facegrid.wider.layout import val_ground_truth, val_images
+    from facegrid.wider.results import SCORE_FLOOR
 
     if images is None or ground_truth is None:
         if data is None:
             raise click.UsageError("give --data, or both --images and --ground-truth")
-        images = images or data / "WIDER_val" / "images"
-        ground_truth = ground_truth or data / "eval_tools" / "ground_truth"
-    for folder, part in ((images, "WIDER_val/images"), (ground_truth, "eval_tools/ground_truth")):
+        images, ground_truth = images or val_images(data), ground_truth or val_ground_truth(data)
+    for folder, part in ((images, images_folder("val")), (ground_truth, GROUND_TRUTH_FOLDER)):
         if not folder.is_dir():
             raise PathError(folder, f"no such folder: is {data} a WIDER FACE folder (with {part})?")
-    found = find_images([images])
     if plot is not None:
-        from facegrid.core.config import model_settings_file
-        from facegrid.core.figures import check_figure_path
-
-        check_figure_path(plot, [path for path, _ in found] + [model, model_settings_file(model)], overwrite)
-    keys = submission_keys(found)
-    truth = load_wider_ground_truth(ground_truth)  # a wrong folder costs nothing yet
-    unknown = truth.unlisted(keys)
-    if unknown:
-        raise PathError(ground_truth, f"does not list {len(unknown):,} of the {len(keys):,} images in {images}, "
-                                      f"such as {unknown[0]}: are they validation images?")
-    detector = load_detector(model, score_threshold=SCORE_FLOOR, threads=threads)
-    progress = Progress(len(found), "image", boxes=f"boxes scoring {SCORE_FLOOR:g} or more")
-    predictions = {}
-    for start in range(0, len(found), batch_size):
-        chunk = found[start : start + batch_size]
-        results = detector.detect([image for image, _ in chunk], batch_size=batch_size)
-        for key, result in zip(keys[start : start + batch_size], results):
-            predictions[key] = as_submitted(key, result.boxes, result.scores)
-            progress.count(len(result.scores))
+        check_figure_path(plot, [*images.rglob("*"), model, model_settings_file(model)], overwrite)
+    chosen = validation_set(images, ground_truth)  # a wrong folder costs nothing yet
+    detector = load_detector(model, threads=threads)
+    progress = Progress(len(chosen.images), "image", boxes=f"boxes scoring {SCORE_FLOOR:g} or more")
+    found = detect_at_floor(detector, chosen.images, batch_size, progress=lambda dets: progress.count(len(dets.scores)))
     progress.close()
-    result = evaluate_wider(predictions, truth)
+    result = wider_scores(chosen.keys, found, chosen.ground_truth)
     report = {"protocol": "wider", "images": len(result.images), "ap": result.ap}
     _report_ap(report, result.curves, result.ap, plot, f"{model.name} on {images}", as_json)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from facegrid.cli.app import Number, fatal_input_errors, main, notice, printable, verbose
+from facegrid.cli.app import (
+    Number,
+    fatal_input_errors,
+    main,
+    notice,
+    printable,
+    verbose,
+)
 from facegrid.wider.download import RELEASES
 from facegrid.wider.fetch import STALL_BYTES
 

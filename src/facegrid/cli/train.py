@@ -7,9 +7,16 @@ from pathlib import Path
 import click
 
 from facegrid.cli.app import Number, fatal_input_errors, import_tensorflow, main, notice
-from facegrid.core.config import BACKBONE_STYLES, BUNDLED_IMAGENET, PIPELINES, STRATEGIES, Config
+from facegrid.core.config import (
+    BACKBONE_STYLES,
+    BUNDLED_IMAGENET,
+    PIPELINES,
+    STRATEGIES,
+    Config,
+)
 from facegrid.data.screening import POLICIES
 from facegrid.train.panels import PANEL_IMAGES
+from facegrid.wider.layout import ANNOTATIONS_FOLDER, GROUND_TRUTH_FOLDER
 
 
 @main.command()
@@ -25,9 +32,9 @@ from facegrid.train.panels import PANEL_IMAGES
 @click.option("--val-images", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the validation annotation paths are relative to.")
 @click.option("--val-ground-truth", metavar="DIR|none",
-              help="The official WIDER FACE eval_tools/ground_truth folder: validation on WIDER val images also "
+              help=f"The official WIDER FACE {GROUND_TRUTH_FOLDER} folder: validation on WIDER val images also "
                    "logs val_easy, val_medium and val_hard AP each epoch; 'none' for val_ap only  [default: "
-                   "DATA/eval_tools/ground_truth for --val-annotations DATA/wider_face_split/FILE, where it "
+                   f"DATA/{GROUND_TRUTH_FOLDER} for --val-annotations DATA/{ANNOTATIONS_FOLDER}/FILE, where it "
                    "exists and lists every validation image].")
 @click.option("--panels-every", type=click.IntRange(0), metavar="N",
               help=f"Every N epochs, draw the detections and faces of {PANEL_IMAGES} validation images into "

@@ -27,7 +27,12 @@ from facegrid.core.errors import ImageError, PathError, VideoError
 from facegrid.core.files import check_outputs, make_folder, write_atomically
 from facegrid.data.images import read_image
 from facegrid.infer.detector import Detections, Detector
-from facegrid.infer.inputs import annotated_names, find_images, is_video, submission_keys
+from facegrid.infer.inputs import (
+    annotated_names,
+    find_images,
+    is_video,
+    submission_keys,
+)
 from facegrid.infer.video import FrameDetections, VideoInfo, detect_video, probe_video
 from facegrid.wider.results import SCORE_FLOOR, result_path, write_image_result
 

@@ -64,13 +64,8 @@ from facegrid.data.screening import BadImages
 from facegrid.data.sequence import FaceSequence
 from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
-from facegrid.eval.wider import (
-    SETTINGS,
-    WiderGroundTruth,
-    average_precision,
-    evaluate_wider,
-    load_wider_ground_truth,
-)
+from facegrid.eval.ap import average_precision
+from facegrid.eval.validate import detect_at_floor, wider_scores
 from facegrid.infer.detector import Detections, Detector
 from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
@@ -84,8 +79,14 @@ from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
 from facegrid.train.panels import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.wider.annotations import read_annotations
+from facegrid.wider.ground_truth import (
+    SETTINGS,
+    WiderGroundTruth,
+    load_wider_ground_truth,
+    refuse_unlisted,
+)
 from facegrid.wider.index import FaceFilter, Index
-from facegrid.wider.results import SCORE_FLOOR, as_submitted
+from facegrid.wider.layout import GROUND_TRUTH_FOLDER, ground_truth_beside
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,16 @@ class ValidationAP(keras.callbacks.Callback):
     """Adds ``val_ap`` (AP at IoU 0.5 over the validation images) to each epoch's logs, and WIDER's three APs.
 
     The images go through :class:`~facegrid.infer.detector.Detector` as at detection
-    time (at the detection size, decoded at each image's original size) with a
-    low score threshold, so the whole precision-recall curve counts; faces the
-    filter leaves out are ignore regions. An image that cannot be read stops
-    training under ``on_bad_image = "raise"``; under ``"skip"`` it is logged
-    once, counted in :attr:`bad_images` and left out of the AP, faces and all.
+    time (at the detection size, decoded at each image's original size) down
+    to the submission floor (:func:`~facegrid.eval.validate.detect_at_floor`),
+    so the whole precision-recall curve counts; faces the filter leaves out
+    are ignore regions. An image that cannot be read stops training under
+    ``on_bad_image = "raise"``; under ``"skip"`` it is logged once, counted
+    in :attr:`bad_images` and left out of the AP, faces and all.
 
     With ``ground_truth`` (the official WIDER FACE validation ground truth,
     see :func:`validation_ground_truth`) the same detections are also scored by
-    :func:`~facegrid.eval.wider.evaluate_wider`, logged as ``val_easy``,
+    :func:`~facegrid.eval.validate.wider_scores`, logged as ``val_easy``,
     ``val_medium`` and ``val_hard``: on the validation images read, as
     ``facegrid val`` scores the images present, and with each image's boxes
     as its result file would hold them: with ``batch_size`` 1, an epoch's
@@ -159,15 +161,14 @@ class ValidationAP(keras.callbacks.Callback):
         predictions = {key: (found[i].boxes, found[i].scores) for key, i in zip(index.paths.tolist(), read)}
         metrics = {"val_ap": average_precision(predictions, index, face_filter=self.face_filter).ap}
         if self.ground_truth is not None:
-            submitted = {key: as_submitted(key, *dets) for key, dets in predictions.items()}
-            wider = evaluate_wider(submitted, self.ground_truth).ap
+            wider = wider_scores(self.index.paths.tolist(), found, self.ground_truth).ap
             metrics.update({f"val_{setting}": wider[setting] for setting in SETTINGS})
         return metrics
 
     def on_epoch_end(self, epoch, logs=None):
-        detector = Detector.for_config(self._network(), self.config, score_threshold=SCORE_FLOOR)
+        detector = Detector.for_config(self._network(), self.config)
         skip = self.bad_images.add if self.config.on_bad_image == "skip" else None
-        found = detector.detect(self.paths, batch_size=self.config.batch_size, on_unreadable=skip)
+        found = detect_at_floor(detector, self.paths, self.config.batch_size, on_unreadable=skip)
         metrics = self.metrics(found)
         if logs is not None:
             logs.update(metrics)
@@ -201,14 +202,15 @@ class ValidationAP(keras.callbacks.Callback):
 def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTruth | None, str]:
     """The official ground truth ``index``'s images are scored against (None: ``val_ap`` only), and why, for the log.
 
-    ``config.val_ground_truth`` names the folder; empty, it is
-    ``eval_tools/ground_truth`` in the dataset folder that holds the folder
-    of the validation annotations (``widerface/wider_face_split/*.txt`` looks
-    in ``widerface/eval_tools/ground_truth``), as the official release lays
-    them out. The ground truth must list every validation image (they are
-    WIDER val images), while images it lists beyond them are not scored, as
-    ``facegrid val`` scores the images present. A folder looked for that is
-    absent, or that does not list the images, means ``val_ap`` only.
+    ``config.val_ground_truth`` names the folder; empty, it is where the
+    official release lays it out beside the validation annotations
+    (:func:`facegrid.wider.layout.ground_truth_beside`:
+    ``widerface/wider_face_split/*.txt`` looks in
+    ``widerface/eval_tools/ground_truth``). The ground truth must list every
+    validation image (they are WIDER val images), while images it lists
+    beyond them are not scored, as ``facegrid val`` scores the images
+    present. A folder looked for that is absent, or that does not list the
+    images, means ``val_ap`` only.
 
     Raises:
         facegrid.core.errors.PathError: the folder named is absent, cannot be
@@ -222,22 +224,21 @@ def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTr
     if named:
         folder = Path(named)
         if not folder.is_dir():
-            raise PathError(folder, "no such folder (val_ground_truth names the official eval_tools/ground_truth "
+            raise PathError(folder, f"no such folder (val_ground_truth names the official {GROUND_TRUTH_FOLDER} "
                                     "folder, or 'none')")
     elif index.source:
-        folder = Path(index.source).absolute().parent.parent / "eval_tools" / "ground_truth"
+        folder = ground_truth_beside(index.source)
         if not folder.is_dir():
             return None, f"no official ground truth at {folder}: val_ap only (val_ground_truth names one)"
     else:
         return None, "validation annotations from no file, so no official ground truth beside them: val_ap only"
     truth = load_wider_ground_truth(folder)
-    unknown = truth.unlisted(index.paths.tolist())
-    if unknown:
-        problem = (f"does not list {len(unknown):,} of the {len(index):,} validation images, such as {unknown[0]}: "
-                   "are they WIDER FACE validation images?")
+    try:
+        refuse_unlisted(truth, index.paths.tolist(), "validation images")
+    except PathError as error:
         if named:
-            raise PathError(folder, problem)
-        return None, f"{folder} {problem} val_ap only"
+            raise
+        return None, f"{folder} {error.reason} val_ap only"
     return truth, (f"WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the {len(index):,} "
                    f"validation images, against the {len(truth.keys):,} of {folder}")
 

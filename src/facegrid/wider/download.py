@@ -3,8 +3,7 @@
 A :class:`Release` lists its :class:`Archive` files and the mirrors (base
 URLs) that serve them; :data:`RELEASES` holds the one facegrid knows,
 ``widerface``: the five archives of the official WIDER FACE release, which
-unpack into the layout the rest of facegrid reads (``wider_face_split/``,
-``WIDER_{train,val,test}/images/``, ``eval_tools/ground_truth/``).
+unpack into the layout the rest of facegrid reads (:mod:`facegrid.wider.layout`).
 
 An archive's address is each mirror's base URL followed by its name, in the
 order given, then its own addresses on the dataset's home site
@@ -50,6 +49,8 @@ from pathlib import Path
 from facegrid.core.errors import FetchError, OutputExistsError, PathError
 from facegrid.core.files import make_folder, sha256_file, write_text_atomically
 from facegrid.wider.fetch import address_problem, fetch_file
+from facegrid.wider.ground_truth import GT_FACES_FILE
+from facegrid.wider.layout import GROUND_TRUTH_FOLDER, annotations_file, images_folder
 from facegrid.wider.unpack import unpack
 
 log = logging.getLogger(__name__)
@@ -117,17 +118,17 @@ def _homes(path: str) -> tuple[str, ...]:
 RELEASES = {
     "widerface": Release(
         archives=(
-            Archive("wider_face_split.zip", "wider_face_split/wider_face_val_bbx_gt.txt",
+            Archive("wider_face_split.zip", annotations_file("val"),
                     sha256="c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c", size=3_591_642,
                     homes=_homes("bbx_annotation/wider_face_split.zip")),
-            Archive("eval_tools.zip", "eval_tools/ground_truth/wider_face_val.mat",
+            Archive("eval_tools.zip", f"{GROUND_TRUTH_FOLDER}/{GT_FACES_FILE}",
                     sha256="1cf49c8243fa8a1632efe7f6aa09fd7a3994ac838c9008bdbc9dd1d547bb234a", size=8_447_003,
                     homes=_homes("eval_script/eval_tools.zip")),
-            Archive("WIDER_val.zip", "WIDER_val/images",
+            Archive("WIDER_val.zip", images_folder("val"),
                     sha256="f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a", size=362_752_168),
-            Archive("WIDER_train.zip", "WIDER_train/images",
+            Archive("WIDER_train.zip", images_folder("train"),
                     sha256="e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59", size=1_465_602_149),
-            Archive("WIDER_test.zip", "WIDER_test/images",
+            Archive("WIDER_test.zip", images_folder("test"),
                     sha256="3b0313e11ea292ec58894b47ac4c0503b230e12540330845d70a7798241f88d3", size=1_844_140_520),
         ),
         mirrors=("https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data/",),

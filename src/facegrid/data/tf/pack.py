@@ -67,6 +67,7 @@ from facegrid.data.images import read_verified
 from facegrid.data.screening import check_policy, none_usable, outside_error
 from facegrid.data.tf import records
 from facegrid.wider.index import Index
+from facegrid.wider.layout import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,6 @@ STAGING = ".facegrid-pack-"
 
 #: Image bytes a shard holds at most by default (so, past one shard, 100-200 MB each).
 SHARD_BYTES = 200 * 10**6
-
-#: Splits an annotation file's name can tell (``wider_face_val_bbx_gt.txt``: val).
-SPLITS = ("train", "val", "test")
 
 #: Images read ahead of the writer, per thread: enough to keep every thread busy, little memory.
 READ_AHEAD = 4
@@ -133,7 +131,11 @@ class Manifest:
 
 
 def split_of(annotations: str | os.PathLike) -> str:
-    """The split an annotation file's name tells (``train``, ``val`` or ``test`` as a word of it), else ``train``."""
+    """The split an annotation file's name tells (a word of it), else ``train``.
+
+    The words are the release's splits (:data:`facegrid.wider.layout.SPLITS`):
+    ``wider_face_val_bbx_gt.txt`` tells ``val``.
+    """
     words = re.split(r"[^a-z0-9]+", Path(annotations).name.lower())
     return next((word for word in words if word in SPLITS), "train")
 
