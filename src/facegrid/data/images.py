@@ -62,6 +62,10 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_QUARTER_TURNS = (5, 6, 7, 8)  # orientations whose upright image is the stored one turned a quarter
+
+#: JPEG colour spaces that libjpeg does not decode to RGB itself; Pillow converts them.
+_CONVERTED_COLORSPACES = ("CMYK", "YCCK")
 
 
 def _has_exif(data: bytes) -> bool:
@@ -77,12 +81,26 @@ def _has_exif(data: bytes) -> bool:
     return False
 
 
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image: 1 (stored upright) when it has none, or none of the eight."""
+    value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if value in _TRANSPOSE else 1
+
+
 def _orientation(data: bytes) -> int:
+    """:func:`_exif_orientation` of a JPEG's bytes, which are opened only when they hold an EXIF block."""
     if not _has_exif(data):
         return 1
     with Image.open(io.BytesIO(data)) as image:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    return value if value in _TRANSPOSE else 1
+        return _exif_orientation(image)
+
+
+def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """``(width, height)`` seen in the other frame: orientations 5 to 8 turn the image a quarter, swapping its sides.
+
+    The same both ways: from the stored frame to the upright one, and back.
+    """
+    return (size[1], size[0]) if orientation in _QUARTER_TURNS else size
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -121,36 +139,32 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
 
     Returns the pixels and the full-resolution upright size ``(width, height)``.
     """
-    orientation = _orientation(data) if data.startswith(_JPEG_MAGIC) else 1
-    swapped = orientation in (5, 6, 7, 8)
-    raw_min = (min_height, min_width) if swapped else (min_width, min_height)
-    if data.startswith(_JPEG_MAGIC):
+    jpeg = data.startswith(_JPEG_MAGIC)
+    orientation = _orientation(data) if jpeg else 1
+    if jpeg:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height)
-        if colorspace not in ("CMYK", "YCCK"):
-            upright = (height, width) if swapped else (width, height)
+        if colorspace not in _CONVERTED_COLORSPACES:
+            upright = _turned((width, height), orientation)
             if max(min_width, min_height) > 0:  # the scale rule the tf.data pipeline plans with too
                 _, decoded = decoded_size(ImageInfo(*upright, orientation, jpeg=True), min_width, min_height)
             else:
                 decoded = upright
-            stored = decoded[::-1] if swapped else decoded
+            stored = _turned(decoded, orientation)
             pixels = simplejpeg.decode_jpeg(
                 data, colorspace="RGB", min_width=stored[0], min_height=stored[1], strict=True
             )
             return _upright(pixels, orientation), upright
+    raw_min = _turned((min_width, min_height), orientation)
     with Image.open(io.BytesIO(data)) as opened:
         width, height = opened.size
         _check_pixels(width, height)
         if max(raw_min) > 0:
             opened.draft(opened.mode, (max(raw_min[0], 1), max(raw_min[1], 1)))
         opened.load()
-        orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation = _exif_orientation(opened)
         pixels = np.asarray(_to_rgb(opened))
-    if orientation in _TRANSPOSE:
-        pixels = _upright(pixels, orientation)
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
-    return pixels, (width, height)
+    return _upright(pixels, orientation), _turned((width, height), orientation)
 
 
 def _read(path: str | os.PathLike, limit: int = -1) -> bytes:
@@ -256,15 +270,13 @@ def _header(data: bytes) -> ImageInfo:
     """The :class:`ImageInfo` of an image from its first bytes (ValueError or PIL errors if they do not tell)."""
     if data.startswith(_JPEG_MAGIC):
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        orientation, jpeg = _orientation(data), colorspace not in ("CMYK", "YCCK")
+        orientation, jpeg = _orientation(data), colorspace not in _CONVERTED_COLORSPACES
     else:
         with Image.open(io.BytesIO(data)) as image:
-            (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
-        orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
+            (width, height), orientation = image.size, _exif_orientation(image)
+        jpeg = False
     _check_pixels(width, height)
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return ImageInfo(width, height, orientation, jpeg)
+    return ImageInfo(*_turned((width, height), orientation), orientation, jpeg)
 
 
 def probe(path: str | os.PathLike) -> ImageInfo:
@@ -332,12 +344,9 @@ def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int,
     """
     if not info.jpeg:
         return 1, (info.width, info.height)
-    swapped = info.orientation in (5, 6, 7, 8)  # the decoder sees the stored frame
-    width, height = (info.height, info.width) if swapped else (info.width, info.height)
-    need = (min_height, min_width) if swapped else (min_width, min_height)
-    ratio = dct_ratio(width, height, *need)
-    decoded = (math.ceil(width / ratio), math.ceil(height / ratio))
-    return ratio, (decoded[::-1] if swapped else decoded)
+    width, height = _turned((info.width, info.height), info.orientation)  # the decoder sees the stored frame
+    ratio = dct_ratio(width, height, *_turned((min_width, min_height), info.orientation))
+    return ratio, _turned((math.ceil(width / ratio), math.ceil(height / ratio)), info.orientation)
 
 
 def pixel_region(
