@@ -10,18 +10,15 @@ import pytest
 from PIL import Image, ImageOps
 
 from facegrid.core.errors import FacegridError
+from facegrid.data.geometry import FULL_IMAGE, load_input, pixel_region, resize_region
 from facegrid.data.images import (
     DCT_RATIOS,
-    FULL_IMAGE,
     PIXEL_OFFSET,
     PIXEL_SCALE,
     ImageError,
     dct_ratio,
     image_size,
-    load_input,
-    pixel_region,
     read_image,
-    resize_region,
     verify_image,
 )
 
@@ -457,7 +454,7 @@ def test_verify_image_catches_a_jpeg_cut_near_its_end(tmp_path, big_jpeg):
 
 
 def test_load_fitted_keeps_the_aspect_ratio_and_pads_to_32(tmp_path):
-    from facegrid.data.images import fitted_size, load_fitted, padded_size
+    from facegrid.data.geometry import fitted_size, load_fitted, padded_size
 
     pixels = np.zeros((300, 500, 3), np.uint8)
     pixels[:, 250:] = 200  # right half bright

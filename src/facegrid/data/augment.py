@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facegrid.core import boxes as box_ops
-from facegrid.data.images import FULL_IMAGE
+from facegrid.data.geometry import FULL_IMAGE
 
 #: ITU-R BT.601 luma weights: the gray that saturation jitter keeps.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -32,7 +32,8 @@ from facegrid.data.augment import (
     crop_boxes,
     flip_boxes,
 )
-from facegrid.data.images import FULL_IMAGE, ImageInfo, load_crop, probe
+from facegrid.data.geometry import FULL_IMAGE, load_crop
+from facegrid.data.images import ImageInfo, probe
 from facegrid.data.screening import BadImages, leave_out_bad_images
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter, Index

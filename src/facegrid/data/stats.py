@@ -25,7 +25,8 @@ from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.errors import ImageError
 from facegrid.core.figures import new_figure, save_figure
 from facegrid.core.paths import image_path
-from facegrid.data.images import fitted_size, image_size, padded_size
+from facegrid.data.geometry import fitted_size, padded_size
+from facegrid.data.images import image_size
 from facegrid.wider.index import FaceFilter, Index
 
 #: Face-size buckets, in pixels of the network input (``sqrt(w * h)``).

@@ -2,11 +2,11 @@
 
 A pyramid model (:class:`~facegrid.core.codec.PyramidCodec`) sees each image with
 its aspect ratio kept: the longer side resized to the detection size, the
-other padded to a multiple of 32 (:func:`facegrid.data.images.load_fitted`). A
+other padded to a multiple of 32 (:func:`facegrid.data.geometry.load_fitted`). A
 single-grid model sees it stretched to a square, as it was trained
-(:func:`facegrid.data.images.load_input`). Frames already in memory (video) go
-through the same resize (:func:`~facegrid.data.images.fitted_pixels`,
-:func:`~facegrid.data.images.input_pixels`) and everything after it. The codec decodes the prediction, the
+(:func:`facegrid.data.geometry.load_input`). Frames already in memory (video) go
+through the same resize (:func:`~facegrid.data.geometry.fitted_pixels`,
+:func:`~facegrid.data.geometry.input_pixels`) and everything after it. The codec decodes the prediction, the
 boxes are scaled back to the image's own pixels, and non-maximum suppression
 removes duplicates from neighbouring cells.
 
@@ -29,7 +29,7 @@ from facegrid.core import boxes as box_ops
 from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import Config, bundled_model_path, model_config, settings_path
 from facegrid.core.errors import ImageError, ModelFileError
-from facegrid.data.images import fitted_pixels, input_pixels, load_fitted, load_input
+from facegrid.data.geometry import fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.infer.runtimes import is_exported, load_exported
 
 log = logging.getLogger(__name__)

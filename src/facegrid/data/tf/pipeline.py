@@ -35,14 +35,8 @@ import tensorflow as tf
 
 from facegrid.data.augment import LUMA
 from facegrid.data.examples import ExampleSource
-from facegrid.data.images import (
-    ANTIALIAS_SHRINK,
-    DCT_RATIOS,
-    covering_size,
-    decoded_size,
-    pixel_region,
-    read_image,
-)
+from facegrid.data.geometry import ANTIALIAS_SHRINK, covering_size, pixel_region
+from facegrid.data.images import DCT_RATIOS, decoded_size, read_image
 from facegrid.data.screening import BadImages
 from facegrid.wider.index import Index
 
@@ -260,7 +254,7 @@ def orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
 def resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor:
     """Cut ``region`` (whole pixels ``[x1, y1, x2, y2)``) out of uint8 pixels and resize it to ``size x size``.
 
-    The filter of :func:`facegrid.data.images.resize_region`: half-pixel bilinear,
+    The filter of :func:`facegrid.data.geometry.resize_region`: half-pixel bilinear,
     area averaging when shrinking by ``ANTIALIAS_SHRINK`` or more.
     """
     part = pixels[region[1] : region[3], region[0] : region[2]]

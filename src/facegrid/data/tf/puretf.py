@@ -6,7 +6,7 @@ cannot ship to its workers. Here everything the plan needs is decided when the
 pipeline is built, in NumPy, by the very functions the other pipelines call
 (:meth:`ExampleSource.order <facegrid.data.examples.ExampleSource.order>` and
 :meth:`~facegrid.data.examples.ExampleSource.jitter`,
-:func:`~facegrid.data.images.decoded_size`, :func:`~facegrid.data.images.pixel_region`),
+:func:`~facegrid.data.images.decoded_size`, :func:`~facegrid.data.geometry.pixel_region`),
 and embedded in the graph as plain tensors: per image its path, orientation,
 size and faces; per epoch and sample its image, DCT ratio, pixel region,
 crop as taken, flip and colour (:meth:`PureTFPipeline.plans`). The
@@ -41,13 +41,8 @@ import tensorflow as tf
 from facegrid.core import boxes as box_ops
 from facegrid.core.errors import PathError
 from facegrid.data.examples import ExampleSource
-from facegrid.data.images import (
-    DCT_RATIOS,
-    FULL_IMAGE,
-    covering_size,
-    decoded_size,
-    pixel_region,
-)
+from facegrid.data.geometry import FULL_IMAGE, covering_size, pixel_region
+from facegrid.data.images import DCT_RATIOS, decoded_size
 from facegrid.data.tf import records
 from facegrid.data.tf import targets as tf_targets
 from facegrid.data.tf.pipeline import SourceBatches, adjust_color, orient, resize_region
