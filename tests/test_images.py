@@ -13,8 +13,6 @@ from facegrid.core.errors import FacegridError
 from facegrid.data.geometry import FULL_IMAGE, load_input, pixel_region, resize_region
 from facegrid.data.images import (
     DCT_RATIOS,
-    PIXEL_OFFSET,
-    PIXEL_SCALE,
     ImageError,
     dct_ratio,
     image_size,
@@ -361,6 +359,8 @@ def test_resize_region_area_averages_large_shrinks():
 
 
 def test_pixel_scaling_constants_map_uint8_to_unit_range():
+    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE  # the model's: Keras loads only here
+
     assert 0 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(-1.0)
     assert 255 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(1.0)
 

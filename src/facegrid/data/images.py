@@ -12,11 +12,8 @@ is upright RGB: the EXIF orientation tag is applied, so boxes drawn on the
 image as viewers show it stay right.
 
 What becomes of the pixels next (the crop, the resize to the network input)
-is :mod:`facegrid.data.geometry`'s.
-
-Pixels handed to the network are uint8 RGB; models map them to ``[-1, 1]``
-with ``x * PIXEL_SCALE + PIXEL_OFFSET`` (MobileNetV2's preprocessing), inside
-the model, so batches stay four times smaller than float32.
+is :mod:`facegrid.data.geometry`'s; the pixels stay uint8 RGB all the way
+into the model, which scales them itself (:mod:`facegrid.model.network`).
 """
 
 from __future__ import annotations
@@ -31,10 +28,6 @@ import simplejpeg
 from PIL import ExifTags, Image
 
 from facegrid.core.errors import ImageError, MissingImageError
-
-#: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
-PIXEL_SCALE = 1.0 / 127.5
-PIXEL_OFFSET = -1.0
 
 #: DCT scales JPEGs are decoded at, as ratios (full size / decoded size).
 DCT_RATIOS = (1, 2, 4, 8)

@@ -57,7 +57,7 @@ class FaceSequence(keras.utils.PyDataset):
     Each item is ``(x, y)``:
 
     * ``x``: uint8 ``[B, S, S, 3]`` RGB. The model maps it to ``[-1, 1]``
-      itself (``facegrid.data.images.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
+      itself (``facegrid.model.network.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
       keeps batches four times smaller than float32 on their way from workers.
     * ``y``: float32 ``[B, G, G, 5]`` (or ``[B, N, 5]`` for a pyramid codec),
       laid out as :mod:`facegrid.core.codec` describes (1 face, 0 background, -1 ignore).
