@@ -12,6 +12,7 @@ from facegrid.core.config import (
     load_config,
 )
 from facegrid.core.errors import SettingsError
+from facegrid.data.augment import augmentation
 
 
 def test_defaults_are_the_documented_detector():
@@ -25,7 +26,7 @@ def test_defaults_are_the_documented_detector():
 def test_the_bundled_settings_are_a_pyramid():
     config = load_config(bundled_model_path().with_suffix(".toml"))
     assert config.strides == (8, 16, 32) and config.codec == PyramidCodec((8, 16, 32))
-    assert config.augmentation().crop_scale == config.crop_scale
+    assert augmentation(config).crop_scale == config.crop_scale
 
 
 def test_pyramid_settings_read_back_as_integers(tmp_path):

@@ -101,6 +101,20 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+def check_crop_scale(crop_scale: tuple[float, float]) -> None:
+    """Refuse a ``crop_scale`` that is no range of fractions: ``0 < low <= high <= 1``.
+
+    The setting's rule, here where the settings are checked; the augmentation
+    built from it (:class:`facegrid.data.augment.Augment`) checks with it too.
+
+    Raises:
+        ValueError: ``crop_scale`` breaks the rule.
+    """
+    low, high = crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1. Received: crop_scale={crop_scale}")
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of the detector and of its training.
@@ -257,7 +271,7 @@ class Config:
         for name in ("input_size", "detect_size"):
             if getattr(self, name) % 32:
                 raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
-        self.augmentation()  # validates crop_scale
+        check_crop_scale(self.crop_scale)
         from facegrid.data.screening import check_policy
 
         _check_choice("pipeline", self.pipeline, PIPELINES)
@@ -294,13 +308,6 @@ class Config:
                 "set backbone_style 'keras' with them, or keep the default "
                 f"backbone_weights {BUNDLED_IMAGENET!r}, ImageNet features shipped with facegrid"
             )
-
-    def augmentation(self):
-        """The training augmentation, or None when ``augment`` is off."""
-        from facegrid.data.augment import Augment
-
-        augment = Augment(crop_scale=self.crop_scale)
-        return augment if self.augment else None
 
     @property
     def codec(self):

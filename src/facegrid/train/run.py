@@ -59,6 +59,7 @@ from facegrid.core.config import BUNDLED_IMAGENET, Config
 from facegrid.core.errors import PathError, TrainingError, reason_of
 from facegrid.core.files import write_atomically, write_text_atomically
 from facegrid.core.paths import image_path
+from facegrid.data.augment import augmentation
 from facegrid.data.images import read_image
 from facegrid.data.screening import BadImages
 from facegrid.data.sequence import FaceSequence
@@ -469,7 +470,7 @@ def _training_data(config: Config, annotations, images, face_filter: FaceFilter)
     """The training batches, from the pipeline the configuration names."""
     common = dict(
         batch_size=config.batch_size, input_size=config.input_size, codec=config.codec, shuffle=True,
-        seed=config.seed, augment=config.augmentation() or False, face_filter=face_filter,
+        seed=config.seed, augment=augmentation(config) or False, face_filter=face_filter,
         on_bad_image=config.on_bad_image,
     )
     if config.pipeline == "sequence":
