@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.config import Config
 from facegrid.core.paths import image_path
 from facegrid.data.augment import (
     NO_JITTER,
@@ -38,6 +39,9 @@ from facegrid.data.screening import BadImages, leave_out_bad_images
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter, Index
 
+#: The default settings, whose input size and target layout examples have unless told otherwise.
+_DEFAULTS = Config()
+
 
 @dataclass(frozen=True)
 class ExampleBuilder:
@@ -50,8 +54,8 @@ class ExampleBuilder:
         augment: random transforms, or None for the plain image (validation).
     """
 
-    input_size: int = 224
-    codec: GridCodec | PyramidCodec = GridCodec(7)
+    input_size: int = _DEFAULTS.input_size
+    codec: GridCodec | PyramidCodec = _DEFAULTS.codec
     augment: Augment | None = None
 
     @property
@@ -230,8 +234,8 @@ class ExampleSource:
         annotations: str | os.PathLike | Index,
         images: str | os.PathLike,
         *,
-        input_size: int = 224,
-        codec: GridCodec | PyramidCodec = GridCodec(7),
+        input_size: int = _DEFAULTS.input_size,
+        codec: GridCodec | PyramidCodec = _DEFAULTS.codec,
         shuffle: bool = True,
         augment: bool | Augment = False,
         seed: int = 0,
@@ -252,7 +256,7 @@ class ExampleSource:
             images: the folder the annotation paths are relative to
                 (``WIDER_train/images``).
             input_size: side ``S`` of the square network input.
-            codec: the target layout (default: the single ``7 x 7`` grid).
+            codec: the target layout (default: :class:`~facegrid.core.config.Config`'s, a single grid).
             shuffle: draw a new image order each epoch; else file order.
             augment: ``True`` for the default :class:`~facegrid.data.augment.Augment`,
                 an ``Augment`` to choose its settings, or ``False``. Keep it

@@ -19,6 +19,7 @@ import os
 import keras
 import numpy as np
 
+from facegrid.core.config import Config
 from facegrid.core.errors import ImageError
 from facegrid.data import shared_batches
 from facegrid.data.augment import Jitter
@@ -73,7 +74,7 @@ class FaceSequence(keras.utils.PyDataset):
         annotations: str | os.PathLike | Index,
         images: str | os.PathLike,
         *,
-        batch_size: int = 16,
+        batch_size: int = Config.batch_size,
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,

@@ -33,6 +33,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from facegrid.core.config import Config
 from facegrid.data.augment import LUMA
 from facegrid.data.examples import ExampleSource
 from facegrid.data.geometry import ANTIALIAS_SHRINK, covering_size, pixel_region
@@ -61,7 +62,7 @@ class SourceBatches:
         annotations: str | os.PathLike | Index,
         images: str | os.PathLike,
         *,
-        batch_size: int = 16,
+        batch_size: int = Config.batch_size,
         parallel_calls: int = tf.data.AUTOTUNE,
         deterministic: bool = True,
         verify: bool = True,
