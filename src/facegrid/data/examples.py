@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.codec import GridCodec, PyramidCodec, codec_for
 from facegrid.core.config import Config
 from facegrid.core.paths import image_path
 from facegrid.data.augment import (
@@ -35,12 +35,11 @@ from facegrid.data.augment import (
 )
 from facegrid.data.geometry import FULL_IMAGE, load_crop
 from facegrid.data.images import ImageInfo, probe
-from facegrid.data.screening import BadImages, leave_out_bad_images
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter, Index
 
-#: The default settings, whose input size and target layout examples have unless told otherwise.
-_DEFAULTS = Config()
+#: The target layout of the default settings (:attr:`Config.codec <facegrid.core.config.Config.codec>`).
+_DEFAULT_CODEC = codec_for(Config.strides, Config.grid_size)
 
 
 @dataclass(frozen=True)
@@ -54,8 +53,8 @@ class ExampleBuilder:
         augment: random transforms, or None for the plain image (validation).
     """
 
-    input_size: int = _DEFAULTS.input_size
-    codec: GridCodec | PyramidCodec = _DEFAULTS.codec
+    input_size: int = Config.input_size
+    codec: GridCodec | PyramidCodec = _DEFAULT_CODEC
     augment: Augment | None = None
 
     @property
@@ -226,7 +225,6 @@ class ExampleSource:
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
         self._vetted: dict[str, Path] = {}  # image paths already checked to stay inside the folder
         self._infos: dict[str, ImageInfo] = dict(infos or {})  # image headers already read
-        self.bad_images = BadImages()  # images left out as unusable
 
     @classmethod
     def create(
@@ -234,21 +232,20 @@ class ExampleSource:
         annotations: str | os.PathLike | Index,
         images: str | os.PathLike,
         *,
-        input_size: int = _DEFAULTS.input_size,
-        codec: GridCodec | PyramidCodec = _DEFAULTS.codec,
+        input_size: int = Config.input_size,
+        codec: GridCodec | PyramidCodec = _DEFAULT_CODEC,
         shuffle: bool = True,
         augment: bool | Augment = False,
         seed: int = 0,
         face_filter: FaceFilter = FaceFilter(),
-        on_bad_image: str = "raise",
-        verify: bool = False,
         infos: Mapping[str, ImageInfo] | None = None,
     ) -> ExampleSource:
-        """The usable examples of an annotation file (or an index already read).
+        """The examples of an annotation file (or an index already read), as the pipelines' settings say.
 
-        These keyword arguments are those of both pipelines
-        (:class:`~facegrid.data.sequence.FaceSequence`,
-        :class:`~facegrid.data.tf.pipeline.FacePipeline`), which pass them on here.
+        The pipelines (:class:`~facegrid.data.sequence.FaceSequence`,
+        :mod:`facegrid.data.tf`) pass their settings on here through
+        :func:`facegrid.data.screening.usable_examples`, which leaves out
+        the images that cannot be used.
 
         Args:
             annotations: a ``wider_face_*_bbx_gt.txt`` file, or an
@@ -266,16 +263,8 @@ class ExampleSource:
                 (:class:`~facegrid.wider.index.FaceFilter`; by default invalid and
                 zero-size faces are left out). Faces left out become ignore
                 regions, neither face nor background.
-            on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.data.screening`).
-            verify: decode every image once while screening (with it every
-                byte is checked; without it, headers only).
             infos: every image's header, by path, from a packed set
-                (:func:`facegrid.data.tf.packed.read_packed`): its images were
-                screened when it was packed, so they are not screened again.
-
-        Every image is screened first (:func:`facegrid.data.screening.screen`);
-        ``on_bad_image`` says whether a bad one raises or is left out,
-        recorded in :attr:`bad_images`.
+                (:func:`facegrid.data.tf.packed.read_packed`), which stores them.
         """
         builder = ExampleBuilder(
             input_size=input_size,
@@ -283,8 +272,7 @@ class ExampleSource:
             augment=Augment() if augment is True else (augment or None),
         )
         index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        source = cls(index, images, builder, face_filter, shuffle, seed, infos)
-        return source if infos is not None else leave_out_bad_images(source, on_bad_image, verify=verify)
+        return cls(index, images, builder, face_filter, shuffle, seed, infos)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -293,7 +281,7 @@ class ExampleSource:
         """The same examples less the images ``images`` (indices), e.g. bad files."""
         keep = np.setdiff1d(np.arange(len(self.index)), np.fromiter(images, dtype=np.int64))
         rest = ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
-        rest._vetted, rest._infos, rest.bad_images = self._vetted, self._infos, self.bad_images
+        rest._vetted, rest._infos = self._vetted, self._infos
         return rest
 
     def order(self, epoch: int) -> np.ndarray:

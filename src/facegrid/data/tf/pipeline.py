@@ -35,10 +35,9 @@ import tensorflow as tf
 
 from facegrid.core.config import Config
 from facegrid.data.augment import LUMA
-from facegrid.data.examples import ExampleSource
 from facegrid.data.geometry import ANTIALIAS_SHRINK, covering_size, pixel_region
 from facegrid.data.images import DCT_RATIOS, decoded_size, read_image
-from facegrid.data.screening import BadImages
+from facegrid.data.screening import usable_examples
 from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
@@ -50,11 +49,15 @@ class SourceBatches:
     """What the tf.data pipelines share: an :class:`~facegrid.data.examples.ExampleSource` served in batches.
 
     Args:
-        annotations, images, settings: as for :meth:`ExampleSource.create`.
+        annotations, images, settings: as for :func:`facegrid.data.screening.usable_examples`.
         batch_size: images a batch; the last batch of an epoch holds the remainder.
         parallel_calls: examples prepared at once.
         deterministic: batches in the same order every run (tf.data's ``deterministic``).
         verify: decode every image once up front, so that a bad one is met before training.
+
+    Attributes:
+        source: the examples served, less the images that cannot be used.
+        bad_images: those left out (:class:`~facegrid.data.screening.BadImages`).
     """
 
     def __init__(
@@ -70,7 +73,7 @@ class SourceBatches:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = ExampleSource.create(annotations, images, verify=verify, **settings)
+        self.source, self.bad_images = usable_examples(annotations, images, verify=verify, **settings)
         self.batch_size = batch_size
         self.parallel_calls = parallel_calls
         self.deterministic = deterministic
@@ -82,11 +85,6 @@ class SourceBatches:
     @property
     def index(self) -> Index:
         return self.source.index
-
-    @property
-    def bad_images(self) -> BadImages:
-        """Images left out as unusable (screened when the pipeline is built)."""
-        return self.source.bad_images
 
 
 class FacePipeline(SourceBatches):
@@ -109,9 +107,9 @@ class FacePipeline(SourceBatches):
             or corrupt file is found then, named, and never stops training.
             Without it only headers are read up front.
         **settings: what the examples are (``input_size``, ``codec``,
-            ``shuffle``, ``augment``, ``seed``, ``face_filter``,
-            ``on_bad_image``): the keyword arguments of
-            :meth:`ExampleSource.create <facegrid.data.examples.ExampleSource.create>`.
+            ``shuffle``, ``augment``, ``seed``, ``face_filter``), and
+            ``on_bad_image``: the keyword arguments of
+            :func:`facegrid.data.screening.usable_examples`.
 
     Raises:
         facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first
