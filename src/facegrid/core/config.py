@@ -45,6 +45,9 @@ TAPS_BY_STRIDE = (8, 16, 32)
 #: The choices for ``pipeline``.
 PIPELINES = ("tfdata", "sequence", "puretf")
 
+#: The pipeline of TensorFlow ops alone: the one a tf.data service can run, and the one that reads packed shards.
+TF_OPS_PIPELINE = "puretf"
+
 #: The choices for ``strategy``.
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -275,8 +278,10 @@ class Config:
         from facegrid.data.screening import check_policy
 
         _check_choice("pipeline", self.pipeline, PIPELINES)
-        if self.data_service and self.pipeline != "puretf":
-            raise ValueError(f"data_service needs pipeline 'puretf' (the one a service can run), not {self.pipeline!r}")
+        if self.data_service and self.pipeline != TF_OPS_PIPELINE:
+            raise ValueError(
+                f"data_service needs pipeline {TF_OPS_PIPELINE!r} (the one a service can run), not {self.pipeline!r}"
+            )
         if self.data_service:
             try:
                 service_address(self.data_service)
@@ -308,6 +313,18 @@ class Config:
                 "set backbone_style 'keras' with them, or keep the default "
                 f"backbone_weights {BUNDLED_IMAGENET!r}, ImageNet features shipped with facegrid"
             )
+
+    def check_packed(self) -> None:
+        """Refuse to train from a packed set (``facegrid data pack``) with these settings, unless their pipeline reads one.
+
+        A packed set's images are bytes in its shards, which only
+        :data:`TF_OPS_PIPELINE` reads.
+
+        Raises:
+            ValueError: ``pipeline`` is another.
+        """
+        if self.pipeline != TF_OPS_PIPELINE:
+            raise ValueError(f"a packed training set is read by pipeline {TF_OPS_PIPELINE!r}, not {self.pipeline!r}")
 
     @property
     def codec(self):
