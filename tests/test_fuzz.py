@@ -2,7 +2,7 @@
 
 Whatever they are given, the annotation reader returns an index or raises
 :class:`~facegrid.wider.annotations.AnnotationError` (FILE:LINE), and the image readers
-return upright RGB pixels or raise :class:`~facegrid.data.images.ImageError`
+return upright RGB pixels or raise :class:`~facegrid.core.errors.ImageError`
 (naming the path). Any other exception is a bug.
 """
 

@@ -82,7 +82,7 @@ class ExampleBuilder:
             ``x`` uint8 ``[S, S, 3]`` and ``y`` float32 ``[G, G, 5]``.
 
         Raises:
-            facegrid.data.images.ImageError: the image cannot be read.
+            facegrid.core.errors.ImageError: the image cannot be read.
         """
         jitter = NO_JITTER
         if self.augment:
@@ -117,7 +117,7 @@ class ExampleBuilder:
             taken (snapped to whole decoded pixels), which the boxes must follow.
 
         Raises:
-            facegrid.data.images.ImageError: the image cannot be read.
+            facegrid.core.errors.ImageError: the image cannot be read.
         """
         x, size, crop = load_crop(path, self.input_size, jitter.crop)
         jitter = dataclasses.replace(jitter, crop=crop)
@@ -303,7 +303,7 @@ class ExampleSource:
         Each distinct path is checked once (symbolic links resolved), then remembered.
 
         Raises:
-            facegrid.data.images.ImageError: its annotation path leads outside the
+            facegrid.core.errors.ImageError: its annotation path leads outside the
                 images folder (see :func:`facegrid.core.paths.image_path`).
         """
         name = str(self.index.paths[image])
@@ -316,7 +316,7 @@ class ExampleSource:
         """Size, orientation and kind of image ``image``'s file, read from its header once.
 
         Raises:
-            facegrid.data.images.ImageError: the path escapes the folder, or the file
+            facegrid.core.errors.ImageError: the path escapes the folder, or the file
                 is missing, empty or not an image.
         """
         name = str(self.index.paths[image])
@@ -344,7 +344,7 @@ class ExampleSource:
         """``x`` of image ``image`` in epoch ``epoch``, with what its targets need (see :meth:`ExampleBuilder.pixels`).
 
         Raises:
-            facegrid.data.images.ImageError: the image cannot be read.
+            facegrid.core.errors.ImageError: the image cannot be read.
         """
         return self.builder.pixels(self.path(image), self.jitter(epoch, image), out)
 

@@ -6,7 +6,7 @@ stands on :mod:`facegrid.data.examples` and never the other way round.
 Every pipeline takes ``on_bad_image``:
 
 * ``"raise"`` (the default): the first bad image stops everything with an
-  :class:`~facegrid.data.images.ImageError` naming its path and the reason.
+  :class:`~facegrid.core.errors.ImageError` naming its path and the reason.
 * ``"skip"``: each bad image is logged once, counted, and left out; the
   count is reported at the end of every epoch. Batches keep their shape.
 

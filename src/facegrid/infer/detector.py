@@ -251,7 +251,7 @@ class Detector:
                 detected); without it, such an image raises.
 
         Raises:
-            facegrid.data.images.ImageError: an image cannot be read (without ``on_unreadable``).
+            facegrid.core.errors.ImageError: an image cannot be read (without ``on_unreadable``).
         """
         paths = [str(p) for p in paths]
         batch_size = self._batch_size(batch_size)

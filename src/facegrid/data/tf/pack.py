@@ -460,7 +460,7 @@ def pack_dataset(
         facegrid.core.errors.OutputExistsError: ``out`` is not empty and not ``overwrite``.
         facegrid.core.errors.PathError: ``out`` cannot be written, or another pack
             writes there; or not one image can be packed.
-        facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first bad image met.
+        facegrid.core.errors.ImageError: with ``on_bad_image="raise"``, the first bad image met.
     """
     check_policy(on_bad_image)
     out, images, workers = Path(out), Path(images), workers or os.cpu_count() or 1

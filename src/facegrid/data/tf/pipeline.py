@@ -67,7 +67,7 @@ class FacePipeline(SourceBatches):
             :func:`facegrid.data.screening.usable_examples`.
 
     Raises:
-        facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first
+        facegrid.core.errors.ImageError: with ``on_bad_image="raise"``, the first
             image that cannot be used.
 
     Example:

@@ -133,7 +133,7 @@ class PureTFPipeline(PlannedBatches):
         facegrid.core.errors.PathError: an image that is not a JPEG TensorFlow
             decodes to RGB itself (use FacePipeline for those).
         TypeError: a codec :mod:`facegrid.data.tf.targets` cannot encode.
-        facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first
+        facegrid.core.errors.ImageError: with ``on_bad_image="raise"``, the first
             image that cannot be used.
     """
 
