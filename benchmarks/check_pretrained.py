@@ -110,8 +110,8 @@ def main(argv=None) -> int:
     import torch
     import torchvision
 
-    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
     from facegrid.model import backbone as pretrained
+    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
 
     torch.set_grad_enabled(False)
     print(

@@ -359,7 +359,7 @@ def test_resize_region_area_averages_large_shrinks():
 
 
 def test_pixel_scaling_constants_map_uint8_to_unit_range():
-    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE  # the model's: Keras loads only here
+    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
 
     assert 0 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(-1.0)
     assert 255 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(1.0)

@@ -45,11 +45,11 @@ def pipeline_for(
         facegrid.core.errors.PathError: no image can be used, or a pipeline
             of TensorFlow ops alone meets an image it cannot decode.
     """
-    settings = dict(
-        batch_size=config.batch_size, input_size=config.input_size, codec=config.codec, shuffle=True,
-        seed=config.seed, augment=augmentation(config) or False, face_filter=face_filter,
-        on_bad_image=config.on_bad_image,
-    )
+    settings = {
+        "batch_size": config.batch_size, "input_size": config.input_size, "codec": config.codec, "shuffle": True,
+        "seed": config.seed, "augment": augmentation(config) or False, "face_filter": face_filter,
+        "on_bad_image": config.on_bad_image,
+    }
     if annotations is None:
         config.check_packed()
         return PackedPipeline(images, parallel_calls=config.workers, **settings)
