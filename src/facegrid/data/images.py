@@ -103,6 +103,18 @@ def dct_ratio(width: int, height: int, min_width: int, min_height: int) -> int:
     return best
 
 
+def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int, tuple[int, int]]:
+    """DCT ratio and upright ``(width, height)`` at which an image is decoded to cover ``min_width x min_height``.
+
+    Only JPEGs that libjpeg decodes to RGB itself (``info.jpeg``) are scaled.
+    """
+    if not info.jpeg:
+        return 1, (info.width, info.height)
+    width, height = _turned((info.width, info.height), info.orientation)  # the decoder sees the stored frame
+    ratio = dct_ratio(width, height, *_turned((min_width, min_height), info.orientation))
+    return ratio, _turned((math.ceil(width / ratio), math.ceil(height / ratio)), info.orientation)
+
+
 class _TooManyPixels(ValueError):
     pass
 
@@ -247,7 +259,7 @@ def read_verified(path: str | os.PathLike) -> tuple[bytes, ImageInfo]:
     """
     data = read_image_bytes(path)
     verify_data(data, path)
-    return data, _guarded(path, lambda: _header(data))
+    return data, probe_data(data, path)
 
 
 @dataclass(frozen=True)
@@ -298,11 +310,11 @@ def probe(path: str | os.PathLike) -> ImageInfo:
             except ValueError:
                 pass  # the frame header lies further in
         head = read_image_bytes(path)  # other formats may keep their EXIF block at the end
-    return _guarded(path, lambda: _header(head))
+    return probe_data(head, path)
 
 
 def probe_data(data: bytes, name: str | os.PathLike) -> ImageInfo:
-    """:func:`probe` of an image file's bytes held in memory (a packed image), called ``name`` in errors.
+    """:func:`probe` of an image file's bytes held in memory (a packed image, a file read whole), called ``name`` in errors.
 
     Raises:
         ImageError: not an image.
@@ -314,15 +326,3 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Upright ``(width, height)`` of an image, from its header alone."""
     info = probe(path)
     return info.width, info.height
-
-
-def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int, tuple[int, int]]:
-    """DCT ratio and upright ``(width, height)`` at which an image is decoded to cover ``min_width x min_height``.
-
-    Only JPEGs that libjpeg decodes to RGB itself (``info.jpeg``) are scaled.
-    """
-    if not info.jpeg:
-        return 1, (info.width, info.height)
-    width, height = _turned((info.width, info.height), info.orientation)  # the decoder sees the stored frame
-    ratio = dct_ratio(width, height, *_turned((min_width, min_height), info.orientation))
-    return ratio, _turned((math.ceil(width / ratio), math.ceil(height / ratio)), info.orientation)
