@@ -6,7 +6,7 @@ Converts torchvision's ``mobilenet_v2-b0353104.pth`` with
 same images through both networks, each with its own preprocessing:
 
 * torchvision: ``uint8 / 255``, then ``(p - mean) / std``, NCHW;
-* facegrid: ``uint8 / 127.5 - 1`` (``facegrid.data.images.PIXEL_SCALE/OFFSET``), NHWC.
+* facegrid: ``uint8 / 127.5 - 1`` (``facegrid.model.network.PIXEL_SCALE/OFFSET``), NHWC.
 
 It prints the max absolute and relative differences of the final
 ``out_relu`` features, of two intermediate taps (``block_6_expand_relu``,
@@ -110,12 +110,12 @@ def main(argv=None) -> int:
     import torch
     import torchvision
 
-    from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
     from facegrid.model import backbone as pretrained
     from facegrid.model.from_torchvision import (
         assign_torchvision_state_dict,
         convert_torchvision_mobilenet_v2,
     )
+    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
 
     torch.set_grad_enabled(False)
     print(

@@ -117,7 +117,7 @@ def direct_call_comparison(detector, images: list[Path]) -> dict:
     Both run on the same preloaded pixels, alternating image by image, after
     one warm-up call each. Returns the per-image times of both.
     """
-    from facegrid.data.images import load_fitted, load_input
+    from facegrid.data.geometry import load_fitted, load_input
 
     model = detector.model
     load = load_input if detector.codec is None else load_fitted  # as Detector.detect does

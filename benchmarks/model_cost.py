@@ -43,7 +43,7 @@ def main() -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from facegrid.data.images import padded_size
+    from facegrid.data.geometry import padded_size
     from facegrid.infer.detector import Detector
 
     print(f"| model | input | parameters | MMACs | network ms ({args.threads} thread) |")

@@ -7,7 +7,7 @@ Measures on this machine, single-threaded (CPU time, so a busy neighbour
 counts little):
 - bytes per stored image (the JPEG files as they are, what a packed shard holds);
 - CPU ms per image to decode at the DCT scale facegrid uses and resize
-  (``facegrid.data.images.load_input``), and to build a whole augmented training
+  (``facegrid.data.geometry.load_input``), and to build a whole augmented training
   example with its targets (``FaceSequence``);
 - the read rate of a packed shard through ``tf.data.TFRecordDataset``
   (``facegrid data pack``; the OS page cache warm, so an upper bound for disk).
@@ -78,7 +78,7 @@ def main() -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from facegrid.core.codec import GridCodec
     from facegrid.data.augment import Augment
-    from facegrid.data.images import load_input
+    from facegrid.data.geometry import load_input
     from facegrid.data.sequence import FaceSequence
     from facegrid.data.tf.pack import SHARD_BYTES, pack_dataset
     from facegrid.wider.annotations import read_annotations

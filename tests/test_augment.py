@@ -16,7 +16,7 @@ from facegrid.data.augment import (
     crop_boxes,
     flip_boxes,
 )
-from facegrid.data.images import FULL_IMAGE
+from facegrid.data.geometry import FULL_IMAGE
 
 
 def relative_boxes(max_n=8):

@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from facegrid.core.codec import GridCodec
+from facegrid.core.config import check_policy
 from facegrid.core.errors import FileLineError, ImageError, PathError
 from facegrid.core.paths import escape_reason, image_path
 from facegrid.data import images as images_module
 from facegrid.data.examples import ExampleBuilder, ExampleSource
-from facegrid.data.screening import BadImages, check_policy, screen
+from facegrid.data.screening import BadImages, screen
 from facegrid.data.sequence import FaceSequence
 from facegrid.wider.annotations import read_annotations
 

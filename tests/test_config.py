@@ -8,6 +8,7 @@ from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import BUNDLED_IMAGENET, Config, load_config
 from facegrid.core.errors import SettingsError
 from facegrid.core.resources import bundled_model_path
+from facegrid.data.augment import augmentation
 
 
 def test_defaults_are_the_documented_detector():
@@ -21,7 +22,7 @@ def test_defaults_are_the_documented_detector():
 def test_the_bundled_settings_are_a_pyramid():
     config = load_config(bundled_model_path().with_suffix(".toml"))
     assert config.strides == (8, 16, 32) and config.codec == PyramidCodec((8, 16, 32))
-    assert config.augmentation().crop_scale == config.crop_scale
+    assert augmentation(config).crop_scale == config.crop_scale
 
 
 def test_pyramid_settings_read_back_as_integers(tmp_path):

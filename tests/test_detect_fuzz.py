@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_cli_fuzz import FUZZ, assert_behaves, write
 
-from facegrid.infer.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from facegrid.core.suffixes import IMAGE_SUFFIXES
+from facegrid.infer.inputs import VIDEO_SUFFIXES
 
 
 @pytest.fixture

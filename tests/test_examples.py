@@ -9,7 +9,8 @@ from PIL import Image
 from facegrid.core.codec import GridCodec
 from facegrid.data.augment import Augment
 from facegrid.data.examples import ExampleBuilder
-from facegrid.data.images import image_size, load_input, resize_region
+from facegrid.data.geometry import load_input, resize_region
+from facegrid.data.images import image_size
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter
 

@@ -2,7 +2,7 @@
 
 Whatever they are given, the annotation reader returns an index or raises
 :class:`~facegrid.wider.annotations.AnnotationError` (FILE:LINE), and the image readers
-return upright RGB pixels or raise :class:`~facegrid.data.images.ImageError`
+return upright RGB pixels or raise :class:`~facegrid.core.errors.ImageError`
 (naming the path). Any other exception is a bug.
 """
 
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from facegrid.core.errors import AnnotationError, ImageError
-from facegrid.data.images import load_input, probe, read_image, verify_image
+from facegrid.data.geometry import load_input
+from facegrid.data.images import probe, read_image, verify_image
 from facegrid.wider.annotations import read_annotations
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

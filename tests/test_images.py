@@ -10,18 +10,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from facegrid.core.errors import FacegridError
+from facegrid.data.geometry import FULL_IMAGE, load_input, pixel_region, resize_region
 from facegrid.data.images import (
     DCT_RATIOS,
-    FULL_IMAGE,
-    PIXEL_OFFSET,
-    PIXEL_SCALE,
     ImageError,
     dct_ratio,
     image_size,
-    load_input,
-    pixel_region,
     read_image,
-    resize_region,
     verify_image,
 )
 
@@ -364,6 +359,8 @@ def test_resize_region_area_averages_large_shrinks():
 
 
 def test_pixel_scaling_constants_map_uint8_to_unit_range():
+    from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
+
     assert 0 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(-1.0)
     assert 255 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(1.0)
 
@@ -457,7 +454,7 @@ def test_verify_image_catches_a_jpeg_cut_near_its_end(tmp_path, big_jpeg):
 
 
 def test_load_fitted_keeps_the_aspect_ratio_and_pads_to_32(tmp_path):
-    from facegrid.data.images import fitted_size, load_fitted, padded_size
+    from facegrid.data.geometry import fitted_size, load_fitted, padded_size
 
     pixels = np.zeros((300, 500, 3), np.uint8)
     pixels[:, 250:] = 200  # right half bright

@@ -192,7 +192,7 @@ def test_training_reads_a_packed_set(packed, tmp_path):
     "args, message",
     [
         (["--packed", "P", "--annotations", "a.txt"], "give --packed or --annotations with --images, not both"),
-        (["--packed", "P", "--pipeline", "tfdata"], "--packed is read by --pipeline puretf, not tfdata"),
+        (["--packed", "P", "--pipeline", "tfdata"], "a packed training set is read by pipeline 'puretf', not 'tfdata'"),
         (["--images", "I"], "give --annotations and --images (or --packed)"),
     ],
 )

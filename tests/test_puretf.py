@@ -9,7 +9,7 @@ from test_tfdata import assert_same_batches, batches
 from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import Config
 from facegrid.core.errors import PathError
-from facegrid.data.augment import Augment
+from facegrid.data.augment import Augment, augmentation
 from facegrid.data.sequence import FaceSequence
 from facegrid.data.tf.pipeline import FacePipeline
 from facegrid.data.tf.puretf import PureTFPipeline
@@ -53,7 +53,7 @@ def test_small_crops_file_order_and_another_grid(val_sample):
 def test_same_pyramid_batches_as_face_sequence(val_sample):
     index, images = val_sample
     config = Config(strides=(8, 16, 32), grid_size=0, input_size=128, crop_scale=(0.3, 1.0))
-    settings = dict(input_size=config.input_size, codec=config.codec, augment=config.augmentation(), seed=5)
+    settings = dict(input_size=config.input_size, codec=config.codec, augment=augmentation(config), seed=5)
     pipeline = PureTFPipeline(index.take(np.arange(48)), images, batch_size=16, **settings)
     sequence = FaceSequence(index.take(np.arange(48)), images, batch_size=16, **settings)
     sequence.epoch = 1

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from facegrid import FaceFilter, FaceSequence, GridCodec, read_annotations
-from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
 from facegrid.data.shared_batches import AVAILABLE as SHARED_MEMORY
+from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegrid.cli import main
-from facegrid.data.images import input_pixels, load_input
+from facegrid.data.geometry import input_pixels, load_input
 from facegrid.infer.detector import Detector
 
 SIZE = (320, 240)

@@ -21,8 +21,7 @@ from facegrid.cli.app import (
     settings,
     verbose,
 )
-from facegrid.core.config import Config, service_address
-from facegrid.data.screening import POLICIES
+from facegrid.core.config import POLICIES, Config, service_address
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter
 
@@ -261,7 +260,7 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
     ignore cells grey.
     """
     from facegrid.core.codec import GridCodec
-    from facegrid.data.augment import Augment
+    from facegrid.data.augment import augmentation
     from facegrid.data.examples import ExampleBuilder
     from facegrid.data.show import show_dataset
 
@@ -276,10 +275,10 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
         if input_size is not None or grid_size is not None:
             raise click.UsageError("--config sets the input size and layout: leave out --input-size and --grid-size")
         config = settings(config_path)
-        builder = ExampleBuilder(config.input_size, config.codec, Augment(crop_scale=config.crop_scale) if augment else None)
+        builder = ExampleBuilder(config.input_size, config.codec, augmentation(config) if augment else None)
     else:
         builder = ExampleBuilder(input_size or Config.input_size, GridCodec(grid_size or Config.grid_size),
-                                 Augment() if augment else None)
+                                 augmentation(Config()) if augment else None)
     written, failed = show_dataset(
         read_annotations(annotations), images, out, count=count, builder=builder,
         face_filter=_face_filter(**filter_args), seed=seed, overwrite=overwrite,

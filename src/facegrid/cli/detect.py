@@ -17,9 +17,8 @@ from facegrid.cli.app import (
     printable,
     quiet_stderr,
 )
-from facegrid.core.config import Config
+from facegrid.core.config import POLICIES, Config
 from facegrid.core.errors import PathError
-from facegrid.data.screening import POLICIES
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.layout import GROUND_TRUTH_FOLDER, images_folder
 

@@ -11,10 +11,11 @@ from facegrid.core.config import (
     BACKBONE_STYLES,
     BUNDLED_IMAGENET,
     PIPELINES,
+    POLICIES,
     STRATEGIES,
+    TF_OPS_PIPELINE,
     Config,
 )
-from facegrid.data.screening import POLICIES
 from facegrid.train.panels import PANEL_IMAGES
 from facegrid.wider.layout import ANNOTATIONS_FOLDER, GROUND_TRUTH_FOLDER
 
@@ -72,7 +73,7 @@ from facegrid.wider.layout import ANNOTATIONS_FOLDER, GROUND_TRUTH_FOLDER
                    f"(puretf: JPEGs only; what a tf.data service runs) [default: {Config.pipeline}].")
 @click.option("--data-service", metavar="HOST:PORT",
               help="Read the batches from the tf.data service dispatcher at HOST:PORT (facegrid data serve); "
-                   "needs --pipeline puretf (or --packed).")
+                   f"needs --pipeline {TF_OPS_PIPELINE} (or --packed).")
 @click.option("--data-service-wait", type=Number(0, min_open=True), metavar="SECONDS",
               help="With --data-service: how long to wait for its dispatcher to answer and a worker to register "
                    f"before giving up [default: {Config.data_service_wait:g}].")
@@ -92,9 +93,7 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
     if packed is not None:
         if annotations is not None or images is not None:
             raise click.UsageError("give --packed or --annotations with --images, not both")
-        if overrides["pipeline"] not in (None, "puretf"):
-            raise click.UsageError(f"--packed is read by --pipeline puretf, not {overrides['pipeline']}")
-        overrides["pipeline"], images = "puretf", packed
+        overrides["pipeline"], images = overrides["pipeline"] or TF_OPS_PIPELINE, packed
     elif annotations is None or images is None:
         raise click.UsageError("give --annotations and --images (or --packed)")
     if (val_annotations is None) != (val_images is None):
@@ -106,6 +105,8 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
 
     try:
         config = run_settings(run_dir, config_path, resume=resume, **overrides)
+        if packed is not None:
+            config.check_packed()
     except ValueError as error:  # the flags alone are at fault
         raise click.UsageError(str(error)) from None
     if overrides["data_service_wait"] is not None and not config.data_service:

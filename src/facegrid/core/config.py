@@ -35,6 +35,12 @@ TAPS_BY_STRIDE = (8, 16, 32)
 #: The choices for ``pipeline``.
 PIPELINES = ("tfdata", "sequence", "puretf")
 
+#: The pipeline of TensorFlow ops alone: the one a tf.data service can run, and the one that reads packed shards.
+TF_OPS_PIPELINE = "puretf"
+
+#: The choices for ``on_bad_image``: stop at an unusable image, or leave it out (logged, counted).
+POLICIES = ("raise", "skip")
+
 #: The choices for ``strategy``.
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -86,9 +92,30 @@ def _is_host(host: str) -> bool:
     return True
 
 
+def check_policy(policy: str) -> str:
+    """``policy`` itself, if it is one of :data:`POLICIES` (what to do with an unusable image)."""
+    if policy not in POLICIES:
+        raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {policy!r}")
+    return policy
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_crop_scale(crop_scale: tuple[float, float]) -> None:
+    """Refuse a ``crop_scale`` that is no range of fractions: ``0 < low <= high <= 1``.
+
+    The setting's rule, here where the settings are checked; the augmentation
+    built from it (:class:`facegrid.data.augment.Augment`) checks with it too.
+
+    Raises:
+        ValueError: ``crop_scale`` breaks the rule.
+    """
+    low, high = crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1. Received: crop_scale={crop_scale}")
 
 
 @dataclass(frozen=True)
@@ -96,46 +123,58 @@ class Config:
     """Settings of the detector and of its training.
 
     Model (fully convolutional: trained at one input size, it runs at any multiple of 32):
-        input_size: side ``S`` of the square training input.
+        input_size: side ``S`` of the square training input, a multiple of 32.
         strides: a pyramid of grids, one per stride (:class:`facegrid.core.codec.PyramidCodec`:
-            several cells per face, each face on the level of its size), such as
-            ``[8, 16, 32]``; empty for a single grid of ``grid_size``.
+            several cells per face, each face on the level of its size), increasing
+            and among :data:`TAPS_BY_STRIDE`, such as ``[8, 16, 32]``; empty for a
+            single grid of ``grid_size``.
         grid_size: side ``G`` of the single training output grid; ``S/32`` (the backbone's
             own resolution), ``S/16`` or ``S/8`` (upsampling head fed from an earlier
             stage); 0 with ``strides``.
-        detect_size: detection input, 0 meaning ``input_size``. Pyramid models
-            keep the aspect ratio: the longer side is resized to ``detect_size``
-            and the other padded to a multiple of 32. Single-grid models see the
-            image stretched to a ``detect_size`` square.
+        detect_size: detection input, a multiple of 32, 0 meaning ``input_size``.
+            Pyramid models keep the aspect ratio: the longer side is resized to
+            ``detect_size`` and the other padded to a multiple of 32.
+            Single-grid models see the image stretched to a ``detect_size`` square.
         alpha: MobileNetV2 width multiplier.
         backbone_weights: ``"imagenet-bundled"`` (torchvision's ImageNet
             MobileNetV2 converted by :mod:`facegrid.model.backbone` and shipped with
             facegrid, so training starts from ImageNet features offline; it fits
             alpha 1.0 with backbone_style ``"torchvision"`` only), ``"none"``
             (random), ``"imagenet"`` (Keras' weights, downloaded; needs
-            internet and backbone_style ``"keras"``), or the path of a
-            ``.weights.h5`` file.
+            internet and backbone_style ``"keras"``), the path of a
+            ``.weights.h5`` file, or a facegrid ``.keras`` model with the same
+            backbone, whose backbone's weights start training.
         backbone_style: ``"keras"`` (keras.applications.MobileNetV2) or
             ``"torchvision"`` (the same network with torchvision's padding and
             batch-norm epsilon, for weights converted from torchvision by
             :mod:`facegrid.model.backbone`).
-        head_channels: width of the detection head's 3x3 convolution.
+        head_channels: width of the feature pyramid merging the backbone's
+            maps and of the detection heads on it.
         init: a facegrid ``.keras`` model whose weights start training (fine-tuning,
             the bundled model's included); its network must be the one these
             settings build (``facegrid train --init`` takes its settings file
             too). Empty: the weights ``backbone_weights`` names, heads fresh.
 
-    Data:
-        batch_size, augment, seed: as for :class:`facegrid.FaceSequence`.
-        crop_scale: range of the random crop's side as a fraction of the image
-            side, when augmenting (:class:`facegrid.data.augment.Augment`).
-        min_face_size: faces smaller than this (original pixels) are not targets.
+    Data (the training examples of :mod:`facegrid.data`):
+        batch_size: images a training step; under a ``strategy``, the global batch.
+        augment: augment the training images (validation images never are).
+        crop_scale: range of the random square crop's side as a fraction of the
+            image's shorter side, when augmenting
+            (:func:`facegrid.data.augment.augmentation` builds the
+            :class:`~facegrid.data.augment.Augment`); ``0 < low <= high <= 1``.
+        seed: seeds the image order and the augmentation of every epoch, the
+            network's initial weights, the validation images drawn as panels,
+            and the images an int8 export calibrates on.
+        min_face_size: faces smaller than this (shorter side, original pixels) are
+            not targets but ignore regions.
         pipeline: ``"tfdata"`` (:class:`facegrid.data.tf.pipeline.FacePipeline`: TensorFlow
             decodes in its own threads; the faster), ``"sequence"``
             (:class:`facegrid.FaceSequence`) or ``"puretf"``
             (:class:`facegrid.data.tf.puretf.PureTFPipeline`: TensorFlow ops only, which
-            a tf.data service can run; JPEG images and single-grid targets).
-            All serve the same batches.
+            a tf.data service can run; JPEG images, grid or pyramid targets; the
+            one that reads a packed set, see :meth:`check_packed`).
+            All serve the same batches (:func:`facegrid.data.tf.choose.pipeline_for`
+            builds the one named).
         data_service: ``host:port`` of a tf.data service dispatcher (``facegrid
             data serve``) whose workers build the training batches; needs
             ``pipeline = "puretf"``. Empty: batches are built here.
@@ -143,10 +182,11 @@ class Config:
             the dispatcher to answer and for a worker to register with it (a
             trainer without workers would wait for data without end), and the
             seconds a worker waits for its dispatcher to answer.
-        workers: images decoded at once (tfdata) or batch-building workers (sequence).
+        workers: images decoded at once (tfdata, puretf) or batch-building workers (sequence).
         use_multiprocessing: sequence only: worker processes instead of threads.
         on_bad_image: ``"raise"`` (stop, naming the image) or ``"skip"`` (leave
-            it out, log it, count it): see :mod:`facegrid.data.screening`.
+            it out, log it, count it), for training and validation images:
+            see :mod:`facegrid.data.screening`.
 
     Devices (:mod:`facegrid.train.run`; not fixed by a run, which may resume under another):
         strategy: the ``tf.distribute`` strategy: ``"default"`` (one device),
@@ -157,7 +197,11 @@ class Config:
             replicas, so each step sees the same images under any strategy.
 
     Optimisation:
-        epochs, learning_rate, warmup_epochs: Adam with linear warm-up then cosine decay.
+        epochs: epochs of the whole run.
+        learning_rate, warmup_epochs: AdamW's peak learning rate, reached
+            over the first ``warmup_epochs`` by a linear warm-up from a
+            hundredth of it (none with 0), then decayed along a cosine to 0 by
+            the last epoch.
         weight_decay: AdamW decoupled weight decay.
         early_stopping_patience: stop after this many epochs without a better
             validation AP (0 disables).
@@ -171,7 +215,8 @@ class Config:
         panels_every: every this many epochs, draw detections and ground truth
             on a few validation images into the run folder's ``panels/`` (0 disables).
 
-    Loss (:class:`facegrid.model.loss.GridLoss`):
+    Loss (:func:`facegrid.model.loss.loss_for`: :class:`~facegrid.model.loss.GridLoss`
+    on a single grid, :class:`~facegrid.model.loss.PyramidLoss` on a pyramid):
         focal_gamma: focusing parameter of the score loss (focal loss on a single grid,
             quality focal loss on a pyramid) over every cell.
         focal_alpha: weight of face cells in a single grid's focal loss (pyramid
@@ -247,12 +292,12 @@ class Config:
         for name in ("input_size", "detect_size"):
             if getattr(self, name) % 32:
                 raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
-        self.augmentation()  # validates crop_scale
-        from facegrid.data.screening import check_policy
-
+        check_crop_scale(self.crop_scale)
         _check_choice("pipeline", self.pipeline, PIPELINES)
-        if self.data_service and self.pipeline != "puretf":
-            raise ValueError(f"data_service needs pipeline 'puretf' (the one a service can run), not {self.pipeline!r}")
+        if self.data_service and self.pipeline != TF_OPS_PIPELINE:
+            raise ValueError(
+                f"data_service needs pipeline {TF_OPS_PIPELINE!r} (the one a service can run), not {self.pipeline!r}"
+            )
         if self.data_service:
             try:
                 service_address(self.data_service)
@@ -285,12 +330,17 @@ class Config:
                 f"backbone_weights {BUNDLED_IMAGENET!r}, ImageNet features shipped with facegrid"
             )
 
-    def augmentation(self):
-        """The training augmentation, or None when ``augment`` is off."""
-        from facegrid.data.augment import Augment
+    def check_packed(self) -> None:
+        """Refuse to train from a packed set (``facegrid data pack``) with these settings, unless their pipeline reads one.
 
-        augment = Augment(crop_scale=self.crop_scale)
-        return augment if self.augment else None
+        A packed set's images are bytes in its shards, which only
+        :data:`TF_OPS_PIPELINE` reads.
+
+        Raises:
+            ValueError: ``pipeline`` is another.
+        """
+        if self.pipeline != TF_OPS_PIPELINE:
+            raise ValueError(f"a packed training set is read by pipeline {TF_OPS_PIPELINE!r}, not {self.pipeline!r}")
 
     @property
     def codec(self):

@@ -61,7 +61,7 @@ def image_path(images: str | os.PathLike, name: str) -> Path:
     """The file an annotation path names inside the ``images`` folder.
 
     Raises:
-        facegrid.data.images.RefusedPathError: :func:`escape_reason` refuses the
+        facegrid.core.errors.RefusedPathError: :func:`escape_reason` refuses the
             path. Nothing is opened.
     """
     reason = escape_reason(name, root=images)

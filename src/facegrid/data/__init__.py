@@ -1,6 +1,7 @@
 """Training examples: images decoded and cut, boxes moved with them, targets encoded, served in batches.
 
-Owns decoding (:mod:`.images`), augmentation (:mod:`.augment`), one
+Owns decoding (:mod:`.images`), cutting and resizing decoded pixels to
+the network input (:mod:`.geometry`), augmentation (:mod:`.augment`), one
 image to one ``(x, y)`` and each epoch's order and jitter
 (:mod:`.examples`), screening unusable images (:mod:`.screening`), the
 ``keras.utils.PyDataset`` (:mod:`.sequence`), and the dataset tools behind

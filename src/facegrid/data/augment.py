@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from facegrid.core import boxes as box_ops
-from facegrid.data.images import FULL_IMAGE
+from facegrid.core.config import Config, check_crop_scale
+from facegrid.data.geometry import FULL_IMAGE
 
 #: ITU-R BT.601 luma weights: the gray that saturation jitter keeps.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -73,7 +74,7 @@ class Augment:
         saturation: saturation is scaled by a factor in ``1 ± saturation``.
     """
 
-    crop_scale: tuple[float, float] = (0.6, 1.0)
+    crop_scale: tuple[float, float] = Config.crop_scale
     max_aspect_change: float = 1.0
     flip: float = 0.5
     brightness: float = 0.15
@@ -81,9 +82,7 @@ class Augment:
     saturation: float = 0.25
 
     def __post_init__(self):
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1. Received: crop_scale={self.crop_scale}")
+        check_crop_scale(self.crop_scale)
         if self.max_aspect_change < 1:
             raise ValueError(f"max_aspect_change must be >= 1. Received: max_aspect_change={self.max_aspect_change}")
 
@@ -111,6 +110,11 @@ class Augment:
             contrast=float(rng.uniform(1 - self.contrast, 1 + self.contrast)),
             brightness=float(rng.uniform(-self.brightness, self.brightness) * 255.0),
         )
+
+
+def augmentation(config: Config) -> Augment | None:
+    """The training augmentation ``config`` names: an :class:`Augment` of its ``crop_scale``, or None with ``augment`` off."""
+    return Augment(crop_scale=config.crop_scale) if config.augment else None
 
 
 def adjust_color(pixels: np.ndarray, jitter: Jitter) -> np.ndarray:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.codec import GridCodec, PyramidCodec, codec_for
+from facegrid.core.config import Config
 from facegrid.core.paths import image_path
 from facegrid.data.augment import (
     NO_JITTER,
@@ -32,10 +33,13 @@ from facegrid.data.augment import (
     crop_boxes,
     flip_boxes,
 )
-from facegrid.data.images import FULL_IMAGE, ImageInfo, load_crop, probe
-from facegrid.data.screening import BadImages, leave_out_bad_images
+from facegrid.data.geometry import FULL_IMAGE, load_crop
+from facegrid.data.images import ImageInfo, probe
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.index import FaceFilter, Index
+
+#: The target layout of the default settings (:attr:`Config.codec <facegrid.core.config.Config.codec>`).
+_DEFAULT_CODEC = codec_for(Config.strides, Config.grid_size)
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,8 @@ class ExampleBuilder:
         augment: random transforms, or None for the plain image (validation).
     """
 
-    input_size: int = 224
-    codec: GridCodec | PyramidCodec = GridCodec(7)
+    input_size: int = Config.input_size
+    codec: GridCodec | PyramidCodec = _DEFAULT_CODEC
     augment: Augment | None = None
 
     @property
@@ -78,7 +82,7 @@ class ExampleBuilder:
             ``x`` uint8 ``[S, S, 3]`` and ``y`` float32 ``[G, G, 5]``.
 
         Raises:
-            facegrid.data.images.ImageError: the image cannot be read.
+            facegrid.core.errors.ImageError: the image cannot be read.
         """
         jitter = NO_JITTER
         if self.augment:
@@ -113,7 +117,7 @@ class ExampleBuilder:
             taken (snapped to whole decoded pixels), which the boxes must follow.
 
         Raises:
-            facegrid.data.images.ImageError: the image cannot be read.
+            facegrid.core.errors.ImageError: the image cannot be read.
         """
         x, size, crop = load_crop(path, self.input_size, jitter.crop)
         jitter = dataclasses.replace(jitter, crop=crop)
@@ -221,7 +225,6 @@ class ExampleSource:
         self._orders: dict[int, np.ndarray] = {}  # this epoch's and the last: drawn once, not per image
         self._vetted: dict[str, Path] = {}  # image paths already checked to stay inside the folder
         self._infos: dict[str, ImageInfo] = dict(infos or {})  # image headers already read
-        self.bad_images = BadImages()  # images left out as unusable
 
     @classmethod
     def create(
@@ -229,21 +232,20 @@ class ExampleSource:
         annotations: str | os.PathLike | Index,
         images: str | os.PathLike,
         *,
-        input_size: int = 224,
-        codec: GridCodec | PyramidCodec = GridCodec(7),
+        input_size: int = Config.input_size,
+        codec: GridCodec | PyramidCodec = _DEFAULT_CODEC,
         shuffle: bool = True,
         augment: bool | Augment = False,
         seed: int = 0,
         face_filter: FaceFilter = FaceFilter(),
-        on_bad_image: str = "raise",
-        verify: bool = False,
         infos: Mapping[str, ImageInfo] | None = None,
     ) -> ExampleSource:
-        """The usable examples of an annotation file (or an index already read).
+        """The examples of an annotation file (or an index already read), as the pipelines' settings say.
 
-        These keyword arguments are those of both pipelines
-        (:class:`~facegrid.data.sequence.FaceSequence`,
-        :class:`~facegrid.data.tf.pipeline.FacePipeline`), which pass them on here.
+        The pipelines (:class:`~facegrid.data.sequence.FaceSequence`,
+        :mod:`facegrid.data.tf`) pass their settings on here through
+        :func:`facegrid.data.screening.usable_examples`, which leaves out
+        the images that cannot be used.
 
         Args:
             annotations: a ``wider_face_*_bbx_gt.txt`` file, or an
@@ -251,7 +253,7 @@ class ExampleSource:
             images: the folder the annotation paths are relative to
                 (``WIDER_train/images``).
             input_size: side ``S`` of the square network input.
-            codec: the target layout (default: the single ``7 x 7`` grid).
+            codec: the target layout (default: :class:`~facegrid.core.config.Config`'s, a single grid).
             shuffle: draw a new image order each epoch; else file order.
             augment: ``True`` for the default :class:`~facegrid.data.augment.Augment`,
                 an ``Augment`` to choose its settings, or ``False``. Keep it
@@ -261,16 +263,8 @@ class ExampleSource:
                 (:class:`~facegrid.wider.index.FaceFilter`; by default invalid and
                 zero-size faces are left out). Faces left out become ignore
                 regions, neither face nor background.
-            on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.data.screening`).
-            verify: decode every image once while screening (with it every
-                byte is checked; without it, headers only).
             infos: every image's header, by path, from a packed set
-                (:func:`facegrid.data.tf.packed.read_packed`): its images were
-                screened when it was packed, so they are not screened again.
-
-        Every image is screened first (:func:`facegrid.data.screening.screen`);
-        ``on_bad_image`` says whether a bad one raises or is left out,
-        recorded in :attr:`bad_images`.
+                (:func:`facegrid.data.tf.packed.read_packed`), which stores them.
         """
         builder = ExampleBuilder(
             input_size=input_size,
@@ -278,8 +272,7 @@ class ExampleSource:
             augment=Augment() if augment is True else (augment or None),
         )
         index = annotations if isinstance(annotations, Index) else read_annotations(annotations)
-        source = cls(index, images, builder, face_filter, shuffle, seed, infos)
-        return source if infos is not None else leave_out_bad_images(source, on_bad_image, verify=verify)
+        return cls(index, images, builder, face_filter, shuffle, seed, infos)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -288,7 +281,7 @@ class ExampleSource:
         """The same examples less the images ``images`` (indices), e.g. bad files."""
         keep = np.setdiff1d(np.arange(len(self.index)), np.fromiter(images, dtype=np.int64))
         rest = ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
-        rest._vetted, rest._infos, rest.bad_images = self._vetted, self._infos, self.bad_images
+        rest._vetted, rest._infos = self._vetted, self._infos
         return rest
 
     def order(self, epoch: int) -> np.ndarray:
@@ -310,7 +303,7 @@ class ExampleSource:
         Each distinct path is checked once (symbolic links resolved), then remembered.
 
         Raises:
-            facegrid.data.images.ImageError: its annotation path leads outside the
+            facegrid.core.errors.ImageError: its annotation path leads outside the
                 images folder (see :func:`facegrid.core.paths.image_path`).
         """
         name = str(self.index.paths[image])
@@ -323,7 +316,7 @@ class ExampleSource:
         """Size, orientation and kind of image ``image``'s file, read from its header once.
 
         Raises:
-            facegrid.data.images.ImageError: the path escapes the folder, or the file
+            facegrid.core.errors.ImageError: the path escapes the folder, or the file
                 is missing, empty or not an image.
         """
         name = str(self.index.paths[image])
@@ -351,7 +344,7 @@ class ExampleSource:
         """``x`` of image ``image`` in epoch ``epoch``, with what its targets need (see :meth:`ExampleBuilder.pixels`).
 
         Raises:
-            facegrid.data.images.ImageError: the image cannot be read.
+            facegrid.core.errors.ImageError: the image cannot be read.
         """
         return self.builder.pixels(self.path(image), self.jitter(epoch, image), out)
 

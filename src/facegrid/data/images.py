@@ -5,20 +5,15 @@ scale of 1/1, 1/2, 1/4 or 1/8 whose output still covers the requested size,
 which skips most of the decoding work for a 1024-pixel photo headed for a
 224-pixel network. Only these four scales are used: libjpeg-turbo has fast
 paths for them (faster than the eighths between), and TensorFlow's decoder
-offers exactly them, so the tf.data pipeline decodes the same pixels. Everything else (PNG, CMYK JPEG, 16-bit, palette, grayscale) goes
-through Pillow. Either way the result is upright RGB: the EXIF orientation
-tag is applied, so boxes drawn on the image as viewers show it stay right.
+offers exactly them, so the tf.data pipeline decodes the same pixels
+(:func:`decoded_size` is the rule both follow). Everything else (PNG, CMYK
+JPEG, 16-bit, palette, grayscale) goes through Pillow. Either way the result
+is upright RGB: the EXIF orientation tag is applied, so boxes drawn on the
+image as viewers show it stay right.
 
-The network input is then cut (whole pixels) and resized by OpenCV, bilinear
-with half-pixel centres, the convention of ``tf.image.resize`` too. After DCT
-scaling the remaining shrink is under 2x along at least one side and rarely
-over 3x along the other, where bilinear needs no antialiasing (shrinks of 3x or
-more are area-averaged). This is several times faster than an antialiased
-resize and keeps the decoder, not the resize, the cost per image.
-
-Pixels handed to the network are uint8 RGB; models map them to ``[-1, 1]``
-with ``x * PIXEL_SCALE + PIXEL_OFFSET`` (MobileNetV2's preprocessing), inside
-the model, so batches stay four times smaller than float32.
+What becomes of the pixels next (the crop, the resize to the network input)
+is :mod:`facegrid.data.geometry`'s; the pixels stay uint8 RGB all the way
+into the model, which scales them itself (:mod:`facegrid.model.network`).
 """
 
 from __future__ import annotations
@@ -28,29 +23,18 @@ import math
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image
 
 from facegrid.core.errors import ImageError, MissingImageError
 
-#: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
-PIXEL_SCALE = 1.0 / 127.5
-PIXEL_OFFSET = -1.0
-
 #: DCT scales JPEGs are decoded at, as ratios (full size / decoded size).
 DCT_RATIOS = (1, 2, 4, 8)
-
-#: A region shrunk by this factor or more is area-averaged rather than sampled bilinearly.
-ANTIALIAS_SHRINK = 3.0
 
 #: Images with more pixels than this are refused before decoding (decompression
 #: bombs: a small file claiming a huge image). Pillow's own warning threshold.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
-
-#: The whole image, as a relative crop ``[x1, y1, x2, y2]``.
-FULL_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _TRANSPOSE = {
@@ -62,6 +46,10 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_QUARTER_TURNS = (5, 6, 7, 8)  # orientations whose upright image is the stored one turned a quarter
+
+#: JPEG colour spaces that libjpeg does not decode to RGB itself; Pillow converts them.
+_CONVERTED_COLORSPACES = ("CMYK", "YCCK")
 
 
 def _has_exif(data: bytes) -> bool:
@@ -77,12 +65,26 @@ def _has_exif(data: bytes) -> bool:
     return False
 
 
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image: 1 (stored upright) when it has none, or none of the eight."""
+    value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if value in _TRANSPOSE else 1
+
+
 def _orientation(data: bytes) -> int:
+    """:func:`_exif_orientation` of a JPEG's bytes, which are opened only when they hold an EXIF block."""
     if not _has_exif(data):
         return 1
     with Image.open(io.BytesIO(data)) as image:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    return value if value in _TRANSPOSE else 1
+        return _exif_orientation(image)
+
+
+def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """``(width, height)`` seen in the other frame: orientations 5 to 8 turn the image a quarter, swapping its sides.
+
+    The same both ways: from the stored frame to the upright one, and back.
+    """
+    return (size[1], size[0]) if orientation in _QUARTER_TURNS else size
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -101,6 +103,18 @@ def dct_ratio(width: int, height: int, min_width: int, min_height: int) -> int:
     return best
 
 
+def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int, tuple[int, int]]:
+    """DCT ratio and upright ``(width, height)`` at which an image is decoded to cover ``min_width x min_height``.
+
+    Only JPEGs that libjpeg decodes to RGB itself (``info.jpeg``) are scaled.
+    """
+    if not info.jpeg:
+        return 1, (info.width, info.height)
+    width, height = _turned((info.width, info.height), info.orientation)  # the decoder sees the stored frame
+    ratio = dct_ratio(width, height, *_turned((min_width, min_height), info.orientation))
+    return ratio, _turned((math.ceil(width / ratio), math.ceil(height / ratio)), info.orientation)
+
+
 class _TooManyPixels(ValueError):
     pass
 
@@ -111,6 +125,7 @@ def _check_pixels(width: int, height: int) -> None:
 
 
 def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels turned upright, as EXIF ``orientation`` says."""
     if orientation == 1:
         return pixels
     return np.asarray(Image.fromarray(pixels).transpose(_TRANSPOSE[orientation]))
@@ -121,40 +136,40 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
 
     Returns the pixels and the full-resolution upright size ``(width, height)``.
     """
-    orientation = _orientation(data) if data.startswith(_JPEG_MAGIC) else 1
-    swapped = orientation in (5, 6, 7, 8)
-    raw_min = (min_height, min_width) if swapped else (min_width, min_height)
-    if data.startswith(_JPEG_MAGIC):
+    jpeg = data.startswith(_JPEG_MAGIC)
+    orientation = _orientation(data) if jpeg else 1
+    if jpeg:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height)
-        if colorspace not in ("CMYK", "YCCK"):
-            upright = (height, width) if swapped else (width, height)
+        if colorspace not in _CONVERTED_COLORSPACES:
+            upright = _turned((width, height), orientation)
             if max(min_width, min_height) > 0:  # the scale rule the tf.data pipeline plans with too
                 _, decoded = decoded_size(ImageInfo(*upright, orientation, jpeg=True), min_width, min_height)
             else:
                 decoded = upright
-            stored = decoded[::-1] if swapped else decoded
+            stored = _turned(decoded, orientation)
             pixels = simplejpeg.decode_jpeg(
                 data, colorspace="RGB", min_width=stored[0], min_height=stored[1], strict=True
             )
             return _upright(pixels, orientation), upright
+    raw_min = _turned((min_width, min_height), orientation)
     with Image.open(io.BytesIO(data)) as opened:
         width, height = opened.size
         _check_pixels(width, height)
         if max(raw_min) > 0:
             opened.draft(opened.mode, (max(raw_min[0], 1), max(raw_min[1], 1)))
         opened.load()
-        orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation = _exif_orientation(opened)
         pixels = np.asarray(_to_rgb(opened))
-    if orientation in _TRANSPOSE:
-        pixels = _upright(pixels, orientation)
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
-    return pixels, (width, height)
+    return _upright(pixels, orientation), _turned((width, height), orientation)
 
 
-def _read(path: str | os.PathLike, limit: int = -1) -> bytes:
-    """The file's bytes (its first ``limit`` bytes when ``limit`` >= 0)."""
+def read_image_bytes(path: str | os.PathLike, limit: int = -1) -> bytes:
+    """An image file's bytes (its first ``limit`` bytes when ``limit`` >= 0), for :func:`decode_data` and :func:`probe_data`.
+
+    Raises:
+        ImageError: missing, unreadable or empty.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read(limit)
@@ -180,20 +195,37 @@ def _guarded(path, action):
         raise ImageError(path, f"not a readable image ({error})") from None
 
 
-def read_image(path: str | os.PathLike, min_size: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Decode an image file to upright uint8 RGB ``[H, W, 3]``.
+def decode_data(
+    data: bytes, name: str | os.PathLike, min_size: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image's bytes to upright uint8 RGB ``[H, W, 3]``; ``name`` names them in errors.
 
     Args:
-        path: a JPEG, PNG or any format Pillow reads.
+        data: a JPEG, PNG or any format Pillow reads.
+        name: the file the bytes are of.
         min_size: ``(width, height)`` the result must at least cover; JPEGs are
-            then decoded at the smallest DCT scale that does. ``(0, 0)``
-            decodes at full resolution.
+            then decoded at the smallest DCT scale that does (:func:`decoded_size`).
+            ``(0, 0)`` decodes at full resolution.
+
+    Returns:
+        ``(pixels, (width, height))``: the pixels and the image's upright
+        full-resolution size.
+
+    Raises:
+        ImageError: empty, truncated or not an image.
+    """
+    if not data:
+        raise ImageError(name, "file is empty")
+    return _guarded(name, lambda: _decode(data, *min_size))
+
+
+def read_image(path: str | os.PathLike, min_size: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Decode an image file to upright uint8 RGB ``[H, W, 3]`` (see :func:`decode_data`).
 
     Raises:
         ImageError: missing, empty, truncated or not an image.
     """
-    data = _read(path)
-    pixels, _ = _guarded(path, lambda: _decode(data, *min_size))
+    pixels, _ = decode_data(read_image_bytes(path), path, min_size)
     return pixels
 
 
@@ -206,7 +238,7 @@ def verify_image(path: str | os.PathLike) -> tuple[int, int]:
     Raises:
         ImageError: missing, empty, truncated or not an image.
     """
-    return verify_data(_read(path), path)
+    return verify_data(read_image_bytes(path), path)
 
 
 def verify_data(data: bytes, name: str | os.PathLike) -> tuple[int, int]:
@@ -215,9 +247,7 @@ def verify_data(data: bytes, name: str | os.PathLike) -> tuple[int, int]:
     Raises:
         ImageError: empty, truncated or not an image.
     """
-    if not data:
-        raise ImageError(name, "file is empty")
-    _, size = _guarded(name, lambda: _decode(data, 1, 1))
+    _, size = decode_data(data, name, (1, 1))
     return size
 
 
@@ -227,9 +257,9 @@ def read_verified(path: str | os.PathLike) -> tuple[bytes, ImageInfo]:
     Raises:
         ImageError: missing, empty, truncated or not an image.
     """
-    data = _read(path)
+    data = read_image_bytes(path)
     verify_data(data, path)
-    return data, _guarded(path, lambda: _header(data))
+    return data, probe_data(data, path)
 
 
 @dataclass(frozen=True)
@@ -256,15 +286,13 @@ def _header(data: bytes) -> ImageInfo:
     """The :class:`ImageInfo` of an image from its first bytes (ValueError or PIL errors if they do not tell)."""
     if data.startswith(_JPEG_MAGIC):
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        orientation, jpeg = _orientation(data), colorspace not in ("CMYK", "YCCK")
+        orientation, jpeg = _orientation(data), colorspace not in _CONVERTED_COLORSPACES
     else:
         with Image.open(io.BytesIO(data)) as image:
-            (width, height), orientation = image.size, image.getexif().get(ExifTags.Base.Orientation, 1)
-        orientation, jpeg = (orientation if orientation in _TRANSPOSE else 1), False
+            (width, height), orientation = image.size, _exif_orientation(image)
+        jpeg = False
     _check_pixels(width, height)
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return ImageInfo(width, height, orientation, jpeg)
+    return ImageInfo(*_turned((width, height), orientation), orientation, jpeg)
 
 
 def probe(path: str | os.PathLike) -> ImageInfo:
@@ -273,7 +301,7 @@ def probe(path: str | os.PathLike) -> ImageInfo:
     Raises:
         ImageError: missing, empty, or not an image.
     """
-    head = _read(path, _HEAD_BYTES)
+    head = read_image_bytes(path, _HEAD_BYTES)
 
     if len(head) == _HEAD_BYTES:
         if head.startswith(_JPEG_MAGIC):
@@ -281,12 +309,12 @@ def probe(path: str | os.PathLike) -> ImageInfo:
                 return _header(head)
             except ValueError:
                 pass  # the frame header lies further in
-        head = _read(path)  # other formats may keep their EXIF block at the end
-    return _guarded(path, lambda: _header(head))
+        head = read_image_bytes(path)  # other formats may keep their EXIF block at the end
+    return probe_data(head, path)
 
 
 def probe_data(data: bytes, name: str | os.PathLike) -> ImageInfo:
-    """:func:`probe` of an image file's bytes held in memory (a packed image), called ``name`` in errors.
+    """:func:`probe` of an image file's bytes held in memory (a packed image, a file read whole), called ``name`` in errors.
 
     Raises:
         ImageError: not an image.
@@ -298,189 +326,3 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Upright ``(width, height)`` of an image, from its header alone."""
     info = probe(path)
     return info.width, info.height
-
-
-def resize_region(pixels: np.ndarray, region: tuple[int, int, int, int], size: int | tuple[int, int]) -> np.ndarray:
-    """Cut ``region`` out of ``pixels`` and resize it to ``size x size`` (or to ``(width, height)``).
-
-    Bilinear with half-pixel centres (as ``tf.image.resize``); a region
-    shrunk by :data:`ANTIALIAS_SHRINK` or more is area-averaged instead, so
-    that it is not aliased (as ``tf.image.resize(method="area")``).
-
-    Args:
-        pixels: uint8 ``[H, W, 3]``.
-        region: ``[x1, y1, x2, y2)`` in whole pixels of ``pixels`` (see :func:`pixel_region`).
-        size: side of the square output, or its ``(width, height)``.
-    """
-    x1, y1, x2, y2 = region
-    width, height = (size, size) if isinstance(size, int) else size
-    shrink = max((x2 - x1) / width, (y2 - y1) / height)
-    method = cv2.INTER_AREA if shrink >= ANTIALIAS_SHRINK else cv2.INTER_LINEAR
-    return cv2.resize(pixels[y1:y2, x1:x2], (width, height), interpolation=method)
-
-
-def covering_size(size: int, crop: tuple[float, float, float, float]) -> tuple[int, int]:
-    """``(width, height)`` an image must at least have for ``crop`` of it to cover ``size x size``."""
-    x1, y1, x2, y2 = crop
-    return math.ceil(size / max(x2 - x1, 1e-6)), math.ceil(size / max(y2 - y1, 1e-6))
-
-
-def decoded_size(info: ImageInfo, min_width: int, min_height: int) -> tuple[int, tuple[int, int]]:
-    """DCT ratio and upright ``(width, height)`` at which an image is decoded to cover ``min_width x min_height``.
-
-    Only JPEGs that libjpeg decodes to RGB itself (``info.jpeg``) are scaled.
-    """
-    if not info.jpeg:
-        return 1, (info.width, info.height)
-    swapped = info.orientation in (5, 6, 7, 8)  # the decoder sees the stored frame
-    width, height = (info.height, info.width) if swapped else (info.width, info.height)
-    need = (min_height, min_width) if swapped else (min_width, min_height)
-    ratio = dct_ratio(width, height, *need)
-    decoded = (math.ceil(width / ratio), math.ceil(height / ratio))
-    return ratio, (decoded[::-1] if swapped else decoded)
-
-
-def pixel_region(
-    crop: tuple[float, float, float, float], width: int, height: int
-) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:
-    """A relative crop snapped to whole pixels of a ``width x height`` image, and the crop that region takes.
-
-    Returns ``(region, taken)``: ``[x1, y1, x2, y2)`` in whole pixels, and the
-    same region as fractions of the image, which the boxes must follow rather
-    than the crop asked for. Cropping whole pixels lets every pipeline cut with
-    a slice and resize with its own bilinear kernel, and still agree; both ask
-    here, so they snap alike.
-    """
-    x1, y1 = min(round(crop[0] * width), width - 1), min(round(crop[1] * height), height - 1)
-    x2, y2 = min(max(round(crop[2] * width), x1 + 1), width), min(max(round(crop[3] * height), y1 + 1), height)
-    return (x1, y1, x2, y2), (x1 / width, y1 / height, x2 / width, y2 / height)
-
-
-def load_crop(
-    path: str | os.PathLike, size: int, crop: tuple[float, float, float, float]
-) -> tuple[np.ndarray, tuple[int, int], tuple[float, float, float, float]]:
-    """Like :func:`load_input`, and also return the crop actually taken.
-
-    The crop is snapped to whole pixels of the decoded image
-    (:func:`pixel_region`); boxes must move with that crop, not the one asked for.
-
-    Returns:
-        ``(pixels, (width, height), crop)``.
-    """
-    data = _read(path)
-
-    def run():
-        pixels, original = _decode(data, *covering_size(size, crop))
-        return *input_pixels(pixels, size, crop), original
-
-    pixels, taken, original = _guarded(path, run)
-    return pixels, original, taken
-
-
-def input_pixels(
-    pixels: np.ndarray, size: int, crop: tuple[float, float, float, float] = FULL_IMAGE
-) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Cut ``crop`` out of decoded uint8 RGB ``pixels`` and resize it to the ``size x size`` network input.
-
-    What :func:`load_crop` does once a file is decoded, for pixels already in
-    memory (video frames): the crop snapped to whole pixels
-    (:func:`pixel_region`), then :func:`resize_region`.
-
-    Returns:
-        ``(input, crop taken)``.
-    """
-    region, taken = pixel_region(crop, pixels.shape[1], pixels.shape[0])
-    return resize_region(pixels, region, size), taken
-
-
-def load_input(
-    path: str | os.PathLike, size: int, crop: tuple[float, float, float, float] = FULL_IMAGE
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode, crop and resize an image to the ``size x size`` network input.
-
-    The image is stretched to a square (no letterbox), so a box maps to the
-    input by scaling x and y separately.
-
-    Args:
-        path: the image file.
-        size: side of the square output, in pixels.
-        crop: region to keep, ``[x1, y1, x2, y2]`` as fractions of the upright
-            image (snapped to whole decoded pixels, see :func:`load_crop`).
-
-    Returns:
-        ``(pixels, (width, height))``: uint8 ``[size, size, 3]`` RGB and the
-        upright full-resolution size of the file.
-
-    Raises:
-        ImageError: missing, empty, truncated or not an image.
-    """
-    pixels, original, _ = load_crop(path, size, crop)
-    return pixels, original
-
-
-def fitted_size(width: int, height: int, longer_side: int) -> tuple[int, int]:
-    """``(width, height)`` of an image resized, aspect ratio kept, so that its longer side is ``longer_side``."""
-    scale = longer_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def padded_size(width: int, height: int, multiple: int = 32) -> tuple[int, int]:
-    """``(width, height)`` rounded up to multiples of ``multiple``: what a network with that total stride takes."""
-    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
-
-
-def load_fitted(
-    path: str | os.PathLike, longer_side: int, multiple: int = 32
-) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-    """Decode an image and resize it, aspect ratio kept, to a longer side of ``longer_side``, padded with black.
-
-    The image lies in the top-left corner of uint8 ``[H', W', 3]`` pixels whose
-    sides are multiples of ``multiple``; a box maps to the input by one scale
-    factor per axis (``fitted / original``).
-
-    Returns:
-        ``(pixels, (width, height), (fitted_width, fitted_height))``: the padded
-        input, the upright full-resolution size of the file, and the size the
-        image was resized to inside the input.
-
-    Raises:
-        ImageError: missing, empty, truncated or not an image.
-    """
-    data = _read(path)
-
-    def run():
-        info = _header(data)
-        pixels, original = _decode(data, *fitted_size(info.width, info.height, longer_side))
-        return *fitted_pixels(pixels, longer_side, multiple, original), original
-
-    out, fitted, original = _guarded(path, run)
-    return out, original, fitted
-
-
-def fitted_pixels(
-    pixels: np.ndarray, longer_side: int, multiple: int = 32, original: tuple[int, int] | None = None
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Resize decoded uint8 RGB ``pixels`` as :func:`load_fitted` does, padded with black.
-
-    What :func:`load_fitted` does once a file is decoded, for pixels already
-    in memory (video frames) too, so both follow one resize rule.
-
-    Args:
-        pixels: uint8 ``[H, W, 3]``.
-        longer_side: the longer side of the resized image.
-        multiple: the padded input's sides are multiples of this.
-        original: the full-resolution ``(width, height)`` the fitted size is
-            computed from, where ``pixels`` were decoded smaller (a JPEG at a
-            DCT scale); by default their own size.
-
-    Returns:
-        ``(input, (fitted_width, fitted_height))``: the padded input and the
-        size of the image inside it.
-    """
-    width, height = original or (pixels.shape[1], pixels.shape[0])
-    fitted = fitted_size(width, height, longer_side)
-    resized = resize_region(pixels, (0, 0, pixels.shape[1], pixels.shape[0]), fitted)
-    padded_width, padded_height = padded_size(*fitted, multiple)
-    out = np.zeros((padded_height, padded_width, 3), dtype=np.uint8)
-    out[: fitted[1], : fitted[0]] = resized
-    return out, fitted

@@ -1,9 +1,12 @@
 """Images a pipeline cannot use: stop with the path, or leave them out and say so.
 
-Both pipelines take ``on_bad_image``:
+Every pipeline serves the examples of :func:`usable_examples`: an
+:class:`~facegrid.data.examples.ExampleSource` screened here, so this module
+stands on :mod:`facegrid.data.examples` and never the other way round.
+Every pipeline takes ``on_bad_image``:
 
 * ``"raise"`` (the default): the first bad image stops everything with an
-  :class:`~facegrid.data.images.ImageError` naming its path and the reason.
+  :class:`~facegrid.core.errors.ImageError` naming its path and the reason.
 * ``"skip"``: each bad image is logged once, counted, and left out; the
   count is reported at the end of every epoch. Batches keep their shape.
 
@@ -18,27 +21,21 @@ epoch over one file.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from facegrid.core.config import Config, check_policy
 from facegrid.core.errors import ImageError, MissingImageError, PathError
 from facegrid.core.paths import nearby_images_folder
-from facegrid.data.images import verify_image
+from facegrid.data.examples import ExampleSource
+from facegrid.data.images import ImageInfo, verify_image
+from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
-
-#: The choices for ``on_bad_image``.
-POLICIES = ("raise", "skip")
-
-
-def check_policy(policy: str) -> str:
-    """``policy`` itself, if it is one of :data:`POLICIES`."""
-    if policy not in POLICIES:
-        raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {policy!r}")
-    return policy
-
 
 class BadImages:
     """The bad images met so far, each logged once when first met. Thread-safe."""
@@ -84,8 +81,8 @@ def wholly_outside(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
     return disjoint & (w > 0) & (h > 0)
 
 
-def screen(source, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
-    """The bad images of an :class:`~facegrid.data.examples.ExampleSource`, by image index.
+def screen(source: ExampleSource, *, verify: bool, workers: int = 8) -> dict[int, ImageError]:
+    """The bad images of ``source``, by image index.
 
     Every distinct file is looked at once: its path (never opened if it
     escapes the images folder), its header (missing, empty, not an image, too
@@ -140,22 +137,44 @@ def none_usable(index, images, bad: dict[int, ImageError]) -> PathError:
     return PathError(images, reason)
 
 
-def leave_out_bad_images(source, policy: str, *, verify: bool):
-    """``source`` less its bad images (see :func:`screen`), as ``policy`` says; they go to ``source.bad_images``.
+def usable_examples(
+    annotations: str | os.PathLike | Index,
+    images: str | os.PathLike,
+    *,
+    on_bad_image: str = Config.on_bad_image,
+    verify: bool = False,
+    infos: Mapping[str, ImageInfo] | None = None,
+    **settings,
+) -> tuple[ExampleSource, BadImages]:
+    """The examples of an annotation file less its bad images (see :func:`screen`), and the record of those left out.
+
+    ``on_bad_image`` says whether a bad image raises or is left out, then
+    recorded in the :class:`BadImages` returned, which the pipeline goes on
+    adding to as it meets more. A packed set's images (``infos`` given) were
+    screened when it was packed, so they are not screened again.
+
+    Args:
+        annotations, images, infos, **settings: as for
+            :meth:`ExampleSource.create <facegrid.data.examples.ExampleSource.create>`.
+        on_bad_image: ``"raise"`` or ``"skip"`` (see the module docstring).
+        verify: decode every image once while screening (with it every byte
+            is checked; without it, headers only).
 
     Raises:
-        ImageError: with ``policy="raise"``, the first bad image in file order.
+        ImageError: with ``on_bad_image="raise"``, the first bad image in file order.
         facegrid.core.errors.PathError: no image at all can be used, whatever the
             policy (the images folder is most likely the wrong one).
     """
-    bad = screen(source, verify=verify)
+    source = ExampleSource.create(annotations, images, infos=infos, **settings)
+    bad_images = BadImages()
+    bad = {} if infos is not None else screen(source, verify=verify)
     if not bad:
-        return source
+        return source, bad_images
     if len(bad) == len(source):
         raise none_usable(source.index, source.images, bad)
-    if check_policy(policy) == "raise":
+    if check_policy(on_bad_image) == "raise":
         raise bad[min(bad)]
     for image in sorted(bad):
-        source.bad_images.add(bad[image])
+        bad_images.add(bad[image])
     log.warning("left out %d of %d images that cannot be used", len(bad), len(source))
-    return source.without(bad)
+    return source.without(bad), bad_images

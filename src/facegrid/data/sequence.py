@@ -19,11 +19,12 @@ import os
 import keras
 import numpy as np
 
+from facegrid.core.config import Config, check_policy
 from facegrid.core.errors import ImageError
 from facegrid.data import shared_batches
 from facegrid.data.augment import Jitter
-from facegrid.data.examples import ExampleBuilder, ExampleSource
-from facegrid.data.screening import BadImages, check_policy
+from facegrid.data.examples import ExampleBuilder
+from facegrid.data.screening import usable_examples
 from facegrid.wider.index import Index
 
 
@@ -46,18 +47,24 @@ class FaceSequence(keras.utils.PyDataset):
         workers, use_multiprocessing, max_queue_size: as for
             ``keras.utils.PyDataset``. Skipped images met by worker processes
             are logged there and not counted here.
+        on_bad_image: ``"raise"`` or ``"skip"`` (see :mod:`facegrid.data.screening`).
         **settings: what the examples are (``input_size``, ``codec``,
-            ``shuffle``, ``augment``, ``seed``, ``face_filter``,
-            ``on_bad_image``): the keyword arguments of
-            :meth:`ExampleSource.create <facegrid.data.examples.ExampleSource.create>`,
-            which documents them. Every image's header is read when the
-            sequence is built, so missing and unusable files show up before
-            the first batch; truncated ones when they are decoded.
+            ``shuffle``, ``augment``, ``seed``, ``face_filter``): the keyword
+            arguments of :meth:`ExampleSource.create
+            <facegrid.data.examples.ExampleSource.create>`, which documents
+            them. Every image's header is read when the sequence is built
+            (:func:`facegrid.data.screening.usable_examples`), so missing and
+            unusable files show up before the first batch; truncated ones
+            when they are decoded.
+
+    Attributes:
+        bad_images: the images left out as unusable so far
+            (:class:`~facegrid.data.screening.BadImages`).
 
     Each item is ``(x, y)``:
 
     * ``x``: uint8 ``[B, S, S, 3]`` RGB. The model maps it to ``[-1, 1]``
-      itself (``facegrid.data.images.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
+      itself (``facegrid.model.network.PIXEL_SCALE`` and ``PIXEL_OFFSET``), which
       keeps batches four times smaller than float32 on their way from workers.
     * ``y``: float32 ``[B, G, G, 5]`` (or ``[B, N, 5]`` for a pyramid codec),
       laid out as :mod:`facegrid.core.codec` describes (1 face, 0 background, -1 ignore).
@@ -73,17 +80,20 @@ class FaceSequence(keras.utils.PyDataset):
         annotations: str | os.PathLike | Index,
         images: str | os.PathLike,
         *,
-        batch_size: int = 16,
+        batch_size: int = Config.batch_size,
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
+        on_bad_image: str = Config.on_bad_image,
         **settings,
     ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.on_bad_image = check_policy(settings.get("on_bad_image", "raise"))
-        self.source = ExampleSource.create(annotations, images, verify=False, **settings)
+        self.on_bad_image = check_policy(on_bad_image)
+        self.source, self.bad_images = usable_examples(
+            annotations, images, on_bad_image=on_bad_image, verify=False, **settings
+        )
         self.batch_size = batch_size
         self.epoch = 0
         self._pid = os.getpid()
@@ -93,11 +103,6 @@ class FaceSequence(keras.utils.PyDataset):
     @property
     def index(self) -> Index:
         return self.source.index
-
-    @property
-    def bad_images(self) -> BadImages:
-        """Images left out as unusable so far."""
-        return self.source.bad_images
 
     @property
     def builder(self) -> ExampleBuilder:

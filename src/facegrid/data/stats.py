@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from facegrid.core.codec import GridCodec, PyramidCodec
+from facegrid.core.config import Config
 from facegrid.core.errors import ImageError
 from facegrid.core.figures import new_figure, save_figure
 from facegrid.core.paths import image_path
-from facegrid.data.images import fitted_size, image_size, padded_size
+from facegrid.data.geometry import fitted_size, padded_size
+from facegrid.data.images import image_size
 from facegrid.wider.index import FaceFilter, Index
 
 #: Face-size buckets, in pixels of the network input (``sqrt(w * h)``).
@@ -123,7 +125,7 @@ def dataset_stats(
     images: str | os.PathLike | None = None,
     *,
     face_filter: FaceFilter = FaceFilter(),
-    input_size: int = 224,
+    input_size: int = Config.input_size,
     grid_sizes: tuple[int, ...] = (7, 14, 28),
     pyramid: tuple[PyramidCodec, int] | None = None,
 ) -> DatasetStats:

@@ -101,7 +101,7 @@ def deployable_graph(model, config: Config):
     return keras.Model(model.inputs, outputs, name="facegrid_pyramid_export")
 
 
-def _one_line(error: BaseException) -> str:
+def _converter_reason(error: BaseException) -> str:
     """A converter's message reduced to the line that says what failed."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in lines:
@@ -258,7 +258,7 @@ def export_model(
         except Exception as error:  # converters raise many unrelated types; the user gets their reason
             if isinstance(error, PathError):
                 raise
-            raise ExportError(out, f"{format} export failed: {_one_line(error)}") from None
+            raise ExportError(out, f"{format} export failed: {_converter_reason(error)}") from None
         if out.is_dir():
             shutil.rmtree(out)
         os.replace(staged, out)

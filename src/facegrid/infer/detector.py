@@ -2,11 +2,11 @@
 
 A pyramid model (:class:`~facegrid.core.codec.PyramidCodec`) sees each image with
 its aspect ratio kept: the longer side resized to the detection size, the
-other padded to a multiple of 32 (:func:`facegrid.data.images.load_fitted`). A
+other padded to a multiple of 32 (:func:`facegrid.data.geometry.load_fitted`). A
 single-grid model sees it stretched to a square, as it was trained
-(:func:`facegrid.data.images.load_input`). Frames already in memory (video) go
-through the same resize (:func:`~facegrid.data.images.fitted_pixels`,
-:func:`~facegrid.data.images.input_pixels`) and everything after it. The codec decodes the prediction, the
+(:func:`facegrid.data.geometry.load_input`). Frames already in memory (video) go
+through the same resize (:func:`~facegrid.data.geometry.fitted_pixels`,
+:func:`~facegrid.data.geometry.input_pixels`) and everything after it. The codec decodes the prediction, the
 boxes are scaled back to the image's own pixels, and non-maximum suppression
 removes duplicates from neighbouring cells.
 
@@ -30,7 +30,7 @@ from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import Config, model_config, settings_path
 from facegrid.core.errors import ImageError, ModelFileError
 from facegrid.core.resources import bundled_model_path
-from facegrid.data.images import fitted_pixels, input_pixels, load_fitted, load_input
+from facegrid.data.geometry import fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.infer.runtimes import is_exported, load_exported
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class Detector:
                 detected); without it, such an image raises.
 
         Raises:
-            facegrid.data.images.ImageError: an image cannot be read (without ``on_unreadable``).
+            facegrid.core.errors.ImageError: an image cannot be read (without ``on_unreadable``).
         """
         paths = [str(p) for p in paths]
         batch_size = self._batch_size(batch_size)

@@ -1,7 +1,8 @@
 """The images (and videos) a detection run reads, and the names its outputs get.
 
 Files and folders given on the command line become a list of images, each
-with the folder it was found under (None for a file given directly); a
+with the folder it was found under (None for a file given directly): in a
+folder, the files of :data:`facegrid.core.suffixes.IMAGE_SUFFIXES`. A
 detection run takes videos too (:data:`VIDEO_SUFFIXES`, found in folders
 alike). Every check here is made before a model loads, so that a mistake
 costs nothing:
@@ -24,11 +25,10 @@ import logging
 from pathlib import Path, PurePath
 
 from facegrid.core.errors import PathError
+from facegrid.core.suffixes import IMAGE_SUFFIXES
 from facegrid.wider.results import image_key
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 #: Suffixes of the videos a detection run reads (through OpenCV).
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

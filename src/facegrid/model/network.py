@@ -1,8 +1,9 @@
 """The detector: MobileNetV2 backbone and a grid head producing ``[G, G, 5]``.
 
-The model takes uint8 RGB ``[S, S, 3]`` and scales it to ``[-1, 1]`` itself
-(:data:`facegrid.data.images.PIXEL_SCALE`), so data pipelines ship compact uint8
-batches and exported models accept plain pixels. Its output follows the grid
+The model takes uint8 RGB ``[S, S, 3]`` and scales it to ``[-1, 1]`` itself,
+``x * PIXEL_SCALE + PIXEL_OFFSET`` (MobileNetV2's preprocessing), so data
+pipelines ship uint8 batches, four times smaller than float32, and exported
+models accept plain pixels. Its output follows the grid
 codec's channel layout (:mod:`facegrid.core.codec`), every channel through a sigmoid:
 objectness, centre within the cell, and size as a fraction of the image.
 
@@ -36,7 +37,10 @@ from keras import ops
 from facegrid.core.codec import SIZE_LOG_LIMIT, PyramidCodec, describe_layout
 from facegrid.core.config import BUNDLED_IMAGENET, Config, settings_path
 from facegrid.core.errors import ModelFileError
-from facegrid.data.images import PIXEL_OFFSET, PIXEL_SCALE
+
+#: uint8 pixels become ``x * PIXEL_SCALE + PIXEL_OFFSET``, in ``[-1, 1]``.
+PIXEL_SCALE = 1.0 / 127.5
+PIXEL_OFFSET = -1.0
 
 #: Backbone layers tapped for finer grids, by stride (names of keras' MobileNetV2).
 TAPS = {16: "block_12_add", 8: "block_5_add"}

@@ -62,8 +62,7 @@ from facegrid.core.paths import image_path
 from facegrid.data.images import read_image
 from facegrid.data.screening import BadImages
 from facegrid.data.sequence import FaceSequence
-from facegrid.data.tf.pipeline import FacePipeline
-from facegrid.data.tf.puretf import PackedPipeline, PureTFPipeline
+from facegrid.data.tf.choose import pipeline_for
 from facegrid.eval.ap import average_precision
 from facegrid.eval.validate import detect_at_floor, wider_scores
 from facegrid.infer.detector import Detections, Detector
@@ -396,7 +395,7 @@ def train(
             wait_for_workers(config.data_service, config.data_service_wait, notice)
         keras.utils.set_random_seed(config.seed)
         face_filter = FaceFilter(min_size=config.min_face_size)
-        train_data = _training_data(config, train_annotations, train_images, face_filter)
+        train_data = pipeline_for(config, train_annotations, train_images, face_filter)
         validation = None
         if val_annotations is not None:
             val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
@@ -466,31 +465,11 @@ def _start_from(model: keras.Model, weights: list[np.ndarray], init: str) -> Non
     log.info("starting from the weights of %s", init)
 
 
-def _training_data(config: Config, annotations, images, face_filter: FaceFilter):
-    """The training batches, from the pipeline the configuration names."""
-    common = dict(
-        batch_size=config.batch_size, input_size=config.input_size, codec=config.codec, shuffle=True,
-        seed=config.seed, augment=config.augmentation() or False, face_filter=face_filter,
-        on_bad_image=config.on_bad_image,
-    )
-    if config.pipeline == "sequence":
-        return FaceSequence(
-            annotations, images, workers=config.workers, use_multiprocessing=config.use_multiprocessing, **common
-        )
-    if annotations is None:
-        if config.pipeline != "puretf":
-            raise ValueError(f"a packed training set is read by pipeline 'puretf', not {config.pipeline!r}")
-        return PackedPipeline(images, parallel_calls=config.workers, **common)
-    if config.pipeline == "puretf":
-        return PureTFPipeline(annotations, images, parallel_calls=config.workers, **common)
-    return FacePipeline(annotations, images, parallel_calls=config.workers, **common)
-
-
 def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume, init_weights, verbose,
            notice):
     """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
 
-    ``train_data``: the training batches (:func:`_training_data`).
+    ``train_data``: the training batches (:func:`facegrid.data.tf.choose.pipeline_for`).
     ``validation``: None, or the validation index, its images folder, its
     ground truth and the note on it (:func:`validation_ground_truth`).
     ``resume``: continue from the run's last finished epoch (else start at

@@ -39,6 +39,7 @@ import numpy as np
 from facegrid.core.boxes import checked_detections
 from facegrid.core.errors import PathError, SubmissionError
 from facegrid.core.files import write_atomically
+from facegrid.core.suffixes import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 #: of WIDER FACE results, so that the PR curve reaches as far as it can.
 SCORE_FLOOR = 0.01
 
-#: Suffixes that :func:`image_key` drops from an image path.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 _COUNT = re.compile(r"[0-9]+")
 

@@ -54,6 +54,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import facegrid
+from facegrid.core.config import check_policy
 from facegrid.core.errors import (
     DamagedShardError,
     ImageError,
@@ -64,7 +65,7 @@ from facegrid.core.errors import (
 from facegrid.core.files import check_outputs, sha256_file
 from facegrid.core.paths import escape_reason, image_path
 from facegrid.data.images import read_verified
-from facegrid.data.screening import check_policy, none_usable, outside_error
+from facegrid.data.screening import none_usable, outside_error
 from facegrid.data.tf import records
 from facegrid.wider.index import Index
 from facegrid.wider.layout import SPLITS
@@ -448,7 +449,7 @@ def pack_dataset(
         facegrid.core.errors.OutputExistsError: ``out`` is not empty and not ``overwrite``.
         facegrid.core.errors.PathError: ``out`` cannot be written, or another pack
             writes there; or not one image can be packed.
-        facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first bad image met.
+        facegrid.core.errors.ImageError: with ``on_bad_image="raise"``, the first bad image met.
     """
     check_policy(on_bad_image)
     out, images, workers = Path(out), Path(images), workers or os.cpu_count() or 1

@@ -64,7 +64,7 @@ def read_packed(folder: str | os.PathLike) -> PackedSet:
             the images and faces of all) that disagree with the manifest (run
             ``facegrid data check`` on it for the whole list), or not one
             example in the shards.
-        facegrid.data.images.ImageError: image bytes that are no image.
+        facegrid.core.errors.ImageError: image bytes that are no image.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)

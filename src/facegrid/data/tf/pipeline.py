@@ -25,73 +25,21 @@ the same graph can be sharded, fed by a tf.data service or distributed by a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from facegrid.data.augment import LUMA
-from facegrid.data.examples import ExampleSource
-from facegrid.data.images import (
-    ANTIALIAS_SHRINK,
-    DCT_RATIOS,
-    covering_size,
-    decoded_size,
-    pixel_region,
-    read_image,
-)
-from facegrid.data.screening import BadImages
+from facegrid.data.images import read_image
+from facegrid.data.tf.batches import SourceBatches
+from facegrid.data.tf.pixels import decode_jpeg_at, orient, planned_input
 from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
 
 #: Images planned (jitter, DCT ratio, target) per call into NumPy.
 PLAN_CHUNK = 64
-
-class SourceBatches:
-    """What the tf.data pipelines share: an :class:`~facegrid.data.examples.ExampleSource` served in batches.
-
-    Args:
-        annotations, images, settings: as for :meth:`ExampleSource.create`.
-        batch_size: images a batch; the last batch of an epoch holds the remainder.
-        parallel_calls: examples prepared at once.
-        deterministic: batches in the same order every run (tf.data's ``deterministic``).
-        verify: decode every image once up front, so that a bad one is met before training.
-    """
-
-    def __init__(
-        self,
-        annotations: str | os.PathLike | Index,
-        images: str | os.PathLike,
-        *,
-        batch_size: int = 16,
-        parallel_calls: int = tf.data.AUTOTUNE,
-        deterministic: bool = True,
-        verify: bool = True,
-        **settings,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = ExampleSource.create(annotations, images, verify=verify, **settings)
-        self.batch_size = batch_size
-        self.parallel_calls = parallel_calls
-        self.deterministic = deterministic
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return math.ceil(len(self.source) / self.batch_size)
-
-    @property
-    def index(self) -> Index:
-        return self.source.index
-
-    @property
-    def bad_images(self) -> BadImages:
-        """Images left out as unusable (screened when the pipeline is built)."""
-        return self.source.bad_images
 
 
 class FacePipeline(SourceBatches):
@@ -114,12 +62,12 @@ class FacePipeline(SourceBatches):
             or corrupt file is found then, named, and never stops training.
             Without it only headers are read up front.
         **settings: what the examples are (``input_size``, ``codec``,
-            ``shuffle``, ``augment``, ``seed``, ``face_filter``,
-            ``on_bad_image``): the keyword arguments of
-            :meth:`ExampleSource.create <facegrid.data.examples.ExampleSource.create>`.
+            ``shuffle``, ``augment``, ``seed``, ``face_filter``), and
+            ``on_bad_image``: the keyword arguments of
+            :func:`facegrid.data.screening.usable_examples`.
 
     Raises:
-        facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first
+        facegrid.core.errors.ImageError: with ``on_bad_image="raise"``, the first
             image that cannot be used.
 
     Example:
@@ -135,7 +83,6 @@ class FacePipeline(SourceBatches):
         self._file_of = file_of.astype(np.int32)
         files = [str(self.source.path(image)) for image in first.tolist()]
         infos = [self.source.info(image) for image in first.tolist()]  # read while screening
-        self._infos = infos
         self._orientation = np.array([info.orientation for info in infos], np.int32)
         self._jpeg = np.array([info.jpeg for info in infos], bool)
         self._files = tf.constant(files)
@@ -183,21 +130,17 @@ class FacePipeline(SourceBatches):
     def _plan_chunk(self, epoch: np.int64, start: np.int64):
         """For images ``start ..`` of the epoch's order: file, DCT ratio, pixel region, flip, colour, target."""
         images = self.source.order(epoch)[start : start + PLAN_CHUNK]
-        size = self.source.builder.input_size
         files = self._file_of[images]
         ratios = np.empty(len(images), np.int32)
         regions = np.empty((len(images), 4), np.int32)
         flips = np.empty(len(images), bool)
         colors = np.empty((len(images), 3), np.float32)
         sizes, jitters = [], []
-        for k, (image, file) in enumerate(zip(images.tolist(), files.tolist())):
-            info = self._infos[file]
-            jitter = self.source.jitter(epoch, image)
-            ratio, (width, height) = decoded_size(info, *covering_size(size, jitter.crop))
-            regions[k], taken = pixel_region(jitter.crop, width, height)
-            jitters.append(dataclasses.replace(jitter, crop=taken))
+        for k, image in enumerate(images.tolist()):
+            ratios[k], regions[k], jitter = self.sample_plan(epoch, image)
+            info = self.source.info(image)
+            jitters.append(jitter)
             sizes.append((info.width, info.height))
-            ratios[k] = DCT_RATIOS.index(ratio)
             flips[k] = jitter.flip
             colors[k] = jitter.saturation, jitter.contrast, jitter.brightness
         ys = self.source.targets(images.tolist(), sizes, jitters)
@@ -207,25 +150,15 @@ class FacePipeline(SourceBatches):
 
     def _example(self, plan: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         builder = self.source.builder
-        size = builder.input_size
-        x = resize_region(self._decode(plan["file"], plan["ratio"]), plan["region"], size)
-        if builder.augment:
-            x = tf.cond(plan["flip"], lambda: tf.reverse(x, axis=[1]), lambda: x)
-            x = adjust_color(x, plan["color"])
-        x.set_shape([size, size, 3])
-        return x, plan["y"]
+        pixels = self._decode(plan["file"], plan["ratio"])
+        return planned_input(pixels, plan, builder.input_size, builder.augment is not None), plan["y"]
 
     def _decode(self, file: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
-        """Upright uint8 RGB pixels of one file, JPEGs at DCT ratio ``DCT_RATIOS[ratio]``."""
+        """Upright uint8 RGB pixels of one file, JPEGs at DCT ratio ``DCT_RATIOS[ratio]`` (:func:`decode_jpeg_at`)."""
         path = tf.gather(self._files, file)
 
         def tensorflow_jpeg():
-            data = tf.io.read_file(path)
-            branches = [
-                (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
-                for r in DCT_RATIOS
-            ]
-            pixels = tf.switch_case(ratio, branches)
+            pixels = decode_jpeg_at(tf.io.read_file(path), ratio)
             if (self._orientation != 1).any():
                 pixels = orient(pixels, tf.gather(self._orientation, file))
             return pixels
@@ -240,44 +173,3 @@ class FacePipeline(SourceBatches):
         if not self._jpeg.any():
             return facegrid_reader()
         return tf.cond(tf.gather(self._jpeg, file), tensorflow_jpeg, facegrid_reader)
-
-
-def orient(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
-    """Apply an EXIF orientation (1..8) to stored pixels, as :mod:`facegrid.data.images` does."""
-    branches = [
-        lambda: pixels,
-        lambda: tf.reverse(pixels, axis=[1]),
-        lambda: tf.image.rot90(pixels, k=2),
-        lambda: tf.reverse(pixels, axis=[0]),
-        lambda: tf.transpose(pixels, [1, 0, 2]),
-        lambda: tf.image.rot90(pixels, k=3),
-        lambda: tf.image.rot90(tf.transpose(pixels, [1, 0, 2]), k=2),
-        lambda: tf.image.rot90(pixels, k=1),
-    ]
-    return tf.switch_case(orientation - 1, branches)
-
-
-def resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor:
-    """Cut ``region`` (whole pixels ``[x1, y1, x2, y2)``) out of uint8 pixels and resize it to ``size x size``.
-
-    The filter of :func:`facegrid.data.images.resize_region`: half-pixel bilinear,
-    area averaging when shrinking by ``ANTIALIAS_SHRINK`` or more.
-    """
-    part = pixels[region[1] : region[3], region[0] : region[2]]
-    shrink = tf.cast(tf.reduce_max(tf.shape(part)[:2]), tf.float32) / size
-    resized = tf.cond(
-        shrink >= ANTIALIAS_SHRINK,
-        lambda: tf.image.resize(part, (size, size), method="area"),
-        lambda: tf.image.resize(part, (size, size)),
-    )
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-
-def adjust_color(x: tf.Tensor, color: tf.Tensor) -> tf.Tensor:
-    """:func:`facegrid.data.augment.adjust_color` on a TensorFlow tensor: ``color`` = saturation, contrast, brightness."""
-    pixels = tf.cast(x, tf.float32)
-    gray = tf.tensordot(pixels, tf.constant(LUMA), axes=1)[..., None]
-    pixels = gray + (pixels - gray) * color[0]
-    mean = tf.reduce_mean(gray)
-    pixels = (pixels - mean) * color[1] + mean + color[2]
-    return tf.cast(tf.clip_by_value(pixels + 0.5, 0.0, 255.0), tf.uint8)

@@ -5,12 +5,11 @@ target) in NumPy through ``tf.numpy_function``, which a tf.data service
 cannot ship to its workers. Here everything the plan needs is decided when the
 pipeline is built, in NumPy, by the very functions the other pipelines call
 (:meth:`ExampleSource.order <facegrid.data.examples.ExampleSource.order>` and
-:meth:`~facegrid.data.examples.ExampleSource.jitter`,
-:func:`~facegrid.data.images.decoded_size`, :func:`~facegrid.data.images.pixel_region`),
+:meth:`SourceBatches.sample_plan <facegrid.data.tf.batches.SourceBatches.sample_plan>`),
 and embedded in the graph as plain tensors: per image its path, orientation,
 size and faces; per epoch and sample its image, DCT ratio, pixel region,
 crop as taken, flip and colour (:meth:`PureTFPipeline.plans`). The
-per-example map is then TensorFlow ops alone::
+per-example map is then TensorFlow ops alone (:meth:`PlannedBatches.build`)::
 
     plan(e) ─▶ sample ─┬─ read_file ─▶ decode_jpeg at 1/ratio ─▶ orient ─▶ crop + resize ─▶ flip ─▶ colour ─▶ x
                        └─ faces[image] ─▶ crop, flip, input pixels ─▶ tf_targets.encode ─▶ y
@@ -26,7 +25,8 @@ constructor refuses those, naming what to use instead.
 (:mod:`facegrid.data.tf.pack`): the image bytes come from the records instead of the
 files, and the plan is looked up by the image's place in the annotation
 file, so that each image gives the example it gives over the folder while
-the shards' order and a shuffle buffer decide the epoch's order.
+the shards' order and a shuffle buffer decide the epoch's order. Both
+pipelines build on :class:`PlannedBatches`, which holds what they share.
 """
 
 from __future__ import annotations
@@ -41,22 +41,86 @@ import tensorflow as tf
 from facegrid.core import boxes as box_ops
 from facegrid.core.errors import PathError
 from facegrid.data.examples import ExampleSource
-from facegrid.data.images import (
-    DCT_RATIOS,
-    FULL_IMAGE,
-    covering_size,
-    decoded_size,
-    pixel_region,
-)
+from facegrid.data.geometry import FULL_IMAGE
 from facegrid.data.tf import records
 from facegrid.data.tf import targets as tf_targets
-from facegrid.data.tf.pipeline import SourceBatches, adjust_color, orient, resize_region
+from facegrid.data.tf.batches import SourceBatches
+from facegrid.data.tf.pixels import decode_jpeg_at, orient, planned_input
 from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
 
 
-class PureTFPipeline(SourceBatches):
+class PlannedBatches(SourceBatches):
+    """What the pure-TensorFlow pipelines share: every sample planned in NumPy up front, built by TensorFlow ops alone.
+
+    Args:
+        annotations, images, **options: as for
+            :class:`~facegrid.data.tf.batches.SourceBatches`.
+        files: the images are read from their files (not from a packed set's records).
+        instead: what to use instead, told when an image is not a JPEG TensorFlow decodes to RGB itself.
+
+    Raises:
+        facegrid.core.errors.PathError: an image that is not a JPEG TensorFlow
+            decodes to RGB itself.
+        TypeError: a codec :mod:`facegrid.data.tf.targets` cannot encode.
+    """
+
+    def __init__(
+        self, annotations: str | os.PathLike | Index, images: str | os.PathLike, *, files: bool, instead: str,
+        **options,
+    ):
+        super().__init__(annotations, images, **options)
+        self._tables = _image_tables(self.source, files, instead)
+
+    def build(self, data: tf.Tensor, sample: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(x, y)`` of one planned sample whose image file's bytes are ``data``."""
+        tables, image = self._tables, sample["image"]
+        builder = self.source.builder
+        size = builder.input_size
+        pixels = orient(decode_jpeg_at(data, sample["ratio"]), tf.gather(tables["orientation"], image))
+        x = planned_input(pixels, sample, size, builder.augment is not None)
+
+        faces = tables["faces"][tables["offsets"][image] : tables["offsets"][image + 1]]
+        trained = tables["trained"][tables["offsets"][image] : tables["offsets"][image + 1]]
+        move = dict(
+            image_size=tf.gather(tables["size"], image), input_size=size,
+            crop=sample["crop"], cropped=sample["cropped"], flip=sample["flip"],
+        )
+        targets = tf_targets.into_input(tf.boolean_mask(faces, trained), **move)
+        ignored = tf_targets.into_input(tf.boolean_mask(faces, ~trained), **move)
+        return x, tf_targets.encode(builder.codec, targets, ignored, size, size)
+
+    def _epoch_plans(self, first_epoch: int, epochs: int, by_image: bool = False) -> dict[str, list[np.ndarray]]:
+        """Per epoch, per sample in serving order (or, ``by_image``, per image): what :meth:`build` reads.
+
+        Each sample's row is its :meth:`~facegrid.data.tf.batches.SourceBatches.sample_plan`:
+        the DCT ratio whose decode covers its crop, the crop snapped to whole
+        decoded pixels, and its jitter, crop as taken.
+        """
+        plans = {key: [] for key in ("image", "ratio", "region", "crop", "cropped", "flip", "color")}
+        for epoch in range(first_epoch, first_epoch + epochs):
+            order = np.arange(len(self.source)) if by_image else self.source.order(epoch)
+            rows = {key: [] for key in plans}
+            for image in order.tolist():
+                ratio, region, jitter = self.sample_plan(epoch, image)
+                rows["ratio"].append(ratio)
+                rows["region"].append(region)
+                rows["crop"].append(jitter.crop)
+                rows["cropped"].append(jitter.crop != FULL_IMAGE)
+                rows["flip"].append(jitter.flip)
+                rows["color"].append((jitter.saturation, jitter.contrast, jitter.brightness))
+            rows["image"] = order
+            dtypes = dict(
+                image=np.int32, ratio=np.int32, region=np.int32, crop=np.float64, cropped=bool, flip=bool,
+                color=np.float32,
+            )
+            for key, column in rows.items():
+                plans[key].append(np.asarray(column, dtypes[key]))
+        return plans
+
+
+class PureTFPipeline(PlannedBatches):
     """A WIDER-FACE-format dataset as a ``tf.data.Dataset`` of ``(images, targets)`` batches, TensorFlow ops only.
 
     Arguments and batches are those of :class:`~facegrid.data.tf.pipeline.FacePipeline`:
@@ -69,13 +133,12 @@ class PureTFPipeline(SourceBatches):
         facegrid.core.errors.PathError: an image that is not a JPEG TensorFlow
             decodes to RGB itself (use FacePipeline for those).
         TypeError: a codec :mod:`facegrid.data.tf.targets` cannot encode.
-        facegrid.data.images.ImageError: with ``on_bad_image="raise"``, the first
+        facegrid.core.errors.ImageError: with ``on_bad_image="raise"``, the first
             image that cannot be used.
     """
 
     def __init__(self, annotations: str | os.PathLike | Index, images: str | os.PathLike, **options):
-        super().__init__(annotations, images, **options)
-        self._tables = _image_tables(self.source, files=True, instead="use FacePipeline (pipeline='tfdata')")
+        super().__init__(annotations, images, files=True, instead="use FacePipeline (pipeline='tfdata')", **options)
 
     def plans(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
         """One element per epoch ``first_epoch ..``: a dict of ``[n, ...]`` tensors, a row per sample in serving order.
@@ -90,7 +153,7 @@ class PureTFPipeline(SourceBatches):
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         return tf.data.Dataset.from_tensor_slices(
-            {key: np.stack(column) for key, column in _epoch_plans(self.source, first_epoch, epochs).items()}
+            {key: np.stack(column) for key, column in self._epoch_plans(first_epoch, epochs).items()}
         )
 
     def dataset(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
@@ -115,65 +178,6 @@ class PureTFPipeline(SourceBatches):
     def example(self, sample: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """``(x, y)`` of one planned sample (a row of an element of :meth:`plans`): TensorFlow ops only."""
         return self.build(tf.io.read_file(tf.gather(self._tables["path"], sample["image"])), sample)
-
-    def build(self, data: tf.Tensor, sample: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        """``(x, y)`` of one planned sample whose image file's bytes are ``data``."""
-        tables, image = self._tables, sample["image"]
-        builder = self.source.builder
-        size = builder.input_size
-        branches = [
-            (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
-            for r in DCT_RATIOS
-        ]
-        pixels = orient(tf.switch_case(sample["ratio"], branches), tf.gather(tables["orientation"], image))
-        x = resize_region(pixels, sample["region"], size)
-        if builder.augment:
-            x = tf.cond(sample["flip"], lambda: tf.reverse(x, axis=[1]), lambda: x)
-            x = adjust_color(x, sample["color"])
-        x.set_shape([size, size, 3])
-
-        faces = tables["faces"][tables["offsets"][image] : tables["offsets"][image + 1]]
-        trained = tables["trained"][tables["offsets"][image] : tables["offsets"][image + 1]]
-        move = dict(
-            image_size=tf.gather(tables["size"], image), input_size=size,
-            crop=sample["crop"], cropped=sample["cropped"], flip=sample["flip"],
-        )
-        targets = tf_targets.into_input(tf.boolean_mask(faces, trained), **move)
-        ignored = tf_targets.into_input(tf.boolean_mask(faces, ~trained), **move)
-        return x, tf_targets.encode(builder.codec, targets, ignored, size, size)
-
-
-def _epoch_plans(
-    source: ExampleSource, first_epoch: int, epochs: int, by_image: bool = False
-) -> dict[str, list[np.ndarray]]:
-    """Per epoch, per sample in serving order (or, ``by_image``, per image): what :meth:`PureTFPipeline.build` reads.
-
-    The decode plan of :class:`~facegrid.data.tf.pipeline.FacePipeline`, from the same
-    functions: the jitter drawn for the sample, the DCT ratio whose decode
-    covers its crop, and the crop snapped to whole decoded pixels.
-    """
-    size = source.builder.input_size
-    plans = {key: [] for key in ("image", "ratio", "region", "crop", "cropped", "flip", "color")}
-    for epoch in range(first_epoch, first_epoch + epochs):
-        order = np.arange(len(source)) if by_image else source.order(epoch)
-        rows = {key: [] for key in plans}
-        for image in order.tolist():
-            info, jitter = source.info(image), source.jitter(epoch, image)
-            ratio, (width, height) = decoded_size(info, *covering_size(size, jitter.crop))
-            region, taken = pixel_region(jitter.crop, width, height)
-            rows["ratio"].append(DCT_RATIOS.index(ratio))
-            rows["region"].append(region)
-            rows["crop"].append(taken)
-            rows["cropped"].append(taken != FULL_IMAGE)
-            rows["flip"].append(jitter.flip)
-            rows["color"].append((jitter.saturation, jitter.contrast, jitter.brightness))
-        rows["image"] = order
-        dtypes = dict(
-            image=np.int32, ratio=np.int32, region=np.int32, crop=np.float64, cropped=bool, flip=bool, color=np.float32
-        )
-        for key, column in rows.items():
-            plans[key].append(np.asarray(column, dtypes[key]))
-    return plans
 
 
 def _image_tables(source: ExampleSource, files: bool, instead: str) -> dict[str, tf.Tensor]:
@@ -216,7 +220,7 @@ CYCLE_LENGTH = 4
 _SHARD_ORDER_STREAM = 2**40
 
 
-class PackedPipeline(PureTFPipeline):
+class PackedPipeline(PlannedBatches):
     """A packed set (``facegrid data pack``) as a ``tf.data.Dataset`` of ``(images, targets)`` batches, TensorFlow ops only.
 
     Every image is served once an epoch. The shards are read front to back,
@@ -274,9 +278,10 @@ class PackedPipeline(PureTFPipeline):
             raise ValueError(f"input_pipeline_id must be 0 to {num_input_pipelines - 1}, got {input_pipeline_id}")
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-        SourceBatches.__init__(self, packed.index, packed.folder, infos=packed.infos, verify=False, **options)
-        self._tables = _image_tables(self.source, files=False, instead=(
-            "train from the images folder with FacePipeline (pipeline='tfdata'), or pack JPEGs only"))
+        super().__init__(
+            packed.index, packed.folder, infos=packed.infos, verify=False, files=False,
+            instead="train from the images folder with FacePipeline (pipeline='tfdata'), or pack JPEGs only", **options,
+        )
         self.packed = packed
         self.shuffle_buffer = shuffle_buffer
         self._shards = np.arange(input_pipeline_id, shards, num_input_pipelines)
@@ -301,7 +306,7 @@ class PackedPipeline(PureTFPipeline):
 
     def epoch(self, epoch: int) -> tf.data.Dataset:
         """The batches of epoch ``epoch``."""
-        columns = _epoch_plans(self.source, epoch, 1, by_image=True)
+        columns = self._epoch_plans(epoch, 1, by_image=True)
         plan = {key: tf.constant(column) for key, [column] in columns.items()}
         options = tf.data.Options()
         options.deterministic = self.deterministic
