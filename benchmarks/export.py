@@ -62,12 +62,25 @@ def export_all(args, model, sizes, formats, folder: Path) -> list[dict]:
             out = folder / f"{format}-{size}{suffix}"
             if not out.exists():
                 start = time.perf_counter()
-                export_model(model, out, format, detect_size=size, calibration=calibration,
-                             calibration_images=args.calibration_images)
+                export_model(
+                    model,
+                    out,
+                    format,
+                    detect_size=size,
+                    calibration=calibration,
+                    calibration_images=args.calibration_images,
+                )
                 print(f"exported {out.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
             files = [out] if out.is_file() else [p for p in out.rglob("*") if p.is_file()]
-            rows.append({"name": f"{format} @ {size}", "path": str(out), "format": format, "size": size,
-                         "mb": sum(p.stat().st_size for p in files) / 1e6})
+            rows.append(
+                {
+                    "name": f"{format} @ {size}",
+                    "path": str(out),
+                    "format": format,
+                    "size": size,
+                    "mb": sum(p.stat().st_size for p in files) / 1e6,
+                }
+            )
     return rows
 
 
@@ -134,14 +147,25 @@ def main() -> int:
         return 0
 
     from facegrid.core.resources import bundled_model_path
+
     folder.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = export_all(args, args.model or bundled_model_path(), sizes, args.formats.split(","), folder)
     (folder / "rows.json").write_text(json.dumps(rows))
     passes = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        command = [sys.executable, __file__, "--pass", str(threads), "--exports", str(folder),
-                   "--wider", str(args.wider), "--yunet", str(args.yunet)]
+        command = [
+            sys.executable,
+            __file__,
+            "--pass",
+            str(threads),
+            "--exports",
+            str(folder),
+            "--wider",
+            str(args.wider),
+            "--yunet",
+            str(args.yunet),
+        ]
         if args.limit:
             command += ["--limit", str(args.limit)]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -154,8 +178,10 @@ def main() -> int:
     sizes_mb = {row["name"]: row["mb"] for row in rows}
     if args.yunet.is_file():
         sizes_mb["YuNet-n @ 320"] = args.yunet.stat().st_size / 1e6
-    print(f"WIDER FACE val, {first['images']} images, official protocol, original image scale; latency from "
-          "JPEG file to boxes, every row interleaved image by image, medians of all images")
+    print(
+        f"WIDER FACE val, {first['images']} images, official protocol, original image scale; latency from "
+        "JPEG file to boxes, every row interleaved image by image, medians of all images"
+    )
     head = " | ".join(f"{p['threads']} thr median ms | {p['threads']} thr p90 ms" for p in passes)
     print(f"| detector | file MB | easy | medium | hard | {head} | 1st pass time / YuNet-n |")
     print("|---|---|---|---|---|" + "---|---|" * len(passes) + "---|")

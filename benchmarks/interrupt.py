@@ -55,7 +55,7 @@ def parse_args(argv=None):
 
 
 def dataset(folder: Path, repeat: int) -> tuple[Path, Path, Path]:
-    """The bundled samples' annotation file with every image listed ``repeat`` times, the file itself, and the images."""
+    """The samples' annotation file with each image listed ``repeat`` times: the file, and the images folder."""
     from importlib import resources
 
     samples = Path(str(resources.files("facegrid") / "samples"))
@@ -66,8 +66,22 @@ def dataset(folder: Path, repeat: int) -> tuple[Path, Path, Path]:
 
 
 def command(config: Path, annotations: Path, validation: Path, images: Path, run: Path, resume: bool) -> list[str]:
-    cli = [str(Path(sys.executable).with_name("facegrid")), "train", "--annotations", str(annotations), "--images", str(images),
-           "--val-annotations", str(validation), "--val-images", str(images), "--run", str(run), "--config", str(config)]
+    cli = [
+        str(Path(sys.executable).with_name("facegrid")),
+        "train",
+        "--annotations",
+        str(annotations),
+        "--images",
+        str(images),
+        "--val-annotations",
+        str(validation),
+        "--val-images",
+        str(images),
+        "--run",
+        str(run),
+        "--config",
+        str(config),
+    ]
     return cli + (["--resume"] if resume else [])
 
 
@@ -94,8 +108,11 @@ def main() -> int:
         config.write_text(SETTINGS.format(epochs=args.epochs, seed=args.seed, patience=args.patience))
 
         whole = tmp / "whole"
-        process = subprocess.Popen(command(config, annotations, validation, images, whole, False),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command(config, annotations, validation, images, whole, False),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         saved = []  # when each epoch's checkpoint appeared
         while process.poll() is None:
             if finished_epochs(whole) > len(saved):
@@ -104,14 +121,19 @@ def main() -> int:
         if process.returncode:
             raise SystemExit(f"the uninterrupted run failed (exit status {process.returncode})")
         epoch_s = float(np.median(np.diff(saved)))
-        print(f"uninterrupted run: {finished_epochs(whole)} of {args.epochs} epochs (early stopping, patience "
-              f"{args.patience}), {epoch_s:.1f} s each")
+        print(
+            f"uninterrupted run: {finished_epochs(whole)} of {args.epochs} epochs (early stopping, patience "
+            f"{args.patience}), {epoch_s:.1f} s each"
+        )
 
         run = tmp / "killed"
         for kill in range(args.kills):
             done = finished_epochs(run)
-            process = subprocess.Popen(command(config, annotations, validation, images, run, done > 0),
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                command(config, annotations, validation, images, run, done > 0),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             while finished_epochs(run) == done and process.poll() is None:
                 time.sleep(0.05)  # until this process has finished an epoch of its own
             delay = rng.uniform(0.0, 1.0) * epoch_s
@@ -121,18 +143,25 @@ def main() -> int:
                 break
             process.send_signal(signal.SIGKILL)
             process.wait()
-            print(f"kill {kill + 1}: SIGKILL {delay:.1f} s after epoch {done + 1} was saved; "
-                  f"{finished_epochs(run)} epoch(s) complete on disk; temporary files left: "
-                  f"{sorted(p.name for p in run.iterdir() if 'tmp' in p.name) or 'none'}")
-        subprocess.run(command(config, annotations, validation, images, run, finished_epochs(run) > 0), check=True,
-                       capture_output=True)
+            print(
+                f"kill {kill + 1}: SIGKILL {delay:.1f} s after epoch {done + 1} was saved; "
+                f"{finished_epochs(run)} epoch(s) complete on disk; temporary files left: "
+                f"{sorted(p.name for p in run.iterdir() if 'tmp' in p.name) or 'none'}"
+            )
+        subprocess.run(
+            command(config, annotations, validation, images, run, finished_epochs(run) > 0),
+            check=True,
+            capture_output=True,
+        )
         print(f"resumed to the end: {finished_epochs(run)} epochs")
 
         a, b = weights(tmp / "whole" / "last.keras"), weights(run / "last.keras")
         difference = max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
         scale = max(float(np.abs(x).max()) for x in a)
-        print(f"final weights, interrupted vs uninterrupted: max |difference| {difference:.3g} "
-              f"(largest weight {scale:.3g}; {len(a)} tensors)")
+        print(
+            f"final weights, interrupted vs uninterrupted: max |difference| {difference:.3g} "
+            f"(largest weight {scale:.3g}; {len(a)} tensors)"
+        )
     return 0
 
 

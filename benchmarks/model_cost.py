@@ -22,15 +22,17 @@ def conv_macs(model, x: np.ndarray) -> int:
     """Multiply-accumulates of every Conv2D / DepthwiseConv2D in ``model`` (nested models included) for input ``x``."""
     import keras
 
-    convolutions = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
-    nested = [l for l in model.layers if isinstance(l, keras.Model)]
-    fed = [l._inbound_nodes[-1].input_tensors[0] for l in nested]  # what this graph passes each nested model
-    probe = keras.Model(model.inputs, [l.output for l in convolutions] + fed)
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    convolutions = [layer for layer in model.layers if isinstance(layer, kinds)]
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    fed = [layer._inbound_nodes[-1].input_tensors[0] for layer in nested]  # what this graph passes each nested model
+    probe = keras.Model(model.inputs, [layer.output for layer in convolutions] + fed)
     outputs = probe.predict(x, verbose=0)
     # a kernel (kh, kw, in, out) -- or (kh, kw, in, multiplier) when depthwise -- costs its size at every output cell
-    total = sum(int(np.prod(out.shape[1:3])) * int(np.prod(layer.kernel.shape))
-                for layer, out in zip(convolutions, outputs))
-    return total + sum(conv_macs(inner, inputs) for inner, inputs in zip(nested, outputs[len(convolutions):]))
+    total = sum(
+        int(np.prod(out.shape[1:3])) * int(np.prod(layer.kernel.shape)) for layer, out in zip(convolutions, outputs)
+    )
+    return total + sum(conv_macs(inner, inputs) for inner, inputs in zip(nested, outputs[len(convolutions) :]))
 
 
 def main() -> int:
@@ -58,7 +60,7 @@ def main() -> int:
             width = height = detector.input_size
         x = np.full((1, height, width, 3), 128, np.uint8)
         macs = conv_macs(detector.model, x)
-        run = tf.function(lambda t: detector.model(t, training=False))
+        run = tf.function(detector.model)
         for _ in range(3):
             run(x)
         times = []
@@ -67,8 +69,10 @@ def main() -> int:
             np.asarray(run(x))
             times.append(time.perf_counter() - start)
         name = path or "bundled"
-        print(f"| {name} | {width}x{height} | {detector.model.count_params():,} | {macs / 1e6:.0f} | "
-              f"{1000 * np.median(times):.1f} |")
+        print(
+            f"| {name} | {width}x{height} | {detector.model.count_params():,} | {macs / 1e6:.0f} | "
+            f"{1000 * np.median(times):.1f} |"
+        )
     return 0
 
 

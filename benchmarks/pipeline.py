@@ -137,10 +137,7 @@ def plain_tfdata(index, images, workers):
         return tf.cast(tf.image.resize(pixels, (SIZE, SIZE)), tf.uint8), y
 
     return (
-        tf.data.Dataset.from_tensor_slices((paths, ys))
-        .map(load, num_parallel_calls=workers)
-        .batch(BATCH)
-        .prefetch(2)
+        tf.data.Dataset.from_tensor_slices((paths, ys)).map(load, num_parallel_calls=workers).batch(BATCH).prefetch(2)
     )
 
 
@@ -236,8 +233,7 @@ def iterate_pydataset(dataset, workers, processes):
         pool = ThreadPoolExecutor(workers)
         pulled = pool.map(dataset.__getitem__, range(len(dataset)))
     try:
-        for batch in pulled:
-            yield batch
+        yield from pulled
     finally:
         pool.terminate() if processes else pool.shutdown()
 
@@ -250,7 +246,9 @@ def one_layer_model(dtype, kind):
         layers = [keras.layers.AveragePooling2D(cell), keras.layers.Conv2D(5, 1)]
     else:
         layers = [keras.layers.Conv2D(5, cell, strides=cell)]
-    model = keras.Sequential([keras.Input((SIZE, SIZE, 3), dtype=dtype), keras.layers.Rescaling(1 / 127.5, -1.0), *layers])
+    model = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3), dtype=dtype), keras.layers.Rescaling(1 / 127.5, -1.0), *layers]
+    )
     model.compile(optimizer="sgd", loss="mse")
     return model
 
@@ -296,8 +294,14 @@ def run_child(spec: str, wider: Path, limit: int | None, fit_model: str) -> dict
     elif variant in ("sequence", "sequence-procs"):
         from facegrid.data.sequence import FaceSequence
 
-        data = FaceSequence(index, images, batch_size=BATCH, shuffle=False, workers=workers,
-                            use_multiprocessing=variant == "sequence-procs")
+        data = FaceSequence(
+            index,
+            images,
+            batch_size=BATCH,
+            shuffle=False,
+            workers=workers,
+            use_multiprocessing=variant == "sequence-procs",
+        )
     elif variant == "pipeline":
         from facegrid.data.tf.pipeline import FacePipeline
 
@@ -336,8 +340,13 @@ def run_child(spec: str, wider: Path, limit: int | None, fit_model: str) -> dict
         n = count
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"images_per_s": n / seconds, "images": n, "peak_rss_mb": usage, "rss_at_start_mb": rss_before,
-            "worker_peak_rss_mb": children}
+    return {
+        "images_per_s": n / seconds,
+        "images": n,
+        "peak_rss_mb": usage,
+        "rss_at_start_mb": rss_before,
+        "worker_peak_rss_mb": children,
+    }
 
 
 # --------------------------------------------------------------------------- parent
@@ -370,7 +379,8 @@ def parse_time(wider: Path) -> float:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     return f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}"
 
 
@@ -393,17 +403,23 @@ def main() -> int:
         order = specs if p % 2 == 0 else specs[::-1]  # interleaved, alternating direction
         for spec in order:
             results[spec].append(child(spec, args))
-            print(f"pass {p + 1}/{args.passes} {spec}: {results[spec][-1]['images_per_s']:.0f} images/s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"pass {p + 1}/{args.passes} {spec}: {results[spec][-1]['images_per_s']:.0f} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def median(spec, key="images_per_s"):
         return statistics.median(r[key] for r in results[spec]) if results.get(spec) else float("nan")
 
     base = {mode: {w: median(f"tutorial:{mode}:{w}") for w in (1, 2)} for mode in ("standalone", "fit")}
-    print(f"\nimages/s, median of {args.passes} passes ({results[specs[0]][0]['images']} train images, batch {BATCH}, "
-          f"{SIZE}x{SIZE}; fit: {args.fit_model} model, epochs 2-{FIT_EPOCHS}); "
-          "x = ratio to the tutorial generator in the same column\n")
-    header = f"{'variant':34s} {'standalone 1':>16s} {'standalone 2':>16s} {'fit 1':>16s} {'fit 2':>16s} {'peak RSS MB':>12s}"
+    print(
+        f"\nimages/s, median of {args.passes} passes ({results[specs[0]][0]['images']} train images, batch {BATCH}, "
+        f"{SIZE}x{SIZE}; fit: {args.fit_model} model, epochs 2-{FIT_EPOCHS}); "
+        "x = ratio to the tutorial generator in the same column\n"
+    )
+    columns = ("standalone 1", "standalone 2", "fit 1", "fit 2")
+    header = f"{'variant':34s} " + " ".join(f"{name:>16s}" for name in columns) + f" {'peak RSS MB':>12s}"
     print(header)
     print("-" * len(header))
     for variant in VARIANTS:
@@ -422,25 +438,36 @@ def main() -> int:
     floor = {w: max(median(f"floor-simplejpeg:standalone:{w}"), median(f"floor-tf:standalone:{w}")) for w in (1, 2)}
     print("\nstandalone, share of the fastest decode-and-resize (the better floor):")
     for variant in ("sequence", "pipeline"):
-        print(f"  {LABELS[variant]:32s} " + "  ".join(
-            f"{w} worker(s): {median(f'{variant}:standalone:{w}') / floor[w]:.0%}" for w in (1, 2)))
+        print(
+            f"  {LABELS[variant]:32s} "
+            + "  ".join(f"{w} worker(s): {median(f'{variant}:standalone:{w}') / floor[w]:.0%}" for w in (1, 2))
+        )
     print("through fit, FaceSequence's share of the PyDataset floor (simplejpeg + OpenCV, no targets):")
-    print("  " + "  ".join(f"{w} worker(s): {median(f'sequence:fit:{w}') / median(f'floor-simplejpeg:fit:{w}'):.0%}"
-                           for w in (1, 2)))
+    print(
+        "  "
+        + "  ".join(
+            f"{w} worker(s): {median(f'sequence:fit:{w}') / median(f'floor-simplejpeg:fit:{w}'):.0%}" for w in (1, 2)
+        )
+    )
 
     print("\npeak RSS over a full standalone pass, train images listed once vs ten times (2 workers):")
     scaling = {}
     for variant in ("sequence", "pipeline"):
         one, ten = child(f"{variant}:standalone:2:1", args), child(f"{variant}:standalone:2:10", args)
         scaling[variant] = (one, ten)
-        print(f"  {LABELS[variant]:32s} 1x {one['peak_rss_mb']:6.0f} MB ({one['images']} images)   "
-              f"10x {ten['peak_rss_mb']:6.0f} MB ({ten['images']} images)   "
-              f"growth {ten['peak_rss_mb'] - one['peak_rss_mb']:+.0f} MB")
+        print(
+            f"  {LABELS[variant]:32s} 1x {one['peak_rss_mb']:6.0f} MB ({one['images']} images)   "
+            f"10x {ten['peak_rss_mb']:6.0f} MB ({ten['images']} images)   "
+            f"growth {ten['peak_rss_mb'] - one['peak_rss_mb']:+.0f} MB"
+        )
 
     seconds = statistics.median(parses)
-    print(f"\nparse of the full official train annotation file (12,880 images): {seconds * 1000:.0f} ms "
-          f"(median over passes of the median of {PARSE_REPEATS} each: "
-          + ", ".join(f"{t * 1000:.0f}" for t in parses) + " ms)")
+    print(
+        f"\nparse of the full official train annotation file (12,880 images): {seconds * 1000:.0f} ms "
+        f"(median over passes of the median of {PARSE_REPEATS} each: "
+        + ", ".join(f"{t * 1000:.0f}" for t in parses)
+        + " ms)"
+    )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "scaling": scaling, "parse_s": parses}, indent=1))
     return 0

@@ -35,10 +35,13 @@ SIZES = (1_000_000, 10_000_000, 100_000_000)
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--annotations", type=Path,
-                        default=SHARED / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
+    parser.add_argument(
+        "--annotations", type=Path, default=SHARED / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt"
+    )
     parser.add_argument("--images", type=Path, default=SHARED / "WIDER_train" / "images")
-    parser.add_argument("--packed", type=Path, help="a folder `facegrid data pack` wrote (default: pack to a temp folder)")
+    parser.add_argument(
+        "--packed", type=Path, help="a folder `facegrid data pack` wrote (default: pack to a temp folder)"
+    )
     parser.add_argument("--worker-cores", type=int, default=16, help="cores of one data-service worker host")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--limit", type=int, default=300, help="images timed for the CPU figures")
@@ -88,8 +91,15 @@ def main() -> int:
     bytes_per_image = float(np.mean([f.stat().st_size for f in files]))
     timed = files[: args.limit]
     decode_ms = cpu_ms(lambda f: load_input(f, args.input_size), timed)
-    sequence = FaceSequence(args.annotations, args.images, batch_size=1, input_size=args.input_size,
-                            codec=GridCodec(args.input_size // 32), augment=Augment(), seed=0)
+    sequence = FaceSequence(
+        args.annotations,
+        args.images,
+        batch_size=1,
+        input_size=args.input_size,
+        codec=GridCodec(args.input_size // 32),
+        augment=Augment(),
+        seed=0,
+    )
     example_ms = cpu_ms(lambda k: sequence[k], range(min(args.limit, len(sequence))))
     packed = args.packed
     if packed is None:
@@ -105,14 +115,20 @@ def main() -> int:
     print(f"- stored bytes per image: {bytes_per_image / 1e3:.1f} kB (JPEG as stored; {len(files):,} images)")
     print(f"- decode + resize to {args.input_size}: {decode_ms:.2f} CPU ms per image")
     print(f"- whole augmented example with targets (FaceSequence): {example_ms:.2f} CPU ms per image")
-    print(f"- packed shard read (tf.data, page cache warm): {read_mb_s:,.0f} MB/s "
-          f"= {read_mb_s * 1e6 / bytes_per_image:,.0f} images/s per reader ({records:,} records)")
+    print(
+        f"- packed shard read (tf.data, page cache warm): {read_mb_s:,.0f} MB/s "
+        f"= {read_mb_s * 1e6 / bytes_per_image:,.0f} images/s per reader ({records:,} records)"
+    )
     print(f"- one example handed to the trainer: {(x_bytes + y_bytes) / 1e3:.1f} kB (uint8 pixels + targets)")
     per_worker = args.worker_cores * 1000 / example_ms
-    print(f"\nModel: a data-service worker of {args.worker_cores} cores builds {per_worker:,.0f} examples/s "
-          f"({args.worker_cores} x 1000 / {example_ms:.2f} ms); shards of at most {SHARD_BYTES / 1e6:.0f} MB.")
-    print("| images | stored | shards | workers @ 2,000/s | workers @ 10,000/s | reads @ 10,000/s | "
-          "to trainer @ 10,000/s |")
+    print(
+        f"\nModel: a data-service worker of {args.worker_cores} cores builds {per_worker:,.0f} examples/s "
+        f"({args.worker_cores} x 1000 / {example_ms:.2f} ms); shards of at most {SHARD_BYTES / 1e6:.0f} MB."
+    )
+    print(
+        "| images | stored | shards | workers @ 2,000/s | workers @ 10,000/s | reads @ 10,000/s | "
+        "to trainer @ 10,000/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for size in SIZES:
         stored = size * bytes_per_image
@@ -120,9 +136,11 @@ def main() -> int:
         workers = [math.ceil(rate / per_worker) for rate in RATES]
         reads = RATES[-1] * bytes_per_image
         to_trainer = RATES[-1] * (x_bytes + y_bytes)
-        print(f"| {size:,} | {stored / 1e12:.2f} TB | {shards:,} | {workers[0]} | {workers[1]} | "
-              f"{reads / 1e6:,.0f} MB/s ({reads * 8 / 1e9:.1f} Gbit/s) | "
-              f"{to_trainer / 1e6:,.0f} MB/s ({to_trainer * 8 / 1e9:.1f} Gbit/s) |")
+        print(
+            f"| {size:,} | {stored / 1e12:.2f} TB | {shards:,} | {workers[0]} | {workers[1]} | "
+            f"{reads / 1e6:,.0f} MB/s ({reads * 8 / 1e9:.1f} Gbit/s) | "
+            f"{to_trainer / 1e6:,.0f} MB/s ({to_trainer * 8 / 1e9:.1f} Gbit/s) |"
+        )
     return 0
 
 

@@ -36,9 +36,14 @@ from pathlib import Path
 from pipeline import BATCH, FIT_EPOCHS, EpochTimer, machine, one_layer_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface"
-VARIANTS = {"sequence": "FaceSequence (2 threads)", "pipeline": "FacePipeline (numpy_function plan)",
-            "puretf": "PureTFPipeline (TF ops only), image folder", "packed": "PackedPipeline (TF ops only), 8 shards",
-            "service1": "PackedPipeline via service, 1 worker", "service2": "PackedPipeline via service, 2 workers"}
+VARIANTS = {
+    "sequence": "FaceSequence (2 threads)",
+    "pipeline": "FacePipeline (numpy_function plan)",
+    "puretf": "PureTFPipeline (TF ops only), image folder",
+    "packed": "PackedPipeline (TF ops only), 8 shards",
+    "service1": "PackedPipeline via service, 1 worker",
+    "service2": "PackedPipeline via service, 2 workers",
+}
 SHARDS = 8
 
 
@@ -104,8 +109,9 @@ def start_service(workers: int) -> tuple[str, list[subprocess.Popen]]:
     servers = [subprocess.Popen(command + ["--dispatcher", str(port)], env=env, stderr=subprocess.PIPE, text=True)]
     servers[0].stderr.readline()
     for _ in range(workers):
-        servers.append(subprocess.Popen(command + ["--worker", f"localhost:{port}"], env=env, stderr=subprocess.PIPE,
-                                        text=True))
+        servers.append(
+            subprocess.Popen(command + ["--worker", f"localhost:{port}"], env=env, stderr=subprocess.PIPE, text=True)
+        )
         servers[-1].stderr.readline()
     return f"localhost:{port}", servers
 
@@ -128,14 +134,23 @@ def main() -> int:
         for p in range(args.passes):
             order = list(VARIANTS) if p % 2 == 0 else list(VARIANTS)[::-1]
             for variant in order:
-                command = [sys.executable, __file__, "--child", variant, "--wider", str(args.wider),
-                           "--packed", str(packed)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    variant,
+                    "--wider",
+                    str(args.wider),
+                    "--packed",
+                    str(packed),
+                ]
                 if variant in services:
                     command += ["--service", services[variant][0]]
                 if args.limit:
                     command += ["--limit", str(args.limit)]
-                done = subprocess.run(command, capture_output=True, text=True,
-                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                done = subprocess.run(
+                    command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+                )
                 if done.returncode:
                     raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
                 rates[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -146,8 +161,10 @@ def main() -> int:
                 server.terminate()
         shutil.rmtree(packed, ignore_errors=True)
     medians = {variant: statistics.median(values) for variant, values in rates.items()}
-    print(f"machine: {machine()}; images/s through model.fit of a one-layer model, median of {args.passes} "
-          f"interleaved passes (each the median of epochs 2-{FIT_EPOCHS}), batch {BATCH}, 224 x 224, augmented")
+    print(
+        f"machine: {machine()}; images/s through model.fit of a one-layer model, median of {args.passes} "
+        f"interleaved passes (each the median of epochs 2-{FIT_EPOCHS}), batch {BATCH}, 224 x 224, augmented"
+    )
     print("| input | images/s | vs PureTFPipeline locally |")
     print("|---|---|---|")
     for variant, label in VARIANTS.items():

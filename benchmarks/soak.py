@@ -78,11 +78,13 @@ def run_child(mode: str, wider: Path, epochs: int) -> dict:
     else:
         source = FacePipeline(annotations, images, parallel_calls=2, **common)
         data, fit_args = source.dataset(epochs=epochs), {"steps_per_epoch": len(source)}
-    model = keras.Sequential([
-        keras.Input((224, 224, 3), dtype="uint8"),
-        keras.layers.Rescaling(1 / 127.5, -1.0),
-        keras.layers.Conv2D(5, 32, strides=32),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((224, 224, 3), dtype="uint8"),
+            keras.layers.Rescaling(1 / 127.5, -1.0),
+            keras.layers.Conv2D(5, 32, strides=32),
+        ]
+    )
     model.compile(optimizer="sgd", loss="mse")
     figures, peak, running = {}, [0.0], [True]
 
@@ -112,8 +114,10 @@ def main() -> int:
         print(f"WIDER FACE data not found at {args.wider}; set FACEGRID_WIDER or --wider", file=sys.stderr)
         return 2
     marks = sorted({1, min(10, args.epochs), args.epochs})
-    print(f"RSS (MB) of the training process + its worker processes, {args.epochs} epochs of 394 val images, "
-          "augmented, batch 16")
+    print(
+        f"RSS (MB) of the training process + its worker processes, {args.epochs} epochs of 394 val images, "
+        "augmented, batch 16"
+    )
     print(f"{'pipeline':44s} " + " ".join(f"{'epoch ' + str(m):>18s}" for m in marks) + f" {'growth 1->last':>15s}")
     for mode in MODES:
         command = [sys.executable, __file__, "--child", mode, "--wider", str(args.wider), "--epochs", str(args.epochs)]

@@ -60,7 +60,9 @@ class Haar:
 
     def __call__(self, path: Path):
         gray = self.cv2.cvtColor(self.cv2.imread(str(path)), self.cv2.COLOR_BGR2GRAY)
-        rects, _, weights = self.cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=3, outputRejectLevels=True)
+        rects, _, weights = self.cascade.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=3, outputRejectLevels=True
+        )
         rects = np.asarray(rects, np.float32).reshape(-1, 4)
         return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1), np.asarray(weights).reshape(-1)
 
@@ -81,7 +83,9 @@ class YuNet:
         scale = 1.0
         if self.size:
             scale = self.size / max(width, height)
-            image = self.cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=self.cv2.INTER_AREA)
+            image = self.cv2.resize(
+                image, (round(width * scale), round(height * scale)), interpolation=self.cv2.INTER_AREA
+            )
         self.detector.setInputSize((image.shape[1], image.shape[0]))
         _, faces = self.detector.detect(image)
         faces = np.zeros((0, 15), np.float32) if faces is None else faces
@@ -148,15 +152,19 @@ def main() -> int:
             write_image_result(out / f"d{k}", key, boxes, scores)
 
     threads = args.threads or os.cpu_count()
-    print(f"WIDER FACE val, {len(images)} images, official protocol, original image scale; "
-          f"latency from JPEG file to boxes on {threads} thread(s), interleaved")
+    print(
+        f"WIDER FACE val, {len(images)} images, official protocol, original image scale; "
+        f"latency from JPEG file to boxes on {threads} thread(s), interleaved"
+    )
     print("| detector | easy | medium | hard | median ms | p90 ms |")
     print("|---|---|---|---|---|---|")
     for k, detector in enumerate(detectors):
         ap = evaluate_wider(read_submission(out / f"d{k}"), ground_truth).ap
         ms = np.array(latencies[detector.name]) * 1000
-        print(f"| {detector.name} | {ap['easy']:.3f} | {ap['medium']:.3f} | {ap['hard']:.3f} | "
-              f"{np.median(ms):.1f} | {np.percentile(ms, 90):.1f} |")
+        print(
+            f"| {detector.name} | {ap['easy']:.3f} | {ap['medium']:.3f} | {ap['hard']:.3f} | "
+            f"{np.median(ms):.1f} | {np.percentile(ms, 90):.1f} |"
+        )
     print(f"submissions in {out}")
     return 0
 

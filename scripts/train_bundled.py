@@ -27,9 +27,13 @@ SETTINGS = Path(__file__).resolve().parents[1] / "src" / "facegrid" / "models" /
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wider", type=Path, required=True, help="the WIDER FACE folder (wider_face_split/, WIDER_train/)")
+    parser.add_argument(
+        "--wider", type=Path, required=True, help="the WIDER FACE folder (wider_face_split/, WIDER_train/)"
+    )
     parser.add_argument("--run", type=Path, required=True, help="the run folder")
-    parser.add_argument("--backbone", required=True, help="a .keras model or .weights.h5 file to start the backbone from")
+    parser.add_argument(
+        "--backbone", required=True, help="a .keras model or .weights.h5 file to start the backbone from"
+    )
     parser.add_argument("--holdout", type=int, default=102, help="train images held back to pick the epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int)
@@ -48,8 +52,14 @@ def main() -> int:
     config = load_config(SETTINGS, backbone_weights=args.backbone, epochs=args.epochs)
     images = args.wider / "WIDER_train" / "images"
     train(
-        config, split / "train_bbx_gt.txt", images, args.run,
-        val_annotations=split / "holdout_bbx_gt.txt", val_images=images, resume=args.resume, verbose=2,
+        config,
+        split / "train_bbx_gt.txt",
+        images,
+        args.run,
+        val_annotations=split / "holdout_bbx_gt.txt",
+        val_images=images,
+        resume=args.resume,
+        verbose=2,
     )
     return 0
 

@@ -84,8 +84,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: Settings of the tiny untrained pyramid detector the command tests load (fast to build, load and run).
-TINY_PYRAMID_SETTINGS = dict(input_size=64, strides=(16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
-                             backbone_style="keras", head_channels=8)
+TINY_PYRAMID_SETTINGS = dict(
+    input_size=64,
+    strides=(16, 32),
+    grid_size=0,
+    alpha=0.35,
+    backbone_weights="none",
+    backbone_style="keras",
+    head_channels=8,
+)
 
 
 @pytest.fixture(scope="session")

@@ -97,10 +97,14 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
 
 
 def test_face_box_outside_its_image_names_the_annotation_line(tmp_path):
-    annotations, folder = make_dataset(tmp_path, {"odd.jpg": jpeg_bytes()}, extra_rows={"odd.jpg": "100 10 20 20 0 0 0 0 0 0 "})
+    annotations, folder = make_dataset(
+        tmp_path, {"odd.jpg": jpeg_bytes()}, extra_rows={"odd.jpg": "100 10 20 20 0 0 0 0 0 0 "}
+    )
     bad = screen(source_of(annotations, folder), verify=False)
     assert list(bad) == [2]
-    assert "face box [100, 10, 20, 20]" in bad[2].reason and "faces.txt:9" in bad[2].reason  # the face row of the third image
+    assert (
+        "face box [100, 10, 20, 20]" in bad[2].reason and "faces.txt:9" in bad[2].reason
+    )  # the face row of the third image
     assert "outside the 80x64 image" in bad[2].reason
 
 
@@ -162,8 +166,11 @@ def test_a_folder_holding_none_of_the_images_names_the_folder_that_does(tmp_path
     annotations, folder = make_dataset(tmp_path, {})
     for wrong, meant in ((tmp_path, folder), (folder / "sub", folder), (tmp_path / "other", None)):
         wrong.mkdir(exist_ok=True)
-        with pytest.raises(PathError, match=f"^{wrong}: none of the 5 images {annotations} lists can be used "
-                                            f"\\(first: {wrong / 'good0.jpg'}: no such file\\)") as caught:
+        with pytest.raises(
+            PathError,
+            match=f"^{wrong}: none of the 5 images {annotations} lists can be used "
+            f"\\(first: {wrong / 'good0.jpg'}: no such file\\)",
+        ) as caught:
             FaceSequence(annotations, wrong, batch_size=2, input_size=32, codec=GridCodec(2), on_bad_image=policy)
         assert str(caught.value).endswith(f"; they are under {meant}" if meant else "no such file)")
 
@@ -182,8 +189,9 @@ def test_sequence_skips_a_truncated_image_met_while_training(tmp_path):
     strict = FaceSequence(annotations, folder, batch_size=3, input_size=32, codec=GridCodec(2), shuffle=False)
     with pytest.raises(ImageError, match="cut.jpg"):
         strict[0]
-    lenient = FaceSequence(annotations, folder, batch_size=3, input_size=32, codec=GridCodec(2), shuffle=False,
-                           on_bad_image="skip")
+    lenient = FaceSequence(
+        annotations, folder, batch_size=3, input_size=32, codec=GridCodec(2), shuffle=False, on_bad_image="skip"
+    )
     x, y = lenient[0]  # images 0, 1 and, for the cut one, the next in order
     assert x.shape == (3, 32, 32, 3) and y.shape == (3, 2, 2, 5)
     assert len(lenient.bad_images) == 1 and "cut.jpg" in lenient.bad_images.errors[0].path
@@ -224,8 +232,16 @@ def test_worker_error_reaches_model_fit_with_the_path(tmp_path, use_multiprocess
     keras = pytest.importorskip("keras")
     whole = jpeg_bytes((400, 300))
     annotations, folder = make_dataset(tmp_path, {"cut.jpg": whole[: len(whole) // 2]}, good=7)
-    sequence = FaceSequence(annotations, folder, batch_size=2, input_size=32, codec=GridCodec(2), shuffle=False,
-                            workers=2, use_multiprocessing=use_multiprocessing)
+    sequence = FaceSequence(
+        annotations,
+        folder,
+        batch_size=2,
+        input_size=32,
+        codec=GridCodec(2),
+        shuffle=False,
+        workers=2,
+        use_multiprocessing=use_multiprocessing,
+    )
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(5, 16, strides=16)])
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ImageError, match="cut.jpg"):

@@ -87,8 +87,9 @@ def test_data_check_reports_a_nul_byte_path_as_refused(tmp_path):
     annotations, images = dataset(tmp_path, ["a\0.jpg", "a.jpg"])
     report = check_json(annotations, images)
     assert report["errors"] == {"refused_path": 1}  # reported once, from the annotation file alone
-    assert report["examples"]["refused_path"] == [f"{annotations}:1: 'a\\x00.jpg': a NUL byte in the path: "
-                                                  "image paths cannot hold one"]
+    assert report["examples"]["refused_path"] == [
+        f"{annotations}:1: 'a\\x00.jpg': a NUL byte in the path: image paths cannot hold one"
+    ]
 
 
 def test_pack_and_train_refuse_a_nul_byte_path_in_one_line(tmp_path, monkeypatch):
@@ -96,10 +97,31 @@ def test_pack_and_train_refuse_a_nul_byte_path_in_one_line(tmp_path, monkeypatch
 
     annotations, images = dataset(tmp_path, ["a.jpg", "b\0.jpg"])
     monkeypatch.setattr(facegrid.train.run, "_build", lambda config: pytest.fail("a model was built"))
-    for args in (["data", "pack", annotations, "--images", images, "--out", tmp_path / "out"],
-                 ["train", "--annotations", annotations, "--images", images, "--run", tmp_path / "run",
-                  "--epochs", "1", "--input-size", "64", "--grid-size", "2", "--backbone-weights", "none",
-                  "--alpha", "0.35"]):
+    for args in (
+        ["data", "pack", annotations, "--images", images, "--out", tmp_path / "out"],
+        [
+            "train",
+            "--annotations",
+            annotations,
+            "--images",
+            images,
+            "--run",
+            tmp_path / "run",
+            "--epochs",
+            "1",
+            "--input-size",
+            "64",
+            "--grid-size",
+            "2",
+            "--backbone-weights",
+            "none",
+            "--alpha",
+            "0.35",
+        ],
+    ):
         result = CliRunner().invoke(main, [str(arg) for arg in args])
         assert result.exit_code == 2, (args[0], result.output, result.exc_info)
-        assert result.stderr == f"error: {images / 'b'}\\x00.jpg: refused: a NUL byte in the path: image paths cannot hold one\n"
+        assert (
+            result.stderr
+            == f"error: {images / 'b'}\\x00.jpg: refused: a NUL byte in the path: image paths cannot hold one\n"
+        )

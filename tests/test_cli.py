@@ -55,8 +55,7 @@ def test_check_finds_unreadable_image_and_box_outside(tmp_path):
     (tmp_path / "images" / "e" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     annotations = tmp_path / "gt.txt"
     annotations.write_text(
-        "e/ok.jpg\n2\n1 1 10 10 0 0 0 0 0 0 \n50 30 20 20 0 0 0 0 0 0 \n"
-        "e/broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n"
+        "e/ok.jpg\n2\n1 1 10 10 0 0 0 0 0 0 \n50 30 20 20 0 0 0 0 0 0 \ne/broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n"
     )
     result = run("data", "check", annotations, "--images", tmp_path / "images", "--json")
     report = json.loads(result.output)
@@ -82,7 +81,9 @@ def test_check_malformed_file_exits_2_naming_file_and_line(tmp_path, case):
     path.write_text(text)
     proc = subprocess.run(
         [sys.executable, "-m", "facegrid.cli", "data", "check", str(path), "--json"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -163,8 +164,7 @@ def write_results(root, *keys):
 def test_evaluate_against_annotations_of_other_images(tmp_path, samples):
     write_results(tmp_path / "pred", "e/a", "e/b")
     line = refused("evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt")
-    assert line == (f"error: {samples / 'faces_bbx_gt.txt'}: does not list 2 of the 2 predicted image(s): "
-                    "'e/a', 'e/b'")
+    assert line == (f"error: {samples / 'faces_bbx_gt.txt'}: does not list 2 of the 2 predicted image(s): 'e/a', 'e/b'")
 
 
 def test_evaluate_an_empty_submission_or_missing_ground_truth(tmp_path, samples):
@@ -186,8 +186,9 @@ def test_check_names_the_images_folder_meant(wider):
         f"none of the images is in {wider / 'WIDER_val'}; they are in {wider / 'WIDER_val' / 'images'}: "
         f"pass --images {wider / 'WIDER_val' / 'images'}"
     )
-    report = json.loads(run("data", "check", sample, "--images", wider / "WIDER_val" / "images" / "0--Parade",
-                            "--json").output)
+    report = json.loads(
+        run("data", "check", sample, "--images", wider / "WIDER_val" / "images" / "0--Parade", "--json").output
+    )
     assert report["no_image_found"] and report["nearby_images"] == str(wider / "WIDER_val" / "images")
     found = json.loads(run("data", "check", sample, "--images", wider / "WIDER_val" / "images", "--json").output)
     assert not found["no_image_found"] and found["nearby_images"] is None
@@ -203,13 +204,25 @@ def test_check_fails_a_box_wholly_outside_its_image_as_training_does(tmp_path):
     assert result.exit_code == 1
     assert report["errors"] == {"box_wholly_outside_image": 1} and report["warnings"] == {}
     assert report["examples"]["box_wholly_outside_image"] == [
-        f"{tmp_path / 'images' / 'e' / 'a.jpg'} ({annotations}:4): box [70, 5, 10, 10] lies wholly outside the 60x40 image"
+        f"{tmp_path / 'images' / 'e' / 'a.jpg'} ({annotations}:4): box [70, 5, 10, 10] lies wholly outside the "
+        "60x40 image"
     ]
 
 
 def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
-    line = refused("train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples,
-                   "--run", tmp_path / "run", "--on-bad-image", "skip", "--backbone-weights", "none")
+    line = refused(
+        "train",
+        "--annotations",
+        samples / "faces_bbx_gt.txt",
+        "--images",
+        samples,
+        "--run",
+        tmp_path / "run",
+        "--on-bad-image",
+        "skip",
+        "--backbone-weights",
+        "none",
+    )
     assert line.startswith(f"error: {samples}: none of the 4 images {samples / 'faces_bbx_gt.txt'} lists can be used")
     assert line.endswith(f"; they are under {samples / 'images'}")
 
@@ -217,8 +230,21 @@ def test_train_on_a_folder_holding_none_of_the_images(tmp_path, samples):
 def train_with_ground_truth(samples, run, ground_truth):
     """``facegrid train`` on the samples, validated on them against ``ground_truth``: its one line of refusal."""
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    return refused("train", "--annotations", annotations, "--images", images, "--val-annotations", annotations,
-                   "--val-images", images, "--run", run, "--val-ground-truth", ground_truth)
+    return refused(
+        "train",
+        "--annotations",
+        annotations,
+        "--images",
+        images,
+        "--val-annotations",
+        annotations,
+        "--val-images",
+        images,
+        "--run",
+        run,
+        "--val-ground-truth",
+        ground_truth,
+    )
 
 
 def test_train_refuses_a_ground_truth_folder_it_cannot_read_leaving_no_run(tmp_path, samples):
@@ -286,16 +312,20 @@ def test_an_error_line_stays_one_line_whatever_the_name(tmp_path):
 
 def test_numbers_must_be_finite(tmp_path, samples):
     write_results(tmp_path / "pred", "e/a")
-    for args in (["evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt", "--iou", "nan"],
-                 ["data", "stats", samples / "faces_bbx_gt.txt", "--min-size", "inf"]):
+    for args in (
+        ["evaluate", tmp_path / "pred", "--annotations", samples / "faces_bbx_gt.txt", "--iou", "nan"],
+        ["data", "stats", samples / "faces_bbx_gt.txt", "--min-size", "inf"],
+    ):
         result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 2 and "is not a finite number" in result.stderr
 
 
 def without_tensorflow(*args):
     """Run the command in a fresh interpreter: its exit status, stderr, and whether TensorFlow was imported."""
-    code = ("import sys\nfrom facegrid.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as end:\n"
-            "    print(end.code, 'tensorflow' in sys.modules)")
+    code = (
+        "import sys\nfrom facegrid.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as end:\n"
+        "    print(end.code, 'tensorflow' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120)
     status, imported = proc.stdout.split()
     return int(status), proc.stderr, imported == "True"
@@ -307,15 +337,24 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     run.mkdir()
     Config(input_size=64, grid_size=4).save(run / "config.toml")
     assert without_tensorflow(*data, "--run", run) == (
-        2, f"error: {run}: holds a run stopped before its first epoch ended (config.toml): pass --resume "
-           "to start it again with its settings, or choose another folder\n", False)
+        2,
+        f"error: {run}: holds a run stopped before its first epoch ended (config.toml): pass --resume "
+        "to start it again with its settings, or choose another folder\n",
+        False,
+    )
     (run / "state.json").write_text('{"epoch": 1, "best_ap": -1.0}\n')
     assert without_tensorflow(*data, "--run", run) == (
-        2, f"error: {run}: holds a run already (config.toml, state.json): pass --resume to continue "
-           "it, or choose another folder\n", False)
+        2,
+        f"error: {run}: holds a run already (config.toml, state.json): pass --resume to continue "
+        "it, or choose another folder\n",
+        False,
+    )
     assert without_tensorflow(*data, "--run", run, "--resume", "--grid-size", "2") == (
-        2, f"error: {run / 'config.toml'}: the run was started with grid_size = 4; it cannot be resumed with "
-           "grid_size = 2 (leave grid_size as it was, or start a new run)\n", False)
+        2,
+        f"error: {run / 'config.toml'}: the run was started with grid_size = 4; it cannot be resumed with "
+        "grid_size = 2 (leave grid_size as it was, or start a new run)\n",
+        False,
+    )
     bad = tmp_path / "my.toml"
     bad.write_text("grid_size = 5\n")
     status, stderr, imported = without_tensorflow(*data, "--run", tmp_path / "new", "--config", bad)
@@ -329,25 +368,40 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
 
 
 def test_another_alpha_alone_says_to_start_from_random_weights(tmp_path, samples):
-    status, stderr, imported = without_tensorflow("train", "--annotations", samples / "faces_bbx_gt.txt", "--images",
-                                                  samples / "images", "--run", tmp_path / "run", "--alpha", "0.5")
+    status, stderr, imported = without_tensorflow(
+        "train",
+        "--annotations",
+        samples / "faces_bbx_gt.txt",
+        "--images",
+        samples / "images",
+        "--run",
+        tmp_path / "run",
+        "--alpha",
+        "0.5",
+    )
     assert (status, imported, stderr.count("\n")) == (2, False, 1)
-    assert stderr.startswith("error: backbone_weights 'imagenet-bundled' (the default: the ImageNet backbone shipped "
-                             "with facegrid) fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.5: "
-                             "for alpha 0.5, start from random weights with backbone_weights 'none'; ")
+    assert stderr.startswith(
+        "error: backbone_weights 'imagenet-bundled' (the default: the ImageNet backbone shipped "
+        "with facegrid) fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.5: "
+        "for alpha 0.5, start from random weights with backbone_weights 'none'; "
+    )
 
 
 def test_tensorflow_start_up_lines_stay_off_the_terminal_without_v(samples):
     photo = samples / "images" / "portraits" / "astronaut.png"
-    proc = subprocess.run([sys.executable, "-m", "facegrid.cli", "detect", str(photo)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "facegrid.cli", "detect", str(photo)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: ")
     assert proc.stderr.startswith("1 image(s): 1 face(s) in ") and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_a_usage_mistake_is_one_line_naming_the_help():
     for args, message in (
-        (["detect", "--threshold", "abc", "x.jpg"], "error: Invalid value for '--threshold': 'abc' is not a valid number."),
+        (
+            ["detect", "--threshold", "abc", "x.jpg"],
+            "error: Invalid value for '--threshold': 'abc' is not a valid number.",
+        ),
         (["nosuch"], "error: No such command 'nosuch'."),
         (["data", "show", "--count", "0"], "error: Invalid value for '--count'"),
     ):
@@ -380,8 +434,9 @@ def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp
     assert plot.stat().st_size > 0
     assert val.stderr.startswith("10 image(s): ") and val.stderr.rstrip().endswith(" images/s")
 
-    detected = run("detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "pred",
-                   "--batch-size", 1)  # val's default: each image at its own input
+    detected = run(
+        "detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "pred", "--batch-size", 1
+    )  # val's default: each image at its own input
     assert detected.exit_code == 0, detected.output
     scored = run("evaluate", tmp_path / "pred", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
     assert json.loads(scored.stdout) == report  # the same images, boxes and AP, to the last bit
@@ -389,8 +444,16 @@ def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp
     batched = run("detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "batched")
     assert batched.exit_code == 0, batched.output
     scored = run("evaluate", tmp_path / "batched", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
-    explicit = run("val", "src/facegrid/models/facegrid-wider.keras", "--images", data / "WIDER_val" / "images",
-                   "--ground-truth", data / "eval_tools" / "ground_truth", "--batch-size", 8)  # detect's default
+    explicit = run(
+        "val",
+        "src/facegrid/models/facegrid-wider.keras",
+        "--images",
+        data / "WIDER_val" / "images",
+        "--ground-truth",
+        data / "eval_tools" / "ground_truth",
+        "--batch-size",
+        8,
+    )  # detect's default
     ap = json.loads(scored.stdout)["ap"]
     assert explicit.stdout.splitlines() == [f"{name:>8}: AP {ap[name]:.4f}" for name in ("easy", "medium", "hard")]
 

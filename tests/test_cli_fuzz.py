@@ -48,7 +48,7 @@ FILES = st.one_of(
 
 
 def mostly(common, *rare):
-    """Strategy: ``common`` six times in seven, else one of ``rare`` (repeating a strategy in ``one_of`` weighs nothing)."""
+    """Strategy: ``common`` six times in seven, else one of ``rare`` (repeating one in ``one_of`` weighs nothing)."""
     return st.sampled_from([True] * 6 + [False]).flatmap(lambda usual: common if usual else st.one_of(rare))
 
 
@@ -63,12 +63,14 @@ def rows(plain):
 
 
 #: ``x y w h`` and the six attributes of a face row, each in range.
-FACE_FIELDS = st.tuples(*[st.integers(-5, 60).map(str)] * 2, *[st.integers(0, 60).map(str)] * 2,
-                        *[st.integers(0, 1).map(str)] * 6)
+FACE_FIELDS = st.tuples(
+    *[st.integers(-5, 60).map(str)] * 2, *[st.integers(0, 60).map(str)] * 2, *[st.integers(0, 1).map(str)] * 6
+)
 
 #: ``x y w h score`` of a result row.
-BOX_FIELDS = st.tuples(*[st.integers(-2, 60).map(str)] * 2, *[st.integers(0, 60).map(str)] * 2,
-                       st.floats(-1, 2).map(str))
+BOX_FIELDS = st.tuples(
+    *[st.integers(-2, 60).map(str)] * 2, *[st.integers(0, 60).map(str)] * 2, st.floats(-1, 2).map(str)
+)
 
 
 @st.composite
@@ -145,8 +147,11 @@ def test_data_check_behaves(workdir, annotations, files, images, as_json):
     write(root / "gt.txt", annotations)
     for name, data in files.items():
         write(root / "images" / name, data)
-    args = ["data", "check", root / "gt.txt"] + (["--images", root / images] if images else []) + (
-        ["--json"] if as_json else [])
+    args = (
+        ["data", "check", root / "gt.txt"]
+        + (["--images", root / images] if images else [])
+        + (["--json"] if as_json else [])
+    )
     assert_behaves(args + ["--workers", "1"])
 
 
@@ -154,12 +159,28 @@ def test_data_check_behaves(workdir, annotations, files, images, as_json):
 @given(
     annotations=annotation_files(),
     files=st.dictionaries(KNOWN_IMAGES, FILES, max_size=2),
-    flags=st.lists(st.sampled_from([
-        ["--images", "images"], ["--images", "images"], ["--json"], ["--json"], ["--input-size", "64"],
-        ["--min-size", "-3"], ["--min-size", "nan"], ["--max-occlusion", "1"], ["--keep-invalid"],
-        ["--out", "plot.png"], ["--out", "plot.xyz"], ["--out", "no/dir.png"], ["--config", "bad.toml"],
-        ["--input-size", "31"], ["--config", "absent.toml"],
-    ]), max_size=3),
+    flags=st.lists(
+        st.sampled_from(
+            [
+                ["--images", "images"],
+                ["--images", "images"],
+                ["--json"],
+                ["--json"],
+                ["--input-size", "64"],
+                ["--min-size", "-3"],
+                ["--min-size", "nan"],
+                ["--max-occlusion", "1"],
+                ["--keep-invalid"],
+                ["--out", "plot.png"],
+                ["--out", "plot.xyz"],
+                ["--out", "no/dir.png"],
+                ["--config", "bad.toml"],
+                ["--input-size", "31"],
+                ["--config", "absent.toml"],
+            ]
+        ),
+        max_size=3,
+    ),
     toml=st.one_of(st.binary(max_size=30), st.sampled_from([b"epochs = 'x'", b"nope = 1", b"input_size = 7"])),
 )
 def test_data_stats_behaves(workdir, annotations, files, flags, toml):
@@ -170,15 +191,18 @@ def test_data_stats_behaves(workdir, annotations, files, flags, toml):
         write(root / "images" / name, data)
     args = ["data", "stats", root / "gt.txt"]
     for flag in flags:
-        args += [flag[0], *(root / value if flag[0] in ("--images", "--out", "--config") else value
-                            for value in flag[1:])]
+        args += [
+            flag[0],
+            *(root / value if flag[0] in ("--images", "--out", "--config") else value for value in flag[1:]),
+        ]
     assert_behaves(args)
 
 
 @FUZZ
 @given(
-    results=st.dictionaries(mostly(st.sampled_from(["e/a", "e/b", "e/c"]), st.just("e/f/g"), NAMES),
-                            result_files(), min_size=1, max_size=3),
+    results=st.dictionaries(
+        mostly(st.sampled_from(["e/a", "e/b", "e/c"]), st.just("e/f/g"), NAMES), result_files(), min_size=1, max_size=3
+    ),
     annotations=mostly(covering_annotations(), annotation_files()),
     reference=mostly(st.just("--annotations"), st.sampled_from(["--ground-truth", "both", "none"])),
     iou=st.sampled_from(["0.5", "0.5", "0.5", "1", "nan", "0", "x"]),
@@ -200,23 +224,36 @@ def test_evaluate_behaves(workdir, results, annotations, reference, iou, plot):
 
 
 #: detect arguments refused before a model loads: (arguments, files to create under the work folder).
-REFUSED_DETECT = st.sampled_from([
-    (["empty"], {}),
-    (["videos"], {"videos/clip.mp4": b"\x00\x00\x00\x18ftypmp42"}),
-    (["absent.jpg"], {}),
-    (["one.jpg", "--wider-submission", "sub"], {"one.jpg": b"x"}),
-    (["images/e", "--wider-submission", "sub"], {"images/e/a.jpg": b"x"}),
-    (["images", "--wider-submission", "sub"], {"images/e/x.jpg": b"x", "images/e/x.png": b"x"}),
-])
+REFUSED_DETECT = st.sampled_from(
+    [
+        (["empty"], {}),
+        (["videos"], {"videos/clip.mp4": b"\x00\x00\x00\x18ftypmp42"}),
+        (["absent.jpg"], {}),
+        (["one.jpg", "--wider-submission", "sub"], {"one.jpg": b"x"}),
+        (["images/e", "--wider-submission", "sub"], {"images/e/a.jpg": b"x"}),
+        (["images", "--wider-submission", "sub"], {"images/e/x.jpg": b"x", "images/e/x.png": b"x"}),
+    ]
+)
 
 
 @FUZZ
 @given(
     case=REFUSED_DETECT,
-    options=st.lists(st.sampled_from([
-        ["--threshold", "1.5"], ["--threshold", "nan"], ["--nms-iou", "-0.1"], ["--batch-size", "0"],
-        ["--on-bad-image", "ignore"], ["--json"], ["--out", "out"], ["--model", "absent.keras"],
-    ]), max_size=2),
+    options=st.lists(
+        st.sampled_from(
+            [
+                ["--threshold", "1.5"],
+                ["--threshold", "nan"],
+                ["--nms-iou", "-0.1"],
+                ["--batch-size", "0"],
+                ["--on-bad-image", "ignore"],
+                ["--json"],
+                ["--out", "out"],
+                ["--model", "absent.keras"],
+            ]
+        ),
+        max_size=2,
+    ),
     name=NAMES,
 )
 def test_detect_refuses_before_loading_a_model(workdir, case, options, name):
@@ -234,11 +271,19 @@ def test_detect_refuses_before_loading_a_model(workdir, case, options, name):
 
 @FUZZ
 @given(
-    broken=st.sampled_from([
-        ["--epochs", "0"], ["--batch-size", "-1"], ["--pipeline", "keras"], ["--input-size", "16"],
-        ["--learning-rate", "fast"], ["--on-bad-image", "maybe"], ["--val-annotations", "gt.txt"],
-        ["--config", "bad.toml"], ["--grid-size", "0"],
-    ]),
+    broken=st.sampled_from(
+        [
+            ["--epochs", "0"],
+            ["--batch-size", "-1"],
+            ["--pipeline", "keras"],
+            ["--input-size", "16"],
+            ["--learning-rate", "fast"],
+            ["--on-bad-image", "maybe"],
+            ["--val-annotations", "gt.txt"],
+            ["--config", "bad.toml"],
+            ["--grid-size", "0"],
+        ]
+    ),
     toml=st.one_of(st.binary(max_size=30), st.sampled_from([b"epochs = 'x'", b"nope = 1", b"input_size = 7"])),
     extra=st.lists(st.sampled_from([["--resume"], ["--seed", "3"], ["--workers", "1"]]), max_size=2),
 )
@@ -247,11 +292,23 @@ def test_train_and_export_refuse_bad_arguments_before_loading_keras(workdir, bro
     write(root / "gt.txt", b"e/a.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n")
     write(root / "bad.toml", toml)
     broken = [broken[0], *(str(root / v) if v.endswith((".txt", ".toml")) else v for v in broken[1:])]
-    args = ["train", "--annotations", root / "gt.txt", "--images", root, "--run", root / "run", *broken,
-            *(item for option in extra for item in option)]
+    args = [
+        "train",
+        "--annotations",
+        root / "gt.txt",
+        "--images",
+        root,
+        "--run",
+        root / "run",
+        *broken,
+        *(item for option in extra for item in option),
+    ]
     if broken[0] == "--config" and settings_are_valid(root / "bad.toml"):
         return
     assert assert_behaves(args).exit_code == 2
-    export = ["export", root / "absent.keras", root / "out.keras"] if "--resume" in args else [
-        "export", root / "gt.txt", root / "out.keras", "--detect-size", "16"]
+    export = (
+        ["export", root / "absent.keras", root / "out.keras"]
+        if "--resume" in args
+        else ["export", root / "gt.txt", root / "out.keras", "--detect-size", "16"]
+    )
     assert assert_behaves(export).exit_code == 2

@@ -72,9 +72,15 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"input_size": 200, "grid_size": 25}, "input_size must be a multiple of 32"),
         ({"detect_size": 500}, "detect_size must be a multiple of 32"),
         ({"backbone_style": "caffe"}, "backbone_style"),
-        ({"alpha": 0.75}, "fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.75: for alpha 0.75, "
-                          "start from random weights with backbone_weights 'none'"),
-        ({"backbone_style": "keras"}, "only, not backbone_style 'keras': for backbone_style 'keras', start from random"),
+        (
+            {"alpha": 0.75},
+            "fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.75: for alpha 0.75, "
+            "start from random weights with backbone_weights 'none'",
+        ),
+        (
+            {"backbone_style": "keras"},
+            "only, not backbone_style 'keras': for backbone_style 'keras', start from random",
+        ),
         ({"pipeline": "torch"}, "pipeline must be one of 'tfdata', 'sequence', 'puretf', got 'torch'"),
         ({"on_bad_image": "ignore"}, "on_bad_image must be 'raise' or 'skip'"),
         ({"backbone_weights": "imagenet"}, "fit backbone_style 'keras' only: set backbone_style 'keras'"),
@@ -110,4 +116,3 @@ def test_inconsistent_settings_in_a_file_name_the_file(tmp_path):
         load_config(path, grid_size=7, seed=None)
     assert str(info.value).startswith(f"{path}: grid_size 7 does not fit input_size 320")
     assert str(info.value).endswith("(with grid_size = 7)")
-

@@ -16,8 +16,7 @@ from facegrid.model.network import build_detector
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.results import read_submission, write_image_result
 
-TINY = Config(input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras",
-              head_channels=8)
+TINY = Config(input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8)
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +85,37 @@ def test_detection_thresholds_come_from_the_models_settings_unless_given(tiny_mo
 def test_detect_command_writes_images_json_and_wider_submission(tiny_model, samples, tmp_path):
     result = CliRunner().invoke(
         main,
-        ["detect", str(samples / "images"), "--model", str(tiny_model), "--json", "--threshold", "0.9",
-         "--out", str(tmp_path / "out"), "--wider-submission", str(tmp_path / "sub")],
+        [
+            "detect",
+            str(samples / "images"),
+            "--model",
+            str(tiny_model),
+            "--json",
+            "--threshold",
+            "0.9",
+            "--out",
+            str(tmp_path / "out"),
+            "--wider-submission",
+            str(tmp_path / "sub"),
+        ],
     )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["width"] for r in records] == [640, 512, 512, 512]
     assert all(face["score"] >= 0.9 for r in records for face in r["faces"])
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.jpg")) == [
-        "background/rocket.jpg", "portraits/astronaut.png.jpg", "portraits/camera.png.jpg",
+        "background/rocket.jpg",
+        "portraits/astronaut.png.jpg",
+        "portraits/camera.png.jpg",
         "portraits/grace_hopper.jpg",
     ]
     submission = read_submission(tmp_path / "sub")
-    assert sorted(submission) == ["background/rocket", "portraits/astronaut", "portraits/camera",
-                                  "portraits/grace_hopper"]
+    assert sorted(submission) == [
+        "background/rocket",
+        "portraits/astronaut",
+        "portraits/camera",
+        "portraits/grace_hopper",
+    ]
     # The submission keeps low-score boxes, down to 0.01, for the whole PR curve.
     assert min(scores.min() for _, scores in submission.values()) < 0.9
 
@@ -118,7 +134,9 @@ def test_detect_command_stops_at_an_unreadable_image_or_skips_it(tiny_model, sam
     stopped = CliRunner().invoke(main, ["detect", str(bad), str(good), "--model", str(tiny_model)])
     assert stopped.exit_code == 2
     assert "error:" in stopped.output and "bad.jpg: not a readable image" in stopped.output
-    skipped = CliRunner().invoke(main, ["detect", str(bad), str(good), "--model", str(tiny_model), "--on-bad-image", "skip"])
+    skipped = CliRunner().invoke(
+        main, ["detect", str(bad), str(good), "--model", str(tiny_model), "--on-bad-image", "skip"]
+    )
     assert skipped.exit_code == 1
     assert "skipped" in skipped.output and "bad.jpg" in skipped.output
     assert "astronaut.png: " in skipped.output  # the readable image is still processed
@@ -129,15 +147,25 @@ def test_detect_command_gives_each_image_its_own_annotated_copy(tiny_model, samp
     for folder, name in (("a", "1.jpg"), ("b", "1.jpg"), ("b", "1.png")):
         (tmp_path / folder).mkdir(exist_ok=True)
         (tmp_path / folder / name).write_bytes(photo.read_bytes())
-    args = ["detect", str(tmp_path / "a" / "1.jpg"), str(tmp_path / "b"), "--model", str(tiny_model),
-            "--out", str(tmp_path / "out")]
+    args = [
+        "detect",
+        str(tmp_path / "a" / "1.jpg"),
+        str(tmp_path / "b"),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert [line.split(" -> ")[1] for line in result.stdout.splitlines()] == [
         str(tmp_path / "out" / name) for name in ("1.jpg", "1-2.jpg", "1.png.jpg")
     ]
     again = CliRunner().invoke(main, args)  # the copies exist now: nothing is replaced unless asked
-    assert again.exit_code == 2 and again.stderr == f"error: {tmp_path / 'out' / '1.jpg'}: exists: pass --overwrite to replace it\n"
+    assert (
+        again.exit_code == 2
+        and again.stderr == f"error: {tmp_path / 'out' / '1.jpg'}: exists: pass --overwrite to replace it\n"
+    )
     assert CliRunner().invoke(main, args + ["--overwrite"]).stdout == result.stdout  # the same names again
 
 
@@ -149,8 +177,15 @@ def test_evaluate_command_ground_truth_fed_back_scores_one(wider, tmp_path):
     plot = tmp_path / "pr.png"
     result = CliRunner().invoke(
         main,
-        ["evaluate", str(tmp_path), "--ground-truth", str(wider / "eval_tools" / "ground_truth"),
-         "--plot", str(plot), "--json"],
+        [
+            "evaluate",
+            str(tmp_path),
+            "--ground-truth",
+            str(wider / "eval_tools" / "ground_truth"),
+            "--plot",
+            str(plot),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

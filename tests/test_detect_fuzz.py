@@ -49,8 +49,21 @@ def video(frames: int, width: int, height: int) -> bytes:
 
 
 #: Files a tree may hold, by name: images, videos and others, each sometimes broken.
-NAMES = ["in/a.jpg", "in/b.png", "in/e/c.jpg", "in/e/c.png", "in/v.mp4", "in/e/w.avi", "in/x.txt", "out/a.jpg",
-         "out/v.mp4", "out/e/c.jpg", "in/out/a.jpg", "sub/e/c.txt", "in/e/c.txt"]
+NAMES = [
+    "in/a.jpg",
+    "in/b.png",
+    "in/e/c.jpg",
+    "in/e/c.png",
+    "in/v.mp4",
+    "in/e/w.avi",
+    "in/x.txt",
+    "out/a.jpg",
+    "out/v.mp4",
+    "out/e/c.jpg",
+    "in/out/a.jpg",
+    "sub/e/c.txt",
+    "in/e/c.txt",
+]
 
 
 def contents(name: str):
@@ -87,12 +100,26 @@ def inputs_read(root: Path, given: list[str]) -> set[Path]:
 @FUZZ
 @given(
     tree=trees(),
-    given_inputs=st.sampled_from([["in"], ["in/a.jpg"], ["in/v.mp4"], ["in", "in/a.jpg"], ["in/e"], ["in/b.png", "in/e"]]),
+    given_inputs=st.sampled_from(
+        [["in"], ["in/a.jpg"], ["in/v.mp4"], ["in", "in/a.jpg"], ["in/e"], ["in/b.png", "in/e"]]
+    ),
     out=st.sampled_from([None, "out", "out", "in", "in", "in/e", "in/out", "."]),
-    options=st.lists(st.sampled_from([
-        ["--overwrite"], ["--overwrite"], ["--json"], ["--on-bad-image", "skip"], ["--batch-size", "2"],
-        ["--wider-submission", "sub"], ["--wider-submission", "in"], ["--threshold", "0"],
-    ]), max_size=3, unique_by=lambda option: option[0]),
+    options=st.lists(
+        st.sampled_from(
+            [
+                ["--overwrite"],
+                ["--overwrite"],
+                ["--json"],
+                ["--on-bad-image", "skip"],
+                ["--batch-size", "2"],
+                ["--wider-submission", "sub"],
+                ["--wider-submission", "in"],
+                ["--threshold", "0"],
+            ]
+        ),
+        max_size=3,
+        unique_by=lambda option: option[0],
+    ),
 )
 def test_detect_changes_no_input_and_replaces_only_when_asked(workdir, tiny_export, tree, given_inputs, out, options):
     root = workdir()
@@ -100,8 +127,13 @@ def test_detect_changes_no_input_and_replaces_only_when_asked(workdir, tiny_expo
         write(root / name, data)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     read = inputs_read(root, given_inputs)
-    args = ["detect", *(root / name for name in given_inputs), "--model", tiny_export,
-            *(["--out", root / out] if out else [])]
+    args = [
+        "detect",
+        *(root / name for name in given_inputs),
+        "--model",
+        tiny_export,
+        *(["--out", root / out] if out else []),
+    ]
     for option in options:
         args += [option[0], *(root / value if option[0] == "--wider-submission" else value for value in option[1:])]
     result = assert_behaves(args)

@@ -23,8 +23,17 @@ from facegrid.core.config import Config
 from facegrid.train.folder import writes_run_folder
 
 TINY = Config(
-    input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
-    batch_size=2, epochs=1, workers=1, warmup_epochs=0, early_stopping_patience=1,
+    input_size=64,
+    grid_size=4,
+    alpha=0.35,
+    backbone_weights="none",
+    backbone_style="keras",
+    head_channels=8,
+    batch_size=2,
+    epochs=1,
+    workers=1,
+    warmup_epochs=0,
+    early_stopping_patience=1,
 )
 
 #: Two logical CPU devices before TensorFlow does anything else, then a mirrored
@@ -70,9 +79,19 @@ def test_mirrored_strategy_trains_on_two_replicas_and_resumes_on_one(samples, tm
     TINY.replace(strategy="mirrored").save(settings)
     run = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-c", MIRRORED_RUN, str(samples / "faces_bbx_gt.txt"), str(samples / "images"),
-         str(run), str(settings)],
-        env=_environment(), capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-c",
+            MIRRORED_RUN,
+            str(samples / "faces_bbx_gt.txt"),
+            str(samples / "images"),
+            str(run),
+            str(settings),
+        ],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -107,16 +126,31 @@ def test_multi_worker_fit_fails_in_keras_as_known(samples, tmp_path):
     """
     cluster = [f"localhost:{port}" for port in _free_ports(2)]
     command = [
-        sys.executable, "-m", "facegrid.cli", "train", "--annotations", samples / "faces_bbx_gt.txt",
-        "--images", samples / "images", "--run", tmp_path / "run", "--config", tmp_path / "tiny.toml",
-        "--strategy", "multi-worker",
+        sys.executable,
+        "-m",
+        "facegrid.cli",
+        "train",
+        "--annotations",
+        samples / "faces_bbx_gt.txt",
+        "--images",
+        samples / "images",
+        "--run",
+        tmp_path / "run",
+        "--config",
+        tmp_path / "tiny.toml",
+        "--strategy",
+        "multi-worker",
     ]
     TINY.save(tmp_path / "tiny.toml")
     workers = [
         subprocess.Popen(
-            [str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=_environment(TF_CONFIG=json.dumps(
-                {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})),
+            [str(part) for part in command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_environment(
+                TF_CONFIG=json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})
+            ),
         )
         for index in range(2)
     ]
@@ -134,13 +168,16 @@ def test_multi_worker_fit_fails_in_keras_as_known(samples, tmp_path):
     assert (tmp_path / "run" / "config.toml").is_file()  # the chief's, written before fit
 
 
-@pytest.mark.parametrize(("tf_config", "writes"), [
-    (None, True),
-    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
-    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
-    ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "chief", "index": 0}}, True),
-    ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}, False),
-])
+@pytest.mark.parametrize(
+    ("tf_config", "writes"),
+    [
+        (None, True),
+        ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "chief", "index": 0}}, True),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}, False),
+    ],
+)
 def test_only_the_chief_writes_the_run_folder(monkeypatch, tf_config, writes):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -161,15 +198,28 @@ def test_strategy_is_a_setting_a_resumed_run_may_change(samples, tmp_path):
     check_run_folder(tmp_path / "run", TINY.replace(strategy="mirrored"), resume=True)  # not refused
 
 
-@pytest.mark.parametrize(("args", "env", "message"), [
-    (["--strategy", "ring"], {}, "error: Invalid value for '--strategy': 'ring' is not one of"),
-    (["--strategy", "multi-worker"], {"TF_CONFIG": "{worker"}, "error: TF_CONFIG is not valid JSON: "),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--strategy", "ring"], {}, "error: Invalid value for '--strategy': 'ring' is not one of"),
+        (["--strategy", "multi-worker"], {"TF_CONFIG": "{worker"}, "error: TF_CONFIG is not valid JSON: "),
+    ],
+)
 def test_train_refuses_a_strategy_it_cannot_use_in_one_line(samples, tmp_path, args, env, message):
-    result = CliRunner().invoke(main, [
-        "train", "--annotations", str(samples / "faces_bbx_gt.txt"), "--images", str(samples / "images"),
-        "--run", str(tmp_path / "run"), *args,
-    ], env=env)
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--annotations",
+            str(samples / "faces_bbx_gt.txt"),
+            "--images",
+            str(samples / "images"),
+            "--run",
+            str(tmp_path / "run"),
+            *args,
+        ],
+        env=env,
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.output

@@ -61,18 +61,26 @@ def _zip(members: dict[str, bytes]) -> bytes:
 MEMBERS = {
     "wider_face_split.zip": {
         "wider_face_split/readme.txt": b"Attached the mappings between attribute names and label values.\n",
-        "wider_face_split/wider_face_train_bbx_gt.txt": b"0--Parade/0_Parade_Parade_0_1.jpg\n1\n5 5 20 20 0 0 0 0 0 0 \n",
+        "wider_face_split/wider_face_train_bbx_gt.txt": (
+            b"0--Parade/0_Parade_Parade_0_1.jpg\n1\n5 5 20 20 0 0 0 0 0 0 \n"
+        ),
         "wider_face_split/wider_face_val_bbx_gt.txt": f"{VAL_IMAGE}\n1\n10 12 30 40 0 0 0 0 0 0 \n".encode(),
     },
-    "eval_tools.zip": {f"eval_tools/ground_truth/wider_{s}_val.mat": b"MATLAB 5.0" for s in ("face", "easy", "medium", "hard")},
+    "eval_tools.zip": {
+        f"eval_tools/ground_truth/wider_{s}_val.mat": b"MATLAB 5.0" for s in ("face", "easy", "medium", "hard")
+    },
     "WIDER_train.zip": {"WIDER_train/images/0--Parade/0_Parade_Parade_0_1.jpg": _jpeg()},
     "WIDER_val.zip": {f"WIDER_val/images/{VAL_IMAGE}": _jpeg()},
     "WIDER_test.zip": {"WIDER_test/images/0--Parade/0_Parade_marchingband_1_9.jpg": _jpeg()},
 }
 ZIPS = {name: _zip(members) for name, members in MEMBERS.items()}
-PROVIDES = {"wider_face_split.zip": "wider_face_split/wider_face_val_bbx_gt.txt",
-            "eval_tools.zip": "eval_tools/ground_truth/wider_face_val.mat", "WIDER_train.zip": "WIDER_train/images",
-            "WIDER_val.zip": "WIDER_val/images", "WIDER_test.zip": "WIDER_test/images"}
+PROVIDES = {
+    "wider_face_split.zip": "wider_face_split/wider_face_val_bbx_gt.txt",
+    "eval_tools.zip": "eval_tools/ground_truth/wider_face_val.mat",
+    "WIDER_train.zip": "WIDER_train/images",
+    "WIDER_val.zip": "WIDER_val/images",
+    "WIDER_test.zip": "WIDER_test/images",
+}
 
 
 def _pinned(name: str, data: bytes | None = None) -> Archive:
@@ -165,8 +173,11 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
 
 
 #: Redirecting modes: where they send the client ({path}: the path asked for).
-REDIRECTS = {"redirects_to_itself": "{path}", "redirects_to_ftp": "ftp://127.0.0.1:1/x.zip",
-             "redirects_to_a_file": "file:///etc/passwd"}
+REDIRECTS = {
+    "redirects_to_itself": "{path}",
+    "redirects_to_ftp": "ftp://127.0.0.1:1/x.zip",
+    "redirects_to_a_file": "file:///etc/passwd",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -193,8 +204,11 @@ def server(monkeypatch):
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    monkeypatch.setitem(download.RELEASES, "widerface", Release(
-        archives=tuple(_pinned(name) for name in ZIPS), mirrors=(f"{httpd.base}/m1/", f"{httpd.base}/m2/")))
+    monkeypatch.setitem(
+        download.RELEASES,
+        "widerface",
+        Release(archives=tuple(_pinned(name) for name in ZIPS), mirrors=(f"{httpd.base}/m1/", f"{httpd.base}/m2/")),
+    )
     yield httpd
     httpd.stop.set()
     httpd.shutdown()
@@ -215,11 +229,14 @@ def test_good_copies_unpack_into_the_wider_layout_that_data_check_reads(server, 
     result = run("download", "widerface", "--to", to)
     assert result.exit_code == 0 and result.stderr == ""
     assert result.stdout.splitlines() == [
-        f"{name}: from {server.base}/m1/{name}, sha256 verified, unpacked into {to}" for name in ZIPS]
+        f"{name}: from {server.base}/m1/{name}, sha256 verified, unpacked into {to}" for name in ZIPS
+    ]
     members = {member for listed in MEMBERS.values() for member in listed}
     kept = {f"archives/{name}{suffix}" for name in ZIPS for suffix in ("", ".sha256")}
     assert tree(to) == members | kept
-    check = run("data", "check", to / "wider_face_split" / "wider_face_val_bbx_gt.txt", "--images", to / "WIDER_val" / "images")
+    check = run(
+        "data", "check", to / "wider_face_split" / "wider_face_val_bbx_gt.txt", "--images", to / "WIDER_val" / "images"
+    )
     assert check.exit_code == 0 and "1 images, 1 face rows" in check.output and "errors: none" in check.output
 
     asked = len(server.requests)
@@ -242,8 +259,10 @@ def test_a_corrupt_copy_is_deleted_and_the_next_mirror_tried(server, tmp_path):
     result = run("download", "widerface", "--to", tmp_path, "--only", "wider_face_split.zip")
     name, url = "wider_face_split.zip", f"{server.base}/m1/wider_face_split.zip"
     assert result.exit_code == 0
-    assert result.stderr.splitlines() == [f"{name}: {url}: sha256 {_corrupt_digest(name)} is not the pinned "
-                                          f"{hashlib.sha256(ZIPS[name]).hexdigest()}; copy deleted"]
+    assert result.stderr.splitlines() == [
+        f"{name}: {url}: sha256 {_corrupt_digest(name)} is not the pinned "
+        f"{hashlib.sha256(ZIPS[name]).hexdigest()}; copy deleted"
+    ]
     assert result.stdout.startswith(f"{name}: from {server.base}/m2/{name}, sha256 verified")
     assert (tmp_path / "archives" / name).read_bytes() == ZIPS[name]
     assert not (tmp_path / "archives" / f"{name}.part").exists()
@@ -259,8 +278,9 @@ def test_a_copy_of_another_size_than_pinned_is_passed_over_on_its_length(server,
     result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
     size = len(ZIPS["WIDER_val.zip"])
     assert result.exit_code == 0
-    assert result.stderr.splitlines() == [f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: "
-                                          f"offers {size + 1:,} bytes where the manifest says {size:,}"]
+    assert result.stderr.splitlines() == [
+        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: offers {size + 1:,} bytes where the manifest says {size:,}"
+    ]
     assert result.stdout.startswith(f"WIDER_val.zip: from {server.base}/m2/WIDER_val.zip, sha256 verified")
 
 
@@ -270,9 +290,12 @@ def test_a_response_cut_off_is_resumed_with_range(server, tmp_path):
     path, size = "/m1/WIDER_val.zip", len(ZIPS["WIDER_val.zip"])
     assert result.exit_code == 0
     assert result.stderr.splitlines() == [
-        f"WIDER_val.zip: {server.base}{path}: connection closed at {size // 2:,} of {size:,} bytes; asking for the rest"]
+        f"WIDER_val.zip: {server.base}{path}: connection closed at {size // 2:,} of {size:,} bytes; asking for the rest"
+    ]
     assert server.requests == [(path, None), (path, f"bytes={size // 2}-")]
-    assert (tmp_path / "WIDER_val" / "images" / VAL_IMAGE).read_bytes() == MEMBERS["WIDER_val.zip"][f"WIDER_val/images/{VAL_IMAGE}"]
+    assert (tmp_path / "WIDER_val" / "images" / VAL_IMAGE).read_bytes() == MEMBERS["WIDER_val.zip"][
+        f"WIDER_val/images/{VAL_IMAGE}"
+    ]
 
 
 def test_a_part_left_by_an_interrupted_run_is_resumed(server, tmp_path):
@@ -290,7 +313,8 @@ def test_a_server_ignoring_range_restarts_the_file(server, tmp_path):
     result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
     assert result.exit_code == 0
     assert result.stderr.splitlines() == [
-        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: ignored the request to resume at byte 1,000; starting over"]
+        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: ignored the request to resume at byte 1,000; starting over"
+    ]
     assert (tmp_path / "archives" / "WIDER_val.zip").read_bytes() == ZIPS["WIDER_val.zip"]
 
 
@@ -327,12 +351,17 @@ def test_a_given_mirror_is_tried_first(server, tmp_path):
 
 def test_an_unpinned_archive_is_refused_unless_trusted(server, tmp_path, monkeypatch):
     split = Archive("wider_face_split.zip", PROVIDES["wider_face_split.zip"])
-    monkeypatch.setitem(download.RELEASES, "widerface", Release(
-        (split, _pinned("WIDER_val.zip")), download.RELEASES["widerface"].mirrors))
+    monkeypatch.setitem(
+        download.RELEASES,
+        "widerface",
+        Release((split, _pinned("WIDER_val.zip")), download.RELEASES["widerface"].mirrors),
+    )
     refused = run("download", "widerface", "--to", tmp_path)
     assert refused.exit_code == 1  # the pinned archive is in place, the other is not
-    assert refused.stderr == ("wider_face_split.zip: refused: facegrid's manifest pins no sha256 for it; "
-                              "--trust-unpinned takes the copy a mirror serves\n")
+    assert refused.stderr == (
+        "wider_face_split.zip: refused: facegrid's manifest pins no sha256 for it; "
+        "--trust-unpinned takes the copy a mirror serves\n"
+    )
     assert ("/m1/wider_face_split.zip", None) not in server.requests
     trusted = run("download", "widerface", "--to", tmp_path, "--trust-unpinned", "--only", "wider_face_split.zip")
     assert trusted.exit_code == 0
@@ -342,13 +371,16 @@ def test_an_unpinned_archive_is_refused_unless_trusted(server, tmp_path, monkeyp
 
 def test_an_archive_escaping_the_folder_is_refused_before_anything_is_written(server, tmp_path, monkeypatch):
     server.files["escape.zip"] = evil = _zip({"escape/fine.txt": b"x", "../outside.txt": b"x"})
-    monkeypatch.setitem(download.RELEASES, "widerface", Release(
-        (_pinned("escape.zip", evil),), download.RELEASES["widerface"].mirrors))
+    monkeypatch.setitem(
+        download.RELEASES, "widerface", Release((_pinned("escape.zip", evil),), download.RELEASES["widerface"].mirrors)
+    )
     to = tmp_path / "widerface"
     result = run("download", "widerface", "--to", to)
     assert result.exit_code == 2
-    assert result.stderr == (f"{to / 'archives' / 'escape.zip'}: member '../outside.txt' refused ('..' in the path: "
-                             f"archive members must stay inside the folder unpacked into); nothing unpacked\n{NOTHING_PLACED}\n")
+    assert result.stderr == (
+        f"{to / 'archives' / 'escape.zip'}: member '../outside.txt' refused ('..' in the path: "
+        f"archive members must stay inside the folder unpacked into); nothing unpacked\n{NOTHING_PLACED}\n"
+    )
     assert tree(tmp_path) == {"widerface/archives/escape.zip"}
 
 
@@ -367,19 +399,22 @@ def test_unpack_refuses_a_file_that_is_not_a_zip(tmp_path):
         unpack(tmp_path / "a.zip", tmp_path / "into")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--mirror", "ftp://example.org/"), "not an http:// or https:// address"),
-    (("--mirror", "http://example.org/a b/"), "spaces or control characters in the address"),
-    (("--mirror", "http://example.org/\u00fc/"), "characters outside ASCII after the host name"),
-    (("--mirror", "http://example.org:65536/"), "not a usable address (Port out of range 0-65535)"),
-    (("--mirror", "http://[::1/"), "not a usable address (Invalid IPv6 URL)"),
-    (("--mirror", "http://user:secret@example.org/"), "a user name or password in the address"),
-    (("--mirror", "http://" + "a" * 64 + ".org/"), "is not a valid host name"),
-    (("--mirror", "http://b\u00fccher..org/"), "is not a valid host name"),
-    (("--mirror", "http:///data/"), "no host name in the address"),
-    (("--timeout", "1e300"), "is not in the range 0<x<=3600"),
-    (("--only", "WIDER_nope.zip"), "no archive 'WIDER_nope.zip' in the release"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--mirror", "ftp://example.org/"), "not an http:// or https:// address"),
+        (("--mirror", "http://example.org/a b/"), "spaces or control characters in the address"),
+        (("--mirror", "http://example.org/\u00fc/"), "characters outside ASCII after the host name"),
+        (("--mirror", "http://example.org:65536/"), "not a usable address (Port out of range 0-65535)"),
+        (("--mirror", "http://[::1/"), "not a usable address (Invalid IPv6 URL)"),
+        (("--mirror", "http://user:secret@example.org/"), "a user name or password in the address"),
+        (("--mirror", "http://" + "a" * 64 + ".org/"), "is not a valid host name"),
+        (("--mirror", "http://b\u00fccher..org/"), "is not a valid host name"),
+        (("--mirror", "http:///data/"), "no host name in the address"),
+        (("--timeout", "1e300"), "is not in the range 0<x<=3600"),
+        (("--only", "WIDER_nope.zip"), "no archive 'WIDER_nope.zip' in the release"),
+    ],
+)
 def test_unusable_options_exit_2_in_one_line(server, tmp_path, args, message):
     result = run("download", "widerface", "--to", tmp_path, *args)
     assert result.exit_code == 2 and message in result.stderr and server.requests == []
@@ -392,20 +427,26 @@ def test_an_endless_stream_is_cut_at_the_pinned_size_and_passed_over(server, tmp
     size = len(ZIPS["WIDER_val.zip"])
     assert result.exit_code == 0
     assert result.stderr.splitlines() == [
-        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: sent more than the manifest's {size:,} bytes; copy deleted"]
+        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: sent more than the manifest's {size:,} bytes; copy deleted"
+    ]
     assert max(server.sizes, default=0) <= size
     assert (tmp_path / "archives" / "WIDER_val.zip").read_bytes() == ZIPS["WIDER_val.zip"]
 
 
 def test_an_endless_stream_of_a_file_pinned_by_no_size_is_cut_at_the_limit(server, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "UNSIZED_LIMIT", 20_000)
-    monkeypatch.setitem(download.RELEASES, "widerface", Release(
-        (Archive("WIDER_val.zip", PROVIDES["WIDER_val.zip"]),), (f"{server.base}/m1/",)))
+    monkeypatch.setitem(
+        download.RELEASES,
+        "widerface",
+        Release((Archive("WIDER_val.zip", PROVIDES["WIDER_val.zip"]),), (f"{server.base}/m1/",)),
+    )
     server.modes["m1"], server.watch = "endless", tmp_path / "archives" / "WIDER_val.zip.part"
     result = run("download", "widerface", "--to", tmp_path, "--trust-unpinned")
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[0] == (f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: sent more than 20,000 "
-                                             "bytes without stating a length (the most facegrid takes so); copy deleted")
+    assert result.stderr.splitlines()[0] == (
+        f"WIDER_val.zip: {server.base}/m1/WIDER_val.zip: sent more than 20,000 "
+        "bytes without stating a length (the most facegrid takes so); copy deleted"
+    )
     assert max(server.sizes, default=0) <= 20_000 and not server.watch.exists()
 
 
@@ -417,17 +458,23 @@ def test_a_trickling_server_is_given_up_as_stalled_within_about_twice_the_timeou
     assert time.monotonic() - started < 2  # the whole file would take minutes at a byte every 50 ms
     assert result.exit_code == 0
     [line] = result.stderr.splitlines()
-    assert re.fullmatch(rf"WIDER_val\.zip: {server.base}/m1/WIDER_val\.zip: stalled: \d+ bytes in [0-9.]+ s, "
-                        rf"where {STALL_BYTES:,} are wanted every 0\.3 s", line), line
+    assert re.fullmatch(
+        rf"WIDER_val\.zip: {server.base}/m1/WIDER_val\.zip: stalled: \d+ bytes in [0-9.]+ s, "
+        rf"where {STALL_BYTES:,} are wanted every 0\.3 s",
+        line,
+    ), line
     assert result.stdout.startswith(f"WIDER_val.zip: from {server.base}/m2/WIDER_val.zip")
 
 
-@pytest.mark.parametrize(("mode", "reason"), [
-    ("redirects_to_itself", "a redirect loop"),
-    ("redirects_to_ftp", "not an http:// or https:// address"),
-    ("redirects_to_a_file", "Redirection to url 'file:///etc/passwd' is not allowed"),
-    ("gzip", "sent the file with Content-Encoding 'gzip', not as it is"),
-])
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("redirects_to_itself", "a redirect loop"),
+        ("redirects_to_ftp", "not an http:// or https:// address"),
+        ("redirects_to_a_file", "Redirection to url 'file:///etc/passwd' is not allowed"),
+        ("gzip", "sent the file with Content-Encoding 'gzip', not as it is"),
+    ],
+)
 def test_bad_redirects_and_compressed_answers_cost_a_line_each(server, tmp_path, mode, reason):
     server.modes["m1"] = mode
     result = run("download", "widerface", "--to", tmp_path, "--only", "WIDER_val.zip")
@@ -447,13 +494,19 @@ def _bomb() -> bytes:
 
 def test_an_archive_unpacking_to_more_than_is_free_is_refused_before_writing(server, tmp_path, monkeypatch):
     server.files["WIDER_val.zip"] = bomb = _bomb()
-    monkeypatch.setitem(download.RELEASES, "widerface", Release(
-        (_pinned("WIDER_val.zip", bomb),), download.RELEASES["widerface"].mirrors))
+    monkeypatch.setitem(
+        download.RELEASES,
+        "widerface",
+        Release((_pinned("WIDER_val.zip", bomb),), download.RELEASES["widerface"].mirrors),
+    )
     result = run("download", "widerface", "--to", tmp_path)
     assert result.exit_code == 2
     first, last = result.stderr.splitlines()
-    assert re.fullmatch(rf"{tmp_path}/archives/WIDER_val\.zip: unpacks to 1,125,899,906,842,624 bytes, more than "
-                        rf"the [0-9,]+ free at {tmp_path}; nothing unpacked", first), first
+    assert re.fullmatch(
+        rf"{tmp_path}/archives/WIDER_val\.zip: unpacks to 1,125,899,906,842,624 bytes, more than "
+        rf"the [0-9,]+ free at {tmp_path}; nothing unpacked",
+        first,
+    ), first
     assert last == NOTHING_PLACED
     assert tree(tmp_path) == {"archives/WIDER_val.zip"}
 
@@ -485,12 +538,21 @@ def test_files_as_an_interrupted_unpack_left_them_are_kept_and_the_rest_written(
     assert all((tmp_path / name).read_bytes() == data for name, data in members.items())
 
 
-@pytest.mark.parametrize(("folder", "file", "message"), [
-    ("WIDER_val/images/" + VAL_IMAGE, None,
-     f"is a folder, where WIDER_val.zip has the file 'WIDER_val/images/{VAL_IMAGE}'; nothing unpacked"),
-    ("WIDER_val", "WIDER_val/images",
-     f"is a file, where WIDER_val.zip has a folder (for 'WIDER_val/images/{VAL_IMAGE}'); nothing unpacked"),
-])
+@pytest.mark.parametrize(
+    ("folder", "file", "message"),
+    [
+        (
+            "WIDER_val/images/" + VAL_IMAGE,
+            None,
+            f"is a folder, where WIDER_val.zip has the file 'WIDER_val/images/{VAL_IMAGE}'; nothing unpacked",
+        ),
+        (
+            "WIDER_val",
+            "WIDER_val/images",
+            f"is a file, where WIDER_val.zip has a folder (for 'WIDER_val/images/{VAL_IMAGE}'); nothing unpacked",
+        ),
+    ],
+)
 def test_a_folder_or_file_in_the_way_of_a_member_is_refused_in_one_line(server, tmp_path, folder, file, message):
     (tmp_path / folder).mkdir(parents=True)
     if file:
@@ -500,17 +562,29 @@ def test_a_folder_or_file_in_the_way_of_a_member_is_refused_in_one_line(server, 
     assert result.stderr.splitlines() == [f"{tmp_path / (file or folder)}: {message}", NOTHING_PLACED]
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    (lambda to: (to / "archives" / "WIDER_val.zip.part").mkdir(parents=True),
-     "archives/WIDER_val.zip.part: is a folder, where the download's copy goes; move it away"),
-    (lambda to: (to / "archives" / "WIDER_val.zip").mkdir(parents=True),
-     "archives/WIDER_val.zip: is a folder, where the download's copy goes; move it away"),
-    (lambda to: (to / "archives" / "WIDER_val.zip.sha256").mkdir(parents=True),
-     "archives/WIDER_val.zip.sha256: cannot read: Is a directory"),
-    (lambda to: (to / "archives").mkdir() or (to / "archives" / "WIDER_val.zip.part").symlink_to("/dev/full"),
-     "archives/WIDER_val.zip.part: cannot write: No space left on device"),
-    (lambda to: (to / "file").write_bytes(b""), None),
-], ids=["part-is-a-folder", "archive-is-a-folder", "stamp-is-a-folder", "disk-full", "under-a-file"])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            lambda to: (to / "archives" / "WIDER_val.zip.part").mkdir(parents=True),
+            "archives/WIDER_val.zip.part: is a folder, where the download's copy goes; move it away",
+        ),
+        (
+            lambda to: (to / "archives" / "WIDER_val.zip").mkdir(parents=True),
+            "archives/WIDER_val.zip: is a folder, where the download's copy goes; move it away",
+        ),
+        (
+            lambda to: (to / "archives" / "WIDER_val.zip.sha256").mkdir(parents=True),
+            "archives/WIDER_val.zip.sha256: cannot read: Is a directory",
+        ),
+        (
+            lambda to: (to / "archives").mkdir() or (to / "archives" / "WIDER_val.zip.part").symlink_to("/dev/full"),
+            "archives/WIDER_val.zip.part: cannot write: No space left on device",
+        ),
+        (lambda to: (to / "file").write_bytes(b""), None),
+    ],
+    ids=["part-is-a-folder", "archive-is-a-folder", "stamp-is-a-folder", "disk-full", "under-a-file"],
+)
 def test_a_dataset_folder_that_cannot_take_the_archive_stops_with_one_line(server, tmp_path, setup, message):
     setup(tmp_path)
     to = tmp_path if message else tmp_path / "file" / "widerface"

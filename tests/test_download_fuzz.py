@@ -19,6 +19,7 @@ names reach the test's server and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -76,15 +77,36 @@ CONTENTS = st.sampled_from(["good", "good", "good", "garbage", "cut", "escaping"
 PLAIN = {"status": 200, "length": "right", "body": "whole", "range": "honoured", "location": "next", "gzip": False}
 
 #: A generated behaviour: what one mirror does with a request (often it works).
-BEHAVIOURS = st.sampled_from([True, False, False]).flatmap(lambda plain: st.just(PLAIN) if plain else st.fixed_dictionaries({
-    "status": st.sampled_from([200, 200, 200, 200, 206, 302, 404, 500, 416, 204]),
-    "length": st.sampled_from(["right", "right", "right", "absent", "one less", "one more", "x", "-1", "\u00b2"]),
-    "body": st.sampled_from(["whole"] * 6 + ["cut", "corrupted", "longer", "empty", "endless", "trickled", "silent"]),
-    "range": st.sampled_from(["honoured", "honoured", "ignored", "wrong"]),
-    "location": st.sampled_from(["next", "itself", "ftp://127.0.0.1:1/x", "file:///etc/passwd", "http://[::1/x",
-                                 "data:,x", "//127.0.0.1:1/x"]),
-    "gzip": st.sampled_from([False] * 5 + [True]),
-}))
+BEHAVIOURS = st.sampled_from([True, False, False]).flatmap(
+    lambda plain: (
+        st.just(PLAIN)
+        if plain
+        else st.fixed_dictionaries(
+            {
+                "status": st.sampled_from([200, 200, 200, 200, 206, 302, 404, 500, 416, 204]),
+                "length": st.sampled_from(
+                    ["right", "right", "right", "absent", "one less", "one more", "x", "-1", "\u00b2"]
+                ),
+                "body": st.sampled_from(
+                    ["whole"] * 6 + ["cut", "corrupted", "longer", "empty", "endless", "trickled", "silent"]
+                ),
+                "range": st.sampled_from(["honoured", "honoured", "ignored", "wrong"]),
+                "location": st.sampled_from(
+                    [
+                        "next",
+                        "itself",
+                        "ftp://127.0.0.1:1/x",
+                        "file:///etc/passwd",
+                        "http://[::1/x",
+                        "data:,x",
+                        "//127.0.0.1:1/x",
+                    ]
+                ),
+                "gzip": st.sampled_from([False] * 5 + [True]),
+            }
+        )
+    )
+)
 
 
 @st.composite
@@ -96,8 +118,12 @@ def archives(draw, name: str) -> tuple[bytes, str]:
         "good": good,
         "garbage": draw(st.binary(max_size=64)),
         "cut": good[: draw(st.integers(0, len(good) - 1))],
-        "escaping": _zip({PROVIDES[name]: b"x", draw(st.sampled_from(["../out.txt", "/tmp/out.txt", "a/../../out.txt",
-                                                                      "C:\\out.txt"])): b"x"}),
+        "escaping": _zip(
+            {
+                PROVIDES[name]: b"x",
+                draw(st.sampled_from(["../out.txt", "/tmp/out.txt", "a/../../out.txt", "C:\\out.txt"])): b"x",
+            }
+        ),
         "bomb": _zip({PROVIDES[name]: b"x"}, claimed=1 << 50),
     }[kind]
     return content, draw(st.sampled_from(["served", "served", "served", "other", "none"]))
@@ -114,10 +140,8 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         behaviour = behaviours[int(index)]
-        try:
+        with contextlib.suppress(OSError):  # the client hung up
             self._answer(behaviour, data, int(index), name)
-        except OSError:  # the client hung up
-            pass
 
     def _answer(self, behaviour: dict, data: bytes, index: int, name: str) -> None:
         status, body = behaviour["status"], behaviour["body"]
@@ -128,14 +152,18 @@ class _Mirrors(http.server.BaseHTTPRequestHandler):
             self.send_error(status)
             return
         if status == 302:
-            location = {"next": f"/{index + 1}/{name}", "itself": self.path}.get(behaviour["location"],
-                                                                                 behaviour["location"])
+            location = {"next": f"/{index + 1}/{name}", "itself": self.path}.get(
+                behaviour["location"], behaviour["location"]
+            )
             self.send_response(302)
             self.send_header("Location", location)
             self.end_headers()
             return
-        data = {"corrupted": data[:-1] + bytes([data[-1] ^ 1]) if data else b"\0", "longer": data + b"\0",
-                "empty": b""}.get(body, data)
+        data = {
+            "corrupted": data[:-1] + bytes([data[-1] ^ 1]) if data else b"\0",
+            "longer": data + b"\0",
+            "empty": b"",
+        }.get(body, data)
         asked = self.headers.get("Range", "bytes=0-").removeprefix("bytes=").removesuffix("-")
         start = int(asked) if behaviour["range"] != "ignored" else 0
         status = 206 if start or status == 206 else 200
@@ -181,8 +209,9 @@ def server(monkeypatch):
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     resolve = socket.getaddrinfo
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *args, **kwargs: resolve("127.0.0.1", port, *args,
-                                                                                           **kwargs))
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, port, *args, **kwargs: resolve("127.0.0.1", port, *args, **kwargs)
+    )
     monkeypatch.setattr(fetch, "UNSIZED_LIMIT", UNSIZED_LIMIT)
     yield httpd
     httpd.stop.set()
@@ -196,17 +225,38 @@ def mirror_urls(port: int, count: int):
     kind = st.sampled_from(["ours"] * 10 + ["international"] * 2 + ["odd"])
     ours = st.integers(0, count).map(lambda n: f"http://127.0.0.1:{port}/{n}/")
     international = st.integers(0, count).map(lambda n: f"http://b\u00fccher.test:{port}/{n}")
-    odd = st.sampled_from([
-        f"http://127.0.0.1:{port}/a b/", "http://127.0.0.1:99999/", "http://u:p@127.0.0.1/", "http://a..b/",
-        "ftp://127.0.0.1/", "http://[::1/", "http://127.0.0.1:1/", "http:///x", f"http://127.0.0.1:{port}/\u00fc/",
-        "http://" + "a" * 64 + ".test/", "",
-    ])
+    odd = st.sampled_from(
+        [
+            f"http://127.0.0.1:{port}/a b/",
+            "http://127.0.0.1:99999/",
+            "http://u:p@127.0.0.1/",
+            "http://a..b/",
+            "ftp://127.0.0.1/",
+            "http://[::1/",
+            "http://127.0.0.1:1/",
+            "http:///x",
+            f"http://127.0.0.1:{port}/\u00fc/",
+            "http://" + "a" * 64 + ".test/",
+            "",
+        ]
+    )
     return kind.flatmap({"ours": ours, "international": international, "odd": odd}.get)
 
 
 #: What the dataset folder holds before the run.
-FOLDERS = st.sampled_from(["fresh"] * 16 + ["under a file", "a file", "stale part", "part folder",
-                           "stamp garbage", "stamp folder", "users file", "identical file"])
+FOLDERS = st.sampled_from(
+    ["fresh"] * 16
+    + [
+        "under a file",
+        "a file",
+        "stale part",
+        "part folder",
+        "stamp garbage",
+        "stamp folder",
+        "users file",
+        "identical file",
+    ]
+)
 
 
 def _prepare(root, folder: str, served: dict[str, bytes]):
@@ -238,26 +288,47 @@ def _files(root) -> dict[str, bytes]:
 
 
 @FUZZ
-@given(data=st.data(), behaviours=st.lists(BEHAVIOURS, min_size=1, max_size=3),
-       split=archives("wider_face_split.zip"), val=archives("WIDER_val.zip"), folder=FOLDERS,
-       only=st.lists(st.sampled_from([*PROVIDES] * 10 + ["WIDER_nope.zip"]), max_size=2),
-       timeout=st.sampled_from(["0.1", "0.2"] * 20 + ["0", "-1", "nan", "x", "1e400", "4000"]),
-       flags=st.lists(st.sampled_from(["--overwrite", "--trust-unpinned"]), max_size=2, unique=True))
+@given(
+    data=st.data(),
+    behaviours=st.lists(BEHAVIOURS, min_size=1, max_size=3),
+    split=archives("wider_face_split.zip"),
+    val=archives("WIDER_val.zip"),
+    folder=FOLDERS,
+    only=st.lists(st.sampled_from([*PROVIDES] * 10 + ["WIDER_nope.zip"]), max_size=2),
+    timeout=st.sampled_from(["0.1", "0.2"] * 20 + ["0", "-1", "nan", "x", "1e400", "4000"]),
+    flags=st.lists(st.sampled_from(["--overwrite", "--trust-unpinned"]), max_size=2, unique=True),
+)
 def test_download_behaves(server, workdir, monkeypatch, data, behaviours, split, val, folder, only, timeout, flags):
     root = workdir()
     served = {"wider_face_split.zip": split[0], "WIDER_val.zip": val[0]}
-    pins = {name: {"served": content, "other": _good(name) + b"!", "none": None}[pin]
-            for name, (content, pin) in (("wider_face_split.zip", split), ("WIDER_val.zip", val))}
+    pins = {
+        name: {"served": content, "other": _good(name) + b"!", "none": None}[pin]
+        for name, (content, pin) in (("wider_face_split.zip", split), ("WIDER_val.zip", val))
+    }
     server.behaviours, server.served, server.asked = behaviours, served, []
-    monkeypatch.setitem(download.RELEASES, "widerface", Release(tuple(
-        Archive(name, PROVIDES[name], sha256=None if pin is None else hashlib.sha256(pin).hexdigest(),
-                size=None if pin is None else len(pin)) for name, pin in pins.items()),
-        (f"http://127.0.0.1:{server.port}/0/",)))
+    monkeypatch.setitem(
+        download.RELEASES,
+        "widerface",
+        Release(
+            tuple(
+                Archive(
+                    name,
+                    PROVIDES[name],
+                    sha256=None if pin is None else hashlib.sha256(pin).hexdigest(),
+                    size=None if pin is None else len(pin),
+                )
+                for name, pin in pins.items()
+            ),
+            (f"http://127.0.0.1:{server.port}/0/",),
+        ),
+    )
     mirrors = data.draw(st.lists(mirror_urls(server.port, len(behaviours)), max_size=2))
     to = _prepare(root, folder, served)
     before = _files(root)
     args = ["download", "widerface", "--to", to, "--timeout", timeout, *flags]
-    args += [item for name in only for item in ("--only", name)] + [item for url in mirrors for item in ("--mirror", url)]
+    args += [item for name in only for item in ("--only", name)] + [
+        item for url in mirrors for item in ("--mirror", url)
+    ]
 
     started = time.monotonic()
     result = assert_behaves(args)

@@ -357,8 +357,10 @@ def test_images_the_ground_truth_does_not_list_are_refused_naming_the_first(tiny
     refuse_unlisted(tiny_gt, ["e/a.jpg", "e/c"], "images")  # listed; e/b, not asked for, is no concern
     with pytest.raises(PathError) as info:
         refuse_unlisted(tiny_gt, ["e/a", "x/y.jpg", "x/z.jpg"], "images in val")
-    assert str(info.value) == ("the ground truth: does not list 2 of the 3 images in val, such as x/y.jpg: "
-                               "are they WIDER FACE validation images?")
+    assert str(info.value) == (
+        "the ground truth: does not list 2 of the 3 images in val, such as x/y.jpg: "
+        "are they WIDER FACE validation images?"
+    )
 
 
 def test_ground_truth_files_that_are_not_matlab_files_name_the_file(tmp_path):
@@ -515,8 +517,10 @@ def empty_images(root, keys):
 
 def test_validate_scores_what_evaluate_scores_on_the_result_files(official, tmp_path):
     keys = list(official.keys[:7])
-    table = {key: (found.astype(np.float32), scores.astype(np.float32))
-             for key, (found, scores) in realistic_predictions(official, keys).items()}
+    table = {
+        key: (found.astype(np.float32), scores.astype(np.float32))
+        for key, (found, scores) in realistic_predictions(official, keys).items()
+    }
     for key, (found, scores) in table.items():
         write_image_result(tmp_path / "pred", f"{key}.jpg", found, scores)
     detector, seen = TableDetector(table), []
@@ -534,8 +538,10 @@ def test_validate_refuses_images_the_ground_truth_does_not_list_before_detecting
     detector = TableDetector({})
     with pytest.raises(PathError) as info:
         validate(detector, images, official.source)
-    assert str(info.value) == (f"{official.source}: does not list 1 of the 2 images in {images}, such as "
-                               "0--Parade/not_wider: are they WIDER FACE validation images?")
+    assert str(info.value) == (
+        f"{official.source}: does not list 1 of the 2 images in {images}, such as "
+        "0--Parade/not_wider: are they WIDER FACE validation images?"
+    )
     assert detector.calls == []
     with pytest.raises(PathError, match="absent: no such folder"):
         validate(detector, tmp_path / "absent", official.source)
@@ -543,11 +549,15 @@ def test_validate_refuses_images_the_ground_truth_does_not_list_before_detecting
 
 def test_an_unreadable_image_is_left_out_of_the_wider_scores_faces_and_all(official, tmp_path):
     keys = list(official.keys[:4])
-    table = {key: (official.boxes[i], np.linspace(0.9, 0.5, len(official.boxes[i]), dtype=np.float32))
-             for i, key in enumerate(keys) if i != 1}
+    table = {
+        key: (official.boxes[i], np.linspace(0.9, 0.5, len(official.boxes[i]), dtype=np.float32))
+        for i, key in enumerate(keys)
+        if i != 1
+    }
     unreadable = []
-    found = detect_at_floor(TableDetector(table), [tmp_path / f"{key}.jpg" for key in keys], 2,
-                            on_unreadable=unreadable.append)
+    found = detect_at_floor(
+        TableDetector(table), [tmp_path / f"{key}.jpg" for key in keys], 2, on_unreadable=unreadable.append
+    )
     assert found[1] is None and [error.path for error in unreadable] == [str(tmp_path / f"{keys[1]}.jpg")]
     result = wider_scores(keys, found, official)
     assert result.images == (keys[0], keys[2], keys[3]) and result.ap["easy"] == pytest.approx(1.0)

@@ -1,4 +1,4 @@
-"""Exports: every format of the bundled model agrees with the Keras model on real photos, and runs without TensorFlow."""
+"""Exports: every format of the bundled model agrees with Keras on real photos, and runs without TensorFlow."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from facegrid.infer.inputs import find_images
 from facegrid.infer.runtimes import pyramid_cells
 from facegrid.model.network import build_detector
 
-#: Float exports against Keras, on raw outputs: scores absolutely, centre offsets (strides) absolutely, sizes relatively.
+#: Float exports against Keras, raw outputs: scores absolutely, centre offsets (strides) absolutely, sizes relatively.
 FLOAT_SCORE_TOLERANCE = 1e-4
 FLOAT_OFFSET_TOLERANCE = 1e-3
 FLOAT_SIZE_TOLERANCE = 1e-3
@@ -36,8 +36,16 @@ FLOAT_SIZE_TOLERANCE = 1e-3
 INT8_MIN_IOU = 0.75
 INT8_MAX_SCORE_DIFFERENCE = 0.05
 
-TINY_PYRAMID = Config(input_size=64, strides=(8, 16, 32), grid_size=0, alpha=0.35, backbone_weights="none",
-                      backbone_style="keras", head_channels=8, detect_size=96)
+TINY_PYRAMID = Config(
+    input_size=64,
+    strides=(8, 16, 32),
+    grid_size=0,
+    alpha=0.35,
+    backbone_weights="none",
+    backbone_style="keras",
+    head_channels=8,
+    detect_size=96,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +65,15 @@ def exports(tmp_path_factory, wider):
     folder = tmp_path_factory.mktemp("exports")
     train = [path for path, _ in find_images([wider / "WIDER_train" / "images"])]
     made = {}
-    for format, name in [("saved_model", "saved"), ("litert", "float.tflite"), ("onnx", "float.onnx"),
-                         ("litert-int8", "int8.tflite")]:
-        made[format] = export_model(bundled_model_path(), folder / name, format, calibration=train,
-                                    calibration_images=32)
+    for format, name in [
+        ("saved_model", "saved"),
+        ("litert", "float.tflite"),
+        ("onnx", "float.onnx"),
+        ("litert-int8", "int8.tflite"),
+    ]:
+        made[format] = export_model(
+            bundled_model_path(), folder / name, format, calibration=train, calibration_images=32
+        )
     return made
 
 
@@ -170,10 +183,14 @@ def test_export_refuses_to_overwrite_and_names_its_format(tmp_path):
     TINY_PYRAMID.save(tmp_path / "tiny.toml")
     (tmp_path / "out.keras").write_bytes(b"mine")
     result = CliRunner().invoke(main, ["export", str(tmp_path / "tiny.keras"), str(tmp_path / "out.keras")])
-    assert result.exit_code == 2 and result.stderr == f"error: {tmp_path / 'out.keras'}: exists: pass --overwrite to replace it\n"
+    assert (
+        result.exit_code == 2
+        and result.stderr == f"error: {tmp_path / 'out.keras'}: exists: pass --overwrite to replace it\n"
+    )
     assert (tmp_path / "out.keras").read_bytes() == b"mine"
-    result = CliRunner().invoke(main, ["export", str(tmp_path / "tiny.keras"), str(tmp_path / "q.tflite"),
-                                       "--format", "litert-int8"])
+    result = CliRunner().invoke(
+        main, ["export", str(tmp_path / "tiny.keras"), str(tmp_path / "q.tflite"), "--format", "litert-int8"]
+    )
     assert result.exit_code == 2 and "calibration images" in result.output and not (tmp_path / "q.tflite").exists()
 
 
@@ -187,8 +204,9 @@ class SingularValues(keras.layers.Layer):
 
 
 def test_an_export_that_fails_says_why_in_one_line(tmp_path):
-    config = Config(input_size=64, grid_size=2, alpha=0.35, backbone_weights="none", backbone_style="keras",
-                    head_channels=8)
+    config = Config(
+        input_size=64, grid_size=2, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8
+    )
     inputs = keras.Input((64, 64, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.Conv2D(5, 32, strides=32, activation="sigmoid")(x)
@@ -222,11 +240,17 @@ def test_settings_of_another_model_are_refused_when_the_model_loads(tmp_path, sa
     for name in ("tiny.keras", "tiny.tflite"):
         shutil.copy(tmp_path / name, tmp_path / f"other{Path(name).suffix}")
     coarser.save(tmp_path / "other.toml")
-    with pytest.raises(ModelFileError, match=r"other.tflite: outputs boxes_16, boxes_32, boxes_8, scores_16, "
-                                             r"scores_32, scores_8, but its settings say a pyramid of strides \[16, 32\]"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"other.tflite: outputs boxes_16, boxes_32, boxes_8, scores_16, "
+        r"scores_32, scores_8, but its settings say a pyramid of strides \[16, 32\]",
+    ):
         Detector.load(tmp_path / "other.tflite")
-    with pytest.raises(ModelFileError, match=r"other.keras: is a pyramid of strides \[8, 16, 32\], but its settings "
-                                             r"\(other.toml or config.toml\) say a pyramid of strides \[16, 32\]"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"other.keras: is a pyramid of strides \[8, 16, 32\], but its settings "
+        r"\(other.toml or config.toml\) say a pyramid of strides \[16, 32\]",
+    ):
         Detector.load(tmp_path / "other.keras")
     with pytest.raises(ModelFileError, match="another model's"):
         export_model(tmp_path / "other.keras", tmp_path / "again.keras")

@@ -33,7 +33,8 @@ def test_training_curves_number_epochs_from_one_and_survive_a_redone_epoch(tmp_p
     resumed.on_epoch_end(2, {"loss": 1.2, "val_ap": 0.4})
     resumed.on_epoch_end(2, {"loss": 1.1, "val_ap": 0.5})
     assert read_history(tmp_path / "history.csv") == [
-        {"epoch": 1, "loss": 2.0, "val_ap": 0.1}, {"epoch": 2, "loss": 1.5, "val_ap": 0.3},
+        {"epoch": 1, "loss": 2.0, "val_ap": 0.1},
+        {"epoch": 2, "loss": 1.5, "val_ap": 0.3},
         {"epoch": 3, "loss": 1.1, "val_ap": 0.5},
     ]
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

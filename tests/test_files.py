@@ -68,8 +68,10 @@ def test_detect_never_writes_over_the_image_it_reads(tiny_model, samples, tmp_pa
     for extra in ([], ["--overwrite"]):
         result = run("detect", photos / "grace_hopper.jpg", "--out", photos, "--model", tiny_model, *extra)
         assert result.exit_code == 2
-        assert result.stderr == (f"error: {photos / 'grace_hopper.jpg'}: an output would be written over this "
-                                 "input; choose another place for the output\n")
+        assert result.stderr == (
+            f"error: {photos / 'grace_hopper.jpg'}: an output would be written over this "
+            "input; choose another place for the output\n"
+        )
     folder = run("detect", photos, "--out", photos, "--model", tiny_model, "--overwrite")  # found in the folder
     assert folder.exit_code == 2 and "written over this input" in folder.stderr
     assert digests(photos) == before
@@ -95,7 +97,9 @@ def test_detect_never_empties_a_video_or_replaces_an_annotated_one(tiny_model, t
     annotated = (out / "clip.mp4").read_bytes()
     assert cv2.VideoCapture(str(out / "clip.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
     again = run("detect", videos, "--out", out, "--model", tiny_model)
-    assert again.exit_code == 2 and again.stderr == f"error: {out / 'clip.mp4'}: exists: pass --overwrite to replace it\n"
+    assert (
+        again.exit_code == 2 and again.stderr == f"error: {out / 'clip.mp4'}: exists: pass --overwrite to replace it\n"
+    )
     assert (out / "clip.mp4").read_bytes() == annotated
     assert run("detect", videos, "--out", out, "--model", tiny_model, "--overwrite").exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]  # no temporary copy left beside it
@@ -107,7 +111,9 @@ def test_detect_refuses_existing_result_files_before_the_model_loads(tmp_path, s
     shutil.copy(samples / "images" / "background" / "rocket.jpg", images / "a.jpg")
     (tmp_path / "sub" / "e").mkdir(parents=True)
     (tmp_path / "sub" / "e" / "a.txt").write_text("mine\n")
-    result = run("detect", tmp_path / "images", "--wider-submission", tmp_path / "sub", "--model", tmp_path / "absent.keras")
+    result = run(
+        "detect", tmp_path / "images", "--wider-submission", tmp_path / "sub", "--model", tmp_path / "absent.keras"
+    )
     assert result.exit_code == 2
     assert result.stderr == f"error: {tmp_path / 'sub' / 'e' / 'a.txt'}: exists: pass --overwrite to replace it\n"
     assert (tmp_path / "sub" / "e" / "a.txt").read_text() == "mine\n"
@@ -138,8 +144,17 @@ def test_a_plot_is_never_written_over_an_image_it_reads(tmp_path, samples):
     (tmp_path / "gt").mkdir()
     before = digests(tmp_path / "images")
     (tmp_path / "m.keras").write_bytes(b"not loaded: the plot is refused first")
-    result = run("val", tmp_path / "m.keras", "--images", tmp_path / "images", "--ground-truth", tmp_path / "gt",
-                 "--plot", images / "a.jpg", "--overwrite")
+    result = run(
+        "val",
+        tmp_path / "m.keras",
+        "--images",
+        tmp_path / "images",
+        "--ground-truth",
+        tmp_path / "gt",
+        "--plot",
+        images / "a.jpg",
+        "--overwrite",
+    )
     assert result.exit_code == 2 and "written over this input" in result.stderr
     assert digests(tmp_path / "images") == before
 

@@ -361,8 +361,8 @@ def test_resize_region_area_averages_large_shrinks():
 def test_pixel_scaling_constants_map_uint8_to_unit_range():
     from facegrid.model.network import PIXEL_OFFSET, PIXEL_SCALE
 
-    assert 0 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(-1.0)
-    assert 255 * PIXEL_SCALE + PIXEL_OFFSET == pytest.approx(1.0)
+    assert pytest.approx(-1.0) == 0 * PIXEL_SCALE + PIXEL_OFFSET
+    assert pytest.approx(1.0) == 255 * PIXEL_SCALE + PIXEL_OFFSET
 
 
 # --------------------------------------------------------------------------- errors
@@ -440,8 +440,6 @@ def test_verify_image_returns_the_upright_size(tmp_path, big_jpeg, cmyk_jpeg):
         for suffix in (".jpg", ".png"):
             path = save_oriented(tmp_path / f"v{orientation}{suffix}", upright_pattern(), orientation)
             assert verify_image(path) == (96, 64)
-
-
 
 
 def test_verify_image_catches_a_jpeg_cut_near_its_end(tmp_path, big_jpeg):

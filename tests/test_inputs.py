@@ -20,7 +20,12 @@ def touch(root, *names):
 def test_find_images_recurses_into_folders(samples):
     found = find_images([samples / "images", samples / "images" / "portraits" / "camera.png"])
     names = [(image.name, folder is not None) for image, folder in found]
-    assert names[:4] == [("rocket.jpg", True), ("astronaut.png", True), ("camera.png", True), ("grace_hopper.jpg", True)]
+    assert names[:4] == [
+        ("rocket.jpg", True),
+        ("astronaut.png", True),
+        ("camera.png", True),
+        ("grace_hopper.jpg", True),
+    ]
     assert names[4] == ("camera.png", False)
 
 
@@ -49,11 +54,17 @@ def test_submission_keys_need_event_folders_under_a_folder(tmp_path):
     assert submission_keys(find_images([images])) == ["0--Parade/a", "1--Handshaking/b"]
     with pytest.raises(PathError, match="a.jpg: given as a file, so its event is unknown"):
         submission_keys([(images / "0--Parade/a.jpg", None)])
-    with pytest.raises(PathError, match=f"a.jpg: not in an event folder of {images / '0--Parade'}: "
-                                        f"give the folder that holds the event folders \\({images}\\)"):
+    with pytest.raises(
+        PathError,
+        match=f"a.jpg: not in an event folder of {images / '0--Parade'}: "
+        f"give the folder that holds the event folders \\({images}\\)",
+    ):
         submission_keys(find_images([images / "0--Parade"]))
-    with pytest.raises(PathError, match=f"a.jpg: not <event>/<name> under {tmp_path}: "
-                                        f"give the folder that holds the event folders \\({images}\\)"):
+    with pytest.raises(
+        PathError,
+        match=f"a.jpg: not <event>/<name> under {tmp_path}: "
+        f"give the folder that holds the event folders \\({images}\\)",
+    ):
         submission_keys(find_images([tmp_path]))
 
 

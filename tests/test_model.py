@@ -88,17 +88,30 @@ def test_files_that_hold_no_facegrid_model_are_refused_in_one_line(tmp_path, sam
         zipped.writestr("notes.txt", "no model here")
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save(tmp_path / "dense.keras")
     (tmp_path / "folder.keras").mkdir()
-    cases = {"empty.keras": "a zip archive without a Keras model in it (no config.json)",
-             "dense.keras": "a Keras model, but not a facegrid detector: its output is (None, 3)",
-             "folder.keras": "a folder that is no SavedModel"}
+    cases = {
+        "empty.keras": "a zip archive without a Keras model in it (no config.json)",
+        "dense.keras": "a Keras model, but not a facegrid detector: its output is (None, 3)",
+        "folder.keras": "a folder that is no SavedModel",
+    }
     for name, reason in cases.items():
         with pytest.raises(ModelFileError, match=re.escape(f"{name}: {reason}")):
             load_detector(tmp_path / name)
         (tmp_path / name).with_suffix(".toml").write_text("")  # settings beside it: the model itself is at fault
-        for args in (["export", tmp_path / name, tmp_path / "out.keras"],
-                     ["train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples / "images",
-                      "--run", tmp_path / "run", "--init", tmp_path / name],
-                     ["detect", samples / "images", "--model", tmp_path / name]):
+        for args in (
+            ["export", tmp_path / name, tmp_path / "out.keras"],
+            [
+                "train",
+                "--annotations",
+                samples / "faces_bbx_gt.txt",
+                "--images",
+                samples / "images",
+                "--run",
+                tmp_path / "run",
+                "--init",
+                tmp_path / name,
+            ],
+            ["detect", samples / "images", "--model", tmp_path / name],
+        ):
             result = CliRunner().invoke(main, [str(a) for a in args])
             assert result.exit_code == 2 and result.stderr.count("\n") == 1, (args, result.output)
             assert name in result.stderr and "Traceback" not in result.output, (args, result.output)

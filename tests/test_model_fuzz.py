@@ -94,8 +94,9 @@ def jpeg() -> bytes:
     command=st.sampled_from(["detect", "detect", "val", "export", "train"]),
     ground_truth=st.sampled_from(["official", "official", "broken", "absent"]),
 )
-def test_a_model_and_its_settings_are_used_or_refused_in_one_line(workdir, models, wider, samples, data, settings,
-                                                                    command, ground_truth):
+def test_a_model_and_its_settings_are_used_or_refused_in_one_line(
+    workdir, models, wider, samples, data, settings, command, ground_truth
+):
     root = workdir()
     name, content, sound = data.draw(model_files(models))
     model = root / name
@@ -113,8 +114,17 @@ def test_a_model_and_its_settings_are_used_or_refused_in_one_line(workdir, model
     elif command == "train":
         if sound and settings == "own":
             return  # it would train: the training tests cover that
-        args = ["train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--run",
-                root / "run", "--init", model]
+        args = [
+            "train",
+            "--annotations",
+            samples / "faces_bbx_gt.txt",
+            "--images",
+            samples / "images",
+            "--run",
+            root / "run",
+            "--init",
+            model,
+        ]
     else:
         write(root / "data" / "WIDER_val" / "images" / f"{VAL_KEY}.jpg", jpeg())
         truth = root / "data" / "eval_tools" / "ground_truth"

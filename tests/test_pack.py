@@ -47,8 +47,11 @@ def shard_files(folder):
 
 
 def read_records(folder) -> list[records.Record]:
-    return [records.parse(serialized) for path in shard_files(folder)
-            for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    return [
+        records.parse(serialized)
+        for path in shard_files(folder)
+        for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+    ]
 
 
 def test_pack_round_trip_gives_back_files_and_annotations(samples, tmp_path):
@@ -171,7 +174,8 @@ def test_bad_image_is_skipped_reported_and_counted_under_skip(samples, tmp_path)
     assert (manifest["images"], manifest["faces"], manifest["skipped_images"]) == (4, 3, 1)
     assert manifest["skipped"][0]["image"] == "portraits/broken.jpg"
     assert sorted(record.path for record in read_records(tmp_path / "out")) == sorted(
-        read_annotations(samples / "faces_bbx_gt.txt").paths.tolist())
+        read_annotations(samples / "faces_bbx_gt.txt").paths.tolist()
+    )
     assert run("data", "check", tmp_path / "out").exit_code == 0
 
 
@@ -179,8 +183,17 @@ def test_pack_with_no_usable_image_is_refused(tmp_path):
     annotations = tmp_path / "gt.txt"
     annotations.write_text("e/a.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
     (tmp_path / "images").mkdir()
-    line = refused("data", "pack", annotations, "--images", tmp_path / "images", "--out", tmp_path / "out",
-                   "--on-bad-image", "skip")
+    line = refused(
+        "data",
+        "pack",
+        annotations,
+        "--images",
+        tmp_path / "images",
+        "--out",
+        tmp_path / "out",
+        "--on-bad-image",
+        "skip",
+    )
     assert "none of the 1 images" in line
 
 
@@ -190,12 +203,17 @@ def test_pack_refuses_a_folder_in_use_unless_overwrite(samples, tmp_path):
     (out / "old-train.tfrecord-00000-of-00001").write_bytes(b"an earlier pack")
     (out / "notes.txt").write_text("mine")
     assert refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out) == (
-        f"error: {out}: not empty: it holds 'notes.txt': pass --overwrite to replace it")
+        f"error: {out}: not empty: it holds 'notes.txt': pass --overwrite to replace it"
+    )
     assert pack(samples, out, "--overwrite").exit_code == 0
     assert sorted(path.name for path in out.iterdir()) == [
-        "manifest.json", "notes.txt", "widerface-train.tfrecord-00000-of-00001"]
+        "manifest.json",
+        "notes.txt",
+        "widerface-train.tfrecord-00000-of-00001",
+    ]
     assert refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out) == (
-        f"error: {out}: holds a packed set (manifest.json): pass --overwrite to replace it")
+        f"error: {out}: holds a packed set (manifest.json): pass --overwrite to replace it"
+    )
 
 
 def test_pack_never_writes_over_its_inputs_even_with_overwrite(samples, tmp_path):
@@ -206,13 +224,16 @@ def test_pack_never_writes_over_its_inputs_even_with_overwrite(samples, tmp_path
     before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
     args = ("data", "pack", annotations, "--images", images, "--overwrite", "--out")
     assert refused(*args, images) == (
-        f"error: {images}: an output would be written over this input; choose another place for the output")
+        f"error: {images}: an output would be written over this input; choose another place for the output"
+    )
     assert refused(*args, tmp_path) == (
         f"error: {tmp_path}: holds an input ({images}): an output written there could destroy it; "
-        "choose another place for the output")
+        "choose another place for the output"
+    )
     assert refused("data", "pack", annotations, "--images", samples / "images", "--out", images, "--overwrite") == (
         f"error: {images}: holds an input ({annotations}): an output written there could destroy it; "
-        "choose another place for the output")
+        "choose another place for the output"
+    )
     assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
 
 
@@ -226,7 +247,10 @@ def test_a_rerun_removes_what_an_interrupted_pack_left_and_counts_the_folder_emp
     result = pack(samples, out, "--shards", 2)
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in out.iterdir()) == [
-        "manifest.json", "widerface-train.tfrecord-00000-of-00002", "widerface-train.tfrecord-00001-of-00002"]
+        "manifest.json",
+        "widerface-train.tfrecord-00000-of-00002",
+        "widerface-train.tfrecord-00001-of-00002",
+    ]
     assert f"removing {staging}, left by an interrupted pack" in caplog.messages
 
 
@@ -262,16 +286,37 @@ def test_tensorflow_failing_to_write_a_shard_is_one_line_naming_it(samples, tmp_
     out = tmp_path / "out"
     line = refused("data", "pack", samples / "faces_bbx_gt.txt", "--images", samples / "images", "--out", out)
     reason = "Permission denied" if fails == "opening" else "No space left on device"
-    assert re.fullmatch(rf"error: {re.escape(str(out))}/\.facegrid-pack-\w+/widerface-train\.tfrecord-00000-of-00001: "
-                        rf"cannot write: {reason}", line), line
+    assert re.fullmatch(
+        rf"error: {re.escape(str(out))}/\.facegrid-pack-\w+/widerface-train\.tfrecord-00000-of-00001: "
+        rf"cannot write: {reason}",
+        line,
+    ), line
     assert list(out.iterdir()) == []  # neither staging nor lock left
 
 
 def test_pack_refuses_names_and_shard_counts_it_cannot_use(samples, tmp_path):
-    assert "use only letters" in refused("data", "pack", samples / "faces_bbx_gt.txt", "--images",
-                                         samples / "images", "--out", tmp_path / "a", "--name", "a-b")
-    assert "more than the 4 images" in refused("data", "pack", samples / "faces_bbx_gt.txt", "--images",
-                                               samples / "images", "--out", tmp_path / "b", "--shards", 5)
+    assert "use only letters" in refused(
+        "data",
+        "pack",
+        samples / "faces_bbx_gt.txt",
+        "--images",
+        samples / "images",
+        "--out",
+        tmp_path / "a",
+        "--name",
+        "a-b",
+    )
+    assert "more than the 4 images" in refused(
+        "data",
+        "pack",
+        samples / "faces_bbx_gt.txt",
+        "--images",
+        samples / "images",
+        "--out",
+        tmp_path / "b",
+        "--shards",
+        5,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +381,8 @@ def test_data_check_refuses_a_packed_set_that_holds_no_image(two_shards, tmp_pat
 
     edit_manifest(folder, edit)
     assert refused("data", "check", folder) == f"error: {folder}: holds no image: " + (
-        "its shards hold no example" if empty == "shards hold none" else "its manifest.json lists none")
+        "its shards hold no example" if empty == "shards hold none" else "its manifest.json lists none"
+    )
 
 
 @pytest.mark.parametrize("where", ["../outside", "absolute", "link"])
@@ -350,7 +396,9 @@ def test_a_manifest_naming_a_shard_outside_its_folder_is_refused_unread(two_shar
     listed = {"../outside": "../outside", "absolute": str(outside), "link": name}[where]
     edit_manifest(folder, lambda manifest: manifest["shards"][0].update(file=listed))
     line = refused("data", "check", folder)
-    assert line.startswith(f"error: {folder / 'manifest.json'}: not a facegrid manifest (shard 0, {listed!r}, refused: ")
+    assert line.startswith(
+        f"error: {folder / 'manifest.json'}: not a facegrid manifest (shard 0, {listed!r}, refused: "
+    )
     assert "shard names must" in line or "leads outside the packed folder through a symbolic link" in line
 
 
@@ -389,8 +437,9 @@ def test_a_manifest_facegrid_did_not_write_is_refused_in_one_line(two_shards, tm
     assert line.startswith(f"error: {folder / 'manifest.json'}: not a facegrid manifest (") and reason in line, line
 
 
-@pytest.mark.parametrize("manifest", [b"\xff\xfe{}", b"[1, 2]", b"{", b'{"images": 1' + b"0" * 5000 + b"}", b"[" * 5000,
-                                      None])
+@pytest.mark.parametrize(
+    "manifest", [b"\xff\xfe{}", b"[1, 2]", b"{", b'{"images": 1' + b"0" * 5000 + b"}", b"[" * 5000, None]
+)
 def test_a_manifest_that_is_no_json_object_is_refused_in_one_line(two_shards, tmp_path, manifest):
     folder = copy_of(two_shards, tmp_path)
     (folder / "manifest.json").unlink()

@@ -39,8 +39,11 @@ PACK_FUZZ = settings(FUZZ, max_examples=150)
 IMAGES = {"e/a.jpg": "JPEG", "e/b.jpg": "JPEG", "e/c.png": "PNG", "e/d.jpg": None}
 
 #: The packs each example starts from: the images packed (in this order) and the shard count.
-BASES = {"one JPEG": (["e/a.jpg"], 1), "two JPEGs": (["e/a.jpg", "e/b.jpg"], 2),
-         "with a PNG": (["e/a.jpg", "e/c.png", "e/b.jpg"], 2)}
+BASES = {
+    "one JPEG": (["e/a.jpg"], 1),
+    "two JPEGs": (["e/a.jpg", "e/b.jpg"], 2),
+    "with a PNG": (["e/a.jpg", "e/c.png", "e/b.jpg"], 2),
+}
 
 
 def image_bytes(name: str) -> bytes:
@@ -76,16 +79,34 @@ def bases(tmp_path_factory):
 #: Values a manifest field may be set to: mostly a count, else of another type or out of range.
 VALUES = mostly(
     st.integers(0, 5),
-    st.none(), st.booleans(), st.integers(-3, 10**20), st.floats(), st.text(max_size=4),
-    st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(0, 3), max_size=1),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 10**20),
+    st.floats(),
+    st.text(max_size=4),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(0, 3), max_size=1),
 )
 
 #: Shard names a manifest may list: outside the folder, unusable, or another shard's.
-SHARD_NAMES = st.sampled_from(["..", "../x", "/etc/hostname", "a\0b", "", ".", "sub/../../x", "\ud800", "link",
-                               "manifest.json", "other"])
+SHARD_NAMES = st.sampled_from(
+    ["..", "../x", "/etc/hostname", "a\0b", "", ".", "sub/../../x", "\ud800", "link", "manifest.json", "other"]
+)
 
-TOP_KEYS = st.sampled_from(["facegrid_version", "name", "split", "annotations", "images", "faces",
-                            "skipped_images", "skipped", "shards", "extra"])
+TOP_KEYS = st.sampled_from(
+    [
+        "facegrid_version",
+        "name",
+        "split",
+        "annotations",
+        "images",
+        "faces",
+        "skipped_images",
+        "skipped",
+        "shards",
+        "extra",
+    ]
+)
 SHARD_KEYS = st.sampled_from(["file", "examples", "bytes", "sha256", "extra"])
 
 #: One change each, as a tuple: its kind, then where and how. Shards are changed most often.
@@ -106,7 +127,8 @@ CHANGES = {
     "leftovers": st.tuples(),
 }
 CHANGE = st.sampled_from([*CHANGES, "truncate", "flip", "flip", "leftovers", "set shard field"]).flatmap(
-    lambda kind: CHANGES[kind].map(lambda rest: (kind, *rest)))
+    lambda kind: CHANGES[kind].map(lambda rest: (kind, *rest))
+)
 
 
 def _manifest(folder: Path):
@@ -220,7 +242,9 @@ def test_damaged_packed_sets_are_checked_and_refused_for_training(workdir, bases
 
 #: What ``--out`` is: a new folder, a file, the images folder, the folder of the annotation file, a folder
 #: of an interrupted pack's leftovers, one of a user's files, or a packed set.
-OUTS = mostly(st.sampled_from(["new", "leftovers"]), st.sampled_from(["file", "images", "root", "user files", "packed"]))
+OUTS = mostly(
+    st.sampled_from(["new", "leftovers"]), st.sampled_from(["file", "images", "root", "user files", "packed"])
+)
 
 #: ``--name`` and ``--split``: left out, usable words, or not.
 WORDS = mostly(st.none(), st.sampled_from(["faces", "val", "a_1"]), st.text(st.sampled_from("a-_./ \0é*"), max_size=4))
@@ -261,8 +285,12 @@ def test_data_pack_behaves(workdir, bases, out, listed, broken, shards, name, sp
     target = _prepare_out(root, out, bases)
     inputs = {key: data for key, data in _files(root).items() if key == "gt.txt" or key.startswith("images/")}
     args = ["data", "pack", annotations, "--images", images, "--out", target]
-    args += [*(["--shards", shards] if shards is not None else []), *(["--name", name] if name is not None else []),
-             *(["--split", split] if split is not None else []), *(item for flag in flags for item in flag)]
+    args += [
+        *(["--shards", shards] if shards is not None else []),
+        *(["--name", name] if name is not None else []),
+        *(["--split", split] if split is not None else []),
+        *(item for flag in flags for item in flag),
+    ]
     staged = _staging(target)
     result = assert_behaves(args)
     event(f"data pack: exit {result.exit_code}")

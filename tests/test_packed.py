@@ -206,8 +206,20 @@ def test_train_takes_a_packed_set_or_annotations_with_images(tmp_path, args, mes
 
 
 #: Settings that make training cheap, for the refusals below (they come before any model is built).
-TINY_TRAINING = ["--epochs", "1", "--batch-size", "1", "--input-size", "64", "--grid-size", "2",
-                 "--backbone-weights", "none", "--alpha", "0.35"]
+TINY_TRAINING = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "1",
+    "--input-size",
+    "64",
+    "--grid-size",
+    "2",
+    "--backbone-weights",
+    "none",
+    "--alpha",
+    "0.35",
+]
 
 
 def train_packed(folder, run):
@@ -244,8 +256,10 @@ def test_training_refuses_a_set_of_images_it_cannot_decode_naming_the_folder_and
         PackedPipeline(samples_packed)
     assert caught.value.path == str(samples_packed)
     line = refused_training(samples_packed, tmp_path / "run")
-    assert line.startswith(f"error: {samples_packed}: 2 image(s) are not JPEGs TensorFlow decodes to RGB, "
-                           "e.g. portraits/astronaut.png: the pure-TensorFlow pipelines read JPEGs only"), line
+    assert line.startswith(
+        f"error: {samples_packed}: 2 image(s) are not JPEGs TensorFlow decodes to RGB, "
+        "e.g. portraits/astronaut.png: the pure-TensorFlow pipelines read JPEGs only"
+    ), line
 
 
 def emptied(folder, tmp_path):
@@ -311,4 +325,5 @@ def test_training_refuses_a_set_whose_manifest_counts_other_faces(samples_packed
     manifest = json.loads((miscounted / "manifest.json").read_text())
     (miscounted / "manifest.json").write_text(json.dumps({**manifest, "faces": 4}))
     assert refused_training(miscounted, tmp_path / "run") == (
-        f"error: {miscounted / 'manifest.json'}: says 4 images, 4 faces; its shards hold 4, 3")
+        f"error: {miscounted / 'manifest.json'}: says 4 images, 4 faces; its shards hold 4, 3"
+    )

@@ -83,9 +83,7 @@ def torchvision_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def backbone_names(state):
-    return sorted(
-        k for k in state if not k.startswith("classifier.") and "num_batches" not in k
-    )
+    return sorted(k for k in state if not k.startswith("classifier.") and "num_batches" not in k)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +111,8 @@ def test_synthetic_state_dict_has_torchvisions_size(state):
 
 
 def test_padding_is_symmetric_and_epsilon_is_torchvisions(model):
-    pads = [l for l in model.layers if isinstance(l, keras.layers.ZeroPadding2D)]
-    assert [l.name for l in pads] == [
+    pads = [layer for layer in model.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
+    assert [layer.name for layer in pads] == [
         "Conv1_pad",
         "block_1_pad",
         "block_3_pad",
@@ -138,16 +136,12 @@ def test_padding_is_symmetric_and_epsilon_is_torchvisions(model):
 
 
 def test_same_layer_names_and_weights_as_keras_mobilenet_v2(model):
-    stock = keras.applications.MobileNetV2(
-        input_shape=(224, 224, 3), alpha=1.0, include_top=False, weights=None
-    )
-    ours = [l.name for l in model.layers[1:]]
-    theirs = [l.name for l in stock.layers[1:]]
+    stock = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, include_top=False, weights=None)
+    ours = [layer.name for layer in model.layers[1:]]
+    theirs = [layer.name for layer in stock.layers[1:]]
     assert [n for n in ours if n not in ("torchvision_normalize", "Conv1_pad")] == theirs
     assert ours[:3] == ["torchvision_normalize", "Conv1_pad", "Conv1"]
-    assert [(w.path, tuple(w.shape)) for w in model.weights] == [
-        (w.path, tuple(w.shape)) for w in stock.weights
-    ]
+    assert [(w.path, tuple(w.shape)) for w in model.weights] == [(w.path, tuple(w.shape)) for w in stock.weights]
     assert len(model.weights) == 260
     for name in ("torchvision_normalize", "Conv1_pad"):
         assert model.get_layer(name).weights == []

@@ -117,8 +117,17 @@ def _batch(i):
 @pytest.mark.skipif(not SHARED_MEMORY, reason="POSIX shared memory only")
 def test_batches_from_worker_processes_equal_those_built_in_process(val_sample, shm_blocks):
     annotations, images = val_sample
-    seq = FaceSequence(annotations, images, batch_size=8, input_size=64, codec=GridCodec(4), seed=3,
-                       augment=True, workers=2, use_multiprocessing=True)
+    seq = FaceSequence(
+        annotations,
+        images,
+        batch_size=8,
+        input_size=64,
+        codec=GridCodec(4),
+        seed=3,
+        augment=True,
+        workers=2,
+        use_multiprocessing=True,
+    )
     assert type(seq[0]) is tuple  # built in this process: plain arrays
     before = shm_blocks()
     context = multiprocessing.get_context("fork")  # as keras.utils.PyDataset's workers on Linux
@@ -152,8 +161,15 @@ def test_model_fit_with_two_workers(val_sample, tmp_path, use_multiprocessing):
     index = read_annotations(annotations)  # an Index works as well as a path
     log_path = tmp_path / "served.jsonl"
     seq = _RecordingSequence(
-        index, images, batch_size=16, input_size=64, codec=GridCodec(4), seed=11,
-        workers=2, use_multiprocessing=use_multiprocessing, log_path=log_path,
+        index,
+        images,
+        batch_size=16,
+        input_size=64,
+        codec=GridCodec(4),
+        seed=11,
+        workers=2,
+        use_multiprocessing=use_multiprocessing,
+        log_path=log_path,
     )
     inputs = keras.Input((64, 64, 3), dtype="uint8")
     scaled = keras.layers.Rescaling(PIXEL_SCALE, PIXEL_OFFSET)(inputs)

@@ -45,8 +45,22 @@ ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 #: Training on the bundled samples, as small as the settings go.
 SAMPLES = Path(str(resources.files("facegrid") / "samples"))
-TINY_TRAINING = ["--annotations", SAMPLES / "faces_bbx_gt.txt", "--images", SAMPLES / "images", "--epochs", "1",
-                 "--input-size", "64", "--grid-size", "2", "--backbone-weights", "none", "--alpha", "0.35"]
+TINY_TRAINING = [
+    "--annotations",
+    SAMPLES / "faces_bbx_gt.txt",
+    "--images",
+    SAMPLES / "images",
+    "--epochs",
+    "1",
+    "--input-size",
+    "64",
+    "--grid-size",
+    "2",
+    "--backbone-weights",
+    "none",
+    "--alpha",
+    "0.35",
+]
 
 
 def _free_port() -> int:
@@ -132,8 +146,10 @@ def _packed_paths(folder: Path) -> tf.data.Dataset:
     """A packed set's image paths, read and parsed by TensorFlow ops alone, shard file by shard file."""
     files = sorted(str(path) for path in folder.glob("*.tfrecord-*-of-*"))
     feature = {records.PATH: tf.io.FixedLenFeature([], tf.string)}
-    return tf.data.Dataset.from_tensor_slices(files).interleave(tf.data.TFRecordDataset, cycle_length=1).map(
-        lambda serialized: tf.io.parse_single_example(serialized, feature)[records.PATH]
+    return (
+        tf.data.Dataset.from_tensor_slices(files)
+        .interleave(tf.data.TFRecordDataset, cycle_length=1)
+        .map(lambda serialized: tf.io.parse_single_example(serialized, feature)[records.PATH])
     )
 
 
@@ -193,8 +209,13 @@ def test_a_dataset_that_calls_python_is_refused_before_any_wait():
 
 
 def test_serve_refuses_bad_arguments_in_one_line():
-    for args in ([], ["--dispatcher", "1", "--worker", "h:2"], ["--worker", "nohost"],
-                 ["--dispatcher", "0", "--wait", "1"], ["--worker", "h:1", "--work-dir", "state"]):
+    for args in (
+        [],
+        ["--dispatcher", "1", "--worker", "h:2"],
+        ["--worker", "nohost"],
+        ["--dispatcher", "0", "--wait", "1"],
+        ["--worker", "h:1", "--work-dir", "state"],
+    ):
         result = CliRunner().invoke(main, ["data", "serve", *args])
         assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("error: ")
     blocker = socket.socket()
@@ -250,8 +271,9 @@ def test_training_waits_for_a_worker_within_its_bound(serve, tmp_path):
         f"waiting up to 2 s for a worker to register with the tf.data service dispatcher at {address}",
         f"error: {address}: the tf.data service dispatcher answers, but no worker registered with it within 2 s",
     ]
-    refused = CliRunner().invoke(main, ["train", *map(str, TINY_TRAINING), "--run", str(tmp_path / "other"),
-                                        "--data-service-wait", "2"])
+    refused = CliRunner().invoke(
+        main, ["train", *map(str, TINY_TRAINING), "--run", str(tmp_path / "other"), "--data-service-wait", "2"]
+    )
     assert refused.exit_code == 2 and refused.output.startswith("error: --data-service-wait needs --data-service")
 
 
@@ -271,8 +293,10 @@ def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_p
     for args, refusal in [
         (["--dispatcher", port], f"error: port {port}: in use by another server"),
         (["--worker", address, "--port", port], f"error: port {port}: in use by another server"),
-        (["--dispatcher", 0, "--work-dir", tmp_path / "state"],
-         f"error: {tmp_path / 'state'}: another dispatcher keeps its state here (it holds facegrid-dispatcher.lock)"),
+        (
+            ["--dispatcher", 0, "--work-dir", tmp_path / "state"],
+            f"error: {tmp_path / 'state'}: another dispatcher keeps its state here (it holds facegrid-dispatcher.lock)",
+        ),
     ]:
         assert serve(*args).end(timeout=STARTUP) == (2, [refusal])
     assert _ask(address, VERSION_METHOD) == b"\x08\t"  # the first one still answers
@@ -281,8 +305,10 @@ def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_p
 
 def test_a_service_failure_while_training_is_told_by_the_line_its_op_wrote():
     cause = "Failed to get tasks: Unknown iteration client id 3000. The dispatcher is not configured for it"
-    keras_fit = ("Graph execution error:\n\nDetected at node IteratorGetNext defined at (most recent call last):\n"
-                 f'  File "train.py", line 9, in fit\n\n{cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference]')
+    keras_fit = (
+        "Graph execution error:\n\nDetected at node IteratorGetNext defined at (most recent call last):\n"
+        f'  File "train.py", line 9, in fit\n\n{cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference]'
+    )
     eager = f"{{{{function_node __inference_step_41}}}} {cause}\n\t [[{{{{node IteratorGetNext}}}}]] [Op:__inference_2]"
     for message in (keras_fit, eager):
         error = service_failure("localhost:5050", tf.errors.NotFoundError(None, None, message))
@@ -297,18 +323,51 @@ def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):
     index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
     annotations = tmp_path / "train.txt"
     write_annotations(index.take(np.arange(48)), annotations)
-    Config(input_size=64, grid_size=2, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
-           batch_size=16, epochs=1).save(tmp_path / "tiny.toml")
+    Config(
+        input_size=64,
+        grid_size=2,
+        alpha=0.35,
+        backbone_weights="none",
+        backbone_style="keras",
+        head_channels=8,
+        batch_size=16,
+        epochs=1,
+    ).save(tmp_path / "tiny.toml")
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, [
-        "train", "--annotations", str(annotations), "--images", str(wider / "WIDER_train" / "images"),
-        "--run", str(run), "--config", str(tmp_path / "tiny.toml"), "--pipeline", "puretf",
-        "--data-service", address,
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--annotations",
+            str(annotations),
+            "--images",
+            str(wider / "WIDER_train" / "images"),
+            "--run",
+            str(run),
+            "--config",
+            str(tmp_path / "tiny.toml"),
+            "--pipeline",
+            "puretf",
+            "--data-service",
+            address,
+        ],
+    )
     assert result.exit_code == 0, result.output
     log = (run / "train.log").read_text()
     assert "(PureTFPipeline), 48 images in 3 batches" in log and f"tf.data service at {address}" in log
     assert (run / "history.csv").read_text().splitlines()[1].startswith("1,")
-    refused = CliRunner().invoke(main, ["train", "--annotations", str(annotations), "--images", str(tmp_path),
-                                        "--run", str(tmp_path / "other"), "--data-service", address])
+    refused = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--annotations",
+            str(annotations),
+            "--images",
+            str(tmp_path),
+            "--run",
+            str(tmp_path / "other"),
+            "--data-service",
+            address,
+        ],
+    )
     assert refused.exit_code == 2 and "data_service needs pipeline 'puretf'" in refused.output

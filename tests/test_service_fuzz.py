@@ -73,17 +73,25 @@ def addresses(place: Place):
     bad_ports = st.sampled_from(["0", "65536", "99999", "-1", "x", "\u00b2", ""])
     return st.one_of(
         LOOPBACK.map(lambda host: f"{host}:{place.silent}"),
-        st.one_of(st.builds("{}:{}".format, NO_HOSTS, st.one_of(bad_ports, st.just(place.silent))),
-                  st.builds("{}:{}".format, LOOPBACK, bad_ports), st.sampled_from(["nohost", ":", ""])),
+        st.one_of(
+            st.builds("{}:{}".format, NO_HOSTS, st.one_of(bad_ports, st.just(place.silent))),
+            st.builds("{}:{}".format, LOOPBACK, bad_ports),
+            st.sampled_from(["nohost", ":", ""]),
+        ),
     )
 
 
 def work_dirs(place: Place):
     """Strategy: state folders a dispatcher cannot use (a file, below a file, unwritable, not UTF-8), or a fresh one."""
-    return st.sampled_from([
-        place.root / "file", place.root / "file" / "below", Path("/sys/facegrid-state"),
-        place.root / "\udcffstate", place.root / "fresh" / "deeper",
-    ])
+    return st.sampled_from(
+        [
+            place.root / "file",
+            place.root / "file" / "below",
+            Path("/sys/facegrid-state"),
+            place.root / "\udcffstate",
+            place.root / "fresh" / "deeper",
+        ]
+    )
 
 
 @st.composite
@@ -105,8 +113,11 @@ def serve_arguments(draw, place: Place) -> list:
     }
     if role == "worker" and options["--wait"] is None:
         options["--wait"] = SHORT_WAIT  # the default would wait a minute at the port where nothing answers
-    would_start = options["--wait"] is None and options["--port"] is None and options["--work-dir"] in (
-        None, place.root / "fresh" / "deeper")
+    would_start = (
+        options["--wait"] is None
+        and options["--port"] is None
+        and options["--work-dir"] in (None, place.root / "fresh" / "deeper")
+    )
     if role == "dispatcher" and options["--dispatcher"] == "0" and would_start:
         options["--dispatcher"] = str(place.held)  # the held port keeps it from starting here
     return [item for flag, value in options.items() if value is not None for item in (flag, value)]
@@ -129,22 +140,37 @@ def test_training_from_a_service_that_never_answers_ends_in_one_line(place, tmp_
     wait = data.draw(st.one_of(st.just(SHORT_WAIT), WAITS))
     run = tmp_path / f"run-{time.monotonic_ns()}"
     started = time.monotonic()
-    result = assert_behaves(["train", *TINY_TRAINING, "--run", run, "--pipeline", pipeline, "--data-service", address,
-                             "--data-service-wait", wait])
+    result = assert_behaves(
+        [
+            "train",
+            *TINY_TRAINING,
+            "--run",
+            run,
+            "--pipeline",
+            pipeline,
+            "--data-service",
+            address,
+            "--data-service-wait",
+            wait,
+        ]
+    )
     assert result.exit_code == 2, (address, wait, result.output)
     assert not run.exists()  # refused before the run folder is made
     assert time.monotonic() - started < 60  # TensorFlow and Keras load once, then a bound under a second
 
 
 @settings(FUZZ, max_examples=3)
-@given(work_dir=st.sampled_from([None, "state", "new/state", "\u00e9 d"]),
-       stop=st.sampled_from([signal.SIGINT, signal.SIGTERM]))
+@given(
+    work_dir=st.sampled_from([None, "state", "new/state", "\u00e9 d"]),
+    stop=st.sampled_from([signal.SIGINT, signal.SIGTERM]),
+)
 def test_a_dispatcher_that_starts_stops_on_a_signal(tmp_path, work_dir, stop):
     command = [sys.executable, "-m", "facegrid.cli", "data", "serve", "--dispatcher", "0"]
     if work_dir is not None:
         command += ["--work-dir", str(tmp_path / f"{time.monotonic_ns()}" / work_dir)]
-    dispatcher = subprocess.Popen(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stderr=subprocess.PIPE,
-                                  text=True)
+    dispatcher = subprocess.Popen(
+        command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stderr=subprocess.PIPE, text=True
+    )
     silent = threading.Timer(STARTUP, dispatcher.kill)  # a dispatcher that never speaks ends the read below
     silent.start()
     try:

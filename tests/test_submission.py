@@ -41,9 +41,7 @@ def test_write_file_layout_and_order(tmp_path):
     path = write_image_result(tmp_path, IMAGE, boxes, scores)
     assert path == tmp_path / "0--Parade" / "0_Parade_marchingband_1_465.txt"
     # name line is the bare image name; rows are x y w h score, highest score first
-    assert path.read_text() == (
-        "0_Parade_marchingband_1_465\n3\n1.5 2.25 10 20 0.9\n5 5 0 4 0.5\n10 20 40 50 0.25\n"
-    )
+    assert path.read_text() == ("0_Parade_marchingband_1_465\n3\n1.5 2.25 10 20 0.9\n5 5 0 4 0.5\n10 20 40 50 0.25\n")
 
 
 def test_round_trip(tmp_path):

@@ -46,8 +46,13 @@ def test_every_grid_encoder_gives_the_same_targets_on_real_annotations(train_fac
     faces = [f for f, _ in train_faces]
     ignored = [i for _, i in train_faces]
     batch = codec.encode_batch(
-        np.concatenate(faces), np.repeat(np.arange(len(faces)), [len(f) for f in faces]), len(faces), width, height,
-        np.concatenate(ignored), np.repeat(np.arange(len(ignored)), [len(i) for i in ignored]),
+        np.concatenate(faces),
+        np.repeat(np.arange(len(faces)), [len(f) for f in faces]),
+        len(faces),
+        width,
+        height,
+        np.concatenate(ignored),
+        np.repeat(np.arange(len(ignored)), [len(i) for i in ignored]),
     )
     crowded = 0
     for k, (boxes, ignore) in enumerate(train_faces):
@@ -88,8 +93,12 @@ def test_every_pyramid_encoder_gives_the_same_targets_on_real_crops(train_faces,
     crowded = 0
     for k, (jitter, (width, height)) in enumerate(zip(jitters, sizes)):
         boxes, ignore, target = moved_and_encoded(
-            tf.constant(faces[k]), tf.constant(ignored[k]), tf.constant([width, height], tf.float32),
-            tf.constant(jitter.crop, tf.float64), tf.constant(jitter.crop != NO_JITTER.crop), tf.constant(jitter.flip),
+            tf.constant(faces[k]),
+            tf.constant(ignored[k]),
+            tf.constant([width, height], tf.float32),
+            tf.constant(jitter.crop, tf.float64),
+            tf.constant(jitter.crop != NO_JITTER.crop),
+            tf.constant(jitter.flip),
         )
         assert_same_bits(target, batch[k])
         assert_same_bits(target, codec.encode(boxes.numpy(), size, size, ignore.numpy()))

@@ -98,7 +98,9 @@ def test_bundled_samples_png_and_no_face_image(samples):
     # camera.png goes through facegrid's reader, the JPEGs through TensorFlow's
     index = read_annotations(samples / "faces_bbx_gt.txt")
     pipeline = FacePipeline(index, samples / "images", batch_size=3, shuffle=False)
-    assert_same_batches(batches(pipeline.epoch(0)), FaceSequence(index, samples / "images", batch_size=3, shuffle=False))
+    assert_same_batches(
+        batches(pipeline.epoch(0)), FaceSequence(index, samples / "images", batch_size=3, shuffle=False)
+    )
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
@@ -115,8 +117,10 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path, orientation):
     annotations = tmp_path / "faces.txt"
     annotations.write_text("rotated.jpg\n1\n40 20 80 80 0 0 0 0 0 0 \n")
     pipeline = FacePipeline(annotations, folder, batch_size=1, input_size=64, codec=GridCodec(2), shuffle=False)
-    (x, y), = batches(pipeline.epoch(0))
-    assert_same_batches([(x, y)], FaceSequence(annotations, folder, batch_size=1, input_size=64, codec=GridCodec(2), shuffle=False))
+    ((x, y),) = batches(pipeline.epoch(0))
+    assert_same_batches(
+        [(x, y)], FaceSequence(annotations, folder, batch_size=1, input_size=64, codec=GridCodec(2), shuffle=False)
+    )
     assert x[0, 12, 16, 0] > 180 and x[0, 12, 16, 2] < 80  # red at the top left
     assert x[0, 50, 50, 2] > 150  # blue elsewhere
     assert y[0, 0, 0, 0] == 1  # the face's cell
@@ -141,7 +145,9 @@ def test_model_fit_reads_one_iterator_across_epochs(samples):
     keras = pytest.importorskip("keras")
     index = read_annotations(samples / "faces_bbx_gt.txt")
     pipeline = FacePipeline(index, samples / "images", batch_size=2, input_size=64, codec=GridCodec(2), seed=0)
-    model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(5, 32, strides=32)])
+    model = keras.Sequential(
+        [keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(5, 32, strides=32)]
+    )
     model.compile(optimizer="sgd", loss="mse")
     history = model.fit(pipeline.dataset(epochs=3), steps_per_epoch=len(pipeline), epochs=3, shuffle=False, verbose=0)
     assert len(history.history["loss"]) == 3

@@ -35,8 +35,17 @@ from facegrid.wider.index import FaceFilter
 from facegrid.wider.results import read_submission, write_image_result
 
 TINY = Config(
-    input_size=64, grid_size=4, alpha=0.35, backbone_weights="none", backbone_style="keras", head_channels=8,
-    batch_size=2, epochs=2, workers=1, warmup_epochs=0, early_stopping_patience=0,
+    input_size=64,
+    grid_size=4,
+    alpha=0.35,
+    backbone_weights="none",
+    backbone_style="keras",
+    head_channels=8,
+    batch_size=2,
+    epochs=2,
+    workers=1,
+    warmup_epochs=0,
+    early_stopping_patience=0,
 )
 
 
@@ -60,8 +69,16 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     iterations = int(first.optimizer.iterations)
     assert iterations == 2 * 2  # 4 images in batches of 2, two epochs
 
-    train(TINY.replace(epochs=3), annotations, images, run, val_annotations=annotations, val_images=images,
-          resume=True, verbose=0)
+    train(
+        TINY.replace(epochs=3),
+        annotations,
+        images,
+        run,
+        val_annotations=annotations,
+        val_images=images,
+        resume=True,
+        verbose=0,
+    )
     assert json.loads((run / "state.json").read_text())["epoch"] == 3
     resumed = keras.saving.load_model(run / "last.keras")
     assert int(resumed.optimizer.iterations) == iterations + 2  # optimizer state carried on
@@ -198,7 +215,9 @@ def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
     val = dict(val_annotations=annotations, val_images=images, verbose=0)
     whole = train(config, annotations, images, tmp_path / "whole", **val)
     assert json.loads((tmp_path / "whole" / "state.json").read_text()) == {
-        "epoch": 3, "best_ap": 0.5, "early_stopping": {"wait": 2, "best": 0.5}
+        "epoch": 3,
+        "best_ap": 0.5,
+        "early_stopping": {"wait": 2, "best": 0.5},
     }
 
     save = facegrid.train.run.Checkpoints.on_epoch_end
@@ -232,10 +251,18 @@ def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
     val.write_text(annotations.read_text() + "broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
     config = TINY.replace(epochs=1)
     with pytest.raises(ImageError, match=f"{tmp_path / 'val' / 'broken.jpg'}: not a readable image"):
-        train(config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val",
-              verbose=0)
-    train(config.replace(on_bad_image="skip", panels_every=1), annotations, images, tmp_path / "skip",
-          val_annotations=val, val_images=tmp_path / "val", verbose=0)
+        train(
+            config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val", verbose=0
+        )
+    train(
+        config.replace(on_bad_image="skip", panels_every=1),
+        annotations,
+        images,
+        tmp_path / "skip",
+        val_annotations=val,
+        val_images=tmp_path / "val",
+        verbose=0,
+    )
     log = (tmp_path / "skip" / "train.log").read_text()
     assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
     assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()
@@ -256,10 +283,22 @@ def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypa
     monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path / "keras"))  # nothing cached
     monkeypatch.setattr(keras.src.utils.file_utils, "urlretrieve", offline)
     TINY.save(tmp_path / "tiny.toml")
-    result = CliRunner().invoke(main, [
-        "train", "--annotations", samples / "faces_bbx_gt.txt", "--images", samples / "images",
-        "--run", tmp_path / "run", "--config", tmp_path / "tiny.toml", "--backbone-weights", "imagenet",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--annotations",
+            samples / "faces_bbx_gt.txt",
+            "--images",
+            samples / "images",
+            "--run",
+            tmp_path / "run",
+            "--config",
+            tmp_path / "tiny.toml",
+            "--backbone-weights",
+            "imagenet",
+        ],
+    )
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     message = result.stderr
     assert "needs internet" in message and "Temporary failure in name resolution" in message
@@ -271,11 +310,30 @@ def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_p
 
     from facegrid.cli import main
     from facegrid.core.resources import bundled_model_path
+
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     run = tmp_path / "finetune"
-    args = ["train", "--annotations", annotations, "--images", images, "--val-annotations", annotations,
-            "--val-images", images, "--run", run, "--init", bundled_model_path(), "--epochs", "1",
-            "--learning-rate", "1e-6", "--workers", "1"]
+    args = [
+        "train",
+        "--annotations",
+        annotations,
+        "--images",
+        images,
+        "--val-annotations",
+        annotations,
+        "--val-images",
+        images,
+        "--run",
+        run,
+        "--init",
+        bundled_model_path(),
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-6",
+        "--workers",
+        "1",
+    ]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     config = load_config(run / "config.toml")
@@ -285,8 +343,11 @@ def test_init_fine_tunes_from_the_bundled_model_with_its_settings(samples, tmp_p
     assert val_ap > 0.9  # the bundled model finds each sample face from the first epoch on
     small = tmp_path / "small.toml"
     TINY.save(small)
-    result = CliRunner().invoke(main, [str(a) for a in args[:-8]] + [
-        "--run", str(tmp_path / "mismatch"), "--init", str(bundled_model_path()), "--config", str(small)])
+    result = CliRunner().invoke(
+        main,
+        [str(a) for a in args[:-8]]
+        + ["--run", str(tmp_path / "mismatch"), "--init", str(bundled_model_path()), "--config", str(small)],
+    )
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "its network is not the one these settings build" in result.output
 
@@ -305,16 +366,25 @@ def wider_val(wider, root, count):
 def test_wider_validation_logs_easy_medium_hard_and_draws_panels(wider, samples, tmp_path):
     val = wider_val(wider, tmp_path / "wider", 8)
     run = tmp_path / "run"
-    train(TINY.replace(epochs=3, panels_every=2), samples / "faces_bbx_gt.txt", samples / "images", run,
-          val_annotations=val, val_images=wider / "WIDER_val" / "images", verbose=0)
+    train(
+        TINY.replace(epochs=3, panels_every=2),
+        samples / "faces_bbx_gt.txt",
+        samples / "images",
+        run,
+        val_annotations=val,
+        val_images=wider / "WIDER_val" / "images",
+        verbose=0,
+    )
     rows = read_history(run / "history.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     for row in rows:
         for name in ("val_ap", "val_easy", "val_medium", "val_hard"):
             assert 0.0 <= row[name] <= 1.0, (row["epoch"], name)
     log = (run / "train.log").read_text()
-    assert ("validation: WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the 8 validation "
-            f"images, against the 3,226 of {tmp_path / 'wider' / 'eval_tools' / 'ground_truth'}") in log
+    assert (
+        "validation: WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the 8 validation "
+        f"images, against the 3,226 of {tmp_path / 'wider' / 'eval_tools' / 'ground_truth'}"
+    ) in log
     assert sorted(p.name for p in (run / "panels").iterdir()) == ["epoch_002.jpg"]  # not after epochs 1 and 3
     with Image.open(run / "panels" / "epoch_002.jpg") as panel:
         panel.load()
@@ -357,13 +427,20 @@ def test_an_epoch_scores_what_facegrid_val_scores_for_its_model(wider, tmp_path)
         (images / path).symlink_to(wider / "WIDER_val" / "images" / path)
     ground_truth = tmp_path / "wider" / "eval_tools" / "ground_truth"
     config = load_config(bundled_model_path().with_suffix(".toml")).replace(batch_size=1, panels_every=1)
-    callback = ValidationAP(index, wider / "WIDER_val" / "images", config, FaceFilter(min_size=config.min_face_size),
-                            ground_truth=load_wider_ground_truth(ground_truth), panels=tmp_path / "panels")
+    callback = ValidationAP(
+        index,
+        wider / "WIDER_val" / "images",
+        config,
+        FaceFilter(min_size=config.min_face_size),
+        ground_truth=load_wider_ground_truth(ground_truth),
+        panels=tmp_path / "panels",
+    )
     callback.set_model(load_detector(bundled_model_path()))
     logs = {}
     callback.on_epoch_end(0, logs)
-    val = CliRunner().invoke(main, ["val", str(bundled_model_path()), "--images", str(images), "--ground-truth",
-                                    str(ground_truth), "--json"])  # one image at a time, as batch_size 1
+    val = CliRunner().invoke(
+        main, ["val", str(bundled_model_path()), "--images", str(images), "--ground-truth", str(ground_truth), "--json"]
+    )  # one image at a time, as batch_size 1
     assert val.exit_code == 0, val.output
     assert json.loads(val.stdout)["ap"] == {setting: logs[f"val_{setting}"] for setting in SETTINGS}
     assert all(0 < logs[f"val_{setting}"] <= 1 for setting in SETTINGS)
@@ -377,13 +454,19 @@ def test_which_ground_truth_a_run_validates_against(wider, samples, tmp_path):
     truth, note = validation_ground_truth(Config(), read_annotations(val))  # found beside the annotations
     assert len(truth.keys) == 3226 and note.endswith(f"on the 3 validation images, against the 3,226 of {ground_truth}")
     assert validation_ground_truth(Config(val_ground_truth="none"), read_annotations(val)) == (
-        None, "val_ground_truth 'none': val_ap only")
+        None,
+        "val_ground_truth 'none': val_ap only",
+    )
 
     shutil.copy(samples / "faces_bbx_gt.txt", tmp_path / "wider" / "wider_face_split" / "other.txt")
     others = read_annotations(tmp_path / "wider" / "wider_face_split" / "other.txt")  # not WIDER val images
-    assert validation_ground_truth(Config(), others) == (None, (
-        f"{ground_truth} does not list 4 of the 4 validation images, such as background/rocket.jpg: are they "
-        "WIDER FACE validation images? val_ap only"))
+    assert validation_ground_truth(Config(), others) == (
+        None,
+        (
+            f"{ground_truth} does not list 4 of the 4 validation images, such as background/rocket.jpg: are they "
+            "WIDER FACE validation images? val_ap only"
+        ),
+    )
     with pytest.raises(PathError, match="does not list 4 of the 4 validation images"):
         validation_ground_truth(Config(val_ground_truth=str(ground_truth)), others)
     with pytest.raises(PathError, match="no such folder"):
@@ -395,12 +478,17 @@ def test_an_error_tensorflow_raises_while_training_is_one_line_naming_the_run(sa
 
     def exhausted(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(
-            None, None, "Graph execution error:\n\nDetected at node conv defined at (most recent call last):\n"
-                        '  File "train.py", line 1\n\nOOM when allocating tensor with shape[64,112,112,32]\n'
-                        "\t [[{{node conv}}]] [Op:__inference_train_function_1]")
+            None,
+            None,
+            "Graph execution error:\n\nDetected at node conv defined at (most recent call last):\n"
+            '  File "train.py", line 1\n\nOOM when allocating tensor with shape[64,112,112,32]\n'
+            "\t [[{{node conv}}]] [Op:__inference_train_function_1]",
+        )
 
     monkeypatch.setattr(keras.Model, "fit", exhausted)
     with pytest.raises(TrainingError) as info:
         train(TINY.replace(epochs=1), samples / "faces_bbx_gt.txt", samples / "images", tmp_path / "run", verbose=0)
-    assert str(info.value) == (f"{tmp_path / 'run'}: training stopped: TensorFlow's ResourceExhaustedError: "
-                               "OOM when allocating tensor with shape[64,112,112,32]")
+    assert str(info.value) == (
+        f"{tmp_path / 'run'}: training stopped: TensorFlow's ResourceExhaustedError: "
+        "OOM when allocating tensor with shape[64,112,112,32]"
+    )

@@ -20,8 +20,11 @@ FPS = 6
 
 def portraits_then_rocket(samples) -> list[np.ndarray]:
     """12 RGB frames of one size: 4 of the astronaut, 4 of Grace Hopper, 4 of the rocket."""
-    photos = [samples / "images" / "portraits" / "astronaut.png", samples / "images" / "portraits" / "grace_hopper.jpg",
-              samples / "images" / "background" / "rocket.jpg"]
+    photos = [
+        samples / "images" / "portraits" / "astronaut.png",
+        samples / "images" / "portraits" / "grace_hopper.jpg",
+        samples / "images" / "background" / "rocket.jpg",
+    ]
     return [np.asarray(Image.open(photos[k // 4]).convert("RGB").resize(SIZE)) for k in range(12)]
 
 
@@ -96,8 +99,9 @@ def test_a_video_has_no_wider_result_file(tmp_path, clip):
     clip.rename(tmp_path / "videos" / "event" / "clip.avi")
     result = CliRunner().invoke(main, ["detect", str(tmp_path / "videos"), "--wider-submission", str(tmp_path / "sub")])
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {tmp_path / 'videos' / 'event' / 'clip.avi'}: a video has no WIDER result "
-                             "file: those are for images\n")
+    assert result.stderr == (
+        f"error: {tmp_path / 'videos' / 'event' / 'clip.avi'}: a video has no WIDER result file: those are for images\n"
+    )
 
 
 def test_a_frame_is_detected_as_an_image_file_of_its_pixels(samples, tmp_path):
@@ -118,4 +122,7 @@ def test_a_video_name_opencv_cannot_take_is_refused_not_a_crash(tmp_path):
     odd.write_bytes(b"\x00\x00\x00\x18ftypmp42")
     result = CliRunner().invoke(main, ["detect", str(odd), "--model", str(tmp_path / "absent.keras")])
     assert result.exit_code == 2
-    assert result.stderr == f"error: {tmp_path}/clip\\udcff.mp4: OpenCV opens only files whose names are UTF-8 text: rename it\n"
+    assert (
+        result.stderr
+        == f"error: {tmp_path}/clip\\udcff.mp4: OpenCV opens only files whose names are UTF-8 text: rename it\n"
+    )

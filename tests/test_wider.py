@@ -26,7 +26,7 @@ from facegrid.wider.layout import (
 )
 
 COLUMNS = ["x1", "y1", "w", "h", *ATTRIBUTES]
-OFFICIAL_ORDER = "x1 y1 w h blur expression illumination invalid occlusion pose".split()
+OFFICIAL_ORDER = ["x1", "y1", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose"]
 
 
 def reference_parse(data: bytes):
@@ -86,9 +86,14 @@ def test_official_counts(official, split, images, faces):
     assert index.name_lines.shape == (images,)
 
 
-@pytest.mark.parametrize(("split", "images", "faces", "present"), [
-    ("train_sample", 1_202, 24_990, 1_404), ("train_1404", 1_404, 31_713, 1_404), ("val_sample", 394, None, 394),
-])
+@pytest.mark.parametrize(
+    ("split", "images", "faces", "present"),
+    [
+        ("train_sample", 1_202, 24_990, 1_404),
+        ("train_1404", 1_404, 31_713, 1_404),
+        ("val_sample", 394, None, 394),
+    ],
+)
 def test_sample_split_counts(official, split, images, faces, present, wider):
     index = official(split)
     assert len(index) == images
@@ -175,7 +180,7 @@ def test_attribute_spot_checks_on_train(official, split_file):
     line_to_face = {line: k for k, line in enumerate(index.face_lines.tolist())}
     for column in range(4, 10):
         name = OFFICIAL_ORDER[column]
-        for line, k in line_to_face.items():
+        for line, k in line_to_face.items():  # noqa: B007 (k, the row found, is read after the loop)
             values = [int(v) for v in raw[line - 1].split()]
             others = values[4:column] + values[column + 1 :]
             if values[column] > 0 and not any(others):

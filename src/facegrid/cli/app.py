@@ -207,8 +207,9 @@ class Progress:
         from tqdm import tqdm
 
         shown = verbose() or sys.stderr.isatty()
-        self.bar = tqdm(total=total, unit=f" {unit}", disable=not shown, file=sys.stderr, leave=False,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, unit=f" {unit}", disable=not shown, file=sys.stderr, leave=False, dynamic_ncols=True
+        )
         self.boxes_name = boxes
         self.images = self.frames = self.videos = self.boxes = 0
         self.start = time.perf_counter()
@@ -237,5 +238,7 @@ class Progress:
             parts.append(f"{self.frames:,} frame(s) of {self.videos:,} video(s)")
         unit = " and ".join(name for name, n in (("images", self.images), ("frames", self.frames)) if n) or "images"
         rate = (self.images + self.frames) / seconds if seconds > 0 else 0.0
-        click.echo(f"{' and '.join(parts)}: {self.boxes:,} {self.boxes_name} in {seconds:.1f} s, "
-                   f"{rate:,.1f} {unit}/s", err=True)
+        click.echo(
+            f"{' and '.join(parts)}: {self.boxes:,} {self.boxes_name} in {seconds:.1f} s, {rate:,.1f} {unit}/s",
+            err=True,
+        )

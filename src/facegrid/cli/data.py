@@ -29,12 +29,25 @@ from facegrid.wider.index import FaceFilter
 def _face_filter_options(command):
     options = [
         click.option("--keep-invalid", is_flag=True, help="Keep faces flagged invalid."),
-        click.option("--min-size", type=Number(), default=0.0, show_default=True,
-                     help="Drop faces whose shorter side is below this (original pixels)."),
-        click.option("--max-blur", type=click.IntRange(0, 2), default=None,
-                     help="Drop faces blurrier than this (0 clear, 1 normal, 2 heavy)."),
-        click.option("--max-occlusion", type=click.IntRange(0, 2), default=None,
-                     help="Drop faces more occluded than this (0 none, 1 partial, 2 heavy)."),
+        click.option(
+            "--min-size",
+            type=Number(),
+            default=0.0,
+            show_default=True,
+            help="Drop faces whose shorter side is below this (original pixels).",
+        ),
+        click.option(
+            "--max-blur",
+            type=click.IntRange(0, 2),
+            default=None,
+            help="Drop faces blurrier than this (0 clear, 1 normal, 2 heavy).",
+        ),
+        click.option(
+            "--max-occlusion",
+            type=click.IntRange(0, 2),
+            default=None,
+            help="Drop faces more occluded than this (0 none, 1 partial, 2 heavy).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -51,18 +64,32 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--dispatcher", "dispatcher_port", type=click.IntRange(0, 65535), metavar="PORT",
-              help="Run TensorFlow's tf.data service dispatcher on PORT (0: any free port).")
-@click.option("--worker", "dispatcher_address", metavar="HOST:PORT",
-              help="Run a tf.data service worker for the dispatcher at HOST:PORT.")
-@click.option("--port", type=click.IntRange(0, 65535),
-              help="Worker: its own port (0: any free port)  [default: 0].")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs; "
-                   "one dispatcher at a time.")
-@click.option("--wait", type=Number(0, min_open=True), metavar="SECONDS",
-              help="Worker: how long to wait for the dispatcher to answer before giving up "
-                   f"[default: {Config.data_service_wait:g}].")
+@click.option(
+    "--dispatcher",
+    "dispatcher_port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Run TensorFlow's tf.data service dispatcher on PORT (0: any free port).",
+)
+@click.option(
+    "--worker",
+    "dispatcher_address",
+    metavar="HOST:PORT",
+    help="Run a tf.data service worker for the dispatcher at HOST:PORT.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), help="Worker: its own port (0: any free port)  [default: 0].")
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs; one dispatcher at a time.",
+)
+@click.option(
+    "--wait",
+    type=Number(0, min_open=True),
+    metavar="SECONDS",
+    help="Worker: how long to wait for the dispatcher to answer before giving up "
+    f"[default: {Config.data_service_wait:g}].",
+)
 @fatal_input_errors
 def serve(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
     """Serve input work to trainers on other hosts: a tf.data service dispatcher or worker.
@@ -115,8 +142,11 @@ def _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wa
     """Refuse a ``data serve`` that names no role or both, an option of the other role, or a bad address."""
     if (dispatcher_port is None) == (dispatcher_address is None):
         raise click.UsageError("give exactly one of --dispatcher PORT and --worker HOST:PORT")
-    for flag, value, of_dispatcher in (("--port", port, False), ("--wait", wait, False),
-                                       ("--work-dir", work_dir, True)):
+    for flag, value, of_dispatcher in (
+        ("--port", port, False),
+        ("--wait", wait, False),
+        ("--work-dir", work_dir, True),
+    ):
         if value is not None and of_dispatcher != (dispatcher_port is not None):
             raise click.UsageError(f"{flag} goes with {'--dispatcher' if of_dispatcher else '--worker'} only")
     if dispatcher_address is not None:
@@ -134,16 +164,20 @@ def _start_server(dispatcher_port, dispatcher_address, port, work_dir, wait):
         server = service.start_dispatcher(dispatcher_port, None if work_dir is None else str(work_dir))
         click.echo(f"tf.data service dispatcher at {server.target}", err=True)
     else:
-        server = service.start_worker(dispatcher_address, port or 0, wait=wait or Config.data_service_wait,
-                                      notice=notice)
+        server = service.start_worker(
+            dispatcher_address, port or 0, wait=wait or Config.data_service_wait, notice=notice
+        )
         click.echo(f"tf.data service worker for {dispatcher_address}", err=True)
     return server
 
 
 @data.command()
 @click.argument("annotations", type=click.Path(path_type=Path))
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the annotation paths are relative to; every image is opened.")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the annotation paths are relative to; every image is opened.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Threads decoding images [default: CPUs].")
 @fatal_input_errors
@@ -183,25 +217,43 @@ def check(annotations: Path, images: Path | None, as_json: bool, workers: int | 
                 if count > len(report.examples[kind]):
                     click.echo(f"      ... and {count - len(report.examples[kind]):,} more")
         if report.no_image_found:
-            click.echo(f"none of the images is in {images}" + (
-                f"; they are in {report.nearby_images}: pass --images {report.nearby_images}"
-                if report.nearby_images else ": is it the folder the annotation paths are relative to?"))
+            click.echo(
+                f"none of the images is in {images}"
+                + (
+                    f"; they are in {report.nearby_images}: pass --images {report.nearby_images}"
+                    if report.nearby_images
+                    else ": is it the folder the annotation paths are relative to?"
+                )
+            )
     sys.exit(0 if report.ok else 1)
 
 
 @data.command()
 @click.argument("annotations", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the annotation paths are relative to.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the shards and manifest.json.")
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the annotation paths are relative to.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the shards and manifest.json.",
+)
 @click.option("--shards", type=click.IntRange(1), help="Number of shards  [default: enough for 100-200 MB each].")
 @click.option("--name", default="widerface", show_default=True, help="Dataset name, the shard names' first part.")
 @click.option("--split", help="Split name  [default: train, val or test as ANNOTATIONS' name says, else train].")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Threads reading images [default: CPUs].")
-@click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
-              help="An unusable image stops the pack (exit status 2), or is left out, reported and "
-                   "listed in the manifest (exit status 1).")
+@click.option(
+    "--on-bad-image",
+    type=click.Choice(POLICIES),
+    default=Config.on_bad_image,
+    show_default=True,
+    help="An unusable image stops the pack (exit status 2), or is left out, reported and "
+    "listed in the manifest (exit status 1).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the packed set in a folder that is not empty.")
 @fatal_input_errors
 def pack(annotations, images, out, shards, name, split, workers, on_bad_image, overwrite) -> None:
@@ -218,39 +270,65 @@ def pack(annotations, images, out, shards, name, split, workers, on_bad_image, o
 
     start = time.perf_counter()
     try:
-        manifest = pack_dataset(index, images, out, shards=shards, name=name, split=split, workers=workers,
-                                on_bad_image=on_bad_image, overwrite=overwrite, progress=verbose() or sys.stderr.isatty())
+        manifest = pack_dataset(
+            index,
+            images,
+            out,
+            shards=shards,
+            name=name,
+            split=split,
+            workers=workers,
+            on_bad_image=on_bad_image,
+            overwrite=overwrite,
+            progress=verbose() or sys.stderr.isatty(),
+        )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     seconds = time.perf_counter() - start
     for entry in manifest.skipped:
         click.echo("skipped " + printable(f"{images / entry['image']}: {entry['reason']}"), err=True)
-    click.echo(f"packed {manifest.images:,} images, {manifest.faces:,} faces into {len(manifest.shards)} shard(s) "
-               f"in {out}: {manifest.bytes / 1e6:,.1f} MB, {manifest.images / seconds:,.0f} images/s"
-               + (f"; {manifest.skipped_images:,} skipped" if manifest.skipped else ""))
+    click.echo(
+        f"packed {manifest.images:,} images, {manifest.faces:,} faces into {len(manifest.shards)} shard(s) "
+        f"in {out}: {manifest.bytes / 1e6:,.1f} MB, {manifest.images / seconds:,.0f} images/s"
+        + (f"; {manifest.skipped_images:,} skipped" if manifest.skipped else "")
+    )
     sys.exit(1 if manifest.skipped else 0)
 
 
 @data.command()
 @click.argument("annotations", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the annotation paths are relative to (required with ANNOTATIONS).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("facegrid-show"),
-              show_default=True, help="Folder for the PNGs.")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the annotation paths are relative to (required with ANNOTATIONS).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("facegrid-show"),
+    show_default=True,
+    help="Folder for the PNGs.",
+)
 @click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images to show.")
-@click.option("--input-size", type=click.IntRange(32),
-              help=f"Side of the square input  [default: {Config.input_size}].")
+@click.option(
+    "--input-size", type=click.IntRange(32), help=f"Side of the square input  [default: {Config.input_size}]."
+)
 @click.option("--grid-size", type=click.IntRange(1), help=f"Side of a single grid  [default: {Config.grid_size}].")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Take the input size, target layout and crops of these detector settings (TOML), "
-                   "e.g. src/facegrid/models/facegrid-wider.toml for the bundled model's pyramid.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Take the input size, target layout and crops of these detector settings (TOML), "
+    "e.g. src/facegrid/models/facegrid-wider.toml for the bundled model's pyramid.",
+)
 @click.option("--augment", is_flag=True, help="Show the training augmentation instead of the plain input.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmentation.")
 @click.option("--overwrite", is_flag=True, help="Replace PNGs of an earlier run in --out.")
 @_face_filter_options
 @fatal_input_errors
-def show(annotations, images, out, count, input_size, grid_size, config_path, augment, seed, overwrite,
-         **filter_args) -> None:
+def show(
+    annotations, images, out, count, input_size, grid_size, config_path, augment, seed, overwrite, **filter_args
+) -> None:
     """Draw images with their boxes next to the network input and its decoded target.
 
     Without ANNOTATIONS, shows facegrid's bundled sample dataset. Green boxes
@@ -277,11 +355,20 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
         config = settings(config_path)
         builder = ExampleBuilder(config.input_size, config.codec, augmentation(config) if augment else None)
     else:
-        builder = ExampleBuilder(input_size or Config.input_size, GridCodec(grid_size or Config.grid_size),
-                                 augmentation(Config()) if augment else None)
+        builder = ExampleBuilder(
+            input_size or Config.input_size,
+            GridCodec(grid_size or Config.grid_size),
+            augmentation(Config()) if augment else None,
+        )
     written, failed = show_dataset(
-        read_annotations(annotations), images, out, count=count, builder=builder,
-        face_filter=_face_filter(**filter_args), seed=seed, overwrite=overwrite,
+        read_annotations(annotations),
+        images,
+        out,
+        count=count,
+        builder=builder,
+        face_filter=_face_filter(**filter_args),
+        seed=seed,
+        overwrite=overwrite,
     )
     for path in written:
         click.echo(f"wrote {path}")
@@ -292,12 +379,19 @@ def show(annotations, images, out, count, input_size, grid_size, config_path, au
 
 @data.command()
 @click.argument("annotations", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
-              help="Image folder, to read image sizes (else estimated from the boxes).")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Image folder, to read image sizes (else estimated from the boxes).",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save a plot (PNG).")
 @click.option("--input-size", type=click.IntRange(32), default=Config.input_size, show_default=True)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Detector settings (TOML) whose pyramid's share to report too (default: the bundled model's).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Detector settings (TOML) whose pyramid's share to report too (default: the bundled model's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--overwrite", is_flag=True, help="Replace the --out plot if it exists.")
 @_face_filter_options
@@ -319,8 +413,9 @@ def stats(annotations, images, out, input_size, config_path, as_json, overwrite,
     if out is not None:
         read = [annotations] + ([images / name for name in index.paths.tolist()] if images else [])
         check_figure_path(out, read, overwrite)
-    result = dataset_stats(index, images, face_filter=_face_filter(**filter_args), input_size=input_size,
-                           pyramid=pyramid)
+    result = dataset_stats(
+        index, images, face_filter=_face_filter(**filter_args), input_size=input_size, pyramid=pyramid
+    )
     if out is not None:
         plot_stats(result, out, title=f"{annotations.name}: {result.images:,} images, {result.faces:,} faces")
     if as_json:
@@ -328,12 +423,18 @@ def stats(annotations, images, out, input_size, config_path, as_json, overwrite,
         return
     summary = result.to_dict()
     per_image = summary["faces_per_image"]
-    click.echo(f"{annotations}: {result.images:,} images, {result.face_rows:,} face rows, "
-               f"{result.faces:,} faces after filtering")
-    click.echo(f"faces per image: mean {per_image['mean']:.1f}, median {per_image['median']:.0f}, "
-               f"max {per_image['max']}, {per_image['without_faces']:,} images without faces")
-    click.echo("face size sqrt(w*h), original pixels: "
-               + ", ".join(f"{k} {v}" for k, v in summary["face_size_px_percentiles"].items()))
+    click.echo(
+        f"{annotations}: {result.images:,} images, {result.face_rows:,} face rows, "
+        f"{result.faces:,} faces after filtering"
+    )
+    click.echo(
+        f"faces per image: mean {per_image['mean']:.1f}, median {per_image['median']:.0f}, "
+        f"max {per_image['max']}, {per_image['without_faces']:,} images without faces"
+    )
+    click.echo(
+        "face size sqrt(w*h), original pixels: "
+        + ", ".join(f"{k} {v}" for k, v in summary["face_size_px_percentiles"].items())
+    )
     click.echo(f"\nface size in pixels of the {input_size}px input:")
     click.echo(f"  {'pixels':>10}  {'faces':>9}  {'share':>6}")
     for label, count, share in result.size_table():
@@ -343,8 +444,10 @@ def stats(annotations, images, out, input_size, config_path, as_json, overwrite,
     for layout, share in result.representable.items():
         click.echo(f"  {layout:>22}  {share:>6.1%}")
     if result.sizes_estimated:
-        click.echo(f"\n{result.sizes_estimated:,} of {result.images:,} image sizes were estimated from the "
-                   "extent of their boxes, a lower bound: shares and input-pixel sizes above run a few points "
-                   "high" + ("" if images else " (pass --images to read the sizes)"))
+        click.echo(
+            f"\n{result.sizes_estimated:,} of {result.images:,} image sizes were estimated from the "
+            "extent of their boxes, a lower bound: shares and input-pixel sizes above run a few points "
+            "high" + ("" if images else " (pass --images to read the sizes)")
+        )
     if out is not None:
         click.echo(f"wrote {out}")

@@ -25,32 +25,58 @@ from facegrid.wider.layout import GROUND_TRUTH_FOLDER, images_folder
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path),
-              help="A .keras detector, or an export of one (.tflite, .onnx: no TensorFlow needed; a SavedModel "
-                   "folder), its settings beside it [default: the bundled model].")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Write annotated images (and videos) here.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="A .keras detector, or an export of one (.tflite, .onnx: no TensorFlow needed; a SavedModel "
+    "folder), its settings beside it [default: the bundled model].",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images (and videos) here."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image (per video frame) on stdout.")
-@click.option("--threshold", type=Number(0, 1),
-              help="Minimum score of a reported face [default: the model's score_threshold setting, "
-                   f"else {Config.score_threshold}].")
-@click.option("--nms-iou", type=Number(0, 1),
-              help=f"[default: the model's nms_iou setting, else {Config.nms_iou}]")
-@click.option("--wider-submission", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write the official WIDER FACE result files (every box down to score 0.01) "
-                   "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
-              help="Images (frames) run through a Keras model at once (LiteRT runs one at a time).")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
-@click.option("--on-bad-image", type=click.Choice(POLICIES), default=Config.on_bad_image, show_default=True,
-              help="An unreadable image or video stops the run (exit status 2), or is reported and skipped "
-                   "(the others are still processed; exit status 1).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace annotated copies and result files that exist (never an input).")
+@click.option(
+    "--threshold",
+    type=Number(0, 1),
+    help="Minimum score of a reported face [default: the model's score_threshold setting, "
+    f"else {Config.score_threshold}].",
+)
+@click.option("--nms-iou", type=Number(0, 1), help=f"[default: the model's nms_iou setting, else {Config.nms_iou}]")
+@click.option(
+    "--wider-submission",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the official WIDER FACE result files (every box down to score 0.01) "
+    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Images (frames) run through a Keras model at once (LiteRT runs one at a time).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].",
+)
+@click.option(
+    "--on-bad-image",
+    type=click.Choice(POLICIES),
+    default=Config.on_bad_image,
+    show_default=True,
+    help="An unreadable image or video stops the run (exit status 2), or is reported and skipped "
+    "(the others are still processed; exit status 1).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace annotated copies and result files that exist (never an input)."
+)
 @fatal_input_errors
-def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, threads,
-           on_bad_image, overwrite) -> None:
+def detect(
+    inputs, model_path, out, as_json, threshold, nms_iou, wider_submission, batch_size, threads, on_bad_image, overwrite
+) -> None:
     """Find faces in INPUT images and videos (files, or folders searched recursively).
 
     Annotated copies keep their path under the folder they were found in
@@ -73,8 +99,14 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
     )
 
     with quiet_stderr():  # FFmpeg's own lines about a video it cannot read
-        plan = plan_detection(inputs, out=out, wider_submission=wider_submission, model=model_path,
-                              overwrite=overwrite, on_bad_image=on_bad_image)
+        plan = plan_detection(
+            inputs,
+            out=out,
+            wider_submission=wider_submission,
+            model=model_path,
+            overwrite=overwrite,
+            on_bad_image=on_bad_image,
+        )
     for error in plan.skipped:
         click.echo(f"skipped {printable(str(error))}", err=True)
     detector = load_detector(model_path, score_threshold=threshold, nms_iou=nms_iou, threads=threads)
@@ -85,12 +117,16 @@ def detect(inputs, model_path, out, as_json, threshold, nms_iou, wider_submissio
         progress.echo(f"skipped {printable(str(error))}", err=True)
         unreadable.append(error)
 
-    for done in run_detection(detector, plan, batch_size=batch_size,
-                              on_unreadable=skipped if on_bad_image == "skip" else None):
+    for done in run_detection(
+        detector, plan, batch_size=batch_size, on_unreadable=skipped if on_bad_image == "skip" else None
+    ):
         if isinstance(done, ImageDone):
             progress.count(len(done.found.scores))
-            progress.echo(json.dumps(done.found.to_dict()) if as_json else
-                          f"{done.found.path}: {len(done.found.scores)} face(s)" + _written(done.target))
+            progress.echo(
+                json.dumps(done.found.to_dict())
+                if as_json
+                else f"{done.found.path}: {len(done.found.scores)} face(s)" + _written(done.target)
+            )
         elif isinstance(done, FrameDone):
             progress.count(len(done.frame.found.scores), frame=True)
             if as_json:
@@ -109,12 +145,23 @@ def _written(target: Path | None) -> str:
 
 @main.command()
 @click.argument("submission", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=f"The official {GROUND_TRUTH_FOLDER} folder: WIDER easy/medium/hard AP.")
-@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Any WIDER-format annotation file: plain AP at --iou.")
-@click.option("--iou", type=Number(0, 1, min_open=True), default=0.5, show_default=True,
-              help="IoU a detection needs to find a face (with --annotations).")
+@click.option(
+    "--ground-truth",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help=f"The official {GROUND_TRUTH_FOLDER} folder: WIDER easy/medium/hard AP.",
+)
+@click.option(
+    "--annotations",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Any WIDER-format annotation file: plain AP at --iou.",
+)
+@click.option(
+    "--iou",
+    type=Number(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="IoU a detection needs to find a face (with --annotations).",
+)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--overwrite", is_flag=True, help="Replace the --plot file if it exists.")
@@ -165,20 +212,38 @@ def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: 
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=f"A WIDER FACE folder: its {images_folder('val')} and {GROUND_TRUTH_FOLDER} are used.")
-@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=f"The validation images, as <event>/<name> below it [default: DATA/{images_folder('val')}].")
-@click.option("--ground-truth", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help=f"The official ground truth folder [default: DATA/{GROUND_TRUTH_FOLDER}].")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help=f"A WIDER FACE folder: its {images_folder('val')} and {GROUND_TRUTH_FOLDER} are used.",
+)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help=f"The validation images, as <event>/<name> below it [default: DATA/{images_folder('val')}].",
+)
+@click.option(
+    "--ground-truth",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help=f"The official ground truth folder [default: DATA/{GROUND_TRUTH_FOLDER}].",
+)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
-              help="Images run through a Keras model at once, as detect --batch-size batches them. A batch pads "
-                   "its images to the largest one's input, which moves the AP by about 0.002; 1 scores each image "
-                   "at its own input, as the model card does.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Images run through a Keras model at once, as detect --batch-size batches them. A batch pads "
+    "its images to the largest one's input, which moves the AP by about 0.002; 1 scores each image "
+    "at its own input, as the model card does.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="CPU threads of a .tflite or .onnx model's runtime [default: all cores].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the --plot file if it exists.")
 @fatal_input_errors
 def val(model, data, images, ground_truth, plot, as_json, batch_size, threads, overwrite) -> None:

@@ -21,19 +21,40 @@ from facegrid.wider.fetch import STALL_BYTES
 
 @main.command()
 @click.argument("dataset", type=click.Choice(sorted(RELEASES)))
-@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Dataset folder to fill (created if need be); archives are kept in its archives/.")
-@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-              help="Base URL of a mirror to try first (repeatable; ARCHIVE is fetched from URL/ARCHIVE).")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder to fill (created if need be); archives are kept in its archives/.",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Base URL of a mirror to try first (repeatable; ARCHIVE is fetched from URL/ARCHIVE).",
+)
 @click.option("--only", multiple=True, metavar="ARCHIVE", help="Fetch only this archive (repeatable).")
-@click.option("--timeout", type=Number(0, 3600, min_open=True), default=30.0, show_default=True,
-              help="Seconds to wait for a connection, then for an answer; after its first byte a mirror must "
-                   f"send {STALL_BYTES // 1024} KiB in every such span, or it is given up as stalled and the next "
-                   "mirror tried.")
-@click.option("--trust-unpinned", is_flag=True,
-              help="Take an archive facegrid pins no sha256 for as a mirror serves it (its digest is printed).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace files in the dataset folder that differ from the archives' (else they are refused).")
+@click.option(
+    "--timeout",
+    type=Number(0, 3600, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a connection, then for an answer; after its first byte a mirror must "
+    f"send {STALL_BYTES // 1024} KiB in every such span, or it is given up as stalled and the next "
+    "mirror tried.",
+)
+@click.option(
+    "--trust-unpinned",
+    is_flag=True,
+    help="Take an archive facegrid pins no sha256 for as a mirror serves it (its digest is printed).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files in the dataset folder that differ from the archives' (else they are refused).",
+)
 @fatal_input_errors
 def download(dataset, to, mirrors, only, timeout, trust_unpinned, overwrite) -> None:
     """Download DATASET's archives and unpack them into the layout the other commands read.
@@ -49,9 +70,17 @@ def download(dataset, to, mirrors, only, timeout, trust_unpinned, overwrite) -> 
     """
     from facegrid.wider.download import install_release
 
-    outcomes = install_release(RELEASES[dataset], to, mirrors=mirrors, only=only, trust_unpinned=trust_unpinned,
-                               overwrite=overwrite, timeout=timeout, progress=verbose() or sys.stderr.isatty(),
-                               notice=notice)
+    outcomes = install_release(
+        RELEASES[dataset],
+        to,
+        mirrors=mirrors,
+        only=only,
+        trust_unpinned=trust_unpinned,
+        overwrite=overwrite,
+        timeout=timeout,
+        progress=verbose() or sys.stderr.isatty(),
+        notice=notice,
+    )
     placed = []
     try:
         for outcome in outcomes:

@@ -14,17 +14,34 @@ from facegrid.deploy.export import FORMATS as EXPORT_FORMATS
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--format", "format_", type=click.Choice(list(EXPORT_FORMATS)),
-              help="[default: from OUT's suffix: .keras, .tflite (float LiteRT) or .onnx]")
-@click.option("--detect-size", type=click.IntRange(32),
-              help="Detection input size (longer side) to record [default: the model's].")
-@click.option("--fixed-size", type=click.IntRange(32),
-              help="Export for S x S inputs and one image at a time (what mobile accelerators need) "
-                   "[default: any input size].")
-@click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="litert-int8: a folder of training images (searched recursively) to calibrate on.")
-@click.option("--calibration-images", type=click.IntRange(1), default=CALIBRATION_IMAGES, show_default=True,
-              help="litert-int8: images drawn from --calibrate, reproducibly.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(list(EXPORT_FORMATS)),
+    help="[default: from OUT's suffix: .keras, .tflite (float LiteRT) or .onnx]",
+)
+@click.option(
+    "--detect-size",
+    type=click.IntRange(32),
+    help="Detection input size (longer side) to record [default: the model's].",
+)
+@click.option(
+    "--fixed-size",
+    type=click.IntRange(32),
+    help="Export for S x S inputs and one image at a time (what mobile accelerators need) [default: any input size].",
+)
+@click.option(
+    "--calibrate",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="litert-int8: a folder of training images (searched recursively) to calibrate on.",
+)
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(1),
+    default=CALIBRATION_IMAGES,
+    show_default=True,
+    help="litert-int8: images drawn from --calibrate, reproducibly.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT and its settings file if they exist.")
 @fatal_input_errors
 def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_images, overwrite) -> None:
@@ -48,8 +65,16 @@ def export(model, out, format_, detect_size, fixed_size, calibrate, calibration_
 
     try:
         with quiet_stderr():  # the converters' native notices
-            path = export_model(model, out, format_, detect_size=detect_size, fixed_size=fixed_size,
-                                calibration=calibration, calibration_images=calibration_images, overwrite=overwrite)
+            path = export_model(
+                model,
+                out,
+                format_,
+                detect_size=detect_size,
+                fixed_size=fixed_size,
+                calibration=calibration,
+                calibration_images=calibration_images,
+                overwrite=overwrite,
+            )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     from facegrid.core.config import settings_path

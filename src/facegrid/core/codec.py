@@ -53,9 +53,7 @@ CHANNELS = ("objectness", "x", "y", "w", "h")
 class _Encoder:
     """What both codecs share: one image's target is a batch of one."""
 
-    def encode(
-        self, boxes: np.ndarray, width: float, height: float, ignore: np.ndarray | None = None
-    ) -> np.ndarray:
+    def encode(self, boxes: np.ndarray, width: float, height: float, ignore: np.ndarray | None = None) -> np.ndarray:
         """The float32 target for the faces of one image (``[G, G, 5]`` or ``[N, 5]``): :meth:`encode_batch` of one.
 
         Args:
@@ -102,7 +100,7 @@ class GridCodec(_Encoder):
         return self.shape
 
     def cell_centres(self, width: float, height: float) -> tuple[np.ndarray, np.ndarray]:
-        """float32 ``[G]`` x centres of the columns and ``[G]`` y centres of the rows, in pixels of a ``width x height`` image.
+        """float32 ``[G]`` x centres of the columns and ``[G]`` y centres of the rows, in pixels of the image.
 
         A cell whose centre lies strictly inside a face it does not hold (or an
         ignore region) is an ignore cell; every encoder tests those centres.
@@ -369,11 +367,14 @@ class PyramidCodec(_Encoder):
             cx, cy = (col + 0.5) * stride, (row + 0.5) * stride
             box = clipped[faces]
             inside = (
-                (cx > box[:, 0:1]) & (cx < box[:, 2:3]) & (cy > box[:, 1:2]) & (cy < box[:, 3:4])
+                (cx > box[:, 0:1])
+                & (cx < box[:, 2:3])
+                & (cy > box[:, 1:2])
+                & (cy < box[:, 3:4])
                 & (np.abs(cx - centre[mine, 0:1]) <= self.radius * stride)
                 & (np.abs(cy - centre[mine, 1:2]) <= self.radius * stride)
             )
-            chosen = (inside | ((dx.ravel() == 0) & (dy.ravel() == 0))[None, :])
+            chosen = inside | ((dx.ravel() == 0) & (dy.ravel() == 0))[None, :]
             chosen &= (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
             face_k, slot = np.nonzero(chosen)
             cell = starts[level] + row[face_k, slot] * cols + col[face_k, slot]
@@ -414,7 +415,7 @@ class PyramidCodec(_Encoder):
         ignore: np.ndarray | None = None,
         ignore_owners: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``[count, N, 5]`` targets for the faces of ``count`` inputs of one size (as :meth:`GridCodec.encode_batch`)."""
+        """``[count, N, 5]`` targets of ``count`` inputs of one size (as :meth:`GridCodec.encode_batch`)."""
         width, height = int(round(width)), int(round(height))
         centres, strides, _ = self.cell_table(width, height)
         count_cells = len(centres)
@@ -426,8 +427,10 @@ class PyramidCodec(_Encoder):
             regions = np.asarray(ignore, np.float32).reshape(-1, 4)
             region_owners = np.asarray(ignore_owners, np.int64).reshape(-1)
             inside = (
-                (centres[None, :, 0] > regions[:, 0:1]) & (centres[None, :, 0] < regions[:, 2:3])
-                & (centres[None, :, 1] > regions[:, 1:2]) & (centres[None, :, 1] < regions[:, 3:4])
+                (centres[None, :, 0] > regions[:, 0:1])
+                & (centres[None, :, 0] < regions[:, 2:3])
+                & (centres[None, :, 1] > regions[:, 1:2])
+                & (centres[None, :, 1] < regions[:, 3:4])
             )
             region, cell = np.nonzero(inside)
             flat[region_owners[region] * count_cells + cell, 0] = -1.0

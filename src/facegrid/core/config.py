@@ -70,8 +70,10 @@ def service_address(address: str) -> str:
     bare = address.removeprefix("grpc://")
     host, _, port = bare.rpartition(":")
     if not (_is_host(host) and re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
-        raise ValueError(f"expected HOST:PORT (a host name, an IPv4 address or an IPv6 address in brackets, "
-                         f"and a port from 1 to 65535), got {address!r}")
+        raise ValueError(
+            f"expected HOST:PORT (a host name, an IPv4 address or an IPv6 address in brackets, "
+            f"and a port from 1 to 65535), got {address!r}"
+        )
     return bare
 
 
@@ -278,7 +280,9 @@ class Config:
 
             object.__setattr__(self, "strides", PyramidCodec(tuple(self.strides)).strides)  # validated, ints
             if self.grid_size:
-                raise ValueError(f"grid_size must be 0 with strides (a pyramid has no single grid), got {self.grid_size}")
+                raise ValueError(
+                    f"grid_size must be 0 with strides (a pyramid has no single grid), got {self.grid_size}"
+                )
             if self.focal_alpha != Config.focal_alpha:
                 raise ValueError("focal_alpha applies to single-grid models only; leave it out with strides")
             if not set(self.strides) <= set(TAPS_BY_STRIDE):
@@ -331,7 +335,7 @@ class Config:
             )
 
     def check_packed(self) -> None:
-        """Refuse to train from a packed set (``facegrid data pack``) with these settings, unless their pipeline reads one.
+        """Refuse to train from a packed set (``facegrid data pack``) unless these settings' pipeline reads one.
 
         A packed set's images are bytes in its shards, which only
         :data:`TF_OPS_PIPELINE` reads.
@@ -344,7 +348,7 @@ class Config:
 
     @property
     def codec(self):
-        """The target layout of this model: a :class:`~facegrid.core.codec.PyramidCodec` or a :class:`~facegrid.core.codec.GridCodec`."""
+        """The model's target layout: a :class:`~.codec.PyramidCodec` or a :class:`~.codec.GridCodec`."""
         from facegrid.core.codec import codec_for
 
         return codec_for(self.strides, self.grid_size)
@@ -375,7 +379,7 @@ def settings_path(model: str | os.PathLike) -> Path:
 
 
 def model_settings_file(model: str | os.PathLike) -> Path | None:
-    """The settings file saved with a model: :func:`settings_path`, else its run folder's ``config.toml``; None if neither."""
+    """A model's settings file: :func:`settings_path`, else its run folder's ``config.toml``; None if neither."""
     model = Path(model)
     return next((p for p in (settings_path(model), model.parent / "config.toml") if p.is_file()), None)
 

@@ -41,8 +41,9 @@ def draw_boxes(draw: ImageDraw.ImageDraw, boxes: np.ndarray, scale: float, color
         draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=width)
 
 
-def draw_detections(draw: ImageDraw.ImageDraw, boxes: np.ndarray, scores: np.ndarray, scale: float,
-                    width: int = 2) -> None:
+def draw_detections(
+    draw: ImageDraw.ImageDraw, boxes: np.ndarray, scores: np.ndarray, scale: float, width: int = 2
+) -> None:
     """Outline ``[K, 4]`` xyxy detections, scaled by ``scale``, each labelled with its score above it."""
     draw_boxes(draw, boxes, scale, KEPT, width)
     corners = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[:, :2] * scale).tolist()

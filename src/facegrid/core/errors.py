@@ -29,7 +29,7 @@ def reason_of(error: BaseException) -> str:
     """
     lines = [line.strip() for line in (getattr(error, "message", None) or str(error)).splitlines() if line.strip()]
     op = next((k for k, line in enumerate(lines) if line.startswith("[[")), 1)
-    for line in lines[max(op - 1, 0):]:
+    for line in lines[max(op - 1, 0) :]:
         line = " ".join(_TF_INTERNALS.sub(" ", line).split())
         if line:
             return line
@@ -133,7 +133,7 @@ class ServiceError(FacegridError):
 
 
 class TrainingError(FacegridError):
-    """Training stopped on an error TensorFlow raised while it ran (out of memory, a failed read): one line, the run named.
+    """Training stopped on an error TensorFlow raised (out of memory, a failed read): one line, the run named.
 
     Attributes:
         run: the run folder.

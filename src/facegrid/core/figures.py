@@ -39,7 +39,7 @@ def figure_format(out: str | os.PathLike) -> str:
 
 
 def check_figure_path(out: str | os.PathLike, inputs=(), overwrite: bool = False) -> None:
-    """Refuse, before any work, a figure file that could not be saved or may not be written (see :mod:`facegrid.core.files`).
+    """Refuse, before any work, a figure file that cannot be saved or may not be written (:mod:`facegrid.core.files`).
 
     Raises:
         facegrid.core.errors.PathError: no figure format has the suffix; the file

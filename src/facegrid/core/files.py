@@ -37,8 +37,9 @@ def _identity(path: Path) -> tuple[int, int] | str:
     return (stat.st_dev, stat.st_ino)
 
 
-def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike],
-                  overwrite: bool = False) -> None:
+def check_outputs(
+    outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike], overwrite: bool = False
+) -> None:
     """Refuse outputs that would replace an input, or, unless ``overwrite``, an existing file.
 
     Args:
@@ -81,11 +82,14 @@ def _holds(folder: Path, path: Path) -> bool:
 def _overwrites(out: Path, relation: str, source: Path) -> OverwritesInputError:
     """The refusal of ``out``, which ``relation`` ("is", "holds") the input ``source``."""
     if relation == "holds":
-        return OverwritesInputError(out, f"holds an input ({source}): an output written there could destroy it; "
-                                         "choose another place for the output")
+        return OverwritesInputError(
+            out,
+            f"holds an input ({source}): an output written there could destroy it; choose another place for the output",
+        )
     named = "" if os.path.abspath(out) == os.path.abspath(source) else f" ({source})"
-    return OverwritesInputError(out, f"an output would be written over this input{named}; "
-                                     "choose another place for the output")
+    return OverwritesInputError(
+        out, f"an output would be written over this input{named}; choose another place for the output"
+    )
 
 
 def make_folder(folder: str | os.PathLike) -> None:

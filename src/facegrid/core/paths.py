@@ -26,8 +26,9 @@ NEARBY_SAMPLE = 20
 NEARBY_CHILDREN = 100
 
 
-def escape_reason(name: str, what: str = "image paths", folder: str = "the images folder", *,
-                  root: str | os.PathLike | None = None) -> str | None:
+def escape_reason(
+    name: str, what: str = "image paths", folder: str = "the images folder", *, root: str | os.PathLike | None = None
+) -> str | None:
     """Why a relative path read from a file would leave its folder, or None.
 
     On its face alone (``root`` None): empty, a NUL byte, absolute, ``..``.

@@ -113,7 +113,7 @@ class Augment:
 
 
 def augmentation(config: Config) -> Augment | None:
-    """The training augmentation ``config`` names: an :class:`Augment` of its ``crop_scale``, or None with ``augment`` off."""
+    """The training augmentation of ``config``: an :class:`Augment` of its ``crop_scale``; None with ``augment`` off."""
     return Augment(crop_scale=config.crop_scale) if config.augment else None
 
 

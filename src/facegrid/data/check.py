@@ -108,11 +108,15 @@ def _check_annotations(index: Index, report: CheckReport) -> None:
     for image, name in enumerate(index.paths.tolist()):
         reason = escape_reason(name)
         if reason is not None:
-            report.add(report.errors, "refused_path", f"{index.where(int(index.name_lines[image]))}: {name!r}: {reason}")
+            report.add(
+                report.errors, "refused_path", f"{index.where(int(index.name_lines[image]))}: {name!r}: {reason}"
+            )
     _, first, counts = np.unique(index.paths, return_index=True, return_counts=True)
     for k in np.flatnonzero(counts > 1).tolist():
         image = int(first[k])
-        report.add(report.warnings, "duplicate_image", f"{index.where(int(index.name_lines[image]))}: {index.paths[image]}")
+        report.add(
+            report.warnings, "duplicate_image", f"{index.where(int(index.name_lines[image]))}: {index.paths[image]}"
+        )
 
 
 def _open_image(images: Path, name: str) -> tuple[int, int] | ImageError:
@@ -142,8 +146,12 @@ def _check_images(index: Index, images: Path, report: CheckReport, workers: int,
             reaching |= (xywh[:, 0] + xywh[:, 2] > width) | (xywh[:, 1] + xywh[:, 3] > height)
             for k in np.flatnonzero(lost).tolist():
                 line = int(index.face_lines[index.offsets[i] + k])
-                report.add(report.errors, "box_wholly_outside_image",
-                           f"{paths[i]} ({index.where(line)}): box {xywh[k].tolist()} lies wholly outside the {width}x{height} image")
+                report.add(
+                    report.errors,
+                    "box_wholly_outside_image",
+                    f"{paths[i]} ({index.where(line)}): box {xywh[k].tolist()} lies wholly outside the "
+                    f"{width}x{height} image",
+                )
             for k in np.flatnonzero(reaching & ~lost).tolist():
                 line = int(index.face_lines[index.offsets[i] + k])
                 report.add(
@@ -255,9 +263,10 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
     manifest = read_manifest(folder)
     report = CheckReport(str(folder), None, images=manifest.images, faces=manifest.faces)
     examples, faces, workers = 0, 0, workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=manifest.images, desc="examples", unit="img", disable=not progress
-    ) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=manifest.images, desc="examples", unit="img", disable=not progress) as bar,
+    ):
         for shard in manifest.shards:
             path = folder / shard.file
             if not path.is_file():
@@ -270,16 +279,27 @@ def check_packed(folder: str | os.PathLike, *, workers: int | None = None, progr
                 kind = "corrupt_record" if isinstance(unread, DamagedShardError) else "unreadable_shard"
                 report.add(report.errors, kind, str(unread))
             elif count != shard.examples:
-                report.add(report.errors, "shard_count_mismatch", f"{path}: {count:,} examples, manifest {shard.examples:,}")
+                report.add(
+                    report.errors, "shard_count_mismatch", f"{path}: {count:,} examples, manifest {shard.examples:,}"
+                )
             examples, faces = examples + count, faces + found
     if not examples:
         kind = next(iter(report.errors), None)
-        raise PathError(folder, "holds no image: " + (
-            f"not one example can be read from its shards ({kind}: {report.examples[kind][0]})" if kind
-            else "its shards hold no example"))
+        raise PathError(
+            folder,
+            "holds no image: "
+            + (
+                f"not one example can be read from its shards ({kind}: {report.examples[kind][0]})"
+                if kind
+                else "its shards hold no example"
+            ),
+        )
     if (examples, faces) != (manifest.images, manifest.faces) and not report.errors:
-        report.add(report.errors, "manifest_count_mismatch",
-                   f"{folder / MANIFEST}: shards hold {examples:,} images, {faces:,} faces; "
-                   f"manifest {manifest.images:,}, {manifest.faces:,}")
+        report.add(
+            report.errors,
+            "manifest_count_mismatch",
+            f"{folder / MANIFEST}: shards hold {examples:,} images, {faces:,} faces; "
+            f"manifest {manifest.images:,}, {manifest.faces:,}",
+        )
     log.info("checked %s: %d shards, %d examples", folder, len(manifest.shards), examples)
     return report

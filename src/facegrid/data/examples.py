@@ -98,7 +98,7 @@ class ExampleBuilder:
         return x, self.targets([boxes], [size], [jitter], [ignore])[0]
 
     def jitter(self, rng: np.random.Generator | None, aspect: float = 1.0) -> Jitter:
-        """The augmentation choices for one sample of an image ``aspect`` times as wide as high (none when not augmenting)."""
+        """The augmentation choices for one sample of an image ``aspect`` times as wide as high (none unaugmented)."""
         return self.augment.sample(rng, aspect) if self.augment else NO_JITTER
 
     def pixels(
@@ -280,7 +280,9 @@ class ExampleSource:
     def without(self, images) -> ExampleSource:
         """The same examples less the images ``images`` (indices), e.g. bad files."""
         keep = np.setdiff1d(np.arange(len(self.index)), np.fromiter(images, dtype=np.int64))
-        rest = ExampleSource(self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed)
+        rest = ExampleSource(
+            self.index.take(keep), self.images, self.builder, self.face_filter, self.shuffle, self.seed
+        )
         rest._vetted, rest._infos = self._vetted, self._infos
         return rest
 

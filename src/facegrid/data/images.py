@@ -95,7 +95,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def dct_ratio(width: int, height: int, min_width: int, min_height: int) -> int:
-    """The largest of :data:`DCT_RATIOS` whose decode of a ``width x height`` JPEG still covers ``min_width x min_height``."""
+    """The largest of :data:`DCT_RATIOS` whose decode of a ``width x height`` JPEG covers ``min_width x min_height``."""
     best = 1
     for ratio in DCT_RATIOS:
         if math.ceil(width / ratio) >= min_width and math.ceil(height / ratio) >= min_height:
@@ -165,7 +165,7 @@ def _decode(data: bytes, min_width: int, min_height: int) -> tuple[np.ndarray, t
 
 
 def read_image_bytes(path: str | os.PathLike, limit: int = -1) -> bytes:
-    """An image file's bytes (its first ``limit`` bytes when ``limit`` >= 0), for :func:`decode_data` and :func:`probe_data`.
+    """An image file's bytes (its first ``limit`` when ``limit`` >= 0), for :func:`decode_data` and :func:`probe_data`.
 
     Raises:
         ImageError: missing, unreadable or empty.
@@ -252,7 +252,7 @@ def verify_data(data: bytes, name: str | os.PathLike) -> tuple[int, int]:
 
 
 def read_verified(path: str | os.PathLike) -> tuple[bytes, ImageInfo]:
-    """An image file's bytes exactly as stored, and its :class:`ImageInfo`, once every byte decodes (see :func:`verify_image`).
+    """An image file's bytes as stored, and its :class:`ImageInfo`, once every byte decodes (see :func:`verify_image`).
 
     Raises:
         ImageError: missing, empty, truncated or not an image.
@@ -314,7 +314,7 @@ def probe(path: str | os.PathLike) -> ImageInfo:
 
 
 def probe_data(data: bytes, name: str | os.PathLike) -> ImageInfo:
-    """:func:`probe` of an image file's bytes held in memory (a packed image, a file read whole), called ``name`` in errors.
+    """:func:`probe` of an image file's bytes in memory (a packed image, a file read whole), called ``name`` in errors.
 
     Raises:
         ImageError: not an image.

@@ -37,6 +37,7 @@ from facegrid.wider.index import Index
 
 log = logging.getLogger(__name__)
 
+
 class BadImages:
     """The bad images met so far, each logged once when first met. Thread-safe."""
 
@@ -117,7 +118,7 @@ def screen(source: ExampleSource, *, verify: bool, workers: int = 8) -> dict[int
 
 
 def outside_error(index, image: int, path, width: int, height: int) -> ImageError | None:
-    """The error for image ``image`` of ``index`` (file ``path``, ``width x height``) if a face box of it lies wholly outside it, else None."""
+    """The error of image ``image`` of ``index`` (``path``, ``width x height``) if a face box lies wholly outside it."""
     rows = slice(index.offsets[image], index.offsets[image + 1])
     outside = np.flatnonzero(wholly_outside(index.boxes[rows], width, height))
     if not len(outside):

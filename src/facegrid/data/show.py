@@ -10,6 +10,7 @@ boxes decoded from them: which faces went to which level, on how many cells.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -27,6 +28,7 @@ from facegrid.data.images import read_image
 from facegrid.wider.index import FaceFilter, Index
 
 log = logging.getLogger(__name__)
+
 
 def example_panel(
     original: np.ndarray,
@@ -162,6 +164,6 @@ def show_dataset(
             layout = f"{builder.codec.grid_size}x{builder.codec.grid_size}"
         title = f"{index.paths[i]}  {faces} face(s), {in_target} in the {layout} target"
         panel = example_panel(original, boxes[keep[rows]], boxes[~keep[rows]], x, y, builder.codec, title)
-        write_atomically(target, lambda tmp: panel.save(tmp, format="PNG"))
+        write_atomically(target, functools.partial(panel.save, format="PNG"))
         written.append(target)
     return written, failed

@@ -81,7 +81,7 @@ def format_for(out: str | os.PathLike, format: str | None = None) -> str:
 
 
 def deployable_graph(model, config: Config):
-    """The graph every non-Keras format holds (see :mod:`facegrid.infer.runtimes`): named outputs, the last ``exp`` left out."""
+    """The graph of the non-Keras formats (:mod:`facegrid.infer.runtimes`): named outputs, the last ``exp`` left out."""
     import keras
 
     if not config.strides:
@@ -128,7 +128,7 @@ def pick_calibration_images(images: list[Path], count: int, seed: int = 0) -> li
 
 
 def _float_layers(float_model: bytes, strides: tuple[int, ...]) -> list[str]:
-    """Tensors an int8 export keeps in float: those of :data:`INT8_FLOAT_LAYERS`, the heads' last convolutions, the outputs."""
+    """Tensors an int8 export keeps float: :data:`INT8_FLOAT_LAYERS`', the heads' last convolutions', the outputs."""
     from ai_edge_litert.interpreter import Interpreter
 
     layers = INT8_FLOAT_LAYERS + tuple(f"{kind}{stride}_" for stride in strides for kind in ("score", "box"))
@@ -175,7 +175,11 @@ def _write_onnx(saved_model: Path, out: Path) -> None:
                 str(saved_model), None, None, return_tensors_to_rename=True
             )
             convert.from_graph_def(
-                graph_def, input_names=inputs, output_names=outputs, opset=ONNX_OPSET, tensors_to_rename=names,
+                graph_def,
+                input_names=inputs,
+                output_names=outputs,
+                opset=ONNX_OPSET,
+                tensors_to_rename=names,
                 output_path=str(out),
             )
     finally:
@@ -240,8 +244,9 @@ def export_model(
     config = config.replace(detect_size=fixed_size or detect_size)
     sidecar = settings_path(out)  # shared by NAME.keras and NAME.tflite when their settings agree
     same_settings = _holds_text(sidecar, config.to_toml())
-    check_outputs([out] + ([] if same_settings else [sidecar]), [model_path, model_settings_file(model_path)],
-                  overwrite)
+    check_outputs(
+        [out] + ([] if same_settings else [sidecar]), [model_path, model_settings_file(model_path)], overwrite
+    )
     if out.is_dir() and not (out / "saved_model.pb").is_file():
         raise PathError(out, "a folder that is not a SavedModel: an export replaces only a file or a SavedModel")
     model = load_detector(model_path)

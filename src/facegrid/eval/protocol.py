@@ -248,4 +248,3 @@ def evaluate_wider(
     faces = [gt.boxes[i] for i in chosen]
     curves = {s: wider_protocol(faces, [gt.keep[s][i] for i in chosen], detections) for s in SETTINGS}
     return WiderResult({s: c.ap for s, c in curves.items()}, curves, tuple(gt.keys[i] for i in chosen))
-

@@ -35,6 +35,7 @@ from facegrid.infer.runtimes import is_exported, load_exported
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Detections:
     """Faces found in one image.
@@ -103,8 +104,13 @@ class Detector:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike | None = None, input_size: int | None = None,
-        score_threshold: float | None = None, nms_iou: float | None = None, threads: int | None = None, **kwargs,
+        cls,
+        path: str | os.PathLike | None = None,
+        input_size: int | None = None,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+        threads: int | None = None,
+        **kwargs,
     ) -> Detector:
         """Load a detector: a ``.keras`` model (the bundled one when ``path`` is None) or an export.
 
@@ -139,27 +145,40 @@ class Detector:
         if config is not None:
             check_settings(model, config, path)
         if config is None and len(model.output_shape) == 3:
-            raise ValueError(f"{path}: no configuration beside it says its pyramid's strides ({settings_path(path).name})")
+            raise ValueError(
+                f"{path}: no configuration beside it says its pyramid's strides ({settings_path(path).name})"
+            )
         if input_size is None and config is None:  # a bare model: its own fixed input size, if it has one
             if model.input_shape[1] is None:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
             input_size = int(model.input_shape[1])
         return cls.for_config(
-            model, config or Config(), input_size=input_size, score_threshold=score_threshold, nms_iou=nms_iou,
+            model,
+            config or Config(),
+            input_size=input_size,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
             **kwargs,
         )
 
     @classmethod
     def for_config(
-        cls, model, config: Config, input_size: int | None = None, score_threshold: float | None = None,
-        nms_iou: float | None = None, **kwargs,
+        cls,
+        model,
+        config: Config,
+        input_size: int | None = None,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+        **kwargs,
     ) -> Detector:
         """A detector for ``model`` with the layout, detection size and thresholds of ``config`` (unless given)."""
         return cls(
-            model, config.detection_input_size if input_size is None else input_size,
+            model,
+            config.detection_input_size if input_size is None else input_size,
             score_threshold=config.score_threshold if score_threshold is None else score_threshold,
             nms_iou=config.nms_iou if nms_iou is None else nms_iou,
-            codec=config.codec if config.strides else None, **kwargs,
+            codec=config.codec if config.strides else None,
+            **kwargs,
         )
 
     def _load(self, image) -> tuple[np.ndarray, tuple[int, int], tuple[int, int] | None]:
@@ -203,7 +222,11 @@ class Detector:
         return np.asarray(self.model.predict_on_batch(pixels))
 
     def decode(
-        self, grid: np.ndarray, width: int, height: int, input_size: tuple[int, int] | None = None,
+        self,
+        grid: np.ndarray,
+        width: int,
+        height: int,
+        input_size: tuple[int, int] | None = None,
         fitted: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Boxes and scores in pixels of a ``width x height`` image, after NMS.

@@ -116,8 +116,9 @@ def _not_in_event_folder(image: Path, folder: Path | None) -> PathError:
     elif image.parent == folder:
         reason = f"not in an event folder of {folder}: give the folder that holds the event folders ({folder.parent})"
     else:
-        reason = (f"not <event>/<name> under {folder}: give the folder that holds the event folders "
-                  f"({image.parent.parent})")
+        reason = (
+            f"not <event>/<name> under {folder}: give the folder that holds the event folders ({image.parent.parent})"
+        )
     return PathError(image, reason)
 
 

@@ -86,9 +86,12 @@ class ExportedModel:
     def __init__(self, path: Path, strides: tuple[int, ...], input_shape, names):
         self.path, self.strides = path, tuple(strides)
         if set(names) != set(output_names(self.strides)):
-            raise ModelFileError(path, f"outputs {', '.join(sorted(names))}, but its settings say "
-                                       f"{describe_layout(self.strides)}: they are another model's, "
-                                       "or it is no facegrid export")
+            raise ModelFileError(
+                path,
+                f"outputs {', '.join(sorted(names))}, but its settings say "
+                f"{describe_layout(self.strides)}: they are another model's, "
+                "or it is no facegrid export",
+            )
         batch, height, width = (int(d) if isinstance(d, (int, np.integer)) and d > 0 else None for d in input_shape[:3])
         self.batch_fixed = batch is not None
         self.fixed_size = (height, width) if height and width else None
@@ -106,15 +109,23 @@ class ExportedModel:
         except Exception as error:  # each runtime raises its own types
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelFileError(self.path, f"does not run on a {width} x {height} image: {reason}") from None
-        expected = {GRID_OUTPUT: None} if not self.strides else {
-            name: (height // stride, width // stride, channels) for stride in self.strides
-            for name, channels in ((score_output(stride), 1), (box_output(stride), 4))
-        }
+        expected = (
+            {GRID_OUTPUT: None}
+            if not self.strides
+            else {
+                name: (height // stride, width // stride, channels)
+                for stride in self.strides
+                for name, channels in ((score_output(stride), 1), (box_output(stride), 4))
+            }
+        )
         for name, shape in expected.items():
             found = tuple(np.shape(outputs[name])[1:])
             if (shape is not None and found != shape) or (shape is None and (len(found) != 3 or found[-1] != 5)):
-                raise ModelFileError(self.path, f"output {name} is {list(found)} on a {width} x {height} image, "
-                                                f"not what {describe_layout(self.strides)} gives: its settings are another model's")
+                raise ModelFileError(
+                    self.path,
+                    f"output {name} is {list(found)} on a {width} x {height} image, "
+                    f"not what {describe_layout(self.strides)} gives: its settings are another model's",
+                )
 
     def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
         """Cells ``[B, N, 5]`` (or grids ``[B, G, G, 5]``) for uint8 ``[B, H, W, 3]`` pixels."""
@@ -152,7 +163,9 @@ class LiteRTModel(ExportedModel):
         try:
             first = self._open()
             (image,) = first.get_input_details()
-            if min(image["shape_signature"][1:3]) < 0:  # any size: planned first for the probe's, which every level fits
+            if (
+                min(image["shape_signature"][1:3]) < 0
+            ):  # any size: planned first for the probe's, which every level fits
                 first.resize_tensor_input(image["index"], [1, PROBE_SIZE, PROBE_SIZE, 3])
             first.allocate_tensors()
             signature = first.get_signature_runner()

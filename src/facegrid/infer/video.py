@@ -136,7 +136,10 @@ def read_frames(path: str | os.PathLike, batch_size: int) -> Iterator[list[np.nd
 
 
 def detect_video(
-    detector, path: str | os.PathLike, out: str | os.PathLike | None = None, batch_size: int = 8,
+    detector,
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 8,
     info: VideoInfo | None = None,
 ) -> Iterator[FrameDetections]:
     """Detect faces in every frame of a video, and with ``out`` write the annotated video there.
@@ -163,7 +166,9 @@ def detect_video(
         return
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with staged(out) as tmp:  # the annotated copy takes its name only once every frame is in it
-        writer = cv2.VideoWriter(_opencv_name(tmp), cv2.VideoWriter_fourcc(*FOURCC), info.fps, (info.width, info.height))
+        writer = cv2.VideoWriter(
+            _opencv_name(tmp), cv2.VideoWriter_fourcc(*FOURCC), info.fps, (info.width, info.height)
+        )
         if not writer.isOpened():
             raise VideoError(out, f"OpenCV cannot write an {FOURCC} video there")
         try:

@@ -55,6 +55,7 @@ CONV1_PAD_LAYER = "Conv1_pad"
 #: The final feature map (ReLU6 of the 1280-channel ``Conv_1``).
 OUTPUT_LAYER = "out_relu"
 
+
 def input_normalization() -> tuple[list[float], list[float]]:
     """``(mean, variance)`` per channel mapping ``[-1, 1]`` input to torchvision's normalised input.
 
@@ -106,9 +107,7 @@ def torchvision_compatible_mobilenet_v2(input_size: int | None, alpha: float = 1
     def call_function(layer, *args, **kwargs):
         if layer.name == "Conv1":
             (x,) = args
-            x = keras.layers.Normalization(
-                axis=-1, mean=mean, variance=variance, name=NORMALIZE_LAYER
-            )(x)
+            x = keras.layers.Normalization(axis=-1, mean=mean, variance=variance, name=NORMALIZE_LAYER)(x)
             x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name=CONV1_PAD_LAYER)(x)
             return layer(x, **kwargs)
         return layer(*args, **kwargs)
@@ -145,8 +144,7 @@ def load_torchvision_mobilenet_v2(weights_path: str | Path, input_size: int):
     weights_path = Path(weights_path)
     if not weights_path.is_file():
         raise FileNotFoundError(
-            f"{weights_path} not found; write it with "
-            "facegrid.model.from_torchvision.convert_torchvision_mobilenet_v2"
+            f"{weights_path} not found; write it with facegrid.model.from_torchvision.convert_torchvision_mobilenet_v2"
         )
     model = torchvision_compatible_mobilenet_v2(input_size)
     model.load_weights(weights_path)

@@ -75,7 +75,7 @@ def torchvision_prefix(layer_name: str) -> str | None:
 
 
 def _conv_kernel(array: np.ndarray, depthwise: bool) -> np.ndarray:
-    """torch ``[out, in, kh, kw]`` -> Keras ``[kh, kw, in, out]``; depthwise ``[C, 1, kh, kw]`` -> ``[kh, kw, C, 1]``."""
+    """torch ``[out, in, kh, kw]`` -> Keras ``[kh, kw, in, out]``; depthwise ``[C, 1, kh, kw]`` -> ``[kh, kw, C, 1]``"""
     if array.ndim != 4:
         raise ValueError(f"expected a 4-d convolution weight, got shape {array.shape}")
     return np.transpose(array, (2, 3, 0, 1) if depthwise else (2, 3, 1, 0))
@@ -125,9 +125,7 @@ def torchvision_to_keras(model, state_dict: Mapping[str, np.ndarray]) -> list[tu
             unmapped_layers.append(layer.name)
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
-            pairs = [
-                (getattr(layer, k), f"{prefix}.{t}", lambda a: a) for k, t in _BN_VARIABLES
-            ]
+            pairs = [(getattr(layer, k), f"{prefix}.{t}", lambda a: a) for k, t in _BN_VARIABLES]
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
             pairs = [(layer.kernel, f"{prefix}.weight", lambda a: _conv_kernel(a, True))]
         elif isinstance(layer, keras.layers.Conv2D):
@@ -189,8 +187,7 @@ def read_torchvision_state_dict(pth_path: str | Path) -> dict[str, np.ndarray]:
         import torch
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "converting torchvision weights needs PyTorch (pip install torch); "
-            "loading a converted .weights.h5 does not"
+            "converting torchvision weights needs PyTorch (pip install torch); loading a converted .weights.h5 does not"
         ) from err
     state = torch.load(str(pth_path), map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and "state_dict" in state:
@@ -198,9 +195,7 @@ def read_torchvision_state_dict(pth_path: str | Path) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def convert_torchvision_mobilenet_v2(
-    pth_path: str | Path, out_path: str | Path, *, check_sha256: bool = True
-) -> Path:
+def convert_torchvision_mobilenet_v2(pth_path: str | Path, out_path: str | Path, *, check_sha256: bool = True) -> Path:
     """Convert torchvision's ``mobilenet_v2-b0353104.pth`` to a Keras ``.weights.h5``.
 
     The weights fit :func:`torchvision_compatible_mobilenet_v2` at every

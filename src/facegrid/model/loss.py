@@ -104,8 +104,11 @@ class GridLoss(_CellLoss):
     """
 
     def __init__(
-        self, focal_gamma: float = Config.focal_gamma, focal_alpha: float | None = Config.focal_alpha,
-        box_weight: float = Config.box_weight, **kwargs,
+        self,
+        focal_gamma: float = Config.focal_gamma,
+        focal_alpha: float | None = Config.focal_alpha,
+        box_weight: float = Config.box_weight,
+        **kwargs,
     ):
         kwargs.setdefault("name", "grid_loss")
         super().__init__(**kwargs)
@@ -135,7 +138,9 @@ class GridLoss(_CellLoss):
 
         true_min, true_max = corners(y_true)
         pred_min, pred_max = corners(y_pred)
-        return ops.cast(y_true[..., 0] > 0.0, y_pred.dtype) * (1.0 - _iou_giou(true_min, true_max, pred_min, pred_max)[1])
+        return ops.cast(y_true[..., 0] > 0.0, y_pred.dtype) * (
+            1.0 - _iou_giou(true_min, true_max, pred_min, pred_max)[1]
+        )
 
     def cell_terms(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)

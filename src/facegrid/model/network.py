@@ -204,9 +204,14 @@ def _pyramid_head(features: list, config: Config):
         size = math.log(PyramidCodec.faces_per_stride / (2.0 if level == 0 else 1.0))
         x = _separable_bn_relu(merged[level], channels, f"head{stride}_1")
         x = _separable_bn_relu(x, channels, f"head{stride}_2")
-        raw.append(keras.layers.Conv2D(
-            5, 1, bias_initializer=keras.initializers.Constant([prior, 0.0, 0.0, size, size]), name=f"cells{stride}",
-        )(x))
+        raw.append(
+            keras.layers.Conv2D(
+                5,
+                1,
+                bias_initializer=keras.initializers.Constant([prior, 0.0, 0.0, size, size]),
+                name=f"cells{stride}",
+            )(x)
+        )
     return PyramidCells(name="cells")(raw)
 
 
@@ -227,23 +232,35 @@ def load_detector(path: str | os.PathLike, *, compile: bool = False) -> keras.Mo
     _check_model_file(Path(path))
     try:
         model = keras.saving.load_model(
-            path, compile=compile, safe_mode=True,
+            path,
+            compile=compile,
+            safe_mode=True,
             custom_objects={"SizeToImageFraction": SizeToImageFraction, "PyramidCells": PyramidCells},
         )
     except Exception as error:  # Keras raises many types (ValueError, KeyError, OSError, TypeError) for bad files
         text = str(error).strip()
-        raise ModelFileError(path, f"cannot load it: {text.splitlines()[0] if text else type(error).__name__}") from None
+        raise ModelFileError(
+            path, f"cannot load it: {text.splitlines()[0] if text else type(error).__name__}"
+        ) from None
     shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else ()
     if len(shape) not in (3, 4) or shape[-1] != 5:
-        raise ModelFileError(path, f"a Keras model, but not a facegrid detector: its output is {model.output_shape}, "
-                                   "not grids [B, G, G, 5] or cells [B, N, 5]")
+        raise ModelFileError(
+            path,
+            f"a Keras model, but not a facegrid detector: its output is {model.output_shape}, "
+            "not grids [B, G, G, 5] or cells [B, N, 5]",
+        )
     return model
 
 
 def head_strides(model: keras.Model) -> tuple[int, ...]:
     """The strides of a pyramid detector's heads (its layers ``cells<stride>``); ``()`` for a single grid."""
-    return tuple(sorted(int(layer.name[len("cells"):]) for layer in model.layers
-                        if layer.name.startswith("cells") and layer.name[len("cells"):].isdigit()))
+    return tuple(
+        sorted(
+            int(layer.name[len("cells") :])
+            for layer in model.layers
+            if layer.name.startswith("cells") and layer.name[len("cells") :].isdigit()
+        )
+    )
 
 
 def check_settings(model: keras.Model, config: Config, path: str | os.PathLike) -> None:
@@ -258,8 +275,11 @@ def check_settings(model: keras.Model, config: Config, path: str | os.PathLike) 
     """
     found = head_strides(model)
     if found != config.strides:
-        raise ModelFileError(path, f"is {describe_layout(found)}, but its settings ({settings_path(path).name} "
-                                   f"or config.toml) say {describe_layout(config.strides)}: they are another model's")
+        raise ModelFileError(
+            path,
+            f"is {describe_layout(found)}, but its settings ({settings_path(path).name} "
+            f"or config.toml) say {describe_layout(config.strides)}: they are another model's",
+        )
 
 
 #: Members of a ``.keras`` file that hold its model.
@@ -273,7 +293,9 @@ def _check_model_file(path: Path) -> None:
     ``config.json``) is code that would run on loading.
     """
     if path.is_dir():
-        raise ModelFileError(path, "a folder that is no SavedModel (no saved_model.pb in it), and not a .keras model file")
+        raise ModelFileError(
+            path, "a folder that is no SavedModel (no saved_model.pb in it), and not a .keras model file"
+        )
     if not path.is_file():
         raise ModelFileError(path, "no such file")
     try:
@@ -287,6 +309,7 @@ def _check_model_file(path: Path) -> None:
         raise ModelFileError(path, "not a .keras model file (a .keras file is a zip archive)") from None
     if b'"__lambda__"' in config:
         raise ModelFileError(
-            path, "refused: it carries Python code (a lambda) that would run on loading; "
-            "facegrid loads models in Keras safe mode only"
+            path,
+            "refused: it carries Python code (a lambda) that would run on loading; "
+            "facegrid loads models in Keras safe mode only",
         )

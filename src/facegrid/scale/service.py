@@ -91,8 +91,9 @@ def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experime
     return server
 
 
-def start_worker(dispatcher: str, port: int = 0, *, wait: float = Config.data_service_wait,
-                 notice: Callable[[str], None] = log.info) -> tf.data.experimental.service.WorkerServer:
+def start_worker(
+    dispatcher: str, port: int = 0, *, wait: float = Config.data_service_wait, notice: Callable[[str], None] = log.info
+) -> tf.data.experimental.service.WorkerServer:
     """A worker serving the dispatcher at ``dispatcher`` (``host:port``), itself on ``port`` (0: any free port).
 
     Args:
@@ -159,7 +160,7 @@ def lock_state_folder(work_dir: str) -> IO[str]:
         raise PathError(work_dir, "its name is not UTF-8, which TensorFlow needs") from None
     try:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-        lock = open(Path(work_dir) / LOCK_FILE, "a")
+        lock = open(Path(work_dir) / LOCK_FILE, "a")  # noqa: SIM115 (held, locked, while the dispatcher runs)
     except OSError as error:
         raise PathError(work_dir, f"cannot hold a dispatcher's state: {error.strerror or error}") from None
     try:
@@ -167,8 +168,12 @@ def lock_state_folder(work_dir: str) -> IO[str]:
     except OSError as error:
         lock.close()
         held = isinstance(error, BlockingIOError)
-        raise PathError(work_dir, f"another dispatcher keeps its state here (it holds {LOCK_FILE})" if held
-                        else f"cannot lock {LOCK_FILE}: {error.strerror}") from None
+        raise PathError(
+            work_dir,
+            f"another dispatcher keeps its state here (it holds {LOCK_FILE})"
+            if held
+            else f"cannot lock {LOCK_FILE}: {error.strerror}",
+        ) from None
     return lock
 
 
@@ -203,13 +208,16 @@ def _workers(reply: bytes) -> int:
 #: What a wait waits for, and what it says when the time is up.
 _AWAITED = {
     "dispatcher": ("the tf.data service dispatcher at {}", "no tf.data service dispatcher answered within {:g} s"),
-    "worker": ("a worker to register with the tf.data service dispatcher at {}",
-               "the tf.data service dispatcher answers, but no worker registered with it within {:g} s"),
+    "worker": (
+        "a worker to register with the tf.data service dispatcher at {}",
+        "the tf.data service dispatcher answers, but no worker registered with it within {:g} s",
+    ),
 }
 
 
-def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: float,
-          notice: Callable[[str], None]) -> int:
+def _wait(
+    address: str, method: str, count: Callable[[bytes], int], timeout: float, notice: Callable[[str], None]
+) -> int:
     """Ask the dispatcher at ``address`` by ``method`` until ``count`` of its reply is positive; that count.
 
     Each question is bounded, and the channel tries to connect again at least
@@ -230,8 +238,9 @@ def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: flo
                 awaited = "worker"
             except grpc.RpcError as error:
                 if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise ServiceError(address, f"answers, but not as a tf.data service dispatcher "
-                                                f"({error.code().name})") from None
+                    raise ServiceError(
+                        address, f"answers, but not as a tf.data service dispatcher ({error.code().name})"
+                    ) from None
                 awaited = "dispatcher"
             if time.monotonic() >= deadline:
                 raise ServiceError(address, _AWAITED[awaited][1].format(timeout))
@@ -243,8 +252,9 @@ def _wait(address: str, method: str, count: Callable[[bytes], int], timeout: flo
 
 def service_failure(address: str, error: tf.errors.OpError) -> ServiceError:
     """``error``, raised while reading from the service at ``address``, as a :class:`ServiceError`."""
-    return ServiceError(address, f"reading from the tf.data service failed ({type(error).__name__}): "
-                                 f"{reason_of(error)}")
+    return ServiceError(
+        address, f"reading from the tf.data service failed ({type(error).__name__}): {reason_of(error)}"
+    )
 
 
 def op_types(dataset: tf.data.Dataset) -> set[str]:
@@ -259,9 +269,14 @@ def python_ops(dataset: tf.data.Dataset) -> list[str]:
     return sorted(op_types(dataset) & set(PYTHON_OPS))
 
 
-def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = None, *,
-               wait: float = Config.data_service_wait,
-               notice: Callable[[str], None] = log.info) -> tf.data.Dataset:
+def distribute(
+    dataset: tf.data.Dataset,
+    address: str,
+    job_name: str | None = None,
+    *,
+    wait: float = Config.data_service_wait,
+    notice: Callable[[str], None] = log.info,
+) -> tf.data.Dataset:
     """``dataset`` produced by the service's workers, shared among them dynamically.
 
     Args:
@@ -284,6 +299,8 @@ def distribute(dataset: tf.data.Dataset, address: str, job_name: str | None = No
     bare = service_address(address)
     workers = wait_for_workers(bare, wait, notice)
     log.info("reading from tf.data service at %s (dynamic sharding, %d worker(s) registered)", address, workers)
-    return dataset.apply(tf.data.experimental.service.distribute(
-        processing_mode=PROCESSING_MODE, service=f"grpc://{bare}", job_name=job_name
-    ))
+    return dataset.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=PROCESSING_MODE, service=f"grpc://{bare}", job_name=job_name
+        )
+    )

@@ -27,8 +27,10 @@ def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def plot_history(rows: list[dict[str, float]], out: str | os.PathLike) -> None:
@@ -66,4 +68,3 @@ class TrainingCurves(keras.callbacks.Callback):
         writer.writerows(self.rows)
         write_atomically(self.folder / "history.csv", lambda tmp: tmp.write_text(text.getvalue(), encoding="utf-8"))
         write_atomically(self.folder / "results.png", lambda tmp: plot_history(self.rows, tmp))
-

@@ -22,8 +22,18 @@ RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.kera
 #: compiled into its checkpoint (loss and optimizer), so resuming with other
 #: values would change nothing or break the checkpoint.
 FIXED_SETTINGS = (
-    "input_size", "strides", "grid_size", "alpha", "backbone_style", "head_channels",
-    "focal_gamma", "focal_alpha", "box_weight", "learning_rate", "warmup_epochs", "weight_decay",
+    "input_size",
+    "strides",
+    "grid_size",
+    "alpha",
+    "backbone_style",
+    "head_channels",
+    "focal_gamma",
+    "focal_alpha",
+    "box_weight",
+    "learning_rate",
+    "warmup_epochs",
+    "weight_decay",
 )
 
 
@@ -48,8 +58,9 @@ def writes_run_folder(config: Config) -> bool:
         raise ValueError(f"TF_CONFIG must be a JSON object, got {tf_config!r}")
     task = tf_config.get("task") or {}
     kind = task.get("type", "chief")
-    return kind == "chief" or (kind == "worker" and int(task.get("index", 0)) == 0
-                               and "chief" not in (tf_config.get("cluster") or {}))
+    return kind == "chief" or (
+        kind == "worker" and int(task.get("index", 0)) == 0 and "chief" not in (tf_config.get("cluster") or {})
+    )
 
 
 def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -> None:
@@ -78,12 +89,16 @@ def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -
     for name in FIXED_SETTINGS:
         old, new = getattr(saved, name), getattr(config, name)
         if old != new:
-            raise PathError(saved_path, f"the run was started with {name} = {old!r}; it cannot be resumed with "
-                                        f"{name} = {new!r} (leave {name} as it was, or start a new run)")
+            raise PathError(
+                saved_path,
+                f"the run was started with {name} = {old!r}; it cannot be resumed with "
+                f"{name} = {new!r} (leave {name} as it was, or start a new run)",
+            )
 
 
-def run_settings(run_dir: str | os.PathLike, config_path: str | os.PathLike | None = None, *, resume: bool = False,
-                 **overrides) -> Config:
+def run_settings(
+    run_dir: str | os.PathLike, config_path: str | os.PathLike | None = None, *, resume: bool = False, **overrides
+) -> Config:
     """The settings a run trains with: a settings file's, with ``overrides`` (None values left out) on top.
 
     The file is ``config_path``; if None, the run's own ``config.toml``
@@ -101,6 +116,7 @@ def run_settings(run_dir: str | os.PathLike, config_path: str | os.PathLike | No
     elif config_path is None and init:
         config_path = model_settings_file(init)
         if config_path is None:
-            raise PathError(init, f"no settings beside it ({settings_path(init).name} or config.toml): "
-                                  "give its settings file")
+            raise PathError(
+                init, f"no settings beside it ({settings_path(init).name} or config.toml): give its settings file"
+            )
     return load_config(config_path, **overrides)

@@ -125,8 +125,16 @@ class ValidationAP(keras.callbacks.Callback):
     concatenates the results.
     """
 
-    def __init__(self, index: Index, images: str | os.PathLike, config: Config, face_filter: FaceFilter,
-                 replicas: int = 1, ground_truth: WiderGroundTruth | None = None, panels: Path | None = None):
+    def __init__(
+        self,
+        index: Index,
+        images: str | os.PathLike,
+        config: Config,
+        face_filter: FaceFilter,
+        replicas: int = 1,
+        ground_truth: WiderGroundTruth | None = None,
+        panels: Path | None = None,
+    ):
         super().__init__()
         self.index = index
         self.face_filter = face_filter
@@ -188,10 +196,19 @@ class ValidationAP(keras.callbacks.Callback):
                 shown.append(PanelImage(None, faces, np.zeros((0, 4)), np.zeros(0), f"not readable: {name}"))
                 continue
             above = found[i].scores >= threshold
-            shown.append(PanelImage(read_image(self.paths[i]), faces, found[i].boxes[above], found[i].scores[above],
-                                    f"{len(faces)} face(s), {int(above.sum())} found: {name}"))
-        panel = detections_panel(shown, f"epoch {epoch}: detections scoring {threshold:g} or more (green, "
-                                        "with their scores) and faces (blue)")
+            shown.append(
+                PanelImage(
+                    read_image(self.paths[i]),
+                    faces,
+                    found[i].boxes[above],
+                    found[i].scores[above],
+                    f"{len(faces)} face(s), {int(above.sum())} found: {name}",
+                )
+            )
+        panel = detections_panel(
+            shown,
+            f"epoch {epoch}: detections scoring {threshold:g} or more (green, with their scores) and faces (blue)",
+        )
         self.panels.mkdir(parents=True, exist_ok=True)
         target = self.panels / f"epoch_{epoch:03d}.jpg"
         write_atomically(target, lambda tmp: panel.save(tmp, format="JPEG", quality=90))
@@ -223,8 +240,9 @@ def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTr
     if named:
         folder = Path(named)
         if not folder.is_dir():
-            raise PathError(folder, f"no such folder (val_ground_truth names the official {GROUND_TRUTH_FOLDER} "
-                                    "folder, or 'none')")
+            raise PathError(
+                folder, f"no such folder (val_ground_truth names the official {GROUND_TRUTH_FOLDER} folder, or 'none')"
+            )
     elif index.source:
         folder = ground_truth_beside(index.source)
         if not folder.is_dir():
@@ -238,8 +256,10 @@ def validation_ground_truth(config: Config, index: Index) -> tuple[WiderGroundTr
         if named:
             raise
         return None, f"{folder} {error.reason} val_ap only"
-    return truth, (f"WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the {len(index):,} "
-                   f"validation images, against the {len(truth.keys):,} of {folder}")
+    return truth, (
+        f"WIDER easy/medium/hard AP (val_easy, val_medium, val_hard) each epoch on the {len(index):,} "
+        f"validation images, against the {len(truth.keys):,} of {folder}"
+    )
 
 
 class ReportBadImages(keras.callbacks.Callback):
@@ -251,8 +271,11 @@ class ReportBadImages(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if len(self.bad_images):
-            log.warning("epoch %d: %d image(s) left out so far as unusable (each logged when met)",
-                        epoch + 1, len(self.bad_images))
+            log.warning(
+                "epoch %d: %d image(s) left out so far as unusable (each logged when met)",
+                epoch + 1,
+                len(self.bad_images),
+            )
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -409,8 +432,19 @@ def train(
         finished = (run_dir / "state.json").is_file()
         if resume and not finished:
             log.info("%s: no epoch of the run finished; starting it again with its settings", run_dir)
-        return _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume and finished,
-                      init_weights, verbose, notice)
+        return _train(
+            config,
+            strategy,
+            train_data,
+            face_filter,
+            run_dir,
+            out_dir,
+            validation,
+            resume and finished,
+            init_weights,
+            verbose,
+            notice,
+        )
     finally:
         for handler in handlers:
             facegrid_log.removeHandler(handler)
@@ -434,7 +468,7 @@ def distribution(config: Config) -> tf.distribute.Strategy:
 
 
 def _build(config: Config) -> keras.Model:
-    """:func:`~facegrid.model.network.build_detector`, with a failed download of Keras' ImageNet weights told in one line."""
+    """:func:`~facegrid.model.network.build_detector`; a failed download of Keras' ImageNet weights told in one line."""
     try:
         return build_detector(config)
     except Exception as error:  # keras.utils.get_file raises a bare Exception over urllib's error
@@ -459,14 +493,16 @@ def _start_from(model: keras.Model, weights: list[np.ndarray], init: str) -> Non
         model.set_weights(weights)
     except ValueError as error:
         raise PathError(
-            init, f"its network is not the one these settings build ({str(error).splitlines()[0]}); "
-            "train with its own settings file"
+            init,
+            f"its network is not the one these settings build ({str(error).splitlines()[0]}); "
+            "train with its own settings file",
         ) from None
     log.info("starting from the weights of %s", init)
 
 
-def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume, init_weights, verbose,
-           notice):
+def _train(
+    config, strategy, train_data, face_filter, run_dir, out_dir, validation, resume, init_weights, verbose, notice
+):
     """The run, reading a resumed run from ``run_dir`` and writing into ``out_dir`` (see :func:`train`).
 
     ``train_data``: the training batches (:func:`facegrid.data.tf.choose.pipeline_for`).
@@ -476,14 +512,27 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
     the first, a resumed run that finished none included). ``init_weights``:
     the weights of ``config.init``, or None.
     """
-    log.info("strategy %s: %s, %d replica(s) in sync", config.strategy, type(strategy).__name__,
-             strategy.num_replicas_in_sync)
+    log.info(
+        "strategy %s: %s, %d replica(s) in sync",
+        config.strategy,
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+    )
     callbacks: list[keras.callbacks.Callback] = []
     if validation is not None:
         val_index, val_images, ground_truth, note = validation
         log.info("validation: %s", note)
-        callbacks.append(ValidationAP(val_index, val_images, config, face_filter, strategy.num_replicas_in_sync,
-                                      ground_truth, out_dir / "panels"))
+        callbacks.append(
+            ValidationAP(
+                val_index,
+                val_images,
+                config,
+                face_filter,
+                strategy.num_replicas_in_sync,
+                ground_truth,
+                out_dir / "panels",
+            )
+        )
 
     state = {}
     if resume:
@@ -508,7 +557,9 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
         data, steps = train_data, None
         log.info(
             "input pipeline: FaceSequence (keras.utils.PyDataset), %d images in %d batches, %d %s worker(s)",
-            len(train_data.index), len(train_data), config.workers,
+            len(train_data.index),
+            len(train_data),
+            config.workers,
             "process" if config.use_multiprocessing else "thread",
         )
     else:
@@ -521,7 +572,10 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
         steps = len(train_data)
         log.info(
             "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
-            type(train_data).__name__, len(train_data.index), steps, config.workers,
+            type(train_data).__name__,
+            len(train_data.index),
+            steps,
+            config.workers,
         )
         if config.data_service:
             data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
@@ -530,8 +584,12 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
     if validation is not None and config.early_stopping_patience > 0:
         early_stopping = ResumableEarlyStopping(config.early_stopping_patience, state.get("early_stopping"))
         if early_stopping.stopped:
-            log.info("the run stopped early after epoch %d: no better val_ap in %d epochs; nothing to train "
-                     "(raise early_stopping_patience to go on)", initial_epoch, early_stopping.resumed["wait"])
+            log.info(
+                "the run stopped early after epoch %d: no better val_ap in %d epochs; nothing to train "
+                "(raise early_stopping_patience to go on)",
+                initial_epoch,
+                early_stopping.resumed["wait"],
+            )
             return model
         callbacks.append(early_stopping)
     callbacks += [
@@ -542,12 +600,16 @@ def _train(config, strategy, train_data, face_filter, run_dir, out_dir, validati
     ]
     try:
         model.fit(
-            data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
-            shuffle=False, verbose=verbose,
+            data,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=verbose,
         )
     except tf.errors.OpError as error:
         if config.data_service and isinstance(error, SERVICE_FAILURES):
             raise service_failure(config.data_service, error) from None
         raise TrainingError(run_dir, f"TensorFlow's {type(error).__name__}: {reason_of(error)}") from None
     return model
-

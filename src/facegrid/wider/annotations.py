@@ -91,8 +91,10 @@ def _walk(path: str, lines: list[bytes], records: _Records, notes: list[Note]) -
         if not name or (name[-1:].isdigit() and (name.isdigit() or _is_face_row(name))):
             hint = ""
             if name and _is_face_row(name) and records.names:
-                hint = (f" (a face row: line {records.name_lines[-1] + 1} gives {_show(records.names[-1])}"
-                        f" {records.counts[-1]} face(s); is that count too small?)")
+                hint = (
+                    f" (a face row: line {records.name_lines[-1] + 1} gives {_show(records.names[-1])}"
+                    f" {records.counts[-1]} face(s); is that count too small?)"
+                )
             raise AnnotationError(path, i + 1, f"expected an image path, got {_show(lines[i])}{hint}")
         if i + 1 >= n:
             raise AnnotationError(path, i + 2, f"expected the number of faces of {_show(name)}, got end of file")
@@ -231,9 +233,7 @@ def _check_values(path: str, table: np.ndarray, row_index: np.ndarray) -> None:
         if bad.any():
             k = int(np.argmax(bad))
             legal = ", ".join(str(v) for v in range(ATTRIBUTE_MAX[name] + 1))
-            raise AnnotationError(
-                path, int(row_index[k]) + 1, f"{name} must be one of {legal}, got {table[k, column]}"
-            )
+            raise AnnotationError(path, int(row_index[k]) + 1, f"{name} must be one of {legal}, got {table[k, column]}")
 
 
 def format_annotations(index: Index) -> str:

@@ -118,18 +118,38 @@ def _homes(path: str) -> tuple[str, ...]:
 RELEASES = {
     "widerface": Release(
         archives=(
-            Archive("wider_face_split.zip", annotations_file("val"),
-                    sha256="c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c", size=3_591_642,
-                    homes=_homes("bbx_annotation/wider_face_split.zip")),
-            Archive("eval_tools.zip", f"{GROUND_TRUTH_FOLDER}/{GT_FACES_FILE}",
-                    sha256="1cf49c8243fa8a1632efe7f6aa09fd7a3994ac838c9008bdbc9dd1d547bb234a", size=8_447_003,
-                    homes=_homes("eval_script/eval_tools.zip")),
-            Archive("WIDER_val.zip", images_folder("val"),
-                    sha256="f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a", size=362_752_168),
-            Archive("WIDER_train.zip", images_folder("train"),
-                    sha256="e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59", size=1_465_602_149),
-            Archive("WIDER_test.zip", images_folder("test"),
-                    sha256="3b0313e11ea292ec58894b47ac4c0503b230e12540330845d70a7798241f88d3", size=1_844_140_520),
+            Archive(
+                "wider_face_split.zip",
+                annotations_file("val"),
+                sha256="c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c",
+                size=3_591_642,
+                homes=_homes("bbx_annotation/wider_face_split.zip"),
+            ),
+            Archive(
+                "eval_tools.zip",
+                f"{GROUND_TRUTH_FOLDER}/{GT_FACES_FILE}",
+                sha256="1cf49c8243fa8a1632efe7f6aa09fd7a3994ac838c9008bdbc9dd1d547bb234a",
+                size=8_447_003,
+                homes=_homes("eval_script/eval_tools.zip"),
+            ),
+            Archive(
+                "WIDER_val.zip",
+                images_folder("val"),
+                sha256="f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a",
+                size=362_752_168,
+            ),
+            Archive(
+                "WIDER_train.zip",
+                images_folder("train"),
+                sha256="e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59",
+                size=1_465_602_149,
+            ),
+            Archive(
+                "WIDER_test.zip",
+                images_folder("test"),
+                sha256="3b0313e11ea292ec58894b47ac4c0503b230e12540330845d70a7798241f88d3",
+                size=1_844_140_520,
+            ),
         ),
         mirrors=("https://huggingface.co/datasets/CUHK-CSE/wider_face/resolve/main/data/",),
     ),
@@ -222,8 +242,15 @@ def install_archive(
     digest, origin = _kept_copy_digest(path, pinned, notice), "downloaded before"
     if digest is None:
         try:
-            url, digest = fetch_file(archive_urls(archive, mirrors), path, sha256=pinned, size=archive.size,
-                                     timeout=timeout, progress=progress, notice=notice)
+            url, digest = fetch_file(
+                archive_urls(archive, mirrors),
+                path,
+                sha256=pinned,
+                size=archive.size,
+                timeout=timeout,
+                progress=progress,
+                notice=notice,
+            )
         except FetchError:
             return Outcome(False, f"{archive.name}: not fetched: no address gave a good copy")
         origin = f"from {url}"
@@ -256,7 +283,7 @@ def _stamped_digest(stamp: Path) -> str | None:
 
 
 def _kept_copy_digest(path: Path, pinned: str | None, notice: Callable[[str], None]) -> str | None:
-    """The digest of an archive an earlier run downloaded to ``path``, if it is usable; None if there is none or it was not."""
+    """The digest of an archive an earlier run downloaded to ``path``, if usable; None if there is none or it is not."""
     if not path.is_file():
         return None
     digest = sha256_file(path)

@@ -184,7 +184,9 @@ def _download(url, part: Path, label: str, size, timeout, progress, notice) -> N
         if total is None or received >= total:
             return
         if attempt == RESUMES:
-            raise _AddressFailed(f"connection closed early {RESUMES + 1} times, last at {received:,} of {total:,} bytes")
+            raise _AddressFailed(
+                f"connection closed early {RESUMES + 1} times, last at {received:,} of {total:,} bytes"
+            )
         notice(f"{label}: connection closed at {received:,} of {total:,} bytes; asking for the rest")
 
 
@@ -203,7 +205,9 @@ def _request_rest(url, part: Path, label: str, size, timeout, progress, notice) 
         response = _opener().open(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         error.close()
-        if error.code == 416 and offset:  # nothing lies past `offset`: the part is whole, or too long (the digest tells)
+        if (
+            error.code == 416 and offset
+        ):  # nothing lies past `offset`: the part is whole, or too long (the digest tells)
             return offset, offset
         raise _AddressFailed(f"HTTP {error.code} {error.reason}") from None
     except (OSError, http.client.HTTPException) as error:
@@ -213,8 +217,15 @@ def _request_rest(url, part: Path, label: str, size, timeout, progress, notice) 
         if size is not None and total is not None and total != size:
             raise _AddressFailed(f"offers {total:,} bytes where the manifest says {size:,}")
         limit, excess = _limit(size, total)
-        with tqdm(total=total or size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=part.name.removesuffix(".part"), disable=not progress) as bar:
+        with tqdm(
+            total=total or size,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.name.removesuffix(".part"),
+            disable=not progress,
+        ) as bar:
             if not _receive(response, part, offset, limit - offset, timeout, bar):
                 part.unlink()
                 raise _AddressFailed(f"sent more than {excess}; copy deleted")
@@ -222,7 +233,7 @@ def _request_rest(url, part: Path, label: str, size, timeout, progress, notice) 
 
 
 def _limit(size: int | None, total: int | None) -> tuple[int, str]:
-    """The most bytes to take from an address (the pinned size, else the stated one, else :data:`UNSIZED_LIMIT`), and those words for it."""
+    """The most bytes to take from an address (pinned size, else stated, else :data:`UNSIZED_LIMIT`), and its words."""
     if size is not None:
         return size, f"the manifest's {size:,} bytes"
     if total is not None:
@@ -251,7 +262,7 @@ def _announced(response, offset: int, label: str, notice) -> tuple[int, int | No
 
 
 def _receive(response, part: Path, offset: int, room: int, timeout: float, bar) -> bool:
-    """Write the answer's body to ``part`` from byte ``offset``: True when it ended, False as soon as it outgrew ``room`` bytes.
+    """Write the answer's body to ``part`` from byte ``offset``: True once it ended, False once it outgrew ``room``.
 
     Nothing past ``room`` is written. Reads return what has arrived rather
     than wait for a whole :data:`CHUNK`, so that a slow answer is measured
@@ -292,7 +303,7 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to a usable http(s) address not visited before, and at most ``max_redirections`` in a row."""
+    """Follows a redirect only to a usable http(s) address not visited before, at most ``max_redirections`` in a row."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         visited = getattr(req, "redirect_dict", {})
@@ -317,7 +328,10 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
 
 class _Paced(io.RawIOBase):
-    """A connection's incoming bytes, failing a read once a span of ``window`` seconds since the first byte brought fewer than :data:`STALL_BYTES`."""
+    """A connection's incoming bytes, failing a read once ``window`` seconds bring fewer than :data:`STALL_BYTES`.
+
+    The spans are counted from the first byte on.
+    """
 
     def __init__(self, raw: io.RawIOBase, window: float):
         super().__init__()
@@ -335,8 +349,10 @@ class _Paced(io.RawIOBase):
         self._count += count
         if now - self._since >= self._window:
             if self._count < STALL_BYTES:
-                raise _Stalled(f"stalled: {self._count:,} bytes in {now - self._since:.2g} s, where "
-                               f"{STALL_BYTES:,} are wanted every {self._window:g} s")
+                raise _Stalled(
+                    f"stalled: {self._count:,} bytes in {now - self._since:.2g} s, where "
+                    f"{STALL_BYTES:,} are wanted every {self._window:g} s"
+                )
             self._since, self._count = now, 0
         return count
 

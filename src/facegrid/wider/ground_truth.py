@@ -152,6 +152,8 @@ def refuse_unlisted(ground_truth: WiderGroundTruth, images: Sequence[str], descr
     """
     unknown = ground_truth.unlisted(images)
     if unknown:
-        raise PathError(ground_truth.where,
-                        f"does not list {len(unknown):,} of the {len(images):,} {described}, such as {unknown[0]}: "
-                        "are they WIDER FACE validation images?")
+        raise PathError(
+            ground_truth.where,
+            f"does not list {len(unknown):,} of the {len(images):,} {described}, such as {unknown[0]}: "
+            "are they WIDER FACE validation images?",
+        )

@@ -90,9 +90,7 @@ def format_image_result(image_path: str, boxes_xyxy: np.ndarray, scores: np.ndar
     return key, "\n".join(lines) + "\n"
 
 
-def write_image_result(
-    root: str | os.PathLike, image_path: str, boxes_xyxy: np.ndarray, scores: np.ndarray
-) -> Path:
+def write_image_result(root: str | os.PathLike, image_path: str, boxes_xyxy: np.ndarray, scores: np.ndarray) -> Path:
     """Write one image's detections as ``root/<event>/<name>.txt``.
 
     Args:

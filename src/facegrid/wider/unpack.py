@@ -64,14 +64,20 @@ def unpack(archive: str | os.PathLike, into: str | os.PathLike, *, overwrite: bo
             check_outputs([target for _, target in writes], [archive], overwrite)
             needed, free = sum(member.file_size for member, _ in writes), _free_bytes(into)
             if needed > free:
-                raise PathError(archive, f"unpacks to {needed:,} bytes, more than the {free:,} free at {into}; "
-                                         "nothing unpacked")
+                raise PathError(
+                    archive, f"unpacks to {needed:,} bytes, more than the {free:,} free at {into}; nothing unpacked"
+                )
             for member, target in writes:
                 _extract(zipped, member, target)
             for member in members:  # folders the archive lists, empty ones included
                 if member.is_dir():
                     make_folder(into / member.filename)
-    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as error:  # not a zip, damaged, unknown method
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+    ) as error:  # not a zip, damaged, unknown method
         raise PathError(archive, f"not a readable zip archive ({error})") from None
     except OSError as error:  # the archive itself: a folder, unreadable
         raise PathError(archive, f"cannot read: {error.strerror or error}") from None
@@ -101,8 +107,9 @@ def _plan(archive: Path, members: list[zipfile.ZipInfo], into: Path) -> list[tup
         if member.is_dir():
             continue
         if target.is_dir():
-            raise PathError(target, f"is a folder, where {archive.name} has the file {member.filename!r}; "
-                                    "nothing unpacked")
+            raise PathError(
+                target, f"is a folder, where {archive.name} has the file {member.filename!r}; nothing unpacked"
+            )
         if not _holds(target, member):
             writes.append((member, target))
     return writes
@@ -114,8 +121,9 @@ def _refuse_files_on_the_way(archive: Path, member, folder: Path, into: Path, se
         if path in seen:
             return
         if path.exists() and not path.is_dir():
-            raise PathError(path, f"is a file, where {archive.name} has a folder (for {member.filename!r}); "
-                                  "nothing unpacked")
+            raise PathError(
+                path, f"is a file, where {archive.name} has a folder (for {member.filename!r}); nothing unpacked"
+            )
         seen.add(path)
         if path == into:
             return
@@ -153,4 +161,3 @@ def _extract(zipped: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> 
         write_atomically(target, copy)
     except OSError as error:
         raise PathError(target, f"cannot write: {error.strerror or error}") from None
-

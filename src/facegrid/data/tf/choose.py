@@ -46,8 +46,13 @@ def pipeline_for(
             of TensorFlow ops alone meets an image it cannot decode.
     """
     settings = {
-        "batch_size": config.batch_size, "input_size": config.input_size, "codec": config.codec, "shuffle": True,
-        "seed": config.seed, "augment": augmentation(config) or False, "face_filter": face_filter,
+        "batch_size": config.batch_size,
+        "input_size": config.input_size,
+        "codec": config.codec,
+        "shuffle": True,
+        "seed": config.seed,
+        "augment": augmentation(config) or False,
+        "face_filter": face_filter,
         "on_bad_image": config.on_bad_image,
     }
     if annotations is None:

@@ -94,6 +94,7 @@ _SHARD_FILE = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}")
 _QUOTE = reprlib.Repr()
 _QUOTE.maxstring = _QUOTE.maxother = 120
 
+
 @dataclass(frozen=True)
 class Shard:
     """One shard as the manifest lists it: file name, example count, byte size, sha256 (hex)."""
@@ -165,10 +166,8 @@ def default_shards(index: Index, images: str | os.PathLike) -> int:
     """
     total = 0
     for name in index.paths.tolist():
-        try:
+        with contextlib.suppress(ImageError, OSError):  # a bad image: reported when it is read
             total += os.path.getsize(image_path(images, name))
-        except (ImageError, OSError):
-            pass  # a bad image: reported when it is read
     return max(1, min(math.ceil(total / SHARD_BYTES), len(index)))
 
 
@@ -198,8 +197,9 @@ def _fields(value, types: dict[str, type], where: str) -> dict:
         raise ValueError(f"{where} is {_QUOTE.repr(value)}, not an object")
     missing, unknown = sorted(types.keys() - value.keys()), sorted(value.keys() - types.keys())
     if missing or unknown:
-        raise ValueError(f"{where}: no field {missing[0]!r}" if missing
-                         else f"{where}: unknown field {_QUOTE.repr(unknown[0])}")
+        raise ValueError(
+            f"{where}: no field {missing[0]!r}" if missing else f"{where}: unknown field {_QUOTE.repr(unknown[0])}"
+        )
     for key, kind in types.items():
         item = value[key]
         if kind is int and (type(item) is not int or item < 0):
@@ -285,8 +285,9 @@ def _load(index: Index, images: Path, image: int) -> tuple[bytes, int] | ImageEr
     if error is not None:
         return error
     rows = slice(index.offsets[image], index.offsets[image + 1])
-    record = records.Record(name, image, data, info.width, info.height, info.orientation,
-                            index.boxes[rows], index.attributes[rows])
+    record = records.Record(
+        name, image, data, info.width, info.height, info.orientation, index.boxes[rows], index.attributes[rows]
+    )
     return records.serialize(record), int(rows.stop - rows.start)
 
 
@@ -317,15 +318,27 @@ def _write_shard(path: Path, loaded, images, policy: str, skipped: dict[int, Ima
     return examples, faces
 
 
-def _write_shards(index: Index, images: Path, paths: list[Path], policy: str, skipped: dict[int, ImageError],
-                  workers: int, progress: bool) -> list[tuple[int, int]]:
-    """Write image ``i`` of ``index`` to shard ``paths[i mod N]``, read by ``workers`` threads; returns each shard's examples and faces."""
+def _write_shards(
+    index: Index,
+    images: Path,
+    paths: list[Path],
+    policy: str,
+    skipped: dict[int, ImageError],
+    workers: int,
+    progress: bool,
+) -> list[tuple[int, int]]:
+    """Write image ``i`` of ``index`` to shard ``paths[i mod N]``; returns each shard's examples and faces."""
     members = [range(k, len(index), len(paths)) for k in range(len(paths))]
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(index), desc="packing", unit="img", disable=not progress
-    ) as bar:
-        loaded = ordered_map(pool, lambda image: _load(index, images, image),
-                             itertools.chain.from_iterable(members), READ_AHEAD * workers)
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(index), desc="packing", unit="img", disable=not progress) as bar,
+    ):
+        loaded = ordered_map(
+            pool,
+            lambda image: _load(index, images, image),
+            itertools.chain.from_iterable(members),
+            READ_AHEAD * workers,
+        )
         return [_write_shard(path, loaded, shard, policy, skipped, bar) for path, shard in zip(paths, members)]
 
 
@@ -342,7 +355,7 @@ def _locked(out: Path):
     lock = out / LOCK
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")
+        handle = open(lock, "a")  # noqa: SIM115 (held, locked, for the whole pack below)
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -366,8 +379,7 @@ def _still_there(handle, path: Path) -> bool:
 
 def _leftovers(out: Path) -> list[Path]:
     """The staging folders of earlier packs into ``out``: interrupted ones, as none runs while the lock is held."""
-    return [path for path in out.iterdir()
-            if path.name.startswith(STAGING) and path.is_dir() and not path.is_symlink()]
+    return [path for path in out.iterdir() if path.name.startswith(STAGING) and path.is_dir() and not path.is_symlink()]
 
 
 def _check_free(out: Path, overwrite: bool) -> None:
@@ -397,14 +409,27 @@ def _publish(out: Path, staging: Path, manifest: Manifest) -> None:
             (staging / file).replace(out / file)
 
 
-def _manifest(index: Index, name: str, split: str, staging: Path, names: list[str],
-              written: list[tuple[int, int]], skipped: dict[int, ImageError]) -> Manifest:
+def _manifest(
+    index: Index,
+    name: str,
+    split: str,
+    staging: Path,
+    names: list[str],
+    written: list[tuple[int, int]],
+    skipped: dict[int, ImageError],
+) -> Manifest:
     """The manifest of the shards ``names`` written into ``staging``, holding ``written`` examples and faces."""
-    shards = [Shard(file, examples, (staging / file).stat().st_size, sha256_file(staging / file))
-              for file, (examples, _) in zip(names, written)]
+    shards = [
+        Shard(file, examples, (staging / file).stat().st_size, sha256_file(staging / file))
+        for file, (examples, _) in zip(names, written)
+    ]
     return Manifest(
-        facegrid.__version__, name, split, Path(index.source).name,
-        images=sum(examples for examples, _ in written), faces=sum(faces for _, faces in written),
+        facegrid.__version__,
+        name,
+        split,
+        Path(index.source).name,
+        images=sum(examples for examples, _ in written),
+        faces=sum(faces for _, faces in written),
         skipped_images=len(skipped),
         skipped=[{"image": str(index.paths[image]), "reason": skipped[image].reason} for image in sorted(skipped)],
         shards=shards,
@@ -471,14 +496,16 @@ def pack_dataset(
             staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
         try:
             skipped: dict[int, ImageError] = {}
-            written = _write_shards(index, images, [staging / file for file in names], on_bad_image, skipped,
-                                    workers, progress)
+            written = _write_shards(
+                index, images, [staging / file for file in names], on_bad_image, skipped, workers, progress
+            )
             if not any(examples for examples, _ in written):
                 raise none_usable(index, images, skipped)
             manifest = _manifest(index, name, split, staging, names, written, skipped)
             with _writing(staging / MANIFEST):
-                (staging / MANIFEST).write_text(json.dumps(dataclasses.asdict(manifest), indent=2) + "\n",
-                                                encoding="utf-8")
+                (staging / MANIFEST).write_text(
+                    json.dumps(dataclasses.asdict(manifest), indent=2) + "\n", encoding="utf-8"
+                )
             _publish(out, staging, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

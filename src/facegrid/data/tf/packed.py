@@ -1,4 +1,4 @@
-"""A packed set (:mod:`facegrid.data.tf.pack`) read back as an index of its images, for pipelines that stream its shards.
+"""A packed set (:mod:`facegrid.data.tf.pack`) read back as an index of its images, for pipelines over its shards.
 
 A pipeline over shards still plans every sample before it reads one (the
 image order of an epoch aside, which the shards' own order and a shuffle
@@ -89,7 +89,9 @@ def read_packed(folder: str | os.PathLike) -> PackedSet:
         name_lines=np.zeros(len(found), np.int32),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         boxes=boxes,
-        attributes=np.concatenate([record.attributes for record in found]).reshape(-1, len(ATTRIBUTES)).astype(np.uint8),
+        attributes=np.concatenate([record.attributes for record in found])
+        .reshape(-1, len(ATTRIBUTES))
+        .astype(np.uint8),
         face_lines=np.zeros(len(boxes), np.int32),
     )
     infos = {record.path: _info(record, folder) for record in found}
@@ -97,8 +99,9 @@ def read_packed(folder: str | os.PathLike) -> PackedSet:
     return PackedSet(folder, manifest, files, index, positions, infos)
 
 
-def _check_whole(folder: Path, manifest: Manifest, found: list[records.Record], positions: np.ndarray,
-                 counts: np.ndarray) -> None:
+def _check_whole(
+    folder: Path, manifest: Manifest, found: list[records.Record], positions: np.ndarray, counts: np.ndarray
+) -> None:
     """Refuse packed images (in annotation order, with their ``positions`` and face ``counts``) that are not one set.
 
     Raises:
@@ -110,14 +113,20 @@ def _check_whole(folder: Path, manifest: Manifest, found: list[records.Record], 
     listed = manifest.images + manifest.skipped_images  # the annotation file's images
     if not 0 <= positions[0] <= positions[-1] < listed:
         outside = found[0] if positions[0] < 0 else found[-1]
-        raise PathError(folder, f"image {outside.path} is placed at {outside.position}, outside the "
-                                f"{listed} images of the annotation file packed")
+        raise PathError(
+            folder,
+            f"image {outside.path} is placed at {outside.position}, outside the "
+            f"{listed} images of the annotation file packed",
+        )
     twice = np.flatnonzero(np.diff(positions) == 0)
     if len(twice):
         raise PathError(folder, f"image {found[twice[0]].path} (position {positions[twice[0]]}) is packed twice")
     if (len(found), counts.sum()) != (manifest.images, manifest.faces):
-        raise PathError(folder / MANIFEST, f"says {manifest.images:,} images, {manifest.faces:,} faces; "
-                                           f"its shards hold {len(found):,}, {counts.sum():,}")
+        raise PathError(
+            folder / MANIFEST,
+            f"says {manifest.images:,} images, {manifest.faces:,} faces; "
+            f"its shards hold {len(found):,}, {counts.sum():,}",
+        )
 
 
 def _parsed(serialized: bytes, where: str) -> records.Record:

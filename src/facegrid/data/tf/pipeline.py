@@ -88,7 +88,10 @@ class FacePipeline(SourceBatches):
         self._files = tf.constant(files)
         log.info(
             "tf.data pipeline: %d images (%d files, %d decoded outside TensorFlow), batches of %d",
-            len(index), len(files), int((~self._jpeg).sum()), self.batch_size,
+            len(index),
+            len(files),
+            int((~self._jpeg).sum()),
+            self.batch_size,
         )
 
     def dataset(self, first_epoch: int = 0, epochs: int | None = None) -> tf.data.Dataset:

@@ -25,8 +25,7 @@ def decode_jpeg_at(data: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
     tensor, so each ratio has a kernel of its own and ``ratio`` picks one.
     """
     branches = [
-        (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
-        for r in DCT_RATIOS
+        (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE")) for r in DCT_RATIOS
     ]
     return tf.switch_case(ratio, branches)
 
@@ -63,7 +62,7 @@ def resize_region(pixels: tf.Tensor, region: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def adjust_color(x: tf.Tensor, color: tf.Tensor) -> tf.Tensor:
-    """:func:`facegrid.data.augment.adjust_color` on a TensorFlow tensor: ``color`` = saturation, contrast, brightness."""
+    """:func:`facegrid.data.augment.adjust_color` on a tensor: ``color`` = saturation, contrast, brightness."""
     pixels = tf.cast(x, tf.float32)
     gray = tf.tensordot(pixels, tf.constant(LUMA), axes=1)[..., None]
     pixels = gray + (pixels - gray) * color[0]

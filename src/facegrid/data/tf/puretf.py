@@ -67,7 +67,12 @@ class PlannedBatches(SourceBatches):
     """
 
     def __init__(
-        self, annotations: str | os.PathLike | Index, images: str | os.PathLike, *, files: bool, instead: str,
+        self,
+        annotations: str | os.PathLike | Index,
+        images: str | os.PathLike,
+        *,
+        files: bool,
+        instead: str,
         **options,
     ):
         super().__init__(annotations, images, **options)
@@ -84,8 +89,11 @@ class PlannedBatches(SourceBatches):
         faces = tables["faces"][tables["offsets"][image] : tables["offsets"][image + 1]]
         trained = tables["trained"][tables["offsets"][image] : tables["offsets"][image + 1]]
         move = dict(
-            image_size=tf.gather(tables["size"], image), input_size=size,
-            crop=sample["crop"], cropped=sample["cropped"], flip=sample["flip"],
+            image_size=tf.gather(tables["size"], image),
+            input_size=size,
+            crop=sample["crop"],
+            cropped=sample["cropped"],
+            flip=sample["flip"],
         )
         targets = tf_targets.into_input(tf.boolean_mask(faces, trained), **move)
         ignored = tf_targets.into_input(tf.boolean_mask(faces, ~trained), **move)
@@ -112,7 +120,12 @@ class PlannedBatches(SourceBatches):
                 rows["color"].append((jitter.saturation, jitter.contrast, jitter.brightness))
             rows["image"] = order
             dtypes = dict(
-                image=np.int32, ratio=np.int32, region=np.int32, crop=np.float64, cropped=bool, flip=bool,
+                image=np.int32,
+                ratio=np.int32,
+                region=np.int32,
+                crop=np.float64,
+                cropped=bool,
+                flip=bool,
                 color=np.float32,
             )
             for key, column in rows.items():
@@ -196,8 +209,11 @@ def _image_tables(source: ExampleSource, files: bool, instead: str) -> dict[str,
     infos = [source.info(image) for image in range(len(index))]
     refused = [str(index.paths[image]) for image, info in enumerate(infos) if not info.jpeg]
     if refused:
-        raise PathError(source.images, f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to RGB, e.g. "
-                                       f"{refused[0]}: the pure-TensorFlow pipelines read JPEGs only; {instead}")
+        raise PathError(
+            source.images,
+            f"{len(refused)} image(s) are not JPEGs TensorFlow decodes to RGB, e.g. "
+            f"{refused[0]}: the pure-TensorFlow pipelines read JPEGs only; {instead}",
+        )
     log.info("pure-TensorFlow pipeline: %d images, %d faces", len(index), index.num_faces)
     paths = {"path": tf.constant([str(source.path(image)) for image in range(len(index))])} if files else {}
     return {
@@ -221,7 +237,7 @@ _SHARD_ORDER_STREAM = 2**40
 
 
 class PackedPipeline(PlannedBatches):
-    """A packed set (``facegrid data pack``) as a ``tf.data.Dataset`` of ``(images, targets)`` batches, TensorFlow ops only.
+    """A packed set (``facegrid data pack``) as a ``tf.data.Dataset`` of ``(images, targets)`` batches, TF ops only.
 
     Every image is served once an epoch. The shards are read front to back,
     :data:`CYCLE_LENGTH` at a time, in an order drawn from ``(seed, epoch)``,
@@ -279,8 +295,13 @@ class PackedPipeline(PlannedBatches):
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
         super().__init__(
-            packed.index, packed.folder, infos=packed.infos, verify=False, files=False,
-            instead="train from the images folder with FacePipeline (pipeline='tfdata'), or pack JPEGs only", **options,
+            packed.index,
+            packed.folder,
+            infos=packed.infos,
+            verify=False,
+            files=False,
+            instead="train from the images folder with FacePipeline (pipeline='tfdata'), or pack JPEGs only",
+            **options,
         )
         self.packed = packed
         self.shuffle_buffer = shuffle_buffer
@@ -328,7 +349,7 @@ class PackedPipeline(PlannedBatches):
         return self.records(epoch).map(lambda serialized: records.parse_image(serialized)[1])
 
     def records(self, epoch: int) -> tf.data.Dataset:
-        """The serialized examples of epoch ``epoch``, in serving order: this pipeline's shards, interleaved, shuffled."""
+        """The serialized examples of epoch ``epoch`` in serving order: this pipeline's shards interleaved, shuffled."""
         shards = self._shards
         seed = None
         if self.source.shuffle:

@@ -105,7 +105,11 @@ def parse(serialized: bytes) -> Record:
         feature = tf.train.Example.FromString(serialized).features.feature
     except DecodeError as error:
         raise ValueError(f"not a tf.train.Example ({error})") from None
-    missing = [key for key in (PATH, POSITION, ENCODED, WIDTH, HEIGHT, ORIENTATION, BOXES, *ATTRIBUTE_KEYS) if key not in feature]
+    missing = [
+        key
+        for key in (PATH, POSITION, ENCODED, WIDTH, HEIGHT, ORIENTATION, BOXES, *ATTRIBUTE_KEYS)
+        if key not in feature
+    ]
     if missing:
         raise ValueError(f"no feature {missing[0]!r}")
     boxes = np.asarray(feature[BOXES].int64_list.value, dtype=np.int64)

@@ -80,9 +80,7 @@ def into_input(
     return tf.where(flip, mirrored, relative) * input_size
 
 
-def encode(
-    codec: GridCodec | PyramidCodec, boxes: tf.Tensor, ignore: tf.Tensor, width: int, height: int
-) -> tf.Tensor:
+def encode(codec: GridCodec | PyramidCodec, boxes: tf.Tensor, ignore: tf.Tensor, width: int, height: int) -> tf.Tensor:
     """float32 ``[G, G, 5]`` or ``[N, 5]``: the target ``codec.encode(boxes, width, height, ignore)`` gives.
 
     Args:
@@ -143,8 +141,10 @@ def _encode_pyramid(codec: PyramidCodec, boxes: tf.Tensor, ignore: tf.Tensor, wi
     count = len(centres)
     cx, cy = tf.constant(centres[:, 0]), tf.constant(centres[:, 1])
     inside = (
-        (cx[None, :] > ignore[:, 0:1]) & (cx[None, :] < ignore[:, 2:3])
-        & (cy[None, :] > ignore[:, 1:2]) & (cy[None, :] < ignore[:, 3:4])
+        (cx[None, :] > ignore[:, 0:1])
+        & (cx[None, :] < ignore[:, 2:3])
+        & (cy[None, :] > ignore[:, 1:2])
+        & (cy[None, :] < ignore[:, 3:4])
     )  # [M, N]
     score = tf.where(tf.reduce_any(inside, axis=0), -1.0, 0.0)
     target = tf.concat([score[:, None], tf.zeros([count, len(PYRAMID_CHANNELS) - 1])], axis=1)
@@ -200,8 +200,12 @@ def _claims(
     cx, cy = (tf.cast(col, tf.float64) + 0.5) * stride, (tf.cast(row, tf.float64) + 0.5) * stride
     within = tf.gather(tf.constant(codec.radius * np.array(codec.strides, np.float64)), level)[:, None]
     inside = (
-        (cx > box[:, 0:1]) & (cx < box[:, 2:3]) & (cy > box[:, 1:2]) & (cy < box[:, 3:4])
-        & (tf.abs(cx - centre[:, 0:1]) <= within) & (tf.abs(cy - centre[:, 1:2]) <= within)
+        (cx > box[:, 0:1])
+        & (cx < box[:, 2:3])
+        & (cy > box[:, 1:2])
+        & (cy < box[:, 3:4])
+        & (tf.abs(cx - centre[:, 0:1]) <= within)
+        & (tf.abs(cy - centre[:, 1:2]) <= within)
     )
     chosen = inside | ((dx == 0) & (dy == 0))[None, :]  # the home cell always
     chosen &= (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
