@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from facegrid.core.config import Config
+
 #: The repository root (this file is ``<root>/tests/conftest.py``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +74,7 @@ def shm_blocks():
 
 
 #: Test files whose tests share no module fixture and are slow one by one (whole training runs): spread over workers.
-SPREAD = {"test_train", "test_distribute"}
+SPREAD = {"test_training", "test_distribute"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -120,3 +122,19 @@ def workdir(tmp_path):
         return tmp_path
 
     return fresh
+
+
+#: A tiny single-grid detector and run settings the whole-training tests train (seconds an epoch).
+TINY_RUN = Config(
+    input_size=64,
+    grid_size=4,
+    alpha=0.35,
+    backbone_weights="none",
+    backbone_style="keras",
+    head_channels=8,
+    batch_size=2,
+    epochs=2,
+    workers=1,
+    warmup_epochs=0,
+    early_stopping_patience=0,
+)

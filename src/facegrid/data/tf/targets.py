@@ -8,7 +8,7 @@ alike: the same float32 values, bit for bit. The per-size constants (the
 cell centres and strides) come from the codec itself, computed in NumPy once
 per input size and embedded in the graph, and every operation is the
 float32 operation of the NumPy code in the same order, so that rounding
-agrees too; ``tests/test_tf_targets.py`` holds the encoders to the same
+agrees too; ``tests/data/tf/test_targets.py`` holds the encoders to the same
 answers on the real annotations.
 
 Two steps differ in form, not in result:
@@ -230,7 +230,7 @@ def _level_bounds(codec: PyramidCodec) -> np.ndarray:
     on a log scale, a level that never falls as the product grows: bisecting
     the positive float32 numbers (in the order of their bit patterns) with
     ``level_of``'s own answers finds each bound in NumPy's own rounding, not
-    in that of any ``log2`` here (``tests/test_tf_targets.py`` checks every
+    in that of any ``log2`` here (``tests/data/tf/test_targets.py`` checks every
     product near each bound). The bisection starts from the smallest product
     there is to probe (:data:`_SIDE_FLOOR`), on the finest level (:func:`supports`).
     """

@@ -20,10 +20,10 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import TINY_PYRAMID_SETTINGS
+from fuzzing import FUZZ, assert_behaves, write
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from test_cli_fuzz import FUZZ, assert_behaves, write
 
 from facegrid.core.config import Config
 

@@ -22,10 +22,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from fuzzing import FUZZ, assert_behaves, mostly
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_cli_fuzz import FUZZ, assert_behaves, mostly
 from test_packed import TINY_TRAINING
 
 import facegrid.train.run

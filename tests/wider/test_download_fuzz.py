@@ -30,9 +30,9 @@ import time
 import zipfile
 
 import pytest
+from fuzzing import assert_behaves
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from test_cli_fuzz import assert_behaves
 from test_download import loopback_only  # noqa: F401 (an autouse fixture)
 
 from facegrid.wider import download, fetch

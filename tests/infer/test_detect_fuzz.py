@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fuzzing import FUZZ, assert_behaves, write
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from test_cli_fuzz import FUZZ, assert_behaves, write
 
 from facegrid.core.suffixes import IMAGE_SUFFIXES
 from facegrid.infer.inputs import VIDEO_SUFFIXES

@@ -9,8 +9,9 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import TINY_RUN
+from test_pipeline import batches
 from test_puretf import PYTHON_OPS
-from test_tfdata import batches
 
 from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.errors import PathError
@@ -174,13 +175,11 @@ def test_a_service_with_two_workers_serves_every_packed_image_once_an_epoch(pack
 
 
 def test_training_reads_a_packed_set(packed, tmp_path):
-    from test_train import TINY
-
     from facegrid.train.run import train
 
     _, _, out = packed
     run = tmp_path / "run"
-    config = TINY.replace(pipeline="puretf", batch_size=30, epochs=1)
+    config = TINY_RUN.replace(pipeline="puretf", batch_size=30, epochs=1)
     model = train(config, None, out, run, verbose=0)
     assert int(model.optimizer.iterations) == 3  # 90 images in batches of 30
     assert "input pipeline: tf.data (PackedPipeline), 90 images in 3 batches" in (run / "train.log").read_text()

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import REPO_ROOT
 
 from facegrid.cli import main
 from facegrid.core.config import Config
@@ -69,7 +70,7 @@ KNOWN_MULTI_WORKER_FAILURE = (
 
 
 def _environment(**extra) -> dict:
-    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    source = str(REPO_ROOT / "src")
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from conftest import TINY_RUN
 from PIL import Image
 
 import facegrid.train.run
@@ -34,19 +35,7 @@ from facegrid.wider.ground_truth import SETTINGS, load_wider_ground_truth
 from facegrid.wider.index import FaceFilter
 from facegrid.wider.results import read_submission, write_image_result
 
-TINY = Config(
-    input_size=64,
-    grid_size=4,
-    alpha=0.35,
-    backbone_weights="none",
-    backbone_style="keras",
-    head_channels=8,
-    batch_size=2,
-    epochs=2,
-    workers=1,
-    warmup_epochs=0,
-    early_stopping_patience=0,
-)
+TINY = TINY_RUN
 
 
 def test_train_writes_run_folder_and_resumes(samples, tmp_path):

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fuzzing import assert_behaves, mostly
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli_fuzz import assert_behaves, mostly
 from test_service import STARTUP, TINY_TRAINING
 
 #: Few examples, 23 in all, so that the file takes well under a minute: a started dispatcher costs seconds.

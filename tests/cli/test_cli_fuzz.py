@@ -12,16 +12,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from fuzzing import FUZZ, assert_behaves, mostly, write
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from facegrid.cli import main
 from facegrid.core.config import load_config
 from facegrid.core.errors import SettingsError
-
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 #: Pieces of generated names: ordinary ones, and those that trip up paths and terminals.
 NAME_PIECES = st.sampled_from(list("ab_-./ \t\néß*%") + ["\u202e", "\udcff", "..", ".jpg"])
@@ -45,11 +42,6 @@ FILES = st.one_of(
     st.binary(max_size=40),
     st.just(b"\xff\xd8\xff\xe0 a JPEG that stops"),
 )
-
-
-def mostly(common, *rare):
-    """Strategy: ``common`` six times in seven, else one of ``rare`` (repeating one in ``one_of`` weighs nothing)."""
-    return st.sampled_from([True] * 6 + [False]).flatmap(lambda usual: common if usual else st.one_of(rare))
 
 
 #: Names that the generated images folder and submission often hold.
@@ -112,27 +104,6 @@ def settings_are_valid(path) -> bool:
     except SettingsError:
         return False
     return True
-
-
-def write(path, data: bytes) -> None:
-    """Write ``data`` at ``path`` (parents made), unless the generated name cannot be a file here."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    except (OSError, ValueError):
-        pass
-
-
-def assert_behaves(args):
-    """Run the command: no traceback or Python warning, a documented exit status, a refusal in one line."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exc_info)
-    assert result.exit_code in (0, 1, 2), (args, result.output)
-    assert "Traceback" not in result.output and "Warning:" not in result.stderr, result.stderr
-    if result.exit_code == 2:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1, (args, result.stderr)
-    return result
 
 
 @FUZZ

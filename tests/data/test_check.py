@@ -12,7 +12,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from test_bad_images import jpeg_bytes
+from test_screening import jpeg_bytes
 
 from facegrid.cli import main
 from facegrid.core.errors import ImageError, MissingImageError, RefusedPathError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_tfdata import assert_same_batches, batches
+from test_pipeline import assert_same_batches, batches
 
 from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import Config
