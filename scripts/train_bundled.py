@@ -41,7 +41,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from facegrid.train.run import train
+    from facegrid.train.run import train_detector
 
     index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
     order = np.random.default_rng(args.seed).permutation(len(index))
@@ -51,7 +51,7 @@ def main() -> int:
     write_annotations(index.take(np.sort(order[: args.holdout])), split / "holdout_bbx_gt.txt")
     config = load_config(SETTINGS, backbone_weights=args.backbone, epochs=args.epochs)
     images = args.wider / "WIDER_train" / "images"
-    train(
+    train_detector(
         config,
         split / "train_bbx_gt.txt",
         images,

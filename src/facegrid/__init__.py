@@ -49,7 +49,7 @@ _OWNERS = {
     "loss_for": "facegrid.model.loss",
     "PIXEL_SCALE": "facegrid.model.network",
     "PIXEL_OFFSET": "facegrid.model.network",
-    "train": "facegrid.train.run",
+    "train_detector": "facegrid.train.run",
     "export_model": "facegrid.deploy.export",
     # detection and its evaluation
     "Detector": "facegrid.infer.detector",

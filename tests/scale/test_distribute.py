@@ -47,14 +47,14 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 from facegrid.core.config import load_config
-from facegrid.train.run import train
+from facegrid.train.run import train_detector
 
 annotations, images, run, settings = sys.argv[1:]
 config = load_config(settings)
-model = train(config, annotations, images, run, val_annotations=annotations, val_images=images, verbose=0)
+model = train_detector(config, annotations, images, run, val_annotations=annotations, val_images=images, verbose=0)
 loaded = keras.saving.load_model(f"{run}/last.keras")
 same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(model.weights, loaded.weights, strict=True))
-resumed = train(config.replace(strategy="default", epochs=2), annotations, images, run,
+resumed = train_detector(config.replace(strategy="default", epochs=2), annotations, images, run,
                 val_annotations=annotations, val_images=images, resume=True, verbose=0)
 print(json.dumps({"replicas": model.distribute_strategy.num_replicas_in_sync, "checkpoint_matches": same,
                   "resumed_replicas": resumed.distribute_strategy.num_replicas_in_sync,

@@ -175,16 +175,16 @@ def test_a_service_with_two_workers_serves_every_packed_image_once_an_epoch(pack
 
 
 def test_training_reads_a_packed_set(packed, tmp_path):
-    from facegrid.train.run import train
+    from facegrid.train.run import train_detector
 
     _, _, out = packed
     run = tmp_path / "run"
     config = TINY_RUN.replace(pipeline="puretf", batch_size=30, epochs=1)
-    model = train(config, None, out, run, verbose=0)
+    model = train_detector(config, None, out, run, verbose=0)
     assert int(model.optimizer.iterations) == 3  # 90 images in batches of 30
     assert "input pipeline: tf.data (PackedPipeline), 90 images in 3 batches" in (run / "train.log").read_text()
     with pytest.raises(ValueError, match="a packed training set is read by pipeline 'puretf', not 'tfdata'"):
-        train(config.replace(pipeline="tfdata"), None, out, tmp_path / "other", verbose=0)
+        train_detector(config.replace(pipeline="tfdata"), None, out, tmp_path / "other", verbose=0)
 
 
 @pytest.mark.parametrize(
