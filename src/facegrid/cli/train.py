@@ -189,7 +189,7 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
     check_run_folder(run_dir, config, resume)  # training checks again; here before Keras loads
     import_tensorflow()
     from facegrid.train.run import (
-        train as run_training,  # Keras loads only once the settings are sound
+        train_detector as run_training,  # Keras loads only once the settings are sound
     )
 
     try:

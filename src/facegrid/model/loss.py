@@ -39,7 +39,7 @@ from facegrid.core.config import Config
 _EPSILON = 1e-6
 
 
-class _CellLoss(keras.losses.Loss):
+class CellLoss(keras.losses.Loss):
     """What both losses share: a score and a box term per cell, summed and divided by the batch's positive cells."""
 
     #: The terms, in the order :meth:`terms` returns them.
@@ -49,17 +49,28 @@ class _CellLoss(keras.losses.Loss):
         """Per-cell ``(score loss, box loss, positive cells in the batch)``; the box loss is 0 off positives."""
         raise NotImplementedError
 
+    def sums(self, y_true, y_pred):
+        """The batch's summed score and (unweighted) box losses, and its positive cells (0 in a batch of none).
+
+        The loss of a batch is ``(score + box_weight * box) / max(positives, 1)``;
+        training on several replicas divides each replica's sums by the
+        positives of the whole global batch instead (:mod:`facegrid.train.loop`).
+        """
+        score, box, positives = self.cell_terms(y_true, y_pred)
+        return ops.sum(score), ops.sum(box), positives
+
     def terms(self, y_true, y_pred):
         """The batch's score term and (unweighted) box term: the loss is ``score + box_weight * box``."""
-        score, box, positives = self.cell_terms(y_true, y_pred)
-        return ops.sum(score) / positives, ops.sum(box) / positives
+        score, box, positives = self.sums(y_true, y_pred)
+        positives = ops.maximum(positives, 1.0)
+        return score / positives, box / positives
 
     def call(self, y_true, y_pred):
         score, box, positives = self.cell_terms(y_true, y_pred)
         per_cell = score + self.box_weight * box
         per_image = ops.sum(ops.reshape(per_cell, (ops.shape(per_cell)[0], -1)), axis=1)
         images = ops.cast(ops.shape(per_cell)[0], per_cell.dtype)
-        return per_image * images / positives  # Keras' mean over images: batch sum / positives
+        return per_image * images / ops.maximum(positives, 1.0)  # Keras' mean over images: batch sum / positives
 
 
 @keras.saving.register_keras_serializable(package="facegrid")
@@ -84,13 +95,13 @@ class LossTerm(keras.metrics.Mean):
         return {**super().get_config(), "loss": keras.losses.serialize(self.loss), "term": self.term}
 
 
-def term_metrics(loss: _CellLoss) -> list[LossTerm]:
+def term_metrics(loss: CellLoss) -> list[LossTerm]:
     """A metric per term of ``loss``, so that each epoch's log shows the terms beside their sum."""
     return [LossTerm(loss, term) for term in loss.TERMS]
 
 
 @keras.saving.register_keras_serializable(package="facegrid")
-class GridLoss(_CellLoss):
+class GridLoss(CellLoss):
     """Focal objectness loss on all cells plus box regression on face cells.
 
     Args:
@@ -144,7 +155,7 @@ class GridLoss(_CellLoss):
 
     def cell_terms(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        faces = ops.maximum(ops.sum(ops.cast(y_true[..., 0] > 0.0, y_pred.dtype)), 1.0)
+        faces = ops.sum(ops.cast(y_true[..., 0] > 0.0, y_pred.dtype))
         return self.objectness(y_true, y_pred), self.box(y_true, y_pred), faces
 
     def get_config(self):
@@ -169,7 +180,7 @@ def _iou_giou(true_min, true_max, pred_min, pred_max):
 
 
 @keras.saving.register_keras_serializable(package="facegrid")
-class PyramidLoss(_CellLoss):
+class PyramidLoss(CellLoss):
     """Quality focal loss on every cell's score plus ``1 - GIoU`` on positive cells of ``[B, N, 5]`` cells.
 
     Args:
@@ -202,7 +213,7 @@ class PyramidLoss(_CellLoss):
 
     def cell_terms(self, y_true, y_pred):
         score, box, _ = self.parts(y_true, y_pred)
-        positives = ops.maximum(ops.sum(ops.cast(ops.cast(y_true[..., 0], y_pred.dtype) > 0.0, y_pred.dtype)), 1.0)
+        positives = ops.sum(ops.cast(ops.cast(y_true[..., 0], y_pred.dtype) > 0.0, y_pred.dtype))
         return score, box, positives
 
     def get_config(self):

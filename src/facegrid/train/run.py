@@ -76,6 +76,7 @@ from facegrid.scale.service import (
 )
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
+from facegrid.train.loop import TrainingLoop
 from facegrid.train.panels import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.ground_truth import (
@@ -354,7 +355,7 @@ def _compile(model: keras.Model, config: Config, steps_per_epoch: int) -> None:
     model.compile(optimizer=optimizer, loss=loss, metrics=term_metrics(loss))
 
 
-def train(
+def train_detector(
     config: Config,
     train_annotations: str | os.PathLike | Index | None,
     train_images: str | os.PathLike,
@@ -451,6 +452,74 @@ def train(
             handler.close()
         if not writes:
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
+    """``(batches, steps, finish)``: each epoch's distributed batches, the global batches an epoch, and the cleanup.
+
+    Epoch ``e`` is served in FaceSequence's order of epoch ``e + 1`` (see
+    :class:`~facegrid.data.sequence.FaceSequence`) by every pipeline, so they
+    all train on the same batches. Under a multi-worker strategy every
+    worker reads the same global batches and keeps its own share of each
+    (tf.data auto-sharding by data), so each step's images are those of one
+    device's step, and data order and resume do not depend on the workers.
+    """
+    steps = len(train_data)
+    if isinstance(train_data, FaceSequence):
+        log.info(
+            "input pipeline: FaceSequence (keras.utils.PyDataset), %d images in %d batches, %d %s worker(s)",
+            len(train_data.index),
+            steps,
+            config.workers,
+            "process" if config.use_multiprocessing else "thread",
+        )
+        epochs = SequenceEpochs(train_data, strategy)
+        return epochs, steps, epochs.close
+    data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    data = data.with_options(options)
+    log.info(
+        "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
+        type(train_data).__name__,
+        len(train_data.index),
+        steps,
+        config.workers,
+    )
+    if config.data_service:
+        data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
+    iterator = iter(strategy.experimental_distribute_dataset(data))
+    return (lambda epoch: iterator), steps, lambda: None
+
+
+class SequenceEpochs:
+    """A FaceSequence's epochs as distributed batches, read by Keras' own PyDataset workers.
+
+    Called with epoch ``e``, it ends the previous epoch (stopping its
+    workers), serves the order of epoch ``e + 1`` and gives an iterator over
+    its batches; :meth:`close` ends the last one.
+    """
+
+    def __init__(self, sequence: FaceSequence, strategy: tf.distribute.Strategy):
+        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # what fit reads it with
+
+        self.sequence = sequence
+        self.adapter = PyDatasetAdapter(sequence, shuffle=False)
+        self.data = strategy.experimental_distribute_dataset(self.adapter.get_tf_dataset())
+        self._open = False
+
+    def __call__(self, epoch: int):
+        self.close()
+        self.sequence.epoch = epoch + 1
+        self.adapter.on_epoch_begin()
+        self._open = True
+        return iter(self.data)
+
+    def close(self) -> None:
+        """End the epoch being served, if one is."""
+        if self._open:
+            self.adapter.on_epoch_end()
+            self._open = False
 
 
 def distribution(config: Config) -> tf.distribute.Strategy:
@@ -552,34 +621,7 @@ def _train(
             _compile(model, config, len(train_data))
         initial_epoch, best_ap = 0, -1.0
     log.info("configuration:\n%s", config.to_toml())
-    if isinstance(train_data, FaceSequence):
-        train_data.epoch = initial_epoch  # Keras advances it once before the first epoch
-        data, steps = train_data, None
-        log.info(
-            "input pipeline: FaceSequence (keras.utils.PyDataset), %d images in %d batches, %d %s worker(s)",
-            len(train_data.index),
-            len(train_data),
-            config.workers,
-            "process" if config.use_multiprocessing else "thread",
-        )
-    else:
-        # epoch e is served in FaceSequence's order of epoch e + 1 (see FaceSequence), so the
-        # two pipelines train on the same batches
-        data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
-        options = tf.data.Options()  # what a multi-worker strategy does with it: see the module's docstring
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        data = data.with_options(options)
-        steps = len(train_data)
-        log.info(
-            "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
-            type(train_data).__name__,
-            len(train_data.index),
-            steps,
-            config.workers,
-        )
-        if config.data_service:
-            data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
-
+    batches, steps, finish = _epoch_batches(config, strategy, train_data, initial_epoch, notice)
     early_stopping = None
     if validation is not None and config.early_stopping_patience > 0:
         early_stopping = ResumableEarlyStopping(config.early_stopping_patience, state.get("early_stopping"))
@@ -599,17 +641,18 @@ def _train(
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
     ]
     try:
-        model.fit(
-            data,
+        TrainingLoop(model, strategy).fit(
+            batches,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
+            steps=steps,
             callbacks=callbacks,
-            shuffle=False,
             verbose=verbose,
         )
     except tf.errors.OpError as error:
         if config.data_service and isinstance(error, SERVICE_FAILURES):
             raise service_failure(config.data_service, error) from None
         raise TrainingError(run_dir, f"TensorFlow's {type(error).__name__}: {reason_of(error)}") from None
+    finally:
+        finish()
     return model
