@@ -14,13 +14,17 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REPO_ROOT
 
 from facegrid.cli import main
-from facegrid.core.config import Config
+from facegrid.core.config import Config, load_config
+from facegrid.core.resources import bundled_model_path
+from facegrid.model.network import load_detector
 from facegrid.train.folder import writes_run_folder
 
 TINY = Config(
@@ -61,13 +65,6 @@ print(json.dumps({"replicas": model.distribute_strategy.num_replicas_in_sync, "c
                   "iterations": int(resumed.optimizer.iterations)}))
 """
 
-#: What Keras 3.15 raises in every worker of a MultiWorkerMirroredStrategy ``fit``: before the
-#: first step, ``_maybe_symbolic_build`` asks the strategy to reduce a batch of per-replica
-#: inputs, which its collective ops cannot take.
-KNOWN_MULTI_WORKER_FAILURE = (
-    "with an unsupported type (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor"
-)
-
 
 def _environment(**extra) -> dict:
     source = str(REPO_ROOT / "src")
@@ -107,6 +104,12 @@ def test_mirrored_strategy_trains_on_two_replicas_and_resumes_on_one(samples, tm
     assert (run / "best.keras").is_file() and json.loads((run / "state.json").read_text())["epoch"] == 2
 
 
+def _train_command(samples, run) -> list[str]:
+    """``facegrid train`` on the sample dataset into ``run``, before any other flag."""
+    return ["train", "--annotations", str(samples / "faces_bbx_gt.txt"), "--images", str(samples / "images"),
+            "--run", str(run)]  # fmt: skip
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -118,55 +121,204 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def test_multi_worker_fit_fails_in_keras_as_known(samples, tmp_path):
-    """Pinned to Keras 3's known MultiWorkerMirroredStrategy failure in ``fit``.
+#: One worker of a multi-worker run (its place in ``TF_CONFIG``), or one process: trains, then saves
+#: its weights (the batch-norm statistics included) for the test to compare.
+WORKER_RUN = """
+import json, sys
+import numpy as np
+from facegrid.core.config import load_config
+from facegrid.train.run import train_detector
 
-    When this test fails because both workers finished, multi-worker
-    training works: replace the pin by checks that the chief wrote
-    last.keras and state.json and that both workers end with the same weights.
+annotations, images, run, settings, weights, resume = sys.argv[1:]
+model = train_detector(load_config(settings), annotations, images, run, resume=resume == "resume", verbose=0)
+np.savez(weights, *[np.asarray(w) for w in model.weights])
+print(json.dumps({"iterations": int(model.optimizer.iterations.numpy()),
+                  "replicas": model.distribute_strategy.num_replicas_in_sync}))
+"""
+
+
+def _start(samples, run, settings, weights, *, resume=False, tf_config=None) -> subprocess.Popen:
+    extra = {"TF_CONFIG": json.dumps(tf_config)} if tf_config else {}
+    arguments = [samples / "faces_bbx_gt.txt", samples / "images", run, settings, weights]
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_RUN, *map(str, arguments), "resume" if resume else "new"],
+        env=_environment(**extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _cluster(workers: int) -> list[dict]:
+    addresses = [f"localhost:{port}" for port in _free_ports(workers)]
+    return [{"cluster": {"worker": addresses}, "task": {"type": "worker", "index": k}} for k in range(workers)]
+
+
+def _finish(process: subprocess.Popen, timeout: float = 300) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _weights(path) -> list[np.ndarray]:
+    with np.load(path) as saved:
+        return [saved[f"arr_{k}"] for k in range(len(saved.files))]
+
+
+#: How far two workers' training may lie from one process's on the same global batches: the
+#: same arithmetic in another order moves a few weights whose gradient is about zero by up to a
+#: learning rate a step (Adam scales each gradient to about 1), so the whole update is compared.
+UPDATE_GAP = 0.02  # ||update of the workers - update of one process|| / ||update of one process||
+DIFFERING_WEIGHTS = 0.005  # the share of weights whose values differ by more than 1e-4
+
+
+def test_two_workers_train_what_one_process_trains_and_a_killed_worker_resumes(samples, tmp_path):
+    """Two workers on loopback, one killed with SIGKILL after the first epoch, then both resumed.
+
+    The workers end bit-identical, the chief alone wrote the run, and the
+    weights are one process's on the same global batches.
     """
-    cluster = [f"localhost:{port}" for port in _free_ports(2)]
-    command = [
-        sys.executable,
-        "-m",
-        "facegrid.cli",
-        "train",
-        "--annotations",
-        samples / "faces_bbx_gt.txt",
-        "--images",
-        samples / "images",
-        "--run",
-        tmp_path / "run",
-        "--config",
-        tmp_path / "tiny.toml",
-        "--strategy",
-        "multi-worker",
-    ]
-    TINY.save(tmp_path / "tiny.toml")
+    bundled = load_config(bundled_model_path().with_suffix(".toml"))  # its recipe, from its weights, at 128 pixels
+    config = bundled.replace(input_size=128, init=str(bundled_model_path()), batch_size=2, epochs=2, workers=1)
+    config.save(tmp_path / "one.toml")
+    config.replace(strategy="multi-worker", cluster_wait=60.0).save(tmp_path / "workers.toml")
+    one = _start(samples, tmp_path / "one", tmp_path / "one.toml", tmp_path / "one.npz")
+    cluster, run = _cluster(2), tmp_path / "run"
     workers = [
-        subprocess.Popen(
-            [str(part) for part in command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_environment(
-                TF_CONFIG=json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})
-            ),
-        )
-        for index in range(2)
+        _start(samples, run, tmp_path / "workers.toml", tmp_path / f"cut{k}.npz", tf_config=cluster[k]) for k in (0, 1)
     ]
     try:
-        outcomes = [worker.communicate(timeout=180) for worker in workers]
+        deadline = time.monotonic() + 300
+        while not (run / "state.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert json.loads((run / "state.json").read_text())["epoch"] == 1
+        workers[1].kill()  # SIGKILL: no chance to say goodbye
+        _, err = workers[0].communicate(timeout=180)  # the chief notices, within its heartbeat timeout
+        assert workers[0].returncode != 0 and "training stopped" in err, err[-3000:]
     finally:
         for worker in workers:
             worker.kill()
-    codes = [worker.returncode for worker in workers]
-    if codes == [0, 0]:
-        pytest.fail("multi-worker fit works now: both workers finished; see this test's docstring")
-    for code, (_, stderr) in zip(codes, outcomes):
-        assert code == 1 and KNOWN_MULTI_WORKER_FAILURE in stderr, stderr[-3000:]
-        assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr[-3000:]  # one line, what to do
-    assert (tmp_path / "run" / "config.toml").is_file()  # the chief's, written before fit
+            worker.wait()
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1  # the last checkpoint stands
+    cluster = _cluster(2)
+    workers = [
+        _start(samples, run, tmp_path / "workers.toml", tmp_path / f"w{k}.npz", resume=True, tf_config=cluster[k])
+        for k in (0, 1)
+    ]
+    results = [_finish(worker) for worker in workers]
+    assert results == [{"iterations": 4, "replicas": 2}] * 2
+    assert _finish(one) == {"iterations": 4, "replicas": 1}
+    first, second, alone = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz"), _weights(tmp_path / "one.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))  # bit for bit
+    start = load_detector(bundled_model_path()).get_weights()
+    workers_update = np.concatenate([(a - s).ravel() for a, s in zip(first, start, strict=True)])
+    one_update = np.concatenate([(b - s).ravel() for b, s in zip(alone, start, strict=True)])
+    gap = np.linalg.norm(workers_update - one_update) / np.linalg.norm(one_update)
+    assert gap <= UPDATE_GAP, gap
+    assert np.mean(np.abs(workers_update - one_update) > 1e-4) <= DIFFERING_WEIGHTS
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    log = (run / "train.log").read_text()
+    assert "strategy multi-worker: MultiWorkerMirroredStrategy, 2 replica(s) in sync" in log
+    assert "resuming" in log and (run / "last.keras").is_file()
+
+
+#: Two replicas in one process, and one device, each take one step of the bundled model (at 128
+#: pixels) on the sample dataset's four images as one global batch, whose faces fall unevenly
+#: between the replicas' halves. Prints the positive cells of each half, the one-device loss of
+#: the batch, the two-replica step's loss, what dividing by each half's own positives gave, and
+#: the largest gap between the weights after the two steps.
+UNEVEN_STEP = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from facegrid.core.config import load_config
+from facegrid.core.resources import bundled_model_path, sample_dataset
+from facegrid.data.tf.choose import pipeline_for
+from facegrid.model.loss import loss_for
+from facegrid.model.network import build_detector, load_detector
+from facegrid.train.loop import TrainingLoop
+from facegrid.wider.index import FaceFilter
+
+config = load_config(bundled_model_path().with_suffix(".toml")).replace(
+    input_size=128, batch_size=4, augment=False, pipeline="sequence", workers=1)
+images, targets = pipeline_for(config, *sample_dataset(), FaceFilter())[0]
+weights = load_detector(bundled_model_path()).get_weights()
+loss = loss_for(config)
+
+def stepped(strategy):
+    with strategy.scope():
+        model = build_detector(config)
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss_for(config))
+    data = tf.data.Dataset.from_tensors((images, targets))
+    batch = next(iter(strategy.experimental_distribute_dataset(data)))
+    score, box, _ = TrainingLoop(model, strategy)._step(batch)
+    return model, float(score) + config.box_weight * float(box)
+
+model = build_detector(config)
+model.set_weights(weights)
+halves = [(images[:2], targets[:2]), (images[2:], targets[2:])]
+whole = float(loss(targets, model(images, training=True)))
+own = [float(loss(y, model(x, training=True))) for x, y in halves]  # each half over its own positives
+one, one_loss = stepped(tf.distribute.get_strategy())
+two, two_loss = stepped(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(one.weights, two.weights))
+moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(one.weights, weights))
+print(json.dumps({"positives": [int((y[..., 0] > 0).sum()) for _, y in halves], "one_device_loss": whole,
+                  "one_device_step_loss": one_loss, "two_replica_loss": two_loss, "per_replica_rule": sum(own) / 2,
+                  "weight_gap": gap, "weights_moved": moved}))
+"""
+
+
+def test_a_batch_whose_faces_fall_unevenly_between_replicas_gives_the_one_device_loss_and_step():
+    done = subprocess.run(
+        [sys.executable, "-c", UNEVEN_STEP], env=_environment(), capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    first, second = result["positives"]
+    assert first != second and min(first, second) > 0, result  # uneven
+    assert result["one_device_step_loss"] == pytest.approx(result["one_device_loss"], rel=1e-5)
+    assert result["two_replica_loss"] == pytest.approx(result["one_device_loss"], rel=1e-4), result
+    assert abs(result["per_replica_rule"] - result["one_device_loss"]) > 100 * 1e-4 * result["one_device_loss"]
+    assert result["weight_gap"] < 1e-2 * result["weights_moved"], result  # the same step, up to rounding
+
+
+def test_a_worker_whose_cluster_never_starts_gives_up_in_one_line(samples, tmp_path):
+    TINY.save(tmp_path / "tiny.toml")
+    peers = ",".join(f"localhost:{port}" for port in _free_ports(2))
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facegrid.cli",
+            *_train_command(samples, tmp_path / "run"),
+            "--config",
+            str(tmp_path / "tiny.toml"),
+            "--cluster",
+            peers,
+            "--task",
+            "0",
+            "--cluster-wait",
+            "3",
+        ],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - started < 100
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"waiting up to 3 s for the cluster's other worker(s) to start: {peers.split(',')[1]}"
+    assert lines[-1] == (
+        f"error: {peers.split(',')[1]}: no answer from this worker of the cluster within 3 s; is it started?"
+    ), done.stderr
+    assert done.returncode == 2 and len(lines) == 2
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -204,21 +356,33 @@ def test_strategy_is_a_setting_a_resumed_run_may_change(samples, tmp_path):
     [
         (["--strategy", "ring"], {}, "error: Invalid value for '--strategy': 'ring' is not one of"),
         (["--strategy", "multi-worker"], {"TF_CONFIG": "{worker"}, "error: TF_CONFIG is not valid JSON: "),
+        (["--cluster", "localhost:1,localhost:2"], {"TF_CONFIG": ""}, "error: --cluster and --task go together"),
+        (
+            ["--cluster", "localhost:1,localhost:1", "--task", "0"],
+            {"TF_CONFIG": ""},
+            "error: --cluster/--task: a worker is listed twice",
+        ),
+        (
+            ["--cluster", "localhost:1,localhost:2", "--task", "2"],
+            {"TF_CONFIG": ""},
+            "error: --cluster/--task: the task must be 0 to 1",
+        ),
+        (
+            ["--cluster", "localhost,localhost:2", "--task", "0"],
+            {"TF_CONFIG": ""},
+            "error: --cluster/--task: 'localhost' is not host:port",
+        ),
+        (
+            ["--cluster", "a:1,b:2", "--task", "0", "--strategy", "mirrored"],
+            {"TF_CONFIG": ""},
+            "error: --cluster trains under --strategy",
+        ),
     ],
 )
-def test_train_refuses_a_strategy_it_cannot_use_in_one_line(samples, tmp_path, args, env, message):
+def test_train_refuses_a_strategy_or_cluster_it_cannot_use_in_one_line(samples, tmp_path, args, env, message):
     result = CliRunner().invoke(
         main,
-        [
-            "train",
-            "--annotations",
-            str(samples / "faces_bbx_gt.txt"),
-            "--images",
-            str(samples / "images"),
-            "--run",
-            str(tmp_path / "run"),
-            *args,
-        ],
+        [*_train_command(samples, tmp_path / "run"), *args],
         env=env,
     )
     assert result.exit_code == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import click
@@ -151,6 +153,25 @@ from facegrid.wider.layout import ANNOTATIONS_FOLDER, GROUND_TRUTH_FOLDER
     f"TF_CONFIG (multi-worker; the chief writes --run)  [default: {Config.strategy}].",
 )
 @click.option(
+    "--cluster",
+    metavar="HOST:PORT,...",
+    help="Instead of TF_CONFIG: every worker of a multi-worker run, the same list on each machine; "
+    "implies --strategy multi-worker and needs --task.",
+)
+@click.option(
+    "--task",
+    type=click.IntRange(0),
+    metavar="N",
+    help="This worker's place in --cluster, from 0 (worker 0 is the chief, which writes --run).",
+)
+@click.option(
+    "--cluster-wait",
+    type=Number(0, min_open=True),
+    metavar="SECONDS",
+    help=f"How long a multi-worker run waits for every worker of the cluster to start "
+    f"[default: {Config.cluster_wait:g}].",
+)
+@click.option(
     "--on-bad-image",
     type=click.Choice(POLICIES),
     help="An unusable image, training or validation, stops training (raise, the default) "
@@ -171,6 +192,7 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
     for option in ("val_ground_truth", "panels_every"):
         if val_annotations is None and overrides[option] is not None:
             raise click.UsageError(f"--{option.replace('_', '-')} needs a validation set (--val-annotations)")
+    _cluster_from_flags(overrides, overrides.pop("cluster"), overrides.pop("task"))
     from facegrid.train.folder import check_run_folder, run_settings, writes_run_folder
 
     try:
@@ -192,25 +214,33 @@ def train(annotations, images, packed, val_annotations, val_images, run_dir, con
         train_detector as run_training,  # Keras loads only once the settings are sound
     )
 
-    try:
-        run_training(
-            config,
-            annotations,
-            images,
-            run_dir,
-            val_annotations=val_annotations,
-            val_images=val_images,
-            resume=resume,
-            notice=notice,
-        )
-    except ValueError as error:
-        text = " ".join(str(error).split())
-        if config.strategy != "multi-worker" or "PerReplica" not in text:
-            raise
-        # Keras 3's fit cannot build a model from a multi-worker strategy's per-replica batch
-        start = text.find("with an unsupported type")
-        raise click.ClickException(
-            "multi-worker training stopped in Keras' fit before its first step (a Keras 3 limitation): "
-            f"a per-replica batch {text[start:] if start >= 0 else text[-200:]}; on one host, use --strategy mirrored"
-        ) from None
+    run_training(
+        config,
+        annotations,
+        images,
+        run_dir,
+        val_annotations=val_annotations,
+        val_images=val_images,
+        resume=resume,
+        notice=notice,
+    )
     click.echo(f"run saved in {run_dir}")
+
+
+def _cluster_from_flags(overrides: dict, cluster: str | None, task: int | None) -> None:
+    """``--cluster`` and ``--task``, as this process's ``TF_CONFIG`` and the multi-worker strategy."""
+    if cluster is None and task is None:
+        return
+    if cluster is None or task is None:
+        raise click.UsageError("--cluster and --task go together")
+    if os.environ.get("TF_CONFIG"):
+        raise click.UsageError("give --cluster and --task, or TF_CONFIG, not both")
+    if overrides["strategy"] not in (None, "multi-worker"):
+        raise click.UsageError("--cluster trains under --strategy multi-worker")
+    from facegrid.scale.cluster import cluster_config
+
+    try:
+        os.environ["TF_CONFIG"] = json.dumps(cluster_config(cluster.split(","), task))
+    except ValueError as error:
+        raise click.UsageError(f"--cluster/--task: {error}") from None
+    overrides["strategy"] = "multi-worker"

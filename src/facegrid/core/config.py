@@ -197,6 +197,9 @@ class Config:
             and this process's task read from the ``TF_CONFIG`` environment
             variable). ``batch_size`` is the global batch, split between the
             replicas, so each step sees the same images under any strategy.
+        cluster_wait: seconds a multi-worker run waits, before TensorFlow
+            starts, for every other worker of its cluster to answer (TensorFlow
+            would wait without end; see :mod:`facegrid.scale.cluster`).
 
     Optimisation:
         epochs: epochs of the whole run.
@@ -257,6 +260,7 @@ class Config:
     on_bad_image: str = "raise"
 
     strategy: str = "default"
+    cluster_wait: float = 120.0
 
     epochs: int = 30
     learning_rate: float = 1e-3
@@ -310,6 +314,8 @@ class Config:
         if not (math.isfinite(self.data_service_wait) and self.data_service_wait > 0):
             raise ValueError(f"data_service_wait must be a positive number of seconds, got {self.data_service_wait}")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        if not (math.isfinite(self.cluster_wait) and self.cluster_wait > 0):
+            raise ValueError(f"cluster_wait must be a positive number of seconds, got {self.cluster_wait}")
         check_policy(self.on_bad_image)
         _check_choice("backbone_style", self.backbone_style, BACKBONE_STYLES)
         if self.workers < 1:

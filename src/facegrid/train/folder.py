@@ -8,12 +8,12 @@ imports, so the command line can refuse before TensorFlow loads.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from facegrid.core.config import Config, load_config, model_settings_file, settings_path
 from facegrid.core.errors import PathError, RunInUseError
+from facegrid.scale.cluster import is_chief, read_tf_config
 
 #: What a training run writes into its folder (see :mod:`facegrid.train.run`).
 RUN_FILES = ("config.toml", "train.log", "history.csv", "state.json", "last.keras", "best.keras", "logs", "panels")
@@ -50,17 +50,7 @@ def writes_run_folder(config: Config) -> bool:
     """
     if config.strategy != "multi-worker":
         return True
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
-    if not isinstance(tf_config, dict):
-        raise ValueError(f"TF_CONFIG must be a JSON object, got {tf_config!r}")
-    task = tf_config.get("task") or {}
-    kind = task.get("type", "chief")
-    return kind == "chief" or (
-        kind == "worker" and int(task.get("index", 0)) == 0 and "chief" not in (tf_config.get("cluster") or {})
-    )
+    return is_chief(read_tf_config())
 
 
 def check_run_folder(run_dir: str | os.PathLike, config: Config, resume: bool) -> None:

@@ -68,6 +68,7 @@ from facegrid.eval.validate import detect_at_floor, wider_scores
 from facegrid.infer.detector import Detections, Detector
 from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
+from facegrid.scale.cluster import read_tf_config, wait_for_cluster
 from facegrid.scale.service import (
     SERVICE_FAILURES,
     distribute,
@@ -403,7 +404,7 @@ def train_detector(
             had no worker, within ``config.data_service_wait`` seconds; or
             reading from it failed while training (see :mod:`facegrid.scale.service`).
     """
-    strategy = distribution(config)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
+    strategy = distribution(config, notice)  # first: MultiWorkerMirroredStrategy must come before any TensorFlow op
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
     facegrid_log = logging.getLogger("facegrid")
@@ -522,16 +523,22 @@ class SequenceEpochs:
             self._open = False
 
 
-def distribution(config: Config) -> tf.distribute.Strategy:
+def distribution(config: Config, notice: Callable[[str], None] = log.info) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy ``config.strategy`` names (the default one: a single device).
 
+    Under ``"multi-worker"``, every worker of the cluster in ``TF_CONFIG``
+    must answer within ``config.cluster_wait`` seconds first
+    (:func:`facegrid.scale.cluster.wait_for_cluster`; ``notice`` is told what
+    is waited for).
+
     Raises:
-        ValueError: under ``"multi-worker"``, ``TF_CONFIG`` cannot be used
-            (TensorFlow's message).
+        ValueError: under ``"multi-worker"``, ``TF_CONFIG`` cannot be used.
+        facegrid.core.errors.ServiceError: a worker did not answer in time.
     """
     if config.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     if config.strategy == "multi-worker":
+        wait_for_cluster(read_tf_config(), config.cluster_wait, notice)
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
