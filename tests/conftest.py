@@ -77,12 +77,27 @@ def shm_blocks():
 SPREAD = {"test_training", "test_distribute"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's ``--dist loadgroup``, keep each other file on one worker, its module fixtures built once."""
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        if module not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(module))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist's ``--dist loadgroup``, keep each other file on one worker, its module fixtures built once.
+
+    The files are grouped here, in the scheduler, by their node ids: pytest 9.2's structured node ids
+    no longer take the ``@group`` suffix xdist's workers write for ``xdist_group`` marks, so marks
+    added at collection group nothing there, and a file's tests would be spread over the workers,
+    each building the file's session and module fixtures again.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByFile(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # an xdist_group mark that reached the id
+                return super()._split_scope(nodeid)
+            path = nodeid.split("::", 1)[0]
+            return nodeid if Path(path).stem in SPREAD else path
+
+    return ByFile(config, log)
 
 
 #: Settings of the tiny untrained pyramid detector the command tests load (fast to build, load and run).

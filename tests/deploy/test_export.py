@@ -23,7 +23,6 @@ from facegrid.deploy.export import export_model, format_for, pick_calibration_im
 from facegrid.infer.detector import Detector
 from facegrid.infer.inputs import find_images
 from facegrid.infer.runtimes import pyramid_cells
-from facegrid.model.network import build_detector
 
 #: Float exports against Keras, raw outputs: scores absolutely, centre offsets (strides) absolutely, sizes relatively.
 FLOAT_SCORE_TOLERANCE = 1e-4
@@ -86,24 +85,31 @@ def _outputs(detector, photos):
     return [detector.predict_grids(detector.prepare([path])[0])[0] for path in photos]
 
 
+@pytest.fixture(scope="module")
+def keras_results(keras_detector, photos):
+    """The Keras model's raw outputs and detections on the photos, computed once for every export compared."""
+    return _outputs(keras_detector, photos), keras_detector.detect(photos, batch_size=1)
+
+
 @pytest.mark.parametrize("format", ["saved_model", "litert", "onnx"])
-def test_float_exports_match_keras_on_real_photos(format, exports, photos, keras_detector):
+def test_float_exports_match_keras_on_real_photos(format, exports, photos, keras_detector, keras_results):
     exported = Detector.load(exports[format])
     assert exported.input_size == keras_detector.input_size == 416 and exported.codec == keras_detector.codec
-    for path, want, got in zip(photos, _outputs(keras_detector, photos), _outputs(exported, photos)):
+    keras_outputs, keras_found = keras_results
+    for path, want, got in zip(photos, keras_outputs, _outputs(exported, photos)):
         assert got.shape == want.shape, path
         np.testing.assert_allclose(got[:, 0], want[:, 0], atol=FLOAT_SCORE_TOLERANCE, err_msg=str(path))
         np.testing.assert_allclose(got[:, 1:3], want[:, 1:3], atol=FLOAT_OFFSET_TOLERANCE, err_msg=str(path))
         np.testing.assert_allclose(got[:, 3:], want[:, 3:], rtol=FLOAT_SIZE_TOLERANCE, err_msg=str(path))
-    for want, got in zip(keras_detector.detect(photos, batch_size=1), exported.detect(photos, batch_size=1)):
+    for want, got in zip(keras_found, exported.detect(photos, batch_size=1)):
         assert len(got.boxes) == len(want.boxes), want.path
         np.testing.assert_allclose(got.boxes, want.boxes, atol=0.5)
 
 
-def test_int8_export_finds_the_same_faces(exports, photos, keras_detector):
+def test_int8_export_finds_the_same_faces(exports, photos, keras_detector, keras_results):
     int8 = Detector.load(exports["litert-int8"])
     faces = 0
-    for want, got in zip(keras_detector.detect(photos, batch_size=1), int8.detect(photos)):
+    for want, got in zip(keras_results[1], int8.detect(photos)):
         strong = want.scores >= keras_detector.score_threshold + 0.1  # clear of the threshold
         if not strong.any():
             continue
@@ -156,31 +162,27 @@ def test_detection_from_exports_never_imports_tensorflow(exports, samples):
     assert len(records) == 8 and faces["rocket.jpg"] == 0 and faces["astronaut.png"] == 1, faces
 
 
-def test_fixed_size_export_takes_one_square_input(tmp_path, samples):
-    model = build_detector(TINY_PYRAMID)
-    model.save(tmp_path / "tiny.keras")
-    TINY_PYRAMID.save(tmp_path / "tiny.toml")
-    out = export_model(tmp_path / "tiny.keras", tmp_path / "fixed.tflite", fixed_size=128)
+def test_fixed_size_export_takes_one_square_input(tmp_path, samples, tiny_pyramid):
+    out = export_model(tiny_pyramid / "tiny.keras", tmp_path / "fixed.tflite", fixed_size=128)
     detector = Detector.load(out, score_threshold=0.0)
     assert detector.model.fixed_size == (128, 128) and detector.input_size == 128
     assert "detect_size = 128" in settings_path(out).read_text()
     pixels = detector.prepare([samples / "images" / "portraits" / "grace_hopper.jpg"])[0]
     assert pixels.shape == (1, 128, 128, 3)  # fitted to 109 x 128, padded to the square
-    keras_cells = Detector.load(tmp_path / "tiny.keras", input_size=128).model.predict_on_batch(pixels)
+    keras_cells = Detector.load(tiny_pyramid / "tiny.keras", input_size=128).model.predict_on_batch(pixels)
     np.testing.assert_allclose(detector.predict_grids(pixels)[..., 0], keras_cells[..., 0], atol=FLOAT_SCORE_TOLERANCE)
     with pytest.raises(ValueError, match="128 x 128"):
         Detector.load(out, input_size=160)
 
 
-def test_export_refuses_to_overwrite_and_names_its_format(tmp_path):
+def test_export_refuses_to_overwrite_and_names_its_format(tmp_path, tiny_pyramid):
     with pytest.raises(ValueError, match="name its format"):
         format_for(tmp_path / "model.bin")
     with pytest.raises(ValueError, match=r"\.tflite"):
         format_for(tmp_path / "model.onnx", "litert-int8")
     assert format_for(tmp_path / "m.tflite") == "litert" and format_for(tmp_path / "sm", "saved_model") == "saved_model"
-    model = build_detector(TINY_PYRAMID)
-    model.save(tmp_path / "tiny.keras")
-    TINY_PYRAMID.save(tmp_path / "tiny.toml")
+    for name in ("tiny.keras", "tiny.toml"):
+        shutil.copy(tiny_pyramid / name, tmp_path)
     (tmp_path / "out.keras").write_bytes(b"mine")
     result = CliRunner().invoke(main, ["export", str(tmp_path / "tiny.keras"), str(tmp_path / "out.keras")])
     assert (
@@ -231,25 +233,23 @@ def test_unusable_exported_models_are_refused_in_one_line(tmp_path, samples):
     assert result.exit_code == 2 and "no settings beside it" in result.output and result.output.count("\n") == 1
 
 
-def test_settings_of_another_model_are_refused_when_the_model_loads(tmp_path, samples):
-    model = build_detector(TINY_PYRAMID)
-    model.save(tmp_path / "tiny.keras")
-    TINY_PYRAMID.save(tmp_path / "tiny.toml")
-    export_model(tmp_path / "tiny.keras", tmp_path / "tiny.tflite")
-    coarser = TINY_PYRAMID.replace(strides=(16, 32))  # another model's settings: same names, fewer levels
+def test_settings_of_another_model_are_refused_when_the_model_loads(tmp_path, samples, tiny_pyramid):
+    for name in ("tiny.keras", "tiny.toml", "tiny.tflite"):
+        shutil.copy(tiny_pyramid / name, tmp_path)
+    coarser = load_config(tmp_path / "tiny.toml").replace(strides=(32,))  # another model's settings: fewer levels
     for name in ("tiny.keras", "tiny.tflite"):
         shutil.copy(tmp_path / name, tmp_path / f"other{Path(name).suffix}")
     coarser.save(tmp_path / "other.toml")
     with pytest.raises(
         ModelFileError,
-        match=r"other.tflite: outputs boxes_16, boxes_32, boxes_8, scores_16, "
-        r"scores_32, scores_8, but its settings say a pyramid of strides \[16, 32\]",
+        match=r"other.tflite: outputs boxes_16, boxes_32, scores_16, scores_32, "
+        r"but its settings say a pyramid of strides \[32\]",
     ):
         Detector.load(tmp_path / "other.tflite")
     with pytest.raises(
         ModelFileError,
-        match=r"other.keras: is a pyramid of strides \[8, 16, 32\], but its settings "
-        r"\(other.toml or config.toml\) say a pyramid of strides \[16, 32\]",
+        match=r"other.keras: is a pyramid of strides \[16, 32\], but its settings "
+        r"\(other.toml or config.toml\) say a pyramid of strides \[32\]",
     ):
         Detector.load(tmp_path / "other.keras")
     with pytest.raises(ModelFileError, match="another model's"):
@@ -257,7 +257,7 @@ def test_settings_of_another_model_are_refused_when_the_model_loads(tmp_path, sa
     for name in ("other.tflite", "other.keras"):
         result = CliRunner().invoke(main, ["detect", str(samples / "images"), "--model", str(tmp_path / name)])
         assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "another model's" in result.stderr
-    assert Detector.load(tmp_path / "tiny.tflite").model.strides == (8, 16, 32)  # its own settings load
+    assert Detector.load(tmp_path / "tiny.tflite").model.strides == (16, 32)  # its own settings load
 
 
 def test_calibration_images_are_drawn_reproducibly(tmp_path):
