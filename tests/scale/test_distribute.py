@@ -254,8 +254,7 @@ def stepped(strategy):
         model.set_weights(weights)
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss_for(config))
     data = tf.data.Dataset.from_tensors((images, targets))
-    batch = next(iter(strategy.experimental_distribute_dataset(data)))
-    score, box, _ = TrainingLoop(model, strategy)._step(batch)
+    score, box, _ = TrainingLoop(model, strategy).run_step(iter(strategy.experimental_distribute_dataset(data)))
     return model, float(score) + config.box_weight * float(box)
 
 model = build_detector(config)

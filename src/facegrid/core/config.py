@@ -196,7 +196,8 @@ class Config:
             ``"multi-worker"`` (``MultiWorkerMirroredStrategy``, its cluster
             and this process's task read from the ``TF_CONFIG`` environment
             variable). ``batch_size`` is the global batch, split between the
-            replicas, so each step sees the same images under any strategy.
+            replicas, so each step sees the same images, and optimises the
+            same loss, under any strategy (:mod:`facegrid.train.loop`).
         cluster_wait: seconds a multi-worker run waits, before TensorFlow
             starts, for every other worker of its cluster to answer (TensorFlow
             would wait without end; see :mod:`facegrid.scale.cluster`).

@@ -58,6 +58,43 @@ def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from _all_layers(layer)
 
 
+def replica_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> tf.distribute.DistributedDataset:
+    """``dataset``'s global batches, each split evenly between ``strategy``'s replicas, as a distributed dataset.
+
+    Every worker reads the same global batches and keeps its replicas' slices:
+    replica ``r`` of ``R`` takes images ``b * r // R`` to ``b * (r + 1) // R``
+    of a batch of ``b``, so a step's images are one device's step's, and no
+    replica is given an empty batch while the batch holds ``R`` images or
+    more (TensorFlow's own split fills the first replicas first, and its
+    oneDNN convolutions mishandle an empty batch). A batch of fewer images
+    than replicas is left out.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return strategy.experimental_distribute_dataset(dataset)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+
+    def this_workers(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def slices(images, targets):
+            count = tf.shape(images, out_type=tf.int64)[0]
+
+            def part(k):
+                replica = first + k
+                start, end = count * replica // replicas, count * (replica + 1) // replicas
+                return images[start:end], targets[start:end]
+
+            return tf.data.Dataset.range(local).map(part)
+
+        enough = dataset.filter(lambda images, targets: tf.shape(images)[0] >= replicas)
+        return enough.flat_map(slices).with_options(options)
+
+    return strategy.distribute_datasets_from_function(this_workers)
+
+
 class TrainingLoop:
     """Trains a compiled facegrid model under ``strategy``: one global batch a step.
 
@@ -76,7 +113,7 @@ class TrainingLoop:
         if not model.optimizer.built:  # its variables made here, in the scope, not inside the step's graph
             with strategy.scope():
                 model.optimizer.build(model.trainable_variables)
-        self._step = tf.function(self._global_step)
+        self._step = None
 
     def step_terms(self, images, targets) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One replica's part of a step: ``(score, box, images)``, the terms over the global batch's positives.
@@ -100,8 +137,16 @@ class TrainingLoop:
         model.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
         return score, box, tf.cast(tf.shape(images)[0], tf.float32)
 
-    def _global_step(self, batch):
-        images, targets = batch
+    def run_step(self, iterator) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One global step on ``iterator``'s next distributed batch: ``(score, box, images)``, summed over replicas."""
+        if self._step is None:
+            self._step = tf.function(self._global_step)
+        return self._step(iterator)
+
+    def _global_step(self, iterator):
+        # the batch is taken inside the step, so that the iterator's own agreement between the workers
+        # on short and empty batches is part of the one graph every worker runs
+        images, targets = next(iterator)
         score, box, count = self.strategy.run(self.step_terms, args=(images, targets))
         total = tf.distribute.ReduceOp.SUM
         return (
@@ -153,7 +198,7 @@ class TrainingLoop:
             iterator = batches(epoch)
             for step in range(steps):
                 calls.on_train_batch_begin(step)
-                score, box, count = (float(value) for value in self._step(next(iterator)))
+                score, box, count = (float(value) for value in self.run_step(iterator))
                 sums += (score * count, box * count, count)
                 logs = self._logs(sums, box_weight)
                 calls.on_train_batch_end(step, logs)

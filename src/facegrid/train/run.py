@@ -27,16 +27,20 @@ run stops.
 Checkpoints are written to a temporary file and renamed into place, so a run
 killed at any moment leaves the previous complete checkpoint, never half a file.
 
-``Config.strategy`` picks the ``tf.distribute`` strategy: the model is built,
-compiled or loaded in its scope and Keras splits each global batch between
-the replicas. Under ``"multi-worker"`` every worker runs this same function;
-only the chief writes the run folder (:func:`facegrid.train.folder.writes_run_folder`),
-the others a temporary folder removed at the end, and each worker takes its
-own share of every global batch (tf.data auto-sharding by data: the pipeline
-reads no files TensorFlow could split, and sharding the batches keeps each
-step's images those of a single-device run, so data order and resume are
-unchanged; every worker decodes the whole batch to get there). A resumed
-multi-worker run reads the run folder on every worker.
+``Config.strategy`` picks the ``tf.distribute`` strategy, and
+:class:`~facegrid.train.loop.TrainingLoop` trains under it: the model is
+built, compiled or loaded in its scope, each global batch is split evenly
+between the replicas (:func:`~facegrid.train.loop.replica_batches`), and
+every replica's loss is taken over the positive cells of the whole global
+batch, so any number of replicas optimises what one device does. Under
+``"multi-worker"`` (the cluster in ``TF_CONFIG``, see
+:mod:`facegrid.scale.cluster`) every worker runs this same function on the
+same global batches, keeping its replicas' share of each, so data order and
+resume do not depend on the workers; only the chief writes the run folder
+(:func:`facegrid.train.folder.writes_run_folder`), the others a temporary
+folder removed at the end. A resumed multi-worker run reads the run folder
+on every worker, so the folder must be shared between them (or copied to
+each before resuming).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ from facegrid.scale.service import (
 )
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
-from facegrid.train.loop import TrainingLoop
+from facegrid.train.loop import TrainingLoop, replica_batches
 from facegrid.train.panels import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.ground_truth import (
@@ -465,7 +469,12 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
     (tf.data auto-sharding by data), so each step's images are those of one
     device's step, and data order and resume do not depend on the workers.
     """
-    steps = len(train_data)
+    steps, replicas = len(train_data), strategy.num_replicas_in_sync
+    short = (len(train_data.source) - 1) % config.batch_size + 1 < replicas  # an epoch's last batch
+    if short:
+        log.warning(
+            "each epoch's last batch holds fewer images than the %d replicas: it is left out of training", replicas
+        )
     if isinstance(train_data, FaceSequence):
         log.info(
             "input pipeline: FaceSequence (keras.utils.PyDataset), %d images in %d batches, %d %s worker(s)",
@@ -475,11 +484,8 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
             "process" if config.use_multiprocessing else "thread",
         )
         epochs = SequenceEpochs(train_data, strategy)
-        return epochs, steps, epochs.close
+        return epochs, steps - short, epochs.close
     data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    data = data.with_options(options)
     log.info(
         "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
         type(train_data).__name__,
@@ -489,8 +495,8 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
     )
     if config.data_service:
         data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
-    iterator = iter(strategy.experimental_distribute_dataset(data))
-    return (lambda epoch: iterator), steps, lambda: None
+    iterator = iter(replica_batches(strategy, data))
+    return (lambda epoch: iterator), steps - short, lambda: None
 
 
 class SequenceEpochs:
@@ -506,7 +512,7 @@ class SequenceEpochs:
 
         self.sequence = sequence
         self.adapter = PyDatasetAdapter(sequence, shuffle=False)
-        self.data = strategy.experimental_distribute_dataset(self.adapter.get_tf_dataset())
+        self.data = replica_batches(strategy, self.adapter.get_tf_dataset())
         self._open = False
 
     def __call__(self, epoch: int):
