@@ -215,6 +215,7 @@ def test_serve_refuses_bad_arguments_in_one_line():
         ["--worker", "nohost"],
         ["--dispatcher", "0", "--wait", "1"],
         ["--worker", "h:1", "--work-dir", "state"],
+        ["--dispatcher", "0", "--host", "h"],
     ):
         result = CliRunner().invoke(main, ["data", "serve", *args])
         assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("error: ")

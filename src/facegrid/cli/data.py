@@ -79,6 +79,12 @@ def data() -> None:
 )
 @click.option("--port", type=click.IntRange(0, 65535), help="Worker: its own port (0: any free port)  [default: 0].")
 @click.option(
+    "--host",
+    metavar="NAME",
+    help="Worker: the name or address trainers on other machines reach this one by, which it gives the "
+    "dispatcher  [default: localhost, for trainers on this machine].",
+)
+@click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Dispatcher: keep its state here, so that a restarted dispatcher resumes its jobs; one dispatcher at a time.",
@@ -91,23 +97,23 @@ def data() -> None:
     f"[default: {Config.data_service_wait:g}].",
 )
 @fatal_input_errors
-def serve(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
+def serve(dispatcher_port, dispatcher_address, port, host, work_dir, wait) -> None:
     """Serve input work to trainers on other hosts: a tf.data service dispatcher or worker.
 
     \b
     Start one dispatcher, then workers on any hosts that reach it:
       facegrid data serve --dispatcher 5050
-      facegrid data serve --worker dispatcher-host:5050
+      facegrid data serve --worker dispatcher-host:5050 --host this-host
     and train with --data-service dispatcher-host:5050. Runs until
     interrupted (Ctrl-C or SIGTERM), then says 'stopped' and exits with 0.
     A port another server holds is refused (exit status 2).
     """
-    _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wait)
+    _check_serve_options(dispatcher_port, dispatcher_address, port, host, work_dir, wait)
     server = None
     with _stopped_by_signals():
         try:
             import_tensorflow()
-            server = _start_server(dispatcher_port, dispatcher_address, port, work_dir, wait)
+            server = _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait)
             while True:
                 time.sleep(3600)  # a signal's handler runs here at once, where join() would block in C++
         except KeyboardInterrupt:
@@ -138,12 +144,13 @@ def _stopped_by_signals():
             signal.signal(stop, handler)
 
 
-def _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
+def _check_serve_options(dispatcher_port, dispatcher_address, port, host, work_dir, wait) -> None:
     """Refuse a ``data serve`` that names no role or both, an option of the other role, or a bad address."""
     if (dispatcher_port is None) == (dispatcher_address is None):
         raise click.UsageError("give exactly one of --dispatcher PORT and --worker HOST:PORT")
     for flag, value, of_dispatcher in (
         ("--port", port, False),
+        ("--host", host, False),
         ("--wait", wait, False),
         ("--work-dir", work_dir, True),
     ):
@@ -156,7 +163,7 @@ def _check_serve_options(dispatcher_port, dispatcher_address, port, work_dir, wa
             raise click.UsageError(f"--worker: {error}") from None
 
 
-def _start_server(dispatcher_port, dispatcher_address, port, work_dir, wait):
+def _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait):
     """The dispatcher or worker ``data serve`` asks for, started, its address said."""
     from facegrid.scale import service
 
@@ -165,9 +172,13 @@ def _start_server(dispatcher_port, dispatcher_address, port, work_dir, wait):
         click.echo(f"tf.data service dispatcher at {server.target}", err=True)
     else:
         server = service.start_worker(
-            dispatcher_address, port or 0, wait=wait or Config.data_service_wait, notice=notice
+            dispatcher_address,
+            port or 0,
+            host=host or "localhost",
+            wait=wait or Config.data_service_wait,
+            notice=notice,
         )
-        click.echo(f"tf.data service worker for {dispatcher_address}", err=True)
+        click.echo(f"tf.data service worker for {dispatcher_address}, reached at {host or 'localhost'}", err=True)
     return server
 
 

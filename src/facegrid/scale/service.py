@@ -92,11 +92,19 @@ def start_dispatcher(port: int, work_dir: str | None = None) -> tf.data.experime
 
 
 def start_worker(
-    dispatcher: str, port: int = 0, *, wait: float = Config.data_service_wait, notice: Callable[[str], None] = log.info
+    dispatcher: str,
+    port: int = 0,
+    *,
+    host: str = "localhost",
+    wait: float = Config.data_service_wait,
+    notice: Callable[[str], None] = log.info,
 ) -> tf.data.experimental.service.WorkerServer:
     """A worker serving the dispatcher at ``dispatcher`` (``host:port``), itself on ``port`` (0: any free port).
 
     Args:
+        host: the name or address trainers reach this worker by: the
+            dispatcher hands ``host:port`` to every trainer, so a trainer on
+            another machine needs a name that resolves there.
         wait: seconds to wait for the dispatcher to answer first (TensorFlow
             would wait without end, deaf to signals).
         notice: called with a line saying what is waited for, when the dispatcher does not answer at once.
@@ -108,7 +116,11 @@ def start_worker(
     address = service_address(dispatcher)
     wait_for_dispatcher(address, wait, notice)
     check_port_free(port)
-    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port)
+    if not host or any(c in host for c in ":/ "):
+        raise ValueError(f"a worker's host must be a name or an IPv4 address, got {host!r}")
+    config = tf.data.experimental.service.WorkerConfig(
+        dispatcher_address=address, worker_address=f"{host}:%port%", port=port
+    )
     return _started(tf.data.experimental.service.WorkerServer, config, port)
 
 

@@ -166,7 +166,7 @@ def test_a_service_with_two_workers_serves_every_packed_image_once_an_epoch(pack
     pipeline = PackedPipeline(out, seed=8)
     dispatcher = service.start_dispatcher(0)
     address = dispatcher.target.removeprefix("grpc://")
-    workers = [service.start_worker(address) for _ in range(2)]
+    workers = [service.start_worker(address, host=host) for host in ("localhost", "127.0.0.1")]  # as trainers reach it
     served = positions(service.distribute(pipeline.positions(0).concatenate(pipeline.positions(1)), address))
     assert sorted(served) == sorted(list(range(90)) * 2)
     for worker in workers:
