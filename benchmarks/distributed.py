@@ -56,6 +56,7 @@ CENSUS = {
 }
 VARIANTS = {
     "default": "one process, default strategy",
+    "fit": "one process, Keras' fit (as facegrid trained before its own loop)",
     "worker": "2 workers on loopback, multi-worker",
     "unsynced": "2 workers, batch norm not synchronised",
 }
@@ -130,7 +131,7 @@ def run_child(variant: str, threads: int, steps: int, warmup: int) -> dict:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    workers = variant != "default"
+    workers = variant not in ("default", "fit")
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers else tf.distribute.get_strategy()
     import time
 
@@ -161,7 +162,10 @@ def run_child(variant: str, threads: int, steps: int, warmup: int) -> dict:
         def on_train_batch_end(self, batch, logs=None):  # after the step's results reached Python
             ends.append(time.perf_counter())
 
-    loop.fit(lambda epoch: iterator, epochs=1, steps=warmup + steps, callbacks=[Clock()], verbose=0)
+    if variant == "fit":  # the same step under Keras' own loop: loss divided by the batch's positives
+        model.fit(data, epochs=1, steps_per_epoch=warmup + steps, callbacks=[Clock()], verbose=0)
+    else:
+        loop.fit(lambda epoch: iterator, epochs=1, steps=warmup + steps, callbacks=[Clock()], verbose=0)
     batch = next(iterator)
     result = {
         "times": [b - a for a, b in zip(ends[warmup - 1 :], ends[warmup:])],
@@ -194,7 +198,7 @@ def environment(**extra) -> dict:
 
 def run_variant(variant: str, args) -> dict:
     """One pass of ``variant``: the JSON its chief (or only) process printed."""
-    processes = 1 if variant == "default" else 2
+    processes = 1 if variant in ("default", "fit") else 2
     cluster = [f"localhost:{port}" for port in free_ports(processes)]
     command = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--threads", str(max(1, args.threads // processes))]
@@ -277,7 +281,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for variant in order:
         step = statistics.median(times[variant])
-        threads = max(1, args.threads // (1 if variant == "default" else 2))
+        threads = max(1, args.threads // (1 if variant in ("default", "fit") else 2))
         passes = ", ".join(f"{1 / t:.3f}" for t in per_pass[variant])
         print(
             f"| {VARIANTS[variant]} | {threads} | {local[variant]} | {step * 1000:,.0f} ms | {1 / step:.3f} | "

@@ -7,9 +7,7 @@ into the other tests.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import socket
 import subprocess
@@ -19,7 +17,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_RUN
 
 from facegrid.cli import main
 from facegrid.core.config import Config, load_config
@@ -27,81 +25,13 @@ from facegrid.core.resources import bundled_model_path
 from facegrid.model.network import load_detector
 from facegrid.train.folder import writes_run_folder
 
-TINY = Config(
-    input_size=64,
-    grid_size=4,
-    alpha=0.35,
-    backbone_weights="none",
-    backbone_style="keras",
-    head_channels=8,
-    batch_size=2,
-    epochs=1,
-    workers=1,
-    warmup_epochs=0,
-    early_stopping_patience=1,
-)
-
-#: Two logical CPU devices before TensorFlow does anything else, then a mirrored
-#: run of one epoch resumed for a second on the default strategy.
-MIRRORED_RUN = """
-import json, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-import numpy as np
-from facegrid.core.config import load_config
-from facegrid.train.run import train_detector
-
-annotations, images, run, settings = sys.argv[1:]
-config = load_config(settings)
-model = train_detector(config, annotations, images, run, val_annotations=annotations, val_images=images, verbose=0)
-loaded = keras.saving.load_model(f"{run}/last.keras")
-same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(model.weights, loaded.weights, strict=True))
-resumed = train_detector(config.replace(strategy="default", epochs=2), annotations, images, run,
-                val_annotations=annotations, val_images=images, resume=True, verbose=0)
-print(json.dumps({"replicas": model.distribute_strategy.num_replicas_in_sync, "checkpoint_matches": same,
-                  "resumed_replicas": resumed.distribute_strategy.num_replicas_in_sync,
-                  "iterations": int(resumed.optimizer.iterations)}))
-"""
+TINY = TINY_RUN.replace(epochs=1, early_stopping_patience=1)
 
 
 def _environment(**extra) -> dict:
     source = str(REPO_ROOT / "src")
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
-
-
-def test_mirrored_strategy_trains_on_two_replicas_and_resumes_on_one(samples, tmp_path):
-    settings = tmp_path / "tiny.toml"
-    TINY.replace(strategy="mirrored").save(settings)
-    run = tmp_path / "run"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            MIRRORED_RUN,
-            str(samples / "faces_bbx_gt.txt"),
-            str(samples / "images"),
-            str(run),
-            str(settings),
-        ],
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"replicas": 2, "checkpoint_matches": True, "resumed_replicas": 1, "iterations": 4}
-    with open(run / "history.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(row["epoch"]) for row in rows] == [1, 2]
-    assert all(math.isfinite(float(row["loss"])) and 0.0 <= float(row["val_ap"]) <= 1.0 for row in rows)
-    log = (run / "train.log").read_text()
-    assert "strategy mirrored: MirroredStrategy, 2 replica(s) in sync" in log
-    assert "strategy default: _DefaultDistributionStrategy, 1 replica(s) in sync" in log
-    assert (run / "best.keras").is_file() and json.loads((run / "state.json").read_text())["epoch"] == 2
 
 
 def _train_command(samples, run) -> list[str]:
@@ -218,7 +148,7 @@ def test_two_workers_train_what_one_process_trains_and_a_killed_worker_resumes(s
     assert np.mean(np.abs(workers_update - one_update) > 1e-4) <= DIFFERING_WEIGHTS
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
     log = (run / "train.log").read_text()
-    assert "strategy multi-worker: MultiWorkerMirroredStrategy, 2 replica(s) in sync" in log
+    assert "strategy multi-worker: CollectiveAllReduceStrategy, 2 replica(s) in sync" in log
     assert "resuming" in log and (run / "last.keras").is_file()
 
 

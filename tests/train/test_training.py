@@ -180,7 +180,7 @@ def test_a_run_stopped_before_its_first_epoch_ended_starts_again_on_resume(sampl
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(keras.Model, "fit", killed)
+        patch.setattr(facegrid.train.run.TrainingLoop, "fit", killed)
         with pytest.raises(KeyboardInterrupt):
             train_detector(TINY.replace(epochs=1), annotations, images, run, verbose=0)
     assert (run / "config.toml").is_file() and not (run / "state.json").exists()

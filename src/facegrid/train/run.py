@@ -60,13 +60,14 @@ import numpy as np
 import tensorflow as tf
 
 from facegrid.core.config import BUNDLED_IMAGENET, Config
-from facegrid.core.errors import PathError, TrainingError, reason_of
+from facegrid.core.errors import PathError, SettingsError, TrainingError, reason_of
 from facegrid.core.files import write_atomically, write_text_atomically
 from facegrid.core.paths import image_path
 from facegrid.data.images import read_image
 from facegrid.data.screening import BadImages
 from facegrid.data.sequence import FaceSequence
 from facegrid.data.tf.choose import pipeline_for
+from facegrid.data.tf.puretf import PackedPipeline
 from facegrid.eval.ap import average_precision
 from facegrid.eval.validate import detect_at_floor, wider_scores
 from facegrid.infer.detector import Detections, Detector
@@ -485,6 +486,9 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
         )
         epochs = SequenceEpochs(train_data, strategy)
         return epochs, steps - short, epochs.close
+    local = len(strategy.extended.worker_devices)
+    if isinstance(train_data, PackedPipeline) and replicas > local:
+        return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
     data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
     log.info(
         "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
@@ -497,6 +501,59 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
         data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
     iterator = iter(replica_batches(strategy, data))
     return (lambda epoch: iterator), steps - short, lambda: None
+
+
+def _packed_by_file(config, strategy, packed, initial_epoch, readers, local):
+    """A packed set split by shard between ``readers`` workers of ``local`` replicas each (see :func:`_epoch_batches`).
+
+    Each worker reads its own shards (those whose number it is modulo the
+    workers), in batches of its replicas' share of the global batch. Workers
+    whose shards hold more images than the others' would need more steps;
+    every epoch is cut to the steps of the worker with the fewest (a replica
+    left without a batch would stall the others, and TensorFlow's oneDNN
+    convolutions mishandle an empty one), and the log says how many images
+    that leaves out; each epoch deals the shards anew, so they are not
+    always the same.
+
+    Raises:
+        facegrid.core.errors.SettingsError: the global batch does not split
+            evenly between the replicas, or there are fewer shards than workers.
+    """
+    replicas = strategy.num_replicas_in_sync
+    folder = packed.packed.folder
+    if config.batch_size % replicas:
+        raise SettingsError(
+            folder,
+            f"batch_size {config.batch_size} does not split evenly between the {replicas} replicas that read "
+            "the packed set by shard; choose a multiple",
+        )
+    shards = len(packed.packed.files)
+    if shards < readers:
+        raise SettingsError(folder, f"{shards} shard(s) for {readers} workers: pack it into {readers} or more")
+    per_replica = config.batch_size // replicas
+    parts = [packed.share(readers, k, per_replica) for k in range(readers)]
+    steps = min(len(part) // local for part in parts)
+    if steps == 0:
+        raise SettingsError(folder, f"a worker's shards hold fewer than {local * per_replica} images, one step's")
+    left_out = sum(part.examples for part in parts) - sum(
+        min(part.examples, steps * local * per_replica) for part in parts
+    )
+    log.info("input pipeline: packed set split by shard between %d workers, %d steps an epoch", readers, steps)
+    if left_out:
+        log.warning(
+            "%d of the packed set's %d images are left out each epoch, so that every worker takes as many steps "
+            "(their shards hold different numbers of images): pack it into a multiple of %d shards to use all",
+            left_out,
+            len(packed.index),
+            readers,
+        )
+
+    def this_workers(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        part = packed.share(context.num_input_pipelines, context.input_pipeline_id, per_replica)
+        return part.dataset(initial_epoch + 1, config.epochs - initial_epoch, batches=steps * local)
+
+    iterator = iter(strategy.distribute_datasets_from_function(this_workers))
+    return (lambda epoch: iterator), steps, lambda: None
 
 
 class SequenceEpochs:

@@ -130,6 +130,20 @@ def test_auto_sharding_by_file_splits_an_epoch_among_workers(packed):
     assert sum(served) == 2 * 90
 
 
+def test_a_workers_share_reads_its_own_shards_and_takes_the_steps_asked(packed):
+    """What a multi-worker run reads: worker k of 2 the shards k, k + 2, ...; every epoch cut to the same steps."""
+    _, _, out = packed
+    pipeline = PackedPipeline(out, seed=6, batch_size=8)
+    shares = [pipeline.share(2, k, batch_size=4) for k in range(2)]
+    assert [share.examples for share in shares] == [54, 36]  # shards 0, 2, 4 and 1, 3 of 18 images each
+    for k, share in enumerate(shares):
+        alone = PackedPipeline(out, seed=6, batch_size=4, num_input_pipelines=2, input_pipeline_id=k)
+        assert positions(share.positions(1)) == positions(alone.positions(1))
+        served = batches(share.dataset(first_epoch=1, epochs=2, batches=9))
+        assert [len(x) for x, _ in served] == [4] * 18  # 9 batches an epoch, of 4 images
+    assert set(positions(shares[0].positions(1))).isdisjoint(positions(shares[1].positions(1)))
+
+
 def test_no_python_runs_per_example(packed):
     _, _, out = packed
     dataset = PackedPipeline(out, augment=True, seed=0).dataset(epochs=2)

@@ -305,21 +305,48 @@ class PackedPipeline(PlannedBatches):
         )
         self.packed = packed
         self.shuffle_buffer = shuffle_buffer
+        self._options = options
         self._shards = np.arange(input_pipeline_id, shards, num_input_pipelines)
         self._examples = sum(packed.manifest.shards[k].examples for k in self._shards.tolist())
         image_at = np.full(int(packed.positions[-1]) + 1, -1, np.int32)
         image_at[packed.positions] = np.arange(len(packed.positions), dtype=np.int32)
         self._image_at = tf.constant(image_at)
 
+    @property
+    def examples(self) -> int:
+        """Images an epoch of this pipeline's shards holds."""
+        return self._examples
+
     def __len__(self) -> int:
         """Batches per epoch of this pipeline's shards."""
         return math.ceil(self._examples / self.batch_size)
 
-    def dataset(self, first_epoch: int = 0, epochs: int = 1) -> tf.data.Dataset:
-        """Epochs ``first_epoch .. first_epoch + epochs - 1`` back to back (pass ``steps_per_epoch=len(self)``)."""
+    def share(self, readers: int, reader: int, batch_size: int) -> PackedPipeline:
+        """Reader ``reader`` of ``readers`` of this packed set, with its settings and batches of ``batch_size``.
+
+        One worker's part of a run over several workers, each reading its own
+        shards (see the class's docstring).
+        """
+        return PackedPipeline(
+            self.packed.folder,
+            shuffle_buffer=self.shuffle_buffer,
+            num_input_pipelines=readers,
+            input_pipeline_id=reader,
+            **{**self._options, "batch_size": batch_size},
+        )
+
+    def dataset(self, first_epoch: int = 0, epochs: int = 1, batches: int | None = None) -> tf.data.Dataset:
+        """Epochs ``first_epoch .. first_epoch + epochs - 1`` back to back (pass ``steps_per_epoch=len(self)``).
+
+        With ``batches``, each epoch is cut to its first ``batches`` batches,
+        so that readers whose shards hold different numbers of images take
+        the same number of steps an epoch.
+        """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         epoch_datasets = [self.epoch(epoch) for epoch in range(first_epoch, first_epoch + epochs)]
+        if batches is not None:
+            epoch_datasets = [epoch.take(batches) for epoch in epoch_datasets]
         dataset = epoch_datasets[0]
         for more in epoch_datasets[1:]:
             dataset = dataset.concatenate(more)
