@@ -76,6 +76,23 @@ def shm_blocks():
 #: Test files whose tests share no module fixture and are slow one by one (whole training runs): spread over workers.
 SPREAD = {"test_training", "test_distribute"}
 
+#: The slowest tests (several TensorFlow processes, exports of the bundled model), run first, so that
+#: a parallel run does not end with one worker busy on them while the other waits.
+SLOWEST_FIRST = (
+    "tests/scale/test_distribute.py::test_two_workers",
+    "tests/deploy/test_export.py",
+    "tests/test_readme.py",
+    "tests/scale/test_distribute.py",
+    "tests/train/test_training.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        return next((k for k, start in enumerate(SLOWEST_FIRST) if item.nodeid.startswith(start)), len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: each file's tests stay in their order
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):

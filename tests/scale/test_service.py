@@ -170,7 +170,7 @@ def service(serve):
     dispatcher, address = _dispatcher(serve)
     workers = [serve("--worker", address) for _ in range(2)]
     for worker in workers:
-        assert worker.line() == f"tf.data service worker for {address}"
+        assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
     yield address, [dispatcher.process] + [worker.process for worker in workers]
 
 
@@ -246,7 +246,7 @@ def test_a_worker_started_first_joins_its_dispatcher_once_it_answers(serve):
     assert worker.line().startswith("waiting up to 300 s for the tf.data service dispatcher")
     dispatcher = serve("--dispatcher", port)
     assert dispatcher.line() == f"tf.data service dispatcher at grpc://localhost:{port}"
-    assert worker.line(timeout=60) == f"tf.data service worker for localhost:{port}"
+    assert worker.line(timeout=60) == f"tf.data service worker for localhost:{port}, reached at localhost"
     deadline = time.monotonic() + 30
     while _ask(f"localhost:{port}", WORKERS_METHOD) == b"":  # the worker registers in the background
         assert time.monotonic() < deadline, "the worker never registered"
@@ -282,7 +282,7 @@ def test_training_waits_for_a_worker_within_its_bound(serve, tmp_path):
 def test_a_signal_stops_a_dispatcher_and_a_worker(serve, stop):
     dispatcher, address = _dispatcher(serve)
     worker = serve("--worker", address)
-    assert worker.line() == f"tf.data service worker for {address}"
+    assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
     for server in (worker, dispatcher):
         server.process.send_signal(stop)
         assert server.end(timeout=15) == (0, ["stopped"])

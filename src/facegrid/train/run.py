@@ -486,9 +486,10 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
         )
         epochs = SequenceEpochs(train_data, strategy)
         return epochs, steps - short, epochs.close
-    local = len(strategy.extended.worker_devices)
-    if isinstance(train_data, PackedPipeline) and replicas > local:
-        return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
+    if isinstance(train_data, PackedPipeline) and replicas > 1:
+        local = len(strategy.extended.worker_devices)  # this worker's replicas
+        if replicas > local:
+            return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
     data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
     log.info(
         "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
