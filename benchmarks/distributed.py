@@ -173,7 +173,7 @@ def run_child(variant: str, threads: int, steps: int, warmup: int) -> dict:
         "gpus": len(tf.config.list_physical_devices("GPU")),
     }
     if workers:
-        traced = loop._step.get_concrete_function(batch).graph  # the step the loop runs, as traced
+        traced = loop._step.get_concrete_function(iterator).graph  # the step the loop runs, as traced
         elements = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
         result["census"] = collective_census(traced, model.name, elements)
     return result
