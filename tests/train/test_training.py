@@ -50,6 +50,7 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     assert state["epoch"] == 2 and 0.0 <= state["best_ap"] <= 1.0
     log = (run / "train.log").read_text()
     assert "input pipeline: tf.data" in log and "val_ap" in log
+    assert log.count("input pipeline:") == 1  # each line once, those logged before the file existed included
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     assert "val_ap" in header and not {"val_easy", "val_medium", "val_hard"} & set(header)  # no WIDER val here
     assert f"validation: no official ground truth at {samples.parent / 'eval_tools' / 'ground_truth'}" in log

@@ -436,6 +436,7 @@ def train_detector(
         handlers.append(_log_file(out_dir))
         held.setTarget(handlers[-1])
         held.flush()
+        facegrid_log.removeHandler(held)  # from now on the file is written to directly, each line once
         finished = (run_dir / "state.json").is_file()
         if resume and not finished:
             log.info("%s: no epoch of the run finished; starting it again with its settings", run_dir)
