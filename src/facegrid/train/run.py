@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import math
 import os
 import shutil
 import tempfile
@@ -467,11 +468,17 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
     Epoch ``e`` is served in FaceSequence's order of epoch ``e + 1`` (see
     :class:`~facegrid.data.sequence.FaceSequence`) by every pipeline, so they
     all train on the same batches. Under a multi-worker strategy every
-    worker reads the same global batches and keeps its own share of each
-    (tf.data auto-sharding by data), so each step's images are those of one
-    device's step, and data order and resume do not depend on the workers.
+    worker reads the same global batches and keeps its replicas' even share
+    of each (:func:`~facegrid.train.loop.replica_batches`), so each step's
+    images are those of one device's step, and data order and resume do not
+    depend on the workers; a packed set is read by shard instead
+    (:func:`_packed_by_file`).
     """
     steps, replicas = len(train_data), strategy.num_replicas_in_sync
+    if isinstance(train_data, PackedPipeline) and replicas > 1:
+        local = len(strategy.extended.worker_devices)  # this worker's replicas
+        if replicas > local:
+            return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
     short = (len(train_data.source) - 1) % config.batch_size + 1 < replicas  # an epoch's last batch
     if short:
         log.warning(
@@ -487,10 +494,6 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
         )
         epochs = SequenceEpochs(train_data, strategy)
         return epochs, steps - short, epochs.close
-    if isinstance(train_data, PackedPipeline) and replicas > 1:
-        local = len(strategy.extended.worker_devices)  # this worker's replicas
-        if replicas > local:
-            return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
     data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
     log.info(
         "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
@@ -533,13 +536,12 @@ def _packed_by_file(config, strategy, packed, initial_epoch, readers, local):
     if shards < readers:
         raise SettingsError(folder, f"{shards} shard(s) for {readers} workers: pack it into {readers} or more")
     per_replica = config.batch_size // replicas
-    parts = [packed.share(readers, k, per_replica) for k in range(readers)]
-    steps = min(len(part) // local for part in parts)
+    listed = packed.packed.manifest.shards
+    images = [sum(shard.examples for shard in listed[k::readers]) for k in range(readers)]  # worker k's shards
+    steps = min(math.ceil(count / per_replica) // local for count in images)
     if steps == 0:
         raise SettingsError(folder, f"a worker's shards hold fewer than {local * per_replica} images, one step's")
-    left_out = sum(part.examples for part in parts) - sum(
-        min(part.examples, steps * local * per_replica) for part in parts
-    )
+    left_out = sum(count - min(count, steps * local * per_replica) for count in images)
     log.info("input pipeline: packed set split by shard between %d workers, %d steps an epoch", readers, steps)
     if left_out:
         log.warning(

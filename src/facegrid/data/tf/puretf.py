@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -47,6 +48,9 @@ from facegrid.data.tf import targets as tf_targets
 from facegrid.data.tf.batches import SourceBatches
 from facegrid.data.tf.pixels import decode_jpeg_at, orient, planned_input
 from facegrid.wider.index import Index
+
+if TYPE_CHECKING:
+    from facegrid.data.tf.packed import PackedSet
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +261,7 @@ class PackedPipeline(PlannedBatches):
     epoch's shards dealt anew each epoch.
 
     Args:
-        folder: the packed folder.
+        folder: the packed folder, or a packed set already read (:func:`~facegrid.data.tf.packed.read_packed`).
         batch_size, parallel_calls, deterministic: as for
             :class:`~facegrid.data.tf.pipeline.FacePipeline`.
         shuffle_buffer: examples shuffled among (see :data:`SHUFFLE_BUFFER`).
@@ -277,16 +281,16 @@ class PackedPipeline(PlannedBatches):
 
     def __init__(
         self,
-        folder: str | os.PathLike,
+        folder: str | os.PathLike | PackedSet,
         *,
         shuffle_buffer: int = SHUFFLE_BUFFER,
         num_input_pipelines: int = 1,
         input_pipeline_id: int = 0,
         **options,
     ):
-        from facegrid.data.tf.packed import read_packed
+        from facegrid.data.tf.packed import PackedSet, read_packed
 
-        packed = read_packed(folder)
+        packed = folder if isinstance(folder, PackedSet) else read_packed(folder)
         shards = len(packed.files)
         if not 1 <= num_input_pipelines <= shards:
             raise ValueError(f"num_input_pipelines must be 1 to the {shards} shard(s), got {num_input_pipelines}")
@@ -328,7 +332,7 @@ class PackedPipeline(PlannedBatches):
         shards (see the class's docstring).
         """
         return PackedPipeline(
-            self.packed.folder,
+            self.packed,  # read once
             shuffle_buffer=self.shuffle_buffer,
             num_input_pipelines=readers,
             input_pipeline_id=reader,
