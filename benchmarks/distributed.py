@@ -19,7 +19,10 @@ Variants, each in fresh processes, interleaved pass by pass:
                   synchronisation's small all-reduces cost; not how facegrid trains
 
 Each process times ``--steps`` steps after ``--warmup`` (tracing, start-up);
-the table shows the medians of the step times over all passes.
+the table shows the medians of the step times over all passes. From the same
+start (the recipe's seed), the weights after those steps are compared with one
+process's: the largest difference, and the gap between the two updates
+relative to one process's update (batch-norm statistics included), per pass.
 
 Then what a step moves between workers, counted two ways: from the model
 (every trainable variable's gradient in float32, the all-reduce payload; per
@@ -37,10 +40,12 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pipeline import machine
@@ -69,6 +74,7 @@ def parse_args():
     parser.add_argument("--passes", type=int, default=3, help="runs of each variant, interleaved")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="cores the variants share")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)  # a child's weights, before and after, to this .npz
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1 (the first step traces the graph)")
@@ -126,8 +132,12 @@ def collective_census(graph, model_scope: str, gradient_elements: int) -> dict[s
     return census
 
 
-def run_child(variant: str, threads: int, steps: int, warmup: int) -> dict:
-    """Time ``steps`` training steps after ``warmup`` in this process, as :data:`VARIANTS` ``variant`` runs them."""
+def run_child(variant: str, threads: int, steps: int, warmup: int, save: str | None) -> dict:
+    """Time ``steps`` training steps after ``warmup`` in this process, as :data:`VARIANTS` ``variant`` runs them.
+
+    With ``save``, the chief (or only process) writes its weights before and after to that ``.npz``.
+    """
+    import numpy as np
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -153,6 +163,7 @@ def run_child(variant: str, threads: int, steps: int, warmup: int) -> dict:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(data.with_options(options)))
     loop = TrainingLoop(model, strategy)
+    start = [np.asarray(w) for w in model.weights]
     if variant == "unsynced":
         synchronise_batch_norm(model, 1)  # before the step is traced: each worker's statistics its own
 
@@ -166,6 +177,10 @@ def run_child(variant: str, threads: int, steps: int, warmup: int) -> dict:
         model.fit(data, epochs=1, steps_per_epoch=warmup + steps, callbacks=[Clock()], verbose=0)
     else:
         loop.fit(lambda epoch: iterator, epochs=1, steps=warmup + steps, callbacks=[Clock()], verbose=0)
+    chief = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0) == 0
+    if save and chief:
+        end = [np.asarray(w) for w in model.weights]
+        np.savez(save, **{f"start_{k}": w for k, w in enumerate(start)}, **{f"end_{k}": w for k, w in enumerate(end)})
     batch = next(iterator)
     result = {
         "times": [b - a for a, b in zip(ends[warmup - 1 :], ends[warmup:])],
@@ -196,11 +211,12 @@ def environment(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
 
 
-def run_variant(variant: str, args) -> dict:
-    """One pass of ``variant``: the JSON its chief (or only) process printed."""
+def run_variant(variant: str, args, save: Path) -> dict:
+    """One pass of ``variant``: what its chief (or only) process printed; its weights before and after in ``save``."""
     processes = 1 if variant in ("default", "fit") else 2
     cluster = [f"localhost:{port}" for port in free_ports(processes)]
     command = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--save", str(save)]
     command += ["--threads", str(max(1, args.threads // processes))]
     children = []
     for index in range(processes):
@@ -246,6 +262,22 @@ def model_payload() -> list[tuple[str, int, int]]:
     ]
 
 
+def weight_gap(workers: Path, one: Path) -> tuple[float, float, float]:
+    """``(largest difference, largest change in one process, ||update gap|| / ||one process's update||)``."""
+    import numpy as np
+
+    with np.load(workers) as a, np.load(one) as b:
+        count = len(a.files) // 2
+        if any(not np.array_equal(a[f"start_{k}"], b[f"start_{k}"]) for k in range(count)):
+            raise RuntimeError("the variants did not start from the same weights")
+        ends = [(a[f"end_{k}"], b[f"end_{k}"], b[f"start_{k}"]) for k in range(count)]
+    largest = max(float(np.max(np.abs(x - y))) for x, y, _ in ends)
+    moved = max(float(np.max(np.abs(y - s))) for _, y, s in ends)
+    gap = np.sqrt(sum(float(np.sum((x - y) ** 2)) for x, y, _ in ends))
+    update = np.sqrt(sum(float(np.sum((y - s) ** 2)) for _, y, s in ends))
+    return largest, moved, gap / update
+
+
 def megabytes(size: int) -> str:
     return f"{size:,} ({size / 1e6:.2f} MB)"
 
@@ -253,22 +285,27 @@ def megabytes(size: int) -> str:
 def main() -> int:
     args = parse_args()
     if args.child:
-        print(json.dumps(run_child(args.child, args.threads, args.steps, args.warmup)))
+        print(json.dumps(run_child(args.child, args.threads, args.steps, args.warmup, args.save)))
         return 0
     config = recipe()
     order = list(VARIANTS)
     times = {variant: [] for variant in order}
     per_pass = {variant: [] for variant in order}
     local, census, gpus = {}, None, 0
+    gaps = {variant: [] for variant in ("worker", "unsynced")}
+    saved = Path(tempfile.mkdtemp(prefix="facegrid-distributed-"))
     for number in range(args.passes):
         for variant in order if number % 2 == 0 else order[::-1]:
-            result = run_variant(variant, args)
+            result = run_variant(variant, args, saved / f"{variant}.npz")
             times[variant] += result["times"]
             per_pass[variant].append(statistics.median(result["times"]))
             local[variant] = result["local_batch"]
             gpus = max(gpus, result["gpus"])
             census = result.get("census", census) if variant == "worker" else census
             print(f"pass {number + 1}: {VARIANTS[variant]}: {1 / per_pass[variant][-1]:.3f} steps/s", file=sys.stderr)
+        for variant in gaps:
+            gaps[variant].append(weight_gap(saved / f"{variant}.npz", saved / "default.npz"))
+    shutil.rmtree(saved, ignore_errors=True)
 
     print(
         f"Machine: {machine()}, {f'{gpus} GPU(s)' if gpus else 'no GPU'}.\nThe bundled recipe: {config.input_size} x "
@@ -287,6 +324,13 @@ def main() -> int:
             f"| {VARIANTS[variant]} | {threads} | {local[variant]} | {step * 1000:,.0f} ms | {1 / step:.3f} | "
             f"{config.batch_size / step:.1f} | {passes} | {base / step:.2f}x |"
         )
+
+    print(f"\nThe weights after {args.warmup + args.steps} steps from the same start, against one process's:\n")
+    print("| variant | largest difference | largest change in one process | update gap (relative) |")
+    print("|---|---|---|---|")
+    for variant, rows in gaps.items():
+        for number, (largest, moved, gap) in enumerate(rows, 1):
+            print(f"| {VARIANTS[variant]}, pass {number} | {largest:.2e} | {moved:.2e} | {gap:.2e} |")
 
     rows = model_payload()
     print("\nWhat one step all-reduces between workers (per worker, whatever their number):\n")

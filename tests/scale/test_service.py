@@ -28,13 +28,8 @@ from click.testing import CliRunner
 from facegrid.cli import main
 from facegrid.data.tf import records
 from facegrid.data.tf.pack import pack_dataset
-from facegrid.scale.service import (
-    VERSION_METHOD,
-    WORKERS_METHOD,
-    distribute,
-    python_ops,
-    service_failure,
-)
+from facegrid.scale.preflight import VERSION_METHOD, WORKERS_METHOD
+from facegrid.scale.service import distribute, python_ops, service_failure
 from facegrid.wider.annotations import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
@@ -164,14 +159,26 @@ def packed(wider, tmp_path_factory):
     return out, index
 
 
-@pytest.fixture
-def service(serve):
-    """A dispatcher and two workers, each `facegrid data serve` in a process of its own; yields the address."""
-    dispatcher, address = _dispatcher(serve)
-    workers = [serve("--worker", address) for _ in range(2)]
-    for worker in workers:
-        assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
-    yield address, [dispatcher.process] + [worker.process for worker in workers]
+@pytest.fixture(scope="module")
+def service():
+    """A dispatcher and two workers, each `facegrid data serve` in a process of its own; yields the address.
+
+    Shared by the module's tests: each reads in a job of its own, and
+    starting the three costs seconds of TensorFlow loading each.
+    """
+    started = []
+    try:
+        port = _free_port()
+        started.append(Served("--dispatcher", port))
+        assert started[0].line() == f"tf.data service dispatcher at grpc://localhost:{port}"
+        address = f"localhost:{port}"
+        started += [Served("--worker", address) for _ in range(2)]
+        for worker in started[1:]:
+            assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
+        yield address, [server.process for server in started]
+    finally:
+        for server in started:
+            server.kill()
 
 
 def test_one_pass_through_two_workers_serves_every_image_exactly_once(packed, service):
@@ -285,7 +292,7 @@ def test_a_signal_stops_a_dispatcher_and_a_worker(serve, stop):
     assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
     for server in (worker, dispatcher):
         server.process.send_signal(stop)
-        assert server.end(timeout=15) == (0, ["stopped"])
+        assert server.end(timeout=60) == (0, ["stopped"])
 
 
 def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_path):

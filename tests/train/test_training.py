@@ -85,46 +85,7 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     (found,) = detector.detect([images / "portraits" / "astronaut.png"])
     assert found.size == (512, 512)
 
-
-def test_resumed_run_ends_where_an_uninterrupted_run_ends(samples, tmp_path, monkeypatch):
-    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    config = TINY.replace(epochs=3, warmup_epochs=1)
-    whole = train_detector(config, annotations, images, tmp_path / "whole", verbose=0)
-
-    save = facegrid.train.run.Checkpoints.on_epoch_end
-
-    def save_then_die(self, epoch, logs=None):  # stopped dead right after the first checkpoint
-        save(self, epoch, logs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(facegrid.train.run.Checkpoints, "on_epoch_end", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_detector(config, annotations, images, tmp_path / "cut", verbose=0)
-    monkeypatch.undo()
-    (tmp_path / "cut" / "last.tmp.keras").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves it
-    resumed = train_detector(config, annotations, images, tmp_path / "cut", resume=True, verbose=0)
-    assert not list((tmp_path / "cut").glob("*.tmp*"))
-    assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 6
-    for a, b in zip(whole.weights, resumed.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
-
-
-def test_face_sequence_pipeline_on_request(samples, tmp_path):
-    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    run = tmp_path / "run"
-    model = train_detector(TINY.replace(epochs=1, pipeline="sequence"), annotations, images, run, verbose=0)
-    assert "input pipeline: FaceSequence" in (run / "train.log").read_text()
-    assert int(model.optimizer.iterations) == 2
-
-
-def test_export_keeps_the_network_and_its_settings(samples, tmp_path):
-    from click.testing import CliRunner
-
-    from facegrid.cli import main
-
-    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    run = tmp_path / "run"
-    train_detector(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    # the export keeps the network and its settings, without the optimizer's state
     out = tmp_path / "exported" / "tiny.keras"
     result = CliRunner().invoke(main, ["export", str(run / "last.keras"), str(out), "--detect-size", "128"])
     assert result.exit_code == 0, result.output
@@ -153,7 +114,9 @@ def test_a_pyramid_trains_and_detects_with_its_own_settings(samples, tmp_path):
 def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     run = tmp_path / "run"
-    train_detector(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+    model = train_detector(TINY.replace(epochs=1, pipeline="sequence"), annotations, images, run, verbose=0)
+    assert "input pipeline: FaceSequence" in (run / "train.log").read_text()  # the PyDataset, on request
+    assert int(model.optimizer.iterations) == 2
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     with pytest.raises(RunInUseError) as info:
         train_detector(TINY.replace(epochs=1, seed=1), annotations, images, run, verbose=0)
@@ -198,10 +161,12 @@ def _constant_val_ap(self, epoch, logs=None):  # a validation AP that never impr
     logs["val_ap"] = 0.5
 
 
-def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_early_stop(samples, tmp_path, monkeypatch):
+    """Killed after a checkpoint (a half-written one left beside it), resumed: the same weights, optimizer state
+    and early-stopping count as the run never stopped; and a run that stopped early stays stopped."""
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     monkeypatch.setattr(facegrid.train.run.ValidationAP, "on_epoch_end", _constant_val_ap)
-    config = TINY.replace(epochs=6, early_stopping_patience=2)
+    config = TINY.replace(epochs=6, warmup_epochs=1, early_stopping_patience=2)
     val = dict(val_annotations=annotations, val_images=images, verbose=0)
     whole = train_detector(config, annotations, images, tmp_path / "whole", **val)
     assert json.loads((tmp_path / "whole" / "state.json").read_text()) == {
@@ -222,7 +187,9 @@ def test_early_stopping_resumes_where_it_was(samples, tmp_path, monkeypatch):
         train_detector(config, annotations, images, tmp_path / "cut", **val)
     monkeypatch.setattr(facegrid.train.run.Checkpoints, "on_epoch_end", save)
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["early_stopping"] == {"wait": 1, "best": 0.5}
+    (tmp_path / "cut" / "last.tmp.keras").write_bytes(b"half a checkpoint")  # as a kill mid-save leaves it
     resumed = train_detector(config, annotations, images, tmp_path / "cut", resume=True, **val)
+    assert not list((tmp_path / "cut").glob("*.tmp*"))
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 3  # not 2 + a fresh patience
     assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 6
     for a, b in zip(whole.weights, resumed.weights, strict=True):

@@ -112,6 +112,7 @@ def serve(dispatcher_port, dispatcher_address, port, host, work_dir, wait) -> No
     server = None
     with _stopped_by_signals():
         try:
+            _preflight(dispatcher_port, dispatcher_address, port, work_dir, wait)
             import_tensorflow()
             server = _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait)
             while True:
@@ -161,6 +162,20 @@ def _check_serve_options(dispatcher_port, dispatcher_address, port, host, work_d
             service_address(dispatcher_address)
         except ValueError as error:
             raise click.UsageError(f"--worker: {error}") from None
+
+
+def _preflight(dispatcher_port, dispatcher_address, port, work_dir, wait) -> None:
+    """Refuse, before TensorFlow loads (seconds), a server that could not start: its port or state folder held,
+    or its dispatcher silent (the server's start asks again)."""
+    from facegrid.scale import preflight
+
+    if dispatcher_port is not None:
+        preflight.check_port_free(dispatcher_port)
+        if work_dir is not None:
+            preflight.lock_state_folder(str(work_dir)).close()
+    else:
+        preflight.wait_for_dispatcher(dispatcher_address, wait or Config.data_service_wait, notice)
+        preflight.check_port_free(port or 0)
 
 
 def _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait):

@@ -75,12 +75,8 @@ from facegrid.infer.detector import Detections, Detector
 from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
 from facegrid.scale.cluster import read_tf_config, wait_for_cluster
-from facegrid.scale.service import (
-    SERVICE_FAILURES,
-    distribute,
-    service_failure,
-    wait_for_workers,
-)
+from facegrid.scale.preflight import wait_for_workers
+from facegrid.scale.service import SERVICE_FAILURES, distribute, service_failure
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
 from facegrid.train.loop import TrainingLoop, replica_batches
