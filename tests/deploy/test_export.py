@@ -265,3 +265,31 @@ def test_calibration_images_are_drawn_reproducibly(tmp_path):
     picked = pick_calibration_images(images, 10)
     assert picked == pick_calibration_images(list(reversed(images)), 10) and len(set(picked)) == 10
     assert pick_calibration_images(images[:5], 10) == images[:5]
+
+
+def test_an_onnx_output_left_with_a_leading_unit_axis_gets_its_layout_back():
+    """tf2onnx can leave a score output as ``[1, B, H, W, 1]`` (depending on string hashing): squeezed back."""
+    import onnx
+    import onnxruntime
+
+    from facegrid.deploy.export import _drop_leading_unit_axes
+
+    helper, tensor = onnx.helper, onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["image", "axes"], ["scores_8"]), helper.make_node("Relu", ["image"], ["b"])],
+        "unit_axis",
+        [helper.make_tensor_value_info("image", tensor, ["B", "H", "W", 1])],
+        [
+            helper.make_tensor_value_info("scores_8", tensor, [1, "B", "H", "W", 1]),
+            helper.make_tensor_value_info("b", tensor, ["B", "H", "W", 1]),
+        ],
+        [helper.make_tensor("axes", onnx.TensorProto.INT64, [1], [0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _drop_leading_unit_axes(model)
+    onnx.checker.check_model(model)
+    assert [len(output.type.tensor_type.shape.dim) for output in model.graph.output] == [4, 4]
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).normal(size=(2, 3, 5, 1)).astype(np.float32)
+    scores, _ = session.run(["scores_8", "b"], {"image": image})
+    np.testing.assert_array_equal(scores, image)

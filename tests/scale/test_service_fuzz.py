@@ -178,7 +178,7 @@ def test_a_dispatcher_that_starts_stops_on_a_signal(tmp_path, work_dir, stop):
         silent.cancel()
         assert first.startswith("tf.data service dispatcher at grpc://localhost:"), first
         dispatcher.send_signal(stop)
-        _, said = dispatcher.communicate(timeout=15)
+        _, said = dispatcher.communicate(timeout=60)
         assert dispatcher.returncode == 0 and said == "stopped\n", said
     finally:
         if dispatcher.poll() is None:

@@ -174,17 +174,38 @@ def _write_onnx(saved_model: Path, out: Path) -> None:
             graph_def, inputs, outputs, names = tf_loader.from_saved_model(
                 str(saved_model), None, None, return_tensors_to_rename=True
             )
-            convert.from_graph_def(
-                graph_def,
-                input_names=inputs,
-                output_names=outputs,
-                opset=ONNX_OPSET,
-                tensors_to_rename=names,
-                output_path=str(out),
+            converted, _ = convert.from_graph_def(
+                graph_def, input_names=inputs, output_names=outputs, opset=ONNX_OPSET, tensors_to_rename=names
             )
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+    _drop_leading_unit_axes(converted)
+    out.write_bytes(converted.SerializeToString())
+
+
+def _drop_leading_unit_axes(model) -> None:
+    """Give back its ``[B, H, W, C]`` layout to an output tf2onnx left with an extra leading axis of 1.
+
+    tf2onnx turns a one-channel convolution's output to channels-last by a
+    reshape to five axes and a squeeze, and its merging of duplicated nodes
+    can hand one level's reshape another level's shape and drop the squeeze:
+    which output, if any, depends on Python's string hashing, so one export
+    in several had a ``[1, B, H, W, 1]`` score output. The squeeze is put back.
+    """
+    import onnx
+
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) != 5 or dims[0].dim_value != 1:
+            continue
+        inner, axes = f"{output.name}__with_unit_axis", f"{output.name}__unit_axis"
+        for node in model.graph.node:
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+        model.graph.initializer.append(onnx.helper.make_tensor(axes, onnx.TensorProto.INT64, [1], [0]))
+        model.graph.node.append(onnx.helper.make_node("Squeeze", [inner, axes], [output.name]))
+        del dims[0]
 
 
 def export_model(
