@@ -20,7 +20,7 @@ Variants, each in fresh processes, interleaved pass by pass:
 
 Each process times ``--steps`` steps after ``--warmup`` (tracing, start-up);
 the table shows the medians of the step times over all passes. From the same
-start (the recipe's seed), the weights after those steps are compared with one
+start (the bundled model's weights), the weights after those steps are compared with one
 process's: the largest difference, and the gap between the two updates
 relative to one process's update (batch-norm statistics included), per pass.
 
@@ -147,8 +147,9 @@ def run_child(variant: str, threads: int, steps: int, warmup: int, save: str | N
 
     import keras
 
+    from facegrid.core.resources import bundled_model_path
     from facegrid.model.loss import loss_for
-    from facegrid.model.network import build_detector
+    from facegrid.model.network import build_detector, load_detector
     from facegrid.train.loop import TrainingLoop, synchronise_batch_norm
 
     config = recipe()
@@ -156,6 +157,7 @@ def run_child(variant: str, threads: int, steps: int, warmup: int, save: str | N
     x, y = fixed_batch(config)
     with strategy.scope():
         model = build_detector(config)
+        model.set_weights(load_detector(bundled_model_path()).get_weights())  # trained weights, as fine-tuning starts
         optimizer = keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
         model.compile(optimizer=optimizer, loss=loss_for(config))
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
