@@ -8,6 +8,7 @@ a regression fails instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -102,18 +103,27 @@ class Served:
             self.process.wait(timeout=30)
 
 
-@pytest.fixture
-def serve():
-    """``serve(*args)`` -> a started :class:`Served`; whatever still runs after the test is killed."""
+@contextlib.contextmanager
+def _servers():
+    """``start(*args)`` -> a started :class:`Served`; whatever still runs at the end is killed."""
     started = []
 
     def start(*args) -> Served:
         started.append(Served(*args))
         return started[-1]
 
-    yield start
-    for server in started:
-        server.kill()
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.kill()
+
+
+@pytest.fixture
+def serve():
+    """``serve(*args)`` -> a started :class:`Served`; whatever still runs after the test is killed."""
+    with _servers() as start:
+        yield start
 
 
 def _dispatcher(serve, *args) -> tuple[Served, str]:
@@ -166,19 +176,12 @@ def service():
     Shared by the module's tests: each reads in a job of its own, and
     starting the three costs seconds of TensorFlow loading each.
     """
-    started = []
-    try:
-        port = _free_port()
-        started.append(Served("--dispatcher", port))
-        assert started[0].line() == f"tf.data service dispatcher at grpc://localhost:{port}"
-        address = f"localhost:{port}"
-        started += [Served("--worker", address) for _ in range(2)]
-        for worker in started[1:]:
+    with _servers() as serve:
+        dispatcher, address = _dispatcher(serve)
+        workers = [serve("--worker", address) for _ in range(2)]
+        for worker in workers:
             assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
-        yield address, [server.process for server in started]
-    finally:
-        for server in started:
-            server.kill()
+        yield address, [dispatcher.process] + [worker.process for worker in workers]
 
 
 def test_one_pass_through_two_workers_serves_every_image_exactly_once(packed, service):
