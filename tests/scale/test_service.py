@@ -30,7 +30,7 @@ from facegrid.cli import main
 from facegrid.data.tf import records
 from facegrid.data.tf.pack import pack_dataset
 from facegrid.scale.preflight import VERSION_METHOD, WORKERS_METHOD
-from facegrid.scale.service import distribute, python_ops, service_failure
+from facegrid.scale.service import distribute, python_ops, service_failure, stop
 from facegrid.wider.annotations import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
@@ -91,7 +91,10 @@ class Served:
         try:
             status = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.process.args}: still running after {timeout} s")
+            said = []
+            while not self.lines.empty():
+                said.append(self.lines.get())
+            pytest.fail(f"{self.process.args}: still running after {timeout} s, having said {said}")
         rest = []
         while (line := self.line(timeout=10)) is not None:
             rest.append(line)
@@ -288,14 +291,30 @@ def test_training_waits_for_a_worker_within_its_bound(serve, tmp_path):
     assert refused.exit_code == 2 and refused.output.startswith("error: --data-service-wait needs --data-service")
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_a_dispatcher_and_a_worker(serve, stop):
+@pytest.mark.parametrize("signal_", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_dispatcher_and_a_worker(serve, signal_):
     dispatcher, address = _dispatcher(serve)
     worker = serve("--worker", address)
     assert worker.line() == f"tf.data service worker for {address}, reached at localhost"
     for server in (worker, dispatcher):
-        server.process.send_signal(stop)
+        server.process.send_signal(signal_)
         assert server.end(timeout=60) == (0, ["stopped"])
+
+
+def test_a_stop_that_hangs_is_given_up_on_in_time():
+    class Hanging:
+        def __init__(self):
+            self.release = threading.Event()
+
+        def stop(self):
+            self.release.wait()
+
+    server = Hanging()
+    started = time.monotonic()
+    assert stop(server, within=0.2) is False
+    assert time.monotonic() - started < 5
+    server.release.set()
+    assert stop(server, within=5) is True
 
 
 def test_a_port_or_state_folder_another_dispatcher_holds_is_refused(serve, tmp_path):

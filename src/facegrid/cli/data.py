@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -115,12 +116,29 @@ def serve(dispatcher_port, dispatcher_address, port, host, work_dir, wait) -> No
             _preflight(dispatcher_port, dispatcher_address, port, work_dir, wait)
             import_tensorflow()
             server = _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait)
+            click.echo(_serving(server, dispatcher_address, host), err=True)
             while True:
                 time.sleep(3600)  # a signal's handler runs here at once, where join() would block in C++
         except KeyboardInterrupt:
-            if server is not None:
-                server.stop()
+            if server is not None and (cut_short := _stop(server)):
+                click.echo(f"stopped (the server's own stop was cut short after {cut_short:g} s)", err=True)
+                sys.stderr.flush()
+                os._exit(0)  # what is left of TensorFlow's stop would otherwise run again, and wait, at exit
             click.echo("stopped", err=True)
+
+
+def _stop(server) -> float | None:
+    """None once ``server`` has stopped; else the seconds waited for it."""
+    from facegrid.scale import service
+
+    return None if service.stop(server) else service.STOP_WAIT
+
+
+def _serving(server, dispatcher_address, host) -> str:
+    """The line saying a server runs, said once it is held, so a signal right after it finds it stopped."""
+    if dispatcher_address is None:
+        return f"tf.data service dispatcher at {server.target}"
+    return f"tf.data service worker for {dispatcher_address}, reached at {host or 'localhost'}"
 
 
 @contextlib.contextmanager
@@ -179,22 +197,18 @@ def _preflight(dispatcher_port, dispatcher_address, port, work_dir, wait) -> Non
 
 
 def _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait):
-    """The dispatcher or worker ``data serve`` asks for, started, its address said."""
+    """The dispatcher or worker ``data serve`` asks for, started."""
     from facegrid.scale import service
 
     if dispatcher_port is not None:
-        server = service.start_dispatcher(dispatcher_port, None if work_dir is None else str(work_dir))
-        click.echo(f"tf.data service dispatcher at {server.target}", err=True)
-    else:
-        server = service.start_worker(
-            dispatcher_address,
-            port or 0,
-            host=host or "localhost",
-            wait=wait or Config.data_service_wait,
-            notice=notice,
-        )
-        click.echo(f"tf.data service worker for {dispatcher_address}, reached at {host or 'localhost'}", err=True)
-    return server
+        return service.start_dispatcher(dispatcher_port, None if work_dir is None else str(work_dir))
+    return service.start_worker(
+        dispatcher_address,
+        port or 0,
+        host=host or "localhost",
+        wait=wait or Config.data_service_wait,
+        notice=notice,
+    )
 
 
 @data.command()

@@ -24,6 +24,7 @@ TensorFlow's to handle (see docs/scaling.md).
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -102,6 +103,23 @@ def start_worker(
         dispatcher_address=address, worker_address=f"{host}:%port%", port=port
     )
     return _started(tf.data.experimental.service.WorkerServer, config, port)
+
+
+#: Seconds a server's stop may take before it is given up on: TensorFlow's own stop waits for gRPC calls in flight.
+STOP_WAIT = 30.0
+
+
+def stop(server, within: float = STOP_WAIT) -> bool:
+    """Stop a dispatcher or worker; False when its stop had not ended after ``within`` seconds (it goes on).
+
+    A worker first waits a quiet period for trainers to fetch what it
+    produced, then for its gRPC calls in flight, and those have no deadline:
+    a caller that must end gives up waiting rather than hang on one.
+    """
+    stopping = threading.Thread(target=server.stop, name="tf.data service stop", daemon=True)
+    stopping.start()
+    stopping.join(within)
+    return not stopping.is_alive()
 
 
 def _started(server_type, config, port: int):
