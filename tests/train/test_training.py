@@ -96,49 +96,12 @@ def test_train_writes_run_folder_and_resumes(samples, tmp_path):
     assert len(detector.detect([images / "portraits" / "camera.png"])) == 1
 
 
-def test_a_pyramid_trains_and_detects_with_its_own_settings(samples, tmp_path):
-    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    config = TINY.replace(strides=(8, 16, 32), grid_size=0, epochs=1, detect_size=96)
-    run = tmp_path / "pyramid"
-    train_detector(config, annotations, images, run, val_annotations=annotations, val_images=images, verbose=0)
-    assert load_config(run / "config.toml") == config
-    assert "val_ap" in (run / "train.log").read_text()
-    model = keras.saving.load_model(run / "last.keras")
-    assert type(model.loss).__name__ == "PyramidLoss"
-    detector = Detector.load(run / "best.keras", score_threshold=0.0)
-    assert detector.codec == config.codec and detector.input_size == 96
-    (found,) = detector.detect([images / "portraits" / "grace_hopper.jpg"])
-    assert found.size == (512, 600) and len(found.boxes)
-
-
-def test_a_folder_holding_a_run_is_refused_without_resume(samples, tmp_path):
+def test_a_run_stopped_before_its_first_epoch_starts_again_on_resume_and_a_run_is_refused_without_it(
+    samples, tmp_path, monkeypatch
+):
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     run = tmp_path / "run"
-    model = train_detector(TINY.replace(epochs=1, pipeline="sequence"), annotations, images, run, verbose=0)
-    assert "input pipeline: FaceSequence" in (run / "train.log").read_text()  # the PyDataset, on request
-    assert int(model.optimizer.iterations) == 2
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    with pytest.raises(RunInUseError) as info:
-        train_detector(TINY.replace(epochs=1, seed=1), annotations, images, run, verbose=0)
-    assert str(info.value) == (
-        f"{run}: holds a run already (config.toml, train.log, history.csv, state.json, last.keras, logs)"
-    )
-    assert info.value.finished
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing overwritten
-
-    with pytest.raises(PathError) as info:
-        train_detector(TINY.replace(epochs=2, head_channels=16), annotations, images, run, resume=True, verbose=0)
-    assert str(info.value) == (
-        f"{run / 'config.toml'}: the run was started with head_channels = 8; it cannot be resumed with "
-        "head_channels = 16 (leave head_channels as it was, or start a new run)"
-    )
-    with pytest.raises(PathError, match=r"nothing to resume: no run was started here \(config.toml\)"):
-        train_detector(TINY, annotations, images, tmp_path / "new", resume=True, verbose=0)
-
-
-def test_a_run_stopped_before_its_first_epoch_ended_starts_again_on_resume(samples, tmp_path, monkeypatch):
-    annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
-    run = tmp_path / "run"
+    config = TINY.replace(epochs=1, pipeline="sequence")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -146,15 +109,36 @@ def test_a_run_stopped_before_its_first_epoch_ended_starts_again_on_resume(sampl
     with monkeypatch.context() as patch:
         patch.setattr(facegrid.train.run.TrainingLoop, "fit", killed)
         with pytest.raises(KeyboardInterrupt):
-            train_detector(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+            train_detector(config, annotations, images, run, verbose=0)
     assert (run / "config.toml").is_file() and not (run / "state.json").exists()
     with pytest.raises(RunInUseError) as info:
-        train_detector(TINY.replace(epochs=1), annotations, images, run, verbose=0)
+        train_detector(config, annotations, images, run, verbose=0)
     assert str(info.value).startswith(f"{run}: holds a run stopped before its first epoch ended (config.toml")
     assert not info.value.finished
-    train_detector(TINY.replace(epochs=1), annotations, images, run, resume=True, verbose=0)
+    model = train_detector(config, annotations, images, run, resume=True, verbose=0)
     assert json.loads((run / "state.json").read_text())["epoch"] == 1
-    assert "no epoch of the run finished; starting it again with its settings" in (run / "train.log").read_text()
+    assert int(model.optimizer.iterations) == 2
+    log = (run / "train.log").read_text()
+    assert "no epoch of the run finished; starting it again with its settings" in log
+    assert "input pipeline: FaceSequence" in log  # the PyDataset, on request
+
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(RunInUseError) as info:
+        train_detector(config.replace(seed=1), annotations, images, run, verbose=0)
+    assert str(info.value) == (
+        f"{run}: holds a run already (config.toml, train.log, history.csv, state.json, last.keras, logs)"
+    )
+    assert info.value.finished
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing overwritten
+
+    with pytest.raises(PathError) as info:
+        train_detector(config.replace(epochs=2, head_channels=16), annotations, images, run, resume=True, verbose=0)
+    assert str(info.value) == (
+        f"{run / 'config.toml'}: the run was started with head_channels = 8; it cannot be resumed with "
+        "head_channels = 16 (leave head_channels as it was, or start a new run)"
+    )
+    with pytest.raises(PathError, match=r"nothing to resume: no run was started here \(config.toml\)"):
+        train_detector(TINY, annotations, images, tmp_path / "new", resume=True, verbose=0)
 
 
 def _constant_val_ap(self, epoch, logs=None):  # a validation AP that never improves after the first epoch
@@ -202,31 +186,34 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_early_stop(s
     assert "the run stopped early after epoch 3" in (tmp_path / "cut" / "train.log").read_text()
 
 
-def test_validation_images_follow_the_bad_image_policy(samples, tmp_path):
+def test_a_pyramid_trains_validates_past_a_bad_image_and_detects_with_its_own_settings(samples, tmp_path):
+    """An unreadable validation image stops a run, named, unless ``on_bad_image = "skip"`` leaves it out."""
     annotations, images = samples / "faces_bbx_gt.txt", samples / "images"
     shutil.copytree(images, tmp_path / "val")
     (tmp_path / "val" / "broken.jpg").write_bytes(b"not an image")
     val = tmp_path / "val.txt"
     val.write_text(annotations.read_text() + "broken.jpg\n1\n1 1 5 5 0 0 0 0 0 0 \n")
-    config = TINY.replace(epochs=1)
+    config = TINY.replace(strides=(8, 16, 32), grid_size=0, epochs=1, detect_size=96)
     with pytest.raises(ImageError, match=f"{tmp_path / 'val' / 'broken.jpg'}: not a readable image"):
         train_detector(
             config, annotations, images, tmp_path / "raise", val_annotations=val, val_images=tmp_path / "val", verbose=0
         )
-    train_detector(
-        config.replace(on_bad_image="skip", panels_every=1),
-        annotations,
-        images,
-        tmp_path / "skip",
-        val_annotations=val,
-        val_images=tmp_path / "val",
-        verbose=0,
-    )
-    log = (tmp_path / "skip" / "train.log").read_text()
+    config = config.replace(on_bad_image="skip", panels_every=1)
+    run = tmp_path / "skip"
+    train_detector(config, annotations, images, run, val_annotations=val, val_images=tmp_path / "val", verbose=0)
+    log = (run / "train.log").read_text()
     assert f"skipped {tmp_path / 'val' / 'broken.jpg'}: not a readable image" in log
-    assert "epoch 1: val_ap" in log and (tmp_path / "skip" / "best.keras").is_file()
-    with Image.open(tmp_path / "skip" / "panels" / "epoch_001.jpg") as panel:  # all 5, the broken one a blank square
+    assert "epoch 1: val_ap" in log and (run / "best.keras").is_file()
+    with Image.open(run / "panels" / "epoch_001.jpg") as panel:  # all 5, the broken one a blank square
         assert panel.size == (960, 698)
+
+    assert load_config(run / "config.toml") == config
+    model = keras.saving.load_model(run / "last.keras")
+    assert type(model.loss).__name__ == "PyramidLoss"
+    detector = Detector.load(run / "best.keras", score_threshold=0.0)
+    assert detector.codec == config.codec and detector.input_size == 96
+    (found,) = detector.detect([images / "portraits" / "grace_hopper.jpg"])
+    assert found.size == (512, 600) and len(found.boxes)
 
 
 def test_imagenet_weights_offline_say_so_in_one_line(samples, tmp_path, monkeypatch):

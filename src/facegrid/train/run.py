@@ -325,12 +325,13 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        last = self.run_dir / "last.keras"
+        write_atomically(last, self.model.save)
         ap = logs.get("val_ap")
         if ap is not None and ap > self.best_ap:
             self.best_ap = ap
-            write_atomically(self.run_dir / "best.keras", self.model.save)
+            write_atomically(self.run_dir / "best.keras", lambda tmp: shutil.copyfile(last, tmp))  # the same model
             log.info("epoch %d: new best val_ap %.4f, saved best.keras", epoch + 1, ap)
-        write_atomically(self.run_dir / "last.keras", self.model.save)
         state = {"epoch": epoch + 1, "best_ap": self.best_ap}
         if self.early_stopping is not None:
             state["early_stopping"] = self.early_stopping.state
