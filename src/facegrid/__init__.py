@@ -51,6 +51,7 @@ _OWNERS = {
     "PIXEL_OFFSET": "facegrid.model.network",
     "train_detector": "facegrid.train.run",
     "export_model": "facegrid.deploy.export",
+    "export_models": "facegrid.deploy.export",
     # detection and its evaluation
     "Detector": "facegrid.infer.detector",
     "Detections": "facegrid.infer.detector",

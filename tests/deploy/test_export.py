@@ -19,7 +19,7 @@ from facegrid.core import boxes as box_ops
 from facegrid.core.config import Config, load_config, settings_path
 from facegrid.core.errors import ExportError, ModelFileError
 from facegrid.core.resources import bundled_model_path
-from facegrid.deploy.export import export_model, format_for, pick_calibration_images
+from facegrid.deploy.export import export_model, export_models, format_for, pick_calibration_images
 from facegrid.infer.detector import Detector
 from facegrid.infer.inputs import find_images
 from facegrid.infer.runtimes import pyramid_cells
@@ -56,24 +56,21 @@ def photos(samples, wider):
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory, wider):
-    """The bundled model exported to every format (int8 calibrated on 32 WIDER train images).
+    """The bundled model exported to every format in one call (int8 calibrated on 32 WIDER train images).
 
     Session-scoped: a parallel run may hand this file's tests to its worker in
     several parts, and a module fixture would be exported anew for each.
     """
     folder = tmp_path_factory.mktemp("exports")
     train = [path for path, _ in find_images([wider / "WIDER_train" / "images"])]
-    made = {}
-    for format, name in [
-        ("saved_model", "saved"),
-        ("litert", "float.tflite"),
-        ("onnx", "float.onnx"),
-        ("litert-int8", "int8.tflite"),
-    ]:
-        made[format] = export_model(
-            bundled_model_path(), folder / name, format, calibration=train, calibration_images=32
-        )
-    return made
+    formats = {"saved_model": "saved", "litert": "float.tflite", "onnx": "float.onnx", "litert-int8": "int8.tflite"}
+    made = export_models(
+        bundled_model_path(),
+        [(folder / name, format) for format, name in formats.items()],
+        calibration=train,
+        calibration_images=32,
+    )  # one conversion shared by all four
+    return dict(zip(formats, made, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +213,17 @@ def test_an_export_that_fails_says_why_in_one_line(tmp_path):
     config.save(tmp_path / "odd.toml")
     with pytest.raises(ExportError, match="litert export failed: .*Svd"):
         export_model(tmp_path / "odd.keras", tmp_path / "out.tflite")
-    result = CliRunner().invoke(main, ["export", str(tmp_path / "odd.keras"), str(tmp_path / "out.tflite")])
+    result = CliRunner().invoke(
+        main, ["export", str(tmp_path / "odd.keras"), str(tmp_path / "out.keras"), str(tmp_path / "out.tflite")]
+    )
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "Svd" in result.output, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.keras", "odd.toml"]  # nothing half-written left
+    # nothing half-written left, and of several outputs none once one failed (out.keras converts first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.keras", "odd.toml"]
+    result = CliRunner().invoke(
+        main, ["export", str(tmp_path / "odd.keras"), str(tmp_path / "a.keras"), str(tmp_path / "b.keras"),
+               "--format", "keras"]
+    )  # fmt: skip
+    assert result.exit_code == 2 and "give one --format per OUT (2), or none; got 1" in result.output
 
 
 def test_unusable_exported_models_are_refused_in_one_line(tmp_path, samples):

@@ -20,6 +20,8 @@ head's last convolution, which stay float; uint8 input, float outputs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -136,13 +138,15 @@ def _float_layers(float_model: bytes, strides: tuple[int, ...]) -> list[str]:
     return sorted(n for n in names if n.startswith("StatefulPartitionedCall") or any(f"/{m}" in n for m in layers))
 
 
-def _write_litert(saved_model: Path, out: Path, strides: tuple[int, ...], calibration=None) -> None:
+def _float_litert(saved_model: Path) -> bytes:
     import tensorflow as tf
 
-    float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
-    if calibration is None:
-        out.write_bytes(float_model)
-        return
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+
+
+def _int8_litert(saved_model: Path, float_model: bytes, strides: tuple[int, ...], calibration) -> bytes:
+    import tensorflow as tf
+
     int8 = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))  # the graph's input is uint8 already
     int8.optimizations = [tf.lite.Optimize.DEFAULT]
     int8.representative_dataset = calibration
@@ -154,7 +158,7 @@ def _write_litert(saved_model: Path, out: Path, strides: tuple[int, ...], calibr
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=int8, debug_dataset=calibration, debug_options=options
         )
-        out.write_bytes(debugger.get_nondebug_quantized_model())
+        return debugger.get_nondebug_quantized_model()
 
 
 def _write_onnx(saved_model: Path, out: Path) -> None:
@@ -244,18 +248,51 @@ def export_model(
         ExportError: the converter failed (its reason in one line).
         facegrid.core.errors.ModelFileError: ``model_path`` cannot be loaded.
     """
+    (path,) = export_models(
+        model_path,
+        [(out, format)],
+        detect_size=detect_size,
+        fixed_size=fixed_size,
+        calibration=calibration,
+        calibration_images=calibration_images,
+        overwrite=overwrite,
+    )
+    return path
+
+
+def export_models(
+    model_path: str | os.PathLike,
+    outputs: list[tuple[str | os.PathLike, str | None]],
+    *,
+    detect_size: int | None = None,
+    fixed_size: int | None = None,
+    calibration: list[Path] = (),
+    calibration_images: int = CALIBRATION_IMAGES,
+    overwrite: bool = False,
+) -> list[Path]:
+    """:func:`export_model` to several ``(out, format)`` at once: the model loaded, and its graph saved, once.
+
+    The formats other than ``keras`` all start from one SavedModel, and an
+    int8 LiteRT model from the float one, so exporting them together takes
+    about the time of the slowest alone. Nothing is put in place unless every
+    conversion succeeded. Arguments, returns and errors as :func:`export_model`'s.
+    """
     from facegrid.infer.detector import Detector
     from facegrid.model.network import check_settings, load_detector
 
-    out = Path(out)
-    format = format_for(out, format)
+    if not outputs:
+        raise ValueError("nothing to export: name at least one output")
+    outputs = [(Path(out), format_for(out, format)) for out, format in outputs]
+    formats = [format for _, format in outputs]
+    if len({out.resolve() for out, _ in outputs}) < len(outputs):
+        raise ValueError("each output must be named once")
     if fixed_size is not None and (fixed_size < 32 or fixed_size % 32):
         raise ValueError(f"fixed size {fixed_size}: must be a multiple of 32")
-    if fixed_size is not None and format == "keras":
+    if fixed_size is not None and "keras" in formats:
         raise ValueError("a .keras model runs at any input size; a fixed size is for the other formats")
     if detect_size is not None and fixed_size is not None and detect_size != fixed_size:
         raise ValueError(f"detect size {detect_size} differs from the fixed input size {fixed_size}")
-    if format == "litert-int8" and not calibration:
+    if "litert-int8" in formats and not calibration:
         raise ValueError("litert-int8 needs calibration images (a folder of training images)")
     if calibration_images < 1:
         raise ValueError(f"calibration images: need at least 1, got {calibration_images}")
@@ -263,35 +300,40 @@ def export_model(
     if config is None:
         raise PathError(model_path, f"no settings beside it ({settings_path(model_path).name} or config.toml)")
     config = config.replace(detect_size=fixed_size or detect_size)
-    sidecar = settings_path(out)  # shared by NAME.keras and NAME.tflite when their settings agree
-    same_settings = _holds_text(sidecar, config.to_toml())
-    check_outputs(
-        [out] + ([] if same_settings else [sidecar]), [model_path, model_settings_file(model_path)], overwrite
-    )
-    if out.is_dir() and not (out / "saved_model.pb").is_file():
-        raise PathError(out, "a folder that is not a SavedModel: an export replaces only a file or a SavedModel")
+    sidecars = list(dict.fromkeys(settings_path(out) for out, _ in outputs))  # NAME.keras and NAME.tflite share one
+    new_sidecars = [sidecar for sidecar in sidecars if not _holds_text(sidecar, config.to_toml())]
+    check_outputs([out for out, _ in outputs] + new_sidecars, [model_path, model_settings_file(model_path)], overwrite)
+    for out, _ in outputs:
+        if out.is_dir() and not (out / "saved_model.pb").is_file():
+            raise PathError(out, "a folder that is not a SavedModel: an export replaces only a file or a SavedModel")
     model = load_detector(model_path)
     check_settings(model, config, model_path)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".facegrid-export-", dir=out.parent) as work:
-        staged = Path(work) / (out.name if FORMATS[format] else "saved_model")
-        try:
-            _convert(model, config, format, staged, Path(work), fixed_size, calibration, calibration_images, Detector)
-        except (ImportError, ModuleNotFoundError) as error:
-            needs = "tf2onnx: pip install 'facegrid[export]'" if format == "onnx" else str(error)
-            raise ExportError(out, f"{format} export needs {needs}") from None
-        except Exception as error:  # converters raise many unrelated types; the user gets their reason
-            if isinstance(error, PathError):
-                raise
-            raise ExportError(out, f"{format} export failed: {_converter_reason(error)}") from None
-        if out.is_dir():
-            shutil.rmtree(out)
-        os.replace(staged, out)
-    if not same_settings:
+    with contextlib.ExitStack() as stack:
+        staged = []
+        for out, format in outputs:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".facegrid-export-", dir=out.parent)))
+            staged.append(work / (out.name if FORMATS[format] else "saved_model"))
+        conversion = _Conversion(model, config, fixed_size, staged[0].parent, Detector)
+        for (out, format), place in zip(outputs, staged, strict=True):
+            try:
+                conversion.write(format, place, calibration, calibration_images)
+            except (ImportError, ModuleNotFoundError) as error:
+                needs = "tf2onnx: pip install 'facegrid[export]'" if format == "onnx" else str(error)
+                raise ExportError(out, f"{format} export needs {needs}") from None
+            except Exception as error:  # converters raise many unrelated types; the user gets their reason
+                if isinstance(error, PathError):
+                    raise
+                raise ExportError(out, f"{format} export failed: {_converter_reason(error)}") from None
+        for (out, format), place in zip(outputs, staged, strict=True):
+            if out.is_dir():
+                shutil.rmtree(out)
+            os.replace(place, out)
+            log.info("exported %s as %s (%s)", model_path, out, format)
+    for sidecar in new_sidecars:
         config.save(sidecar)
-    log.info("exported %s as %s (%s)", model_path, out, format)
-    return out
+    return [out for out, _ in outputs]
 
 
 def _holds_text(path: Path, text: str) -> bool:
@@ -302,23 +344,48 @@ def _holds_text(path: Path, text: str) -> bool:
         return False
 
 
-def _convert(model, config, format, staged, work, fixed_size, calibration, calibration_images, detector_type):
-    import tensorflow as tf
+class _Conversion:
+    """One model's exports: its SavedModel and float LiteRT model made once, for every format that starts from them."""
 
-    if format == "keras":
-        model.save(staged)
-        return
-    shape = [1, fixed_size, fixed_size, 3] if fixed_size else [None, None, None, 3]
-    signature = [tf.TensorSpec(shape, tf.uint8, name=INPUT_NAME)]
-    graph = deployable_graph(model, config)
-    saved = staged if format == "saved_model" else work / "saved_model"
-    graph.export(str(saved), format="tf_saved_model", input_signature=signature, verbose=False)
-    if format == "onnx":
-        _write_onnx(saved, staged)
-    elif format == "litert":
-        _write_litert(saved, staged, config.strides)
-    elif format == "litert-int8":
-        detector = detector_type.for_config(model, config)
-        images = pick_calibration_images(calibration, calibration_images, config.seed)
-        log.info("calibrating int8 ranges on %d image(s)", len(images))
-        _write_litert(saved, staged, config.strides, lambda: _calibration_batches(detector, images, fixed_size))
+    def __init__(self, model, config: Config, fixed_size: int | None, work: Path, detector_type):
+        self.model, self.config, self.fixed_size, self.work = model, config, fixed_size, work
+        self.detector_type = detector_type
+        self._saved = None
+        self._float = None
+
+    def write(self, format: str, staged: Path, calibration, calibration_images: int) -> None:
+        """``staged`` written in ``format``."""
+        if format == "keras":
+            self.model.save(staged)
+        elif format == "saved_model":
+            shutil.copytree(self.saved_model(), staged)
+        elif format == "onnx":
+            _write_onnx(self.saved_model(), staged)
+        elif format == "litert":
+            staged.write_bytes(self.float_litert())
+        else:  # litert-int8
+            config, fixed = self.config, self.fixed_size
+            detector = self.detector_type.for_config(self.model, config)
+            images = pick_calibration_images(calibration, calibration_images, config.seed)
+            log.info("calibrating int8 ranges on %d image(s)", len(images))
+            batches = functools.partial(_calibration_batches, detector, images, fixed)
+            staged.write_bytes(_int8_litert(self.saved_model(), self.float_litert(), config.strides, batches))
+
+    def saved_model(self) -> Path:
+        """The graph of the non-Keras formats as a SavedModel in the work folder, exported the first time asked."""
+        if self._saved is None:
+            import tensorflow as tf
+
+            shape = [1, self.fixed_size, self.fixed_size, 3] if self.fixed_size else [None, None, None, 3]
+            signature = [tf.TensorSpec(shape, tf.uint8, name=INPUT_NAME)]
+            saved = self.work / "shared_saved_model"
+            deployable_graph(self.model, self.config).export(
+                str(saved), format="tf_saved_model", input_signature=signature, verbose=False
+            )
+            self._saved = saved
+        return self._saved
+
+    def float_litert(self) -> bytes:
+        if self._float is None:
+            self._float = _float_litert(self.saved_model())
+        return self._float
