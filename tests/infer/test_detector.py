@@ -242,3 +242,28 @@ def test_bundled_model_finds_each_sample_face_once_and_nothing_on_the_rocket(sam
         assert len(result.boxes) == len(truth), result.path  # every face once, the rocket empty
         if len(truth):
             assert box_ops.iou(result.boxes, truth).max() >= 0.5 and result.scores.min() >= 0.6, result.path
+
+
+def test_size_sets_the_detection_size_and_v_says_the_runtime(tiny_pyramid, samples):
+    import os
+    import subprocess
+    import sys
+
+    photo = samples / "images" / "portraits" / "astronaut.png"
+    model = tiny_pyramid / "tiny.tflite"
+    done = subprocess.run(
+        [sys.executable, "-m", "facegrid.cli", "-v", "detect", "--model", str(model), "--size", "96", str(photo)],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{model}: LiteRT, detecting at 96 pixels (longer side), score threshold 0.5" in done.stderr
+    assert Detector.load(model, input_size=96).input_size == 96
+    for command in (["detect", str(photo)], ["val", str(model), "--data", str(samples)]):
+        refused = CliRunner().invoke(main, [*command, "--size", "100"])
+        assert refused.exit_code == 2
+        assert "Invalid value for '--size': must be a multiple of 32, got 100" in refused.stderr, refused.output
+    with pytest.raises(ValueError, match="the detection size must be a multiple of 32, got 40"):
+        Detector.load(model, input_size=40)

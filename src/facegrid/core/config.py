@@ -106,6 +106,12 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+def check_input_side(name: str, side: int, allow_zero: bool = False) -> None:
+    """Refuse a network input side that is not a multiple of 32 (the coarsest stride), naming it ``name``."""
+    if side % 32 or side < (0 if allow_zero else 32):
+        raise ValueError(f"{name} must be a multiple of 32, got {side}")
+
+
 def check_crop_scale(crop_scale: tuple[float, float]) -> None:
     """Refuse a ``crop_scale`` that is no range of fractions: ``0 < low <= high <= 1``.
 
@@ -299,8 +305,7 @@ class Config:
                 f"choose one of {sorted(strides)} (input_size / 32, / 16 or / 8)"
             )
         for name in ("input_size", "detect_size"):
-            if getattr(self, name) % 32:
-                raise ValueError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
+            check_input_side(name, getattr(self, name), allow_zero=name == "detect_size")
         check_crop_scale(self.crop_scale)
         _check_choice("pipeline", self.pipeline, PIPELINES)
         if self.data_service and self.pipeline != TF_OPS_PIPELINE:

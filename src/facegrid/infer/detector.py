@@ -27,7 +27,7 @@ import numpy as np
 
 from facegrid.core import boxes as box_ops
 from facegrid.core.codec import GridCodec, PyramidCodec
-from facegrid.core.config import Config, model_config, settings_path
+from facegrid.core.config import Config, check_input_side, model_config, settings_path
 from facegrid.core.errors import ImageError, ModelFileError
 from facegrid.core.resources import bundled_model_path
 from facegrid.data.geometry import fitted_pixels, input_pixels, load_fitted, load_input
@@ -127,6 +127,8 @@ class Detector:
             threads: CPU threads of an exported model's runtime (default: all
                 cores); a Keras model runs on TensorFlow's own threads.
         """
+        if input_size is not None:
+            check_input_side("the detection size", input_size)
         path = Path(path) if path is not None else bundled_model_path()
         config = model_config(path)
         if is_exported(path):
@@ -138,7 +140,9 @@ class Detector:
                 if input_size not in (None, side):
                     raise ValueError(f"{path}: exported for {side} x {side} inputs only, not {input_size}")
                 input_size = side
-            return cls.for_config(model, config, input_size, score_threshold, nms_iou, **kwargs)
+            return cls._loaded(
+                path, model.RUNTIME, cls.for_config(model, config, input_size, score_threshold, nms_iou, **kwargs)
+            )
         from facegrid.model.network import check_settings, load_detector
 
         model = load_detector(path)
@@ -152,7 +156,7 @@ class Detector:
             if model.input_shape[1] is None:
                 raise ValueError(f"{path}: no configuration beside it says its input size; pass input_size")
             input_size = int(model.input_shape[1])
-        return cls.for_config(
+        detector = cls.for_config(
             model,
             config or Config(),
             input_size=input_size,
@@ -160,6 +164,18 @@ class Detector:
             nms_iou=nms_iou,
             **kwargs,
         )
+        return cls._loaded(path, "Keras on TensorFlow", detector)
+
+    @staticmethod
+    def _loaded(path: Path, runtime: str, detector: Detector) -> Detector:
+        log.info(
+            "%s: %s, detecting at %d pixels (longer side), score threshold %g",
+            path,
+            runtime,
+            detector.input_size,
+            detector.score_threshold,
+        )
+        return detector
 
     @classmethod
     def for_config(

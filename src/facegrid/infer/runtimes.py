@@ -83,6 +83,9 @@ class ExportedModel:
         batch_fixed: the model takes one image at a time.
     """
 
+    #: The runtime's name, as ``-v`` reports it.
+    RUNTIME = ""
+
     def __init__(self, path: Path, strides: tuple[int, ...], input_shape, names):
         self.path, self.strides = path, tuple(strides)
         if set(names) != set(output_names(self.strides)):
@@ -152,6 +155,8 @@ class LiteRTModel(ExportedModel):
     #: Input sizes an interpreter is kept planned for.
     PLANNED_SIZES = 16
 
+    RUNTIME = "LiteRT"
+
     def __init__(self, path: str | os.PathLike, strides: tuple[int, ...], threads: int | None = None):
         path = Path(path)
         try:
@@ -197,6 +202,8 @@ class LiteRTModel(ExportedModel):
 class OnnxModel(ExportedModel):
     """A ``.onnx`` model run by ONNX Runtime on the CPU."""
 
+    RUNTIME = "ONNX Runtime"
+
     def __init__(self, path: str | os.PathLike, strides: tuple[int, ...], threads: int | None = None):
         path = Path(path)
         try:
@@ -222,6 +229,8 @@ class OnnxModel(ExportedModel):
 
 class SavedModel(ExportedModel):
     """A TensorFlow SavedModel folder, run through its ``serving_default`` signature (on TensorFlow's threads)."""
+
+    RUNTIME = "TensorFlow (SavedModel)"
 
     def __init__(self, path: str | os.PathLike, strides: tuple[int, ...]):
         import tensorflow as tf
