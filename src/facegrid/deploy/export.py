@@ -33,11 +33,12 @@ import numpy as np
 
 from facegrid.core.config import (
     Config,
+    load_config,
     model_config,
     model_settings_file,
     settings_path,
 )
-from facegrid.core.errors import ExportError, PathError
+from facegrid.core.errors import ExportError, PathError, SettingsError
 from facegrid.core.files import check_outputs
 from facegrid.infer.runtimes import GRID_OUTPUT, INPUT_NAME, box_output, score_output
 
@@ -301,7 +302,7 @@ def export_models(
         raise PathError(model_path, f"no settings beside it ({settings_path(model_path).name} or config.toml)")
     config = config.replace(detect_size=fixed_size or detect_size)
     sidecars = list(dict.fromkeys(settings_path(out) for out, _ in outputs))  # NAME.keras and NAME.tflite share one
-    new_sidecars = [sidecar for sidecar in sidecars if not _holds_text(sidecar, config.to_toml())]
+    new_sidecars = [sidecar for sidecar in sidecars if not _holds_settings(sidecar, config)]
     check_outputs([out for out, _ in outputs] + new_sidecars, [model_path, model_settings_file(model_path)], overwrite)
     for out, _ in outputs:
         if out.is_dir() and not (out / "saved_model.pb").is_file():
@@ -336,11 +337,12 @@ def export_models(
     return [out for out, _ in outputs]
 
 
-def _holds_text(path: Path, text: str) -> bool:
-    """Whether ``path`` is a file holding exactly ``text`` (UTF-8)."""
+def _holds_settings(path: Path, config: Config) -> bool:
+    """Whether ``path`` is a settings file saying ``config`` (however written: an older release's file has fewer
+    keys), so that it can be shared rather than rewritten."""
     try:
-        return path.is_file() and path.read_bytes() == text.encode("utf-8")
-    except OSError:
+        return path.is_file() and load_config(path) == config
+    except (SettingsError, OSError):
         return False
 
 
