@@ -9,7 +9,7 @@ original pixels: decode, resize, network, decode and NMS.
     python benchmarks/wider_eval.py [--model PATH] [--compare OLD.keras ...] [--threads 1]
         [--yunet ../shared/anchors/yunet_n_320_320.onnx] [--no-haar]
 
-Rows: facegrid (the bundled model unless --model, at its detection size, or
+Rows: facegrid (the default model unless --model, at its detection size, or
 --input-size), each --compare model, YuNet-n @ 320 (longer side resized to
 320 with INTER_AREA, boxes scaled back) and at original size when its ONNX
 file is at hand (it is a yardstick: never shipped), and the Haar cascade
@@ -35,8 +35,8 @@ DEFAULT_YUNET = SHARED / "anchors" / "yunet_n_320_320.onnx"
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a .keras detector (default: the bundled model)")
-    parser.add_argument("--compare", action="append", default=[], help="another .keras detector to run too")
+    parser.add_argument("--model", help="a .keras detector or an export (default: what detection runs by default)")
+    parser.add_argument("--compare", action="append", default=[], help="another detector to run too")
     parser.add_argument("--wider", default=os.environ.get("FACEGRID_WIDER", DEFAULT_WIDER), type=Path)
     parser.add_argument("--yunet", default=DEFAULT_YUNET, type=Path, help="YuNet-n's ONNX file (skipped if absent)")
     parser.add_argument("--threads", type=int, default=0, help="threads for every detector (0: all cores)")
@@ -94,14 +94,17 @@ class YuNet:
 
 
 class Facegrid:
-    """A facegrid detector through its Keras path, at a score threshold low enough for the whole PR curve."""
+    """A facegrid detector (Keras or an export), at a score threshold low enough for the whole PR curve."""
 
-    def __init__(self, path: str | None, input_size: int | None, label: str):
+    def __init__(self, path: str | None, input_size: int | None, label: str, threads: int | None):
         from facegrid.infer.detector import Detector
+        from facegrid.infer.runtimes import is_exported
 
-        self.detector = Detector.load(path, input_size=input_size, score_threshold=0.01)
+        options = {"threads": threads} if path is None or is_exported(path) else {}  # Keras: TensorFlow's threads
+        self.detector = Detector.load(path, input_size=input_size, score_threshold=0.01, **options)
         layout = "pyramid" if self.detector.codec is not None else "single grid"
-        self.name = f"facegrid {label} ({layout}, {self.detector.input_size})"
+        runtime = getattr(self.detector.model, "RUNTIME", "Keras")
+        self.name = f"facegrid {label} ({layout}, {self.detector.input_size}, {runtime})"
 
     def __call__(self, path: Path):
         (found,) = self.detector.detect([path])
@@ -132,8 +135,10 @@ def main() -> int:
     ground_truth = load_wider_ground_truth(val_ground_truth(args.wider))
     out = args.out or Path(tempfile.mkdtemp(prefix="facegrid-eval-"))
 
-    detectors = [Facegrid(args.model, args.input_size, "bundled" if args.model is None else Path(args.model).name)]
-    detectors += [Facegrid(path, None, Path(path).name) for path in args.compare]
+    threads = args.threads or None
+    label = "default" if args.model is None else Path(args.model).name
+    detectors = [Facegrid(args.model, args.input_size, label, threads)]
+    detectors += [Facegrid(path, None, Path(path).name, threads) for path in args.compare]
     if args.yunet.is_file():
         detectors += [YuNet(args.yunet, 320), YuNet(args.yunet, None)]
     else:

@@ -434,14 +434,21 @@ def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp
     assert plot.stat().st_size > 0
     assert val.stderr.startswith("10 image(s): ") and val.stderr.rstrip().endswith(" images/s")
 
+    keras_model = ["--model", "src/facegrid/models/facegrid-wider.keras"]  # detect's default is the int8 export
     detected = run(
-        "detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "pred", "--batch-size", 1
+        "detect",
+        data / "WIDER_val" / "images",
+        *keras_model,
+        "--wider-submission",
+        tmp_path / "pred",
+        "--batch-size",
+        1,
     )  # val's default: each image at its own input
     assert detected.exit_code == 0, detected.output
     scored = run("evaluate", tmp_path / "pred", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
     assert json.loads(scored.stdout) == report  # the same images, boxes and AP, to the last bit
 
-    batched = run("detect", data / "WIDER_val" / "images", "--wider-submission", tmp_path / "batched")
+    batched = run("detect", data / "WIDER_val" / "images", *keras_model, "--wider-submission", tmp_path / "batched")
     assert batched.exit_code == 0, batched.output
     scored = run("evaluate", tmp_path / "batched", "--ground-truth", data / "eval_tools" / "ground_truth", "--json")
     explicit = run(

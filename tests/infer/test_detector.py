@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from facegrid.cli import main
 from facegrid.core.codec import PyramidCodec
 from facegrid.core.config import Config
+from facegrid.core.resources import bundled_int8_model_path, bundled_model_path, default_model_path
 from facegrid.infer.detector import Detector
 from facegrid.model.network import build_detector
 from facegrid.wider.annotations import read_annotations
@@ -230,10 +231,12 @@ def test_pyramid_detector_keeps_the_aspect_ratio(tmp_path, samples):
         Detector.load(tmp_path / "pyramid.keras")
 
 
-def test_bundled_model_finds_each_sample_face_once_and_nothing_on_the_rocket(samples):
+@pytest.mark.parametrize("model", ["keras", "int8"])
+def test_bundled_model_finds_each_sample_face_once_and_nothing_on_the_rocket(samples, model):
     from facegrid.core import boxes as box_ops
 
-    detector = Detector.load()  # the bundled model, at its own detection size and threshold
+    path = bundled_model_path() if model == "keras" else bundled_int8_model_path()
+    detector = Detector.load(path)  # at its own detection size and threshold
     assert detector.codec is not None and detector.input_size == 416
     index = read_annotations(samples / "faces_bbx_gt.txt")
     found = detector.detect([samples / "images" / p for p in index.paths.tolist()])
@@ -267,3 +270,19 @@ def test_size_sets_the_detection_size_and_v_says_the_runtime(tiny_pyramid, sampl
         assert "Invalid value for '--size': must be a multiple of 32, got 100" in refused.stderr, refused.output
     with pytest.raises(ValueError, match="the detection size must be a multiple of 32, got 40"):
         Detector.load(model, input_size=40)
+
+
+def test_detection_runs_the_int8_bundled_model_where_litert_is_installed(monkeypatch):
+    import importlib.util
+
+    import facegrid.core.resources
+
+    assert default_model_path() == bundled_int8_model_path()  # the test environment has LiteRT
+    assert Detector.load().model.RUNTIME == "LiteRT"
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        facegrid.core.resources.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "ai_edge_litert" else find_spec(name, *args),
+    )
+    assert default_model_path() == bundled_model_path()

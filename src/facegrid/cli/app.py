@@ -183,11 +183,12 @@ def notice(line: str) -> None:
 
 
 def load_detector(model_path, **detector_settings):
-    """The detector of ``model_path`` (the bundled model if None); TensorFlow loads only for a Keras model."""
+    """The detector of ``model_path`` (the default model if None); TensorFlow loads only for a Keras model."""
+    from facegrid.core.resources import default_model_path
     from facegrid.infer.detector import Detector
     from facegrid.infer.runtimes import is_exported
 
-    if model_path is None or not is_exported(model_path):
+    if not is_exported(model_path or default_model_path()):
         import_tensorflow()
     try:
         with quiet_stderr():  # LiteRT's native notice that XNNPACK is on

@@ -29,7 +29,7 @@ from facegrid.core import boxes as box_ops
 from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import Config, check_input_side, model_config, settings_path
 from facegrid.core.errors import ImageError, ModelFileError
-from facegrid.core.resources import bundled_model_path
+from facegrid.core.resources import default_model_path
 from facegrid.data.geometry import fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.infer.runtimes import is_exported, load_exported
 
@@ -82,7 +82,7 @@ class Detector:
             (at a low score threshold a pyramid leaves a thousand or more).
 
     Example:
-        >>> detector = Detector.load()  # the bundled model  # doctest: +SKIP
+        >>> detector = Detector.load()  # the bundled model (int8 LiteRT where installed)  # doctest: +SKIP
         >>> [d.boxes for d in detector.detect(["group.jpg"])]  # doctest: +SKIP
     """
 
@@ -112,7 +112,8 @@ class Detector:
         threads: int | None = None,
         **kwargs,
     ) -> Detector:
-        """Load a detector: a ``.keras`` model (the bundled one when ``path`` is None) or an export.
+        """Load a detector: a ``.keras`` model or an export; when ``path`` is None, the bundled one
+        (:func:`~facegrid.core.resources.default_model_path`: int8 LiteRT where LiteRT is installed, else Keras).
 
         Exports (``.tflite``, ``.onnx``, a SavedModel folder; see
         :mod:`facegrid.deploy.export`) run through their own runtime
@@ -129,7 +130,7 @@ class Detector:
         """
         if input_size is not None:
             check_input_side("the detection size", input_size)
-        path = Path(path) if path is not None else bundled_model_path()
+        path = Path(path) if path is not None else default_model_path()
         config = model_config(path)
         if is_exported(path):
             if config is None:

@@ -108,12 +108,12 @@ def plan_detection(
         facegrid.core.errors.VideoError: a video that cannot be read, under ``"raise"``.
     """
     from facegrid.core.config import model_settings_file
-    from facegrid.core.resources import bundled_model_path
+    from facegrid.core.resources import default_model_path
 
     found = find_images(inputs, videos=True)
     keys = submission_keys(found) if wider_submission is not None else [None] * len(found)
     targets = [Path(out) / name for name in annotated_names(found)] if out is not None else [None] * len(found)
-    model = Path(model) if model is not None else bundled_model_path()
+    model = Path(model) if model is not None else default_model_path()
     check_outputs(
         [target for target in targets if target is not None]
         + [result_path(wider_submission, key) for key in keys if key is not None],
