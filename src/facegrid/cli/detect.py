@@ -45,7 +45,7 @@ def _detection_size(context, parameter, size: int | None) -> int | None:
     "model_path",
     type=click.Path(path_type=Path),
     help="A .keras detector, or an export of one (.tflite, .onnx: no TensorFlow needed; a SavedModel "
-    "folder), its settings beside it [default: the bundled model].",
+    "folder), its settings beside it [default: the bundled model, int8 LiteRT where LiteRT is installed].",
 )
 @click.option("--size", type=click.IntRange(32), callback=_detection_size, help=SIZE_HELP)
 @click.option(
