@@ -103,8 +103,7 @@ class Facegrid:
         options = {"threads": threads} if path is None or is_exported(path) else {}  # Keras: TensorFlow's threads
         self.detector = Detector.load(path, input_size=input_size, score_threshold=0.01, **options)
         layout = "pyramid" if self.detector.codec is not None else "single grid"
-        runtime = getattr(self.detector.model, "RUNTIME", "Keras")
-        self.name = f"facegrid {label} ({layout}, {self.detector.input_size}, {runtime})"
+        self.name = f"facegrid {label} ({layout}, {self.detector.input_size}, {self.detector.runtime})"
 
     def __call__(self, path: Path):
         (found,) = self.detector.detect([path])

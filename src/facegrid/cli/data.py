@@ -120,18 +120,14 @@ def serve(dispatcher_port, dispatcher_address, port, host, work_dir, wait) -> No
             while True:
                 time.sleep(3600)  # a signal's handler runs here at once, where join() would block in C++
         except KeyboardInterrupt:
-            if server is not None and (cut_short := _stop(server)):
-                click.echo(f"stopped (the server's own stop was cut short after {cut_short:g} s)", err=True)
-                sys.stderr.flush()
-                os._exit(0)  # what is left of TensorFlow's stop would otherwise run again, and wait, at exit
+            if server is not None:
+                from facegrid.scale import service
+
+                if not service.stop(server):
+                    click.echo(f"stopped (the server's own stop was cut short after {service.STOP_WAIT:g} s)", err=True)
+                    sys.stderr.flush()
+                    os._exit(0)  # what is left of TensorFlow's stop would otherwise run again, and wait, at exit
             click.echo("stopped", err=True)
-
-
-def _stop(server) -> float | None:
-    """None once ``server`` has stopped; else the seconds waited for it."""
-    from facegrid.scale import service
-
-    return None if service.stop(server) else service.STOP_WAIT
 
 
 def _serving(server, dispatcher_address, host) -> str:

@@ -47,7 +47,7 @@ def _detection_size(context, parameter, size: int | None) -> int | None:
     help="A .keras detector, or an export of one (.tflite, .onnx: no TensorFlow needed; a SavedModel "
     "folder), its settings beside it [default: the bundled model, int8 LiteRT where LiteRT is installed].",
 )
-@click.option("--size", type=click.IntRange(32), callback=_detection_size, help=SIZE_HELP)
+@click.option("--size", type=int, callback=_detection_size, help=SIZE_HELP)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Write annotated images (and videos) here."
 )
@@ -254,7 +254,7 @@ def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: 
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help=f"The official ground truth folder [default: DATA/{GROUND_TRUTH_FOLDER}].",
 )
-@click.option("--size", type=click.IntRange(32), callback=_detection_size, help=SIZE_HELP)
+@click.option("--size", type=int, callback=_detection_size, help=SIZE_HELP)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the precision-recall curves.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option(

@@ -33,6 +33,7 @@ import numpy as np
 
 from facegrid.core.config import (
     Config,
+    check_input_side,
     load_config,
     model_config,
     model_settings_file,
@@ -287,8 +288,8 @@ def export_models(
     formats = [format for _, format in outputs]
     if len({out.resolve() for out, _ in outputs}) < len(outputs):
         raise ValueError("each output must be named once")
-    if fixed_size is not None and (fixed_size < 32 or fixed_size % 32):
-        raise ValueError(f"fixed size {fixed_size}: must be a multiple of 32")
+    if fixed_size is not None:
+        check_input_side("a fixed size", fixed_size)
     if fixed_size is not None and "keras" in formats:
         raise ValueError("a .keras model runs at any input size; a fixed size is for the other formats")
     if detect_size is not None and fixed_size is not None and detect_size != fixed_size:
@@ -360,7 +361,7 @@ class _Conversion:
         if format == "keras":
             self.model.save(staged)
         elif format == "saved_model":
-            shutil.copytree(self.saved_model(), staged)
+            self.saved_model(staged)
         elif format == "onnx":
             _write_onnx(self.saved_model(), staged)
         elif format == "litert":
@@ -373,18 +374,21 @@ class _Conversion:
             batches = functools.partial(_calibration_batches, detector, images, fixed)
             staged.write_bytes(_int8_litert(self.saved_model(), self.float_litert(), config.strides, batches))
 
-    def saved_model(self) -> Path:
-        """The graph of the non-Keras formats as a SavedModel in the work folder, exported the first time asked."""
+    def saved_model(self, place: Path | None = None) -> Path:
+        """The graph of the non-Keras formats as a SavedModel, exported the first time asked: at ``place`` if
+        given (a SavedModel output's own), else in the work folder. The other formats convert from it."""
         if self._saved is None:
             import tensorflow as tf
 
             shape = [1, self.fixed_size, self.fixed_size, 3] if self.fixed_size else [None, None, None, 3]
             signature = [tf.TensorSpec(shape, tf.uint8, name=INPUT_NAME)]
-            saved = self.work / "shared_saved_model"
+            saved = place or self.work / "saved_model_for_conversions"
             deployable_graph(self.model, self.config).export(
                 str(saved), format="tf_saved_model", input_signature=signature, verbose=False
             )
             self._saved = saved
+        elif place is not None:
+            shutil.copytree(self._saved, place)
         return self._saved
 
     def float_litert(self) -> bytes:

@@ -141,9 +141,7 @@ class Detector:
                 if input_size not in (None, side):
                     raise ValueError(f"{path}: exported for {side} x {side} inputs only, not {input_size}")
                 input_size = side
-            return cls._loaded(
-                path, model.RUNTIME, cls.for_config(model, config, input_size, score_threshold, nms_iou, **kwargs)
-            )
+            return cls._loaded(path, cls.for_config(model, config, input_size, score_threshold, nms_iou, **kwargs))
         from facegrid.model.network import check_settings, load_detector
 
         model = load_detector(path)
@@ -165,18 +163,23 @@ class Detector:
             nms_iou=nms_iou,
             **kwargs,
         )
-        return cls._loaded(path, "Keras on TensorFlow", detector)
+        return cls._loaded(path, detector)
 
     @staticmethod
-    def _loaded(path: Path, runtime: str, detector: Detector) -> Detector:
+    def _loaded(path: Path, detector: Detector) -> Detector:
         log.info(
             "%s: %s, detecting at %d pixels (longer side), score threshold %g",
             path,
-            runtime,
+            detector.runtime,
             detector.input_size,
             detector.score_threshold,
         )
         return detector
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: LiteRT, ONNX Runtime, TensorFlow (SavedModel), or Keras on TensorFlow."""
+        return getattr(self.model, "RUNTIME", "Keras on TensorFlow")
 
     @classmethod
     def for_config(
