@@ -118,7 +118,9 @@ def serve(dispatcher_port, dispatcher_address, port, host, work_dir, wait) -> No
             server = _start_server(dispatcher_port, dispatcher_address, port, host, work_dir, wait)
             click.echo(_serving(server, dispatcher_address, host), err=True)
             while True:
-                time.sleep(3600)  # a signal's handler runs here at once, where join() would block in C++
+                # in slices: a signal may reach one of TensorFlow's threads, and a sleep wakes early only for a
+                # signal of its own thread; Python runs the handler once this thread is back (join() never is)
+                time.sleep(0.5)
         except KeyboardInterrupt:
             if server is not None:
                 from facegrid.scale import service
