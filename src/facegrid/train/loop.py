@@ -140,7 +140,7 @@ class TrainingLoop:
     def run_step(self, iterator) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One global step on ``iterator``'s next distributed batch: ``(score, box, images)``, summed over replicas."""
         if self._step is None:
-            self._step = tf.function(self._global_step)
+            self._step = tf.function(self._global_step, autograph=False)
         return self._step(iterator)
 
     def _global_step(self, iterator):
