@@ -17,10 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from facegrid.core.config import load_config
 from facegrid.wider.annotations import read_annotations, write_annotations
+from facegrid.wider.index import holdout_split
 
 SETTINGS = Path(__file__).resolve().parents[1] / "src" / "facegrid" / "models" / "facegrid-wider.toml"
 
@@ -44,11 +43,11 @@ def main() -> int:
     from facegrid.train.run import train_detector
 
     index = read_annotations(args.wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
-    order = np.random.default_rng(args.seed).permutation(len(index))
+    rest, held = holdout_split(index, args.holdout, args.seed)
     split = args.run.parent / f"{args.run.name}-split"
     split.mkdir(parents=True, exist_ok=True)
-    write_annotations(index.take(np.sort(order[args.holdout :])), split / "train_bbx_gt.txt")
-    write_annotations(index.take(np.sort(order[: args.holdout])), split / "holdout_bbx_gt.txt")
+    write_annotations(rest, split / "train_bbx_gt.txt")
+    write_annotations(held, split / "holdout_bbx_gt.txt")
     config = load_config(SETTINGS, backbone_weights=args.backbone, epochs=args.epochs)
     images = args.wider / "WIDER_train" / "images"
     train_detector(

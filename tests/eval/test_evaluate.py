@@ -6,6 +6,7 @@ Modules: ``facegrid.eval.protocol``, ``facegrid.eval.ap``, ``facegrid.eval.plots
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -493,6 +494,11 @@ class TableDetector:
 
     def __init__(self, table):
         self.table, self.calls, self.score_threshold = table, [], 0.5
+
+    def floored(self, raw_floor):  # its scores are raw ones
+        floored = copy.copy(self)
+        floored.score_threshold = raw_floor
+        return floored
 
     def detect(self, paths, batch_size=8, on_unreadable=None):
         self.calls.append((len(paths), batch_size, self.score_threshold))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from facegrid.core.boxes import from_wider
 from facegrid.wider.annotations import read_annotations
-from facegrid.wider.index import ATTRIBUTE_MAX, ATTRIBUTES, FaceFilter, Index, Note
+from facegrid.wider.index import ATTRIBUTE_MAX, ATTRIBUTES, FaceFilter, Index, Note, holdout_split
 
 
 def make_index(faces_per_image, boxes, attributes=None) -> Index:
@@ -177,3 +177,18 @@ def test_take_selects_images_with_all_their_faces(tmp_path):
     assert picked.face_lines.tolist() == [10, 3, 4, 10]
     assert format_annotations(index.take([0, 1, 2])) == path.read_text()
     assert len(index.take([])) == 0 and index.take([]).num_faces == 0
+
+
+def test_a_holdout_split_is_seeded_disjoint_and_in_file_order():
+    index = make_index([1, 0, 2, 1, 1], [[k, 0, 5, 5] for k in range(5)])
+    rest, held = holdout_split(index, 2, seed=0)
+    assert len(held) == 2 and len(rest) == 3
+    assert sorted(rest.paths.tolist() + held.paths.tolist()) == sorted(index.paths.tolist())
+    assert rest.paths.tolist() == sorted(rest.paths.tolist()) and held.paths.tolist() == sorted(held.paths.tolist())
+    assert rest.num_faces + held.num_faces == index.num_faces  # each image with its faces
+    again, _ = holdout_split(index, 2, seed=0)
+    assert again.paths.tolist() == rest.paths.tolist()
+    assert {tuple(holdout_split(index, 2, seed=s)[1].paths) for s in range(20)} != {tuple(held.paths)}
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match=f"a hold-out of {bad} image"):
+            holdout_split(index, bad)

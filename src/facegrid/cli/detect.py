@@ -62,8 +62,8 @@ def _detection_size(context, parameter, size: int | None) -> int | None:
 @click.option(
     "--wider-submission",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also write the official WIDER FACE result files (every box down to score 0.01) "
-    "as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).",
+    help="Also write the official WIDER FACE result files (every box down to raw score 0.01, before the "
+    "model's score calibration) as DIR/<event>/<name>.txt, for images at INPUT/<event>/<name> (INPUT a folder).",
 )
 @click.option(
     "--batch-size",
@@ -278,7 +278,7 @@ def val(model, data, images, ground_truth, size, plot, as_json, batch_size, thre
     """Detect in the WIDER FACE validation images and score MODEL with the official protocol, in one step.
 
     MODEL is a .keras detector or an export (.tflite and .onnx run without
-    TensorFlow). Every box down to score 0.01 counts, as in a submission:
+    TensorFlow). Every box down to raw score 0.01 counts, as in a submission:
     the AP equals that of evaluate --ground-truth on the result files detect
     --wider-submission --batch-size N writes for the same images, on the
     images present. Nothing is written but the --plot.
@@ -300,7 +300,7 @@ def val(model, data, images, ground_truth, size, plot, as_json, batch_size, thre
         check_figure_path(plot, [*images.rglob("*"), model, model_settings_file(model)], overwrite)
     chosen = validation_set(images, ground_truth)  # a wrong folder costs nothing yet
     detector = load_detector(model, input_size=size, threads=threads)
-    progress = Progress(len(chosen.images), "image", boxes=f"boxes scoring {SCORE_FLOOR:g} or more")
+    progress = Progress(len(chosen.images), "image", boxes=f"boxes of raw score {SCORE_FLOOR:g} or more")
     found = detect_at_floor(detector, chosen.images, batch_size, progress=lambda dets: progress.count(len(dets.scores)))
     progress.close()
     result = wider_scores(chosen.keys, found, chosen.ground_truth)

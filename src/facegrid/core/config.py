@@ -28,6 +28,7 @@ from pathlib import Path
 import tomli_w
 
 from facegrid.core.errors import SettingsError
+from facegrid.core.scores import ScoreCalibration
 
 #: Strides a pyramid level can have: where MobileNetV2 offers a feature map.
 TAPS_BY_STRIDE = (8, 16, 32)
@@ -242,6 +243,12 @@ class Config:
     ``nms_iou`` and a 0.01 score floor, to count the whole precision-recall curve):
         score_threshold: keep detections scoring at least this.
         nms_iou: suppress boxes overlapping a better one by more than this IoU.
+        score_calibration: ``[slope, offset]`` of the map from the network's raw
+            scores to the scores detection reports
+            (:class:`~facegrid.core.scores.ScoreCalibration`): ``[1, 0]``
+            reports raw scores; a fitted one
+            (:func:`facegrid.eval.calibration.fit_calibration`) reports the chance
+            that a detection is a face, which ``score_threshold`` is then in.
     """
 
     input_size: int = 224
@@ -284,6 +291,7 @@ class Config:
 
     score_threshold: float = 0.5
     nms_iou: float = 0.4
+    score_calibration: tuple[float, float] = (1.0, 0.0)
 
     def __post_init__(self):
         if self.strides:
@@ -328,6 +336,9 @@ class Config:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.panels_every < 0:
             raise ValueError(f"panels_every must be >= 0 (0 disables the panels), got {self.panels_every}")
+        if len(self.score_calibration) != 2:
+            raise ValueError(f"score_calibration must be [slope, offset], got {list(self.score_calibration)}")
+        ScoreCalibration(*self.score_calibration)
         if self.backbone_weights == BUNDLED_IMAGENET and (self.alpha, self.backbone_style) != (1.0, "torchvision"):
             asked = " with ".join(
                 [f"alpha {self.alpha}"] * (self.alpha != 1.0)
@@ -364,6 +375,11 @@ class Config:
         from facegrid.core.codec import codec_for
 
         return codec_for(self.strides, self.grid_size)
+
+    @property
+    def calibration(self) -> ScoreCalibration:
+        """The map from the network's raw scores to reported ones (``score_calibration``)."""
+        return ScoreCalibration(*self.score_calibration)
 
     @property
     def detection_input_size(self) -> int:

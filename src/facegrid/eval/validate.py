@@ -21,7 +21,6 @@ list), detects and scores.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,8 +98,7 @@ def detect_at_floor(
     Raises:
         facegrid.core.errors.ImageError: an image cannot be read (without ``on_unreadable``).
     """
-    floored = copy.copy(detector)
-    floored.score_threshold = SCORE_FLOOR
+    floored = detector.floored(SCORE_FLOOR)
     found: list[Detections | None] = []
     for start in range(0, len(images), batch_size):
         results = floored.detect(images[start : start + batch_size], batch_size=batch_size, on_unreadable=on_unreadable)

@@ -17,6 +17,7 @@ Nothing here imports TensorFlow unless a Keras model or a SavedModel is loaded.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from facegrid.core.codec import GridCodec, PyramidCodec
 from facegrid.core.config import Config, check_input_side, model_config, settings_path
 from facegrid.core.errors import ImageError, ModelFileError
 from facegrid.core.resources import default_model_path
+from facegrid.core.scores import RAW_SCORES, ScoreCalibration
 from facegrid.data.geometry import fitted_pixels, input_pixels, load_fitted, load_input
 from facegrid.infer.runtimes import is_exported, load_exported
 
@@ -80,6 +82,8 @@ class Detector:
             is read off each prediction.
         top_k: candidates kept, best first, before non-maximum suppression
             (at a low score threshold a pyramid leaves a thousand or more).
+        calibration: the map from the network's raw scores to the reported
+            ones, which ``score_threshold`` is in (default: raw scores).
 
     Example:
         >>> detector = Detector.load()  # the bundled model (int8 LiteRT where installed)  # doctest: +SKIP
@@ -94,8 +98,10 @@ class Detector:
         nms_iou: float = Config.nms_iou,
         codec: PyramidCodec | None = None,
         top_k: int = 750,
+        calibration: ScoreCalibration = RAW_SCORES,
     ):
         self.model = model
+        self.calibration = calibration
         self.top_k = top_k
         self.input_size = input_size
         self.score_threshold = score_threshold
@@ -119,7 +125,7 @@ class Detector:
         :mod:`facegrid.deploy.export`) run through their own runtime
         (:mod:`facegrid.infer.runtimes`): LiteRT and ONNX Runtime without TensorFlow.
         The detection input size, score threshold and NMS IoU are the ones
-        given, else those of the model's configuration (``NAME.toml`` beside
+        given, else those of the model's configuration (its score calibration too) (``NAME.toml`` beside
         the model, or the run folder's ``config.toml``), else
         :class:`~facegrid.core.config.Config`'s defaults. Models load in Keras safe
         mode: a file carrying arbitrary code is refused.
@@ -176,6 +182,16 @@ class Detector:
         )
         return detector
 
+    def floored(self, raw_floor: float) -> Detector:
+        """A copy that keeps every box whose raw score (before calibration) is ``raw_floor`` or more.
+
+        A WIDER submission's floor is on the network's own scores, so that
+        the precision-recall curve it gives is the same whatever the calibration.
+        """
+        floored = copy.copy(self)
+        floored.score_threshold = self.calibration.confidence(raw_floor)
+        return floored
+
     @property
     def runtime(self) -> str:
         """What runs the network: LiteRT, ONNX Runtime, TensorFlow (SavedModel), or Keras on TensorFlow."""
@@ -198,6 +214,7 @@ class Detector:
             score_threshold=config.score_threshold if score_threshold is None else score_threshold,
             nms_iou=config.nms_iou if nms_iou is None else nms_iou,
             codec=config.codec if config.strides else None,
+            calibration=config.calibration,
             **kwargs,
         )
 
@@ -249,7 +266,7 @@ class Detector:
         input_size: tuple[int, int] | None = None,
         fitted: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes and scores in pixels of a ``width x height`` image, after NMS.
+        """Boxes and (calibrated) scores in pixels of a ``width x height`` image, after NMS.
 
         Args:
             grid: one prediction.
@@ -258,12 +275,13 @@ class Detector:
                 prediction was made on (padding included).
             fitted: for a pyramid, the size the image had inside that input.
         """
+        threshold = self.calibration.raw(self.score_threshold)
         if self.codec is None:
-            boxes, scores = GridCodec(grid.shape[0]).decode(grid, width, height, threshold=self.score_threshold)
+            boxes, scores = GridCodec(grid.shape[0]).decode(grid, width, height, threshold=threshold)
         else:
-            boxes, scores = self.codec.decode(grid, *input_size, threshold=self.score_threshold)
+            boxes, scores = self.codec.decode(grid, *input_size, threshold=threshold)
             boxes = boxes * np.tile(np.array([width / fitted[0], height / fitted[1]], np.float32), 2)
-        boxes, scores = box_ops.clip(boxes[: self.top_k], width, height), scores[: self.top_k]
+        boxes, scores = box_ops.clip(boxes[: self.top_k], width, height), self.calibration(scores[: self.top_k])
         keep = box_ops.nms(boxes, scores, self.nms_iou)
         return boxes[keep], scores[keep]
 

@@ -15,7 +15,6 @@ time, so that a caller can print or count as the run proceeds.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -187,8 +186,8 @@ def run_detection(
     threshold = detector.score_threshold
     scoring = detector
     if plan.wider_submission is not None:
-        scoring = copy.copy(detector)
-        scoring.score_threshold = min(threshold, SCORE_FLOOR)
+        floored = detector.floored(SCORE_FLOOR)
+        scoring = floored if floored.score_threshold < threshold else detector
     for video, group in itertools.groupby(plan.inputs, key=lambda item: item.video is not None):
         if video:
             for item in group:

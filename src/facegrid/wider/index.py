@@ -116,6 +116,21 @@ class Index:
         )
 
 
+def holdout_split(index: Index, holdout: int, seed: int = 0) -> tuple[Index, Index]:
+    """``(rest, held)``: ``holdout`` of ``index``'s images drawn with ``seed``, and the others, each in file order.
+
+    The same file, count and seed give the same split, so a hold-out that
+    picked a model's epoch can be drawn again to fit its score calibration.
+
+    Raises:
+        ValueError: ``holdout`` is not between 1 and the number of images less one.
+    """
+    if not 0 < holdout < len(index):
+        raise ValueError(f"a hold-out of {holdout} image(s) from {len(index)} leaves no images on one side")
+    order = np.random.default_rng(seed).permutation(len(index))
+    return index.take(np.sort(order[holdout:])), index.take(np.sort(order[:holdout]))
+
+
 @dataclass(frozen=True)
 class FaceFilter:
     """Which annotated faces become training targets.

@@ -44,7 +44,8 @@ from facegrid.core.suffixes import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 #: Lowest score a submission keeps: every box down to 0.01, the convention
-#: of WIDER FACE results, so that the PR curve reaches as far as it can.
+#: of WIDER FACE results, so that the PR curve reaches as far as it can. It is
+#: a floor on the network's raw scores, before a model's score calibration.
 SCORE_FLOOR = 0.01
 
 
