@@ -13,6 +13,7 @@ from PIL import Image
 
 from facegrid.cli import main
 from facegrid.core.config import Config
+from facegrid.core.resources import bundled_int8_model_path
 
 
 def run(*args):
@@ -423,7 +424,7 @@ def tiny_wider(wider, root):
     return root
 
 
-def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp_path):
+def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp_path, caplog):
     data = tiny_wider(wider, tmp_path / "wider")
     plot = tmp_path / "pr.png"
     val = run("val", "src/facegrid/models/facegrid-wider.keras", "--data", data, "--json", "--plot", plot)
@@ -463,6 +464,12 @@ def test_val_scores_what_detect_and_evaluate_score_on_the_same_images(wider, tmp
     )  # detect's default
     ap = json.loads(scored.stdout)["ap"]
     assert explicit.stdout.splitlines() == [f"{name:>8}: AP {ap[name]:.4f}" for name in ("easy", "medium", "hard")]
+
+    with caplog.at_level("INFO", logger="facegrid"):
+        default = run("val", "--data", data, "--json")  # no MODEL: the bundled one, int8 where LiteRT is
+    assert default.exit_code == 0, default.output
+    assert f"{bundled_int8_model_path()}: LiteRT, detecting at 416 pixels (longer side)" in caplog.text
+    assert json.loads(default.stdout)["images"] == 10
 
 
 def test_val_refuses_a_folder_that_is_not_wider_before_the_model_loads(tmp_path, samples):

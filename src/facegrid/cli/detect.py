@@ -238,7 +238,7 @@ def _report_ap(report: dict, curves: dict, aps: dict, plot: Path | None, title: 
 
 
 @main.command()
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("model", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--data",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -278,17 +278,20 @@ def val(model, data, images, ground_truth, size, plot, as_json, batch_size, thre
     """Detect in the WIDER FACE validation images and score MODEL with the official protocol, in one step.
 
     MODEL is a .keras detector or an export (.tflite and .onnx run without
-    TensorFlow). Every box down to raw score 0.01 counts, as in a submission:
+    TensorFlow) [default: the bundled model, as int8 LiteRT where LiteRT is
+    installed, else Keras]. Every box down to raw score 0.01 counts, as in a submission:
     the AP equals that of evaluate --ground-truth on the result files detect
     --wider-submission --batch-size N writes for the same images, on the
     images present. Nothing is written but the --plot.
     """
     from facegrid.core.config import model_settings_file
     from facegrid.core.figures import check_figure_path
+    from facegrid.core.resources import default_model_path
     from facegrid.eval.validate import detect_at_floor, validation_set, wider_scores
     from facegrid.wider.layout import val_ground_truth, val_images
     from facegrid.wider.results import SCORE_FLOOR
 
+    model = model if model is not None else default_model_path()
     if images is None or ground_truth is None:
         if data is None:
             raise click.UsageError("give --data, or both --images and --ground-truth")
