@@ -10,7 +10,8 @@ training images (those it holds are left out). The settings are
 ``src/facegrid/models/facegrid-wider.toml``; ``--backbone`` names the
 ``.keras`` model (or ``.weights.h5`` file) whose backbone starts the
 training, ``--init`` a facegrid model of these settings whose every weight
-does (fine-tuning); ``--epochs`` overrides the schedule's length.
+does (fine-tuning); ``--epochs`` and ``--learning-rate`` override the
+schedule's length and peak.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main() -> int:
     )
     parser.add_argument("--holdout", type=int, default=102, help="train images held back to pick the epoch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs", type=int, help="the schedule's length [default: the settings']")
+    parser.add_argument("--learning-rate", type=float, help="the peak learning rate [default: the settings']")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -61,7 +63,9 @@ def main() -> int:
     write_annotations(rest, split / "train_bbx_gt.txt")
     write_annotations(held, split / "holdout_bbx_gt.txt")
     logging.info("training on %d images of %s, %d held out", len(rest), args.train_file, len(held))
-    config = load_config(SETTINGS, backbone_weights=args.backbone, init=args.init, epochs=args.epochs)
+    config = load_config(
+        SETTINGS, backbone_weights=args.backbone, init=args.init, epochs=args.epochs, learning_rate=args.learning_rate
+    )
     images = args.wider / "WIDER_train" / "images"
     train_detector(
         config,
