@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from conftest import TINY_RUN
 
 from facegrid.cli import main
 from facegrid.data.tf import records
@@ -35,6 +36,9 @@ from facegrid.wider.annotations import read_annotations
 
 #: Seconds a server process may take to say its first line (TensorFlow loads first, on a busy machine).
 STARTUP = 120
+
+#: The settings of the training runs here that read from the service: as small as they go.
+TINY_SERVED = TINY_RUN.replace(grid_size=2, batch_size=16, epochs=1)
 
 #: The environment of the processes started here: this one's, TensorFlow's C++ log off.
 ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -346,23 +350,13 @@ def test_a_service_failure_while_training_is_told_by_the_line_its_op_wrote():
 
 
 def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):
-    from facegrid.core.config import Config
     from facegrid.wider.annotations import write_annotations
 
     address, _ = service
     index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
     annotations = tmp_path / "train.txt"
     write_annotations(index.take(np.arange(48)), annotations)
-    Config(
-        input_size=64,
-        grid_size=2,
-        alpha=0.35,
-        backbone_weights="none",
-        backbone_style="keras",
-        head_channels=8,
-        batch_size=16,
-        epochs=1,
-    ).save(tmp_path / "tiny.toml")
+    TINY_SERVED.save(tmp_path / "tiny.toml")
     run = tmp_path / "run"
     result = CliRunner().invoke(
         main,
@@ -401,3 +395,92 @@ def test_training_reads_its_batches_from_the_service(wider, service, tmp_path):
         ],
     )
     assert refused.exit_code == 2 and "data_service needs pipeline 'puretf'" in refused.output
+
+
+def test_trainers_sharing_an_epoch_job_get_one_devices_batches_each_once(wider, service):
+    """Two trainers read one job: each round, their slices together are one of one device's batches, each once."""
+    from facegrid.data.tf.puretf import PureTFPipeline
+    from facegrid.scale.service import shared_epoch
+
+    address, _ = service
+    index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt").take(np.arange(30))
+    pipeline = PureTFPipeline(index, wider / "WIDER_train" / "images", batch_size=8, input_size=96, seed=3)
+    one_device = [(x.numpy(), y.numpy()) for x, y in pipeline.dataset(first_epoch=2, epochs=1)]
+    assert [len(x) for x, _ in one_device] == [8, 8, 8, 6]
+    read = {}
+
+    def trainer(k):
+        job = shared_epoch(pipeline.batch_of(2), len(one_device), address, "two-trainers", k, 2)
+        read[k] = [(x.numpy(), y.numpy()) for x, y in job]
+
+    trainers = [threading.Thread(target=trainer, args=(k,)) for k in (0, 1)]
+    for thread in trainers:
+        thread.start()
+    for thread in trainers:
+        thread.join(timeout=120)
+    assert len(read[0]) == len(read[1]) == 4
+    found = []
+    for (x0, y0), (x1, y1) in zip(read[0], read[1]):
+        assert len(x0) == len(x1)  # an even cut: 4 and 4, then 3 and 3
+        x, y = np.concatenate([x0, x1]), np.concatenate([y0, y1])
+        found += [k for k, (ox, oy) in enumerate(one_device) if np.array_equal(ox, x) and np.array_equal(oy, y)]
+    assert sorted(found) == [0, 1, 2, 3]  # every batch once, whichever of the two workers built it
+
+
+#: One training worker of a cluster (its place in ``TF_CONFIG``): trains, then saves its weights.
+SERVED_WORKER = """
+import json, sys
+import numpy as np
+from facegrid.core.config import load_config
+from facegrid.train.run import train_detector
+
+annotations, images, run, settings, weights = sys.argv[1:]
+model = train_detector(load_config(settings), annotations, images, run, verbose=0)
+np.savez(weights, *[np.asarray(w) for w in model.weights])
+print(json.dumps({"iterations": int(model.optimizer.iterations.numpy())}))
+"""
+
+
+def test_two_training_workers_read_one_service_job_an_epoch(wider, service, tmp_path):
+    import json
+
+    from facegrid.wider.annotations import write_annotations
+
+    address, _ = service
+    index = read_annotations(wider / "wider_face_split" / "wider_face_train_sample_bbx_gt.txt")
+    write_annotations(index.take(np.arange(20)), tmp_path / "train.txt")
+    TINY_SERVED.replace(
+        batch_size=8,
+        epochs=2,
+        pipeline="puretf",
+        strategy="multi-worker",
+        data_service=address,
+        cluster_wait=60.0,
+    ).save(tmp_path / "workers.toml")
+    cluster = [f"localhost:{_free_port()}" for _ in range(2)]
+    run = tmp_path / "run"
+    workers = []
+    for k in (0, 1):
+        tf_config = json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": k}})
+        arguments = [tmp_path / "train.txt", wider / "WIDER_train" / "images", run, tmp_path / "workers.toml"]
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SERVED_WORKER, *map(str, arguments), str(tmp_path / f"w{k}.npz")],
+                env={**ENVIRONMENT, "TF_CONFIG": tf_config},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        finished = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (out, err) in zip(workers, finished):
+        assert worker.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1]) == {"iterations": 6}  # 3 global batches of 20 images, 2 epochs
+    weights = [np.load(tmp_path / f"w{k}.npz") for k in (0, 1)]
+    assert all(np.array_equal(weights[0][name], weights[1][name]) for name in weights[0].files)
+    log = (run / "train.log").read_text()
+    assert "one tf.data service job an epoch" in log and "shared by 2 workers, 3 steps" in log

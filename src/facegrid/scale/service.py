@@ -185,3 +185,74 @@ def distribute(
             processing_mode=PROCESSING_MODE, service=f"grpc://{bare}", job_name=job_name
         )
     )
+
+
+def shared_epoch(
+    batch: Callable[[tf.Tensor], tf.data.Dataset],
+    batches: int,
+    address: str,
+    job_name: str,
+    consumer: int,
+    consumers: int,
+) -> tf.data.Dataset:
+    """Trainer ``consumer``'s slices of an epoch's global batches, served as one job all ``consumers`` trainers share.
+
+    Each split the dispatcher hands a worker is one global batch
+    (``batch(k)``: a dataset of that one batch, for ``k`` below ``batches``),
+    which the worker builds once and cuts into ``consumers`` even slices, one
+    per trainer (images ``n * c // consumers`` to ``n * (c + 1) // consumers``
+    of ``n``). The trainers read in rounds (TensorFlow's coordinated reads):
+    in every round each gets its slice of the same batch, so the trainers'
+    step together is one device's step on that batch. Rounds need an endless
+    stream, so the workers go round the epoch again; a batch that comes back
+    before the epoch's last has come (workers race each other) is dropped by
+    every trainer alike, as all see the same batch numbers in the same
+    rounds, and each stops after ``batches`` distinct ones: every batch of the
+    epoch exactly once, whichever worker built it.
+
+    Args:
+        batch: ``k -> dataset`` of TensorFlow ops only, ``(images, targets)``
+            with at least ``consumers`` images.
+        batches: global batches in the epoch.
+        address: the dispatcher, ``host:port``.
+        job_name: the job's name, the same on every trainer and new for each
+            epoch of each start (a job read to its end gives nothing more).
+        consumer, consumers: this trainer's index and the trainers' count.
+    """
+
+    def tagged(k):
+        return batch(k).map(lambda images, targets: (k, images, targets))
+
+    def slices(k, images, targets):
+        count = tf.shape(images, out_type=tf.int64)[0]
+
+        def part(c):
+            start, end = count * c // consumers, count * (c + 1) // consumers
+            return k, images[start:end], targets[start:end]
+
+        return tf.data.Dataset.range(consumers).map(part)
+
+    stream = tf.data.Dataset.range(batches).repeat().flat_map(tagged).flat_map(slices)
+    found = python_ops(stream)
+    if found:
+        raise ValueError(f"this dataset calls Python ({', '.join(found)}), which tf.data service workers cannot run")
+    served = stream.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=PROCESSING_MODE,
+            service=f"grpc://{service_address(address)}",
+            job_name=job_name,
+            consumer_index=consumer,
+            num_consumers=consumers,
+        )
+    )
+
+    def first_time(seen, element):
+        k = element[0]
+        return tf.tensor_scatter_nd_update(seen, [[k]], [True]), (tf.logical_not(seen[k]), element)
+
+    return (
+        served.scan(tf.zeros([batches], tf.bool), first_time)
+        .filter(lambda new, element: new)
+        .take(batches)
+        .map(lambda new, element: element[1:])
+    )

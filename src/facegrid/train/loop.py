@@ -25,6 +25,7 @@ over the epoch's images, and what the callbacks add (``val_ap``...).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 
 import keras
@@ -56,6 +57,17 @@ def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
         yield layer
         if hasattr(layer, "layers"):  # a nested model, such as a backbone
             yield from _all_layers(layer)
+
+
+def agreed_number(strategy: tf.distribute.Strategy) -> int:
+    """A number drawn afresh at each call that every worker of ``strategy`` gets alike: the sum of each one's draw.
+
+    What names something of this start of a run alone, such as a tf.data
+    service job its workers share (a restarted run draws another).
+    """
+    mine = secrets.randbits(40)
+    summed = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(mine, tf.int64)), axis=None)
+    return int(summed.numpy())
 
 
 def replica_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> tf.distribute.DistributedDataset:

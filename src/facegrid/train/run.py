@@ -76,10 +76,10 @@ from facegrid.model.loss import loss_for, term_metrics
 from facegrid.model.network import build_detector, load_detector
 from facegrid.scale.cluster import read_tf_config, wait_for_cluster
 from facegrid.scale.preflight import wait_for_workers
-from facegrid.scale.service import SERVICE_FAILURES, distribute, service_failure
+from facegrid.scale.service import SERVICE_FAILURES, distribute, service_failure, shared_epoch
 from facegrid.train.curves import TrainingCurves
 from facegrid.train.folder import check_run_folder, writes_run_folder
-from facegrid.train.loop import TrainingLoop, replica_batches
+from facegrid.train.loop import TrainingLoop, agreed_number, replica_batches
 from facegrid.train.panels import PANEL_IMAGES, PanelImage, detections_panel
 from facegrid.wider.annotations import read_annotations
 from facegrid.wider.ground_truth import (
@@ -424,6 +424,13 @@ def train_detector(
         keras.utils.set_random_seed(config.seed)
         face_filter = FaceFilter(min_size=config.min_face_size)
         train_data = pipeline_for(config, train_annotations, train_images, face_filter)
+        several_workers = _local_replicas(strategy) < strategy.num_replicas_in_sync
+        if config.data_service and several_workers and isinstance(train_data, PackedPipeline):
+            raise SettingsError(
+                train_data.packed.folder,
+                "several workers read a packed set by shard, each its own, not through the tf.data service; "
+                "the service serves several workers from an image folder",
+            )
         validation = None
         if val_annotations is not None:
             val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
@@ -472,10 +479,9 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
     (:func:`_packed_by_file`).
     """
     steps, replicas = len(train_data), strategy.num_replicas_in_sync
-    if isinstance(train_data, PackedPipeline) and replicas > 1:
-        local = len(strategy.extended.worker_devices)  # this worker's replicas
-        if replicas > local:
-            return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
+    local = _local_replicas(strategy)
+    if isinstance(train_data, PackedPipeline) and replicas > local:
+        return _packed_by_file(config, strategy, train_data, initial_epoch, replicas // local, local)
     short = (len(train_data.source) - 1) % config.batch_size + 1 < replicas  # an epoch's last batch
     if short:
         log.warning(
@@ -491,7 +497,6 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
         )
         epochs = SequenceEpochs(train_data, strategy)
         return epochs, steps - short, epochs.close
-    data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
     log.info(
         "input pipeline: tf.data (%s), %d images in %d batches, %d images decoded at once",
         type(train_data).__name__,
@@ -499,10 +504,65 @@ def _epoch_batches(config, strategy, train_data, initial_epoch, notice):
         steps,
         config.workers,
     )
+    if config.data_service and replicas > local:
+        return _served_to_workers(config, strategy, train_data, initial_epoch, steps - short, replicas // local)
+    data = train_data.dataset(first_epoch=initial_epoch + 1, epochs=config.epochs - initial_epoch)
     if config.data_service:
         data = distribute(data, config.data_service, wait=config.data_service_wait, notice=notice)
     iterator = iter(replica_batches(strategy, data))
     return (lambda epoch: iterator), steps - short, lambda: None
+
+
+def _local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """This worker's replicas (all of them but under a multi-worker strategy)."""
+    if strategy.num_replicas_in_sync == 1:
+        return 1
+    return len(strategy.extended.worker_devices)
+
+
+def _served_to_workers(config, strategy, pipeline, initial_epoch, steps, workers):
+    """Each epoch one tf.data service job that all ``workers`` read, each its slices of the same global batches.
+
+    The service's workers build each global batch once, whole, as one
+    device's step would have it, and cut it between the training workers
+    (:func:`~facegrid.scale.service.shared_epoch`); every batch of an epoch
+    comes exactly once, in the order the service's workers finish them.
+    The jobs' names are drawn anew at each start, agreed by all workers,
+    so a restarted run never reads a job its killed start left half read.
+    """
+    start = agreed_number(strategy)
+    task = strategy.cluster_resolver.task_id
+    local = strategy.num_replicas_in_sync // workers
+    log.info(
+        "input pipeline: one tf.data service job an epoch (facegrid-%x-epoch-N) shared by %d workers, %d steps",
+        start,
+        workers,
+        steps,
+    )
+    epochs = [
+        shared_epoch(
+            pipeline.batch_of(epoch), steps, config.data_service, f"facegrid-{start:x}-epoch-{epoch}", task, workers
+        )
+        for epoch in range(initial_epoch + 1, config.epochs + 1)
+    ]
+    served = epochs[0]
+    for more in epochs[1:]:
+        served = served.concatenate(more)
+
+    def this_workers(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        def parts(images, targets):
+            count = tf.shape(images, out_type=tf.int64)[0]
+
+            def part(k):
+                start, end = count * k // local, count * (k + 1) // local
+                return images[start:end], targets[start:end]
+
+            return tf.data.Dataset.range(local).map(part)
+
+        return served.flat_map(parts).prefetch(tf.data.AUTOTUNE)
+
+    iterator = iter(strategy.distribute_datasets_from_function(this_workers))
+    return (lambda epoch: iterator), steps, lambda: None
 
 
 def _packed_by_file(config, strategy, packed, initial_epoch, readers, local):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -191,6 +192,28 @@ class PureTFPipeline(PlannedBatches):
             .batch(self.batch_size)
             .with_options(options)
         )
+
+    def batch_of(self, epoch: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
+        """``k ->`` epoch ``epoch``'s ``k``-th batch alone, as a dataset: the unit a tf.data service worker builds.
+
+        Batch ``k`` of :meth:`dataset`'s epoch ``epoch``, pixels and targets
+        (see :func:`facegrid.scale.service.shared_epoch`).
+        """
+        plan = {key: tf.constant(column) for key, [column] in self._epoch_plans(epoch, 1).items()}
+        size = self.batch_size
+        options = tf.data.Options()
+        options.deterministic = self.deterministic
+
+        def batch(k: tf.Tensor) -> tf.data.Dataset:
+            rows = {key: column[k * size : (k + 1) * size] for key, column in plan.items()}
+            return (
+                tf.data.Dataset.from_tensor_slices(rows)
+                .map(self.example, num_parallel_calls=self.parallel_calls)
+                .batch(size)
+                .with_options(options)
+            )
+
+        return batch
 
     def example(self, sample: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """``(x, y)`` of one planned sample (a row of an element of :meth:`plans`): TensorFlow ops only."""
