@@ -100,6 +100,7 @@ def one_pass(args, rows) -> dict:
     from facegrid.wider.annotations import read_annotations
     from facegrid.wider.ground_truth import load_wider_ground_truth
     from facegrid.wider.layout import val_ground_truth, val_images
+    from facegrid.wider.results import SCORE_FLOOR
 
     split = args.wider / "wider_face_split" / "wider_face_val_sample_bbx_gt.txt"
     keys = read_annotations(split).paths.tolist()[: args.limit]
@@ -108,7 +109,7 @@ def one_pass(args, rows) -> dict:
 
     runners = []
     for row in rows:
-        detector = Detector.load(row["path"], score_threshold=0.01, threads=threads)
+        detector = Detector.load(row["path"], threads=threads).floored(SCORE_FLOOR)  # every box a submission keeps
 
         def run(path, detector=detector):
             (found,) = detector.detect([path])

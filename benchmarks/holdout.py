@@ -67,7 +67,7 @@ def main() -> int:
                 predictions = {path: (d.boxes, d.scores) for path, d in zip(held.paths, found)}
                 aps = [average_precision(predictions, held, face_filter=f).ap for f in filters]
                 print(
-                    f"| {model.name} | {detector.input_size} | {detector.nms_iou:g} | "
+                    f"| {model} | {detector.input_size} | {detector.nms_iou:g} | "
                     + " | ".join(f"{ap:.4f}" for ap in aps)
                     + f" | {1000 * statistics.median(times):.1f} |",
                     flush=True,

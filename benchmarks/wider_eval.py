@@ -13,7 +13,9 @@ Rows: facegrid (the default model unless --model, at its detection size, or
 --input-size), each --compare model, YuNet-n @ 320 (longer side resized to
 320 with INTER_AREA, boxes scaled back) and at original size when its ONNX
 file is at hand (it is a yardstick: never shipped), and the Haar cascade
-(haarcascade_frontalface_default). Needs the shared WIDER FACE data
+(haarcascade_frontalface_default). With --sizes, the rows are --model and
+YuNet-n at each longer side given instead, for a comparison size by size.
+Needs the shared WIDER FACE data
 (../shared/data/widerface or $FACEGRID_WIDER).
 """
 
@@ -41,6 +43,9 @@ def parse_args():
     parser.add_argument("--yunet", default=DEFAULT_YUNET, type=Path, help="YuNet-n's ONNX file (skipped if absent)")
     parser.add_argument("--threads", type=int, default=0, help="threads for every detector (0: all cores)")
     parser.add_argument("--input-size", type=int, help="--model's detection size (default: its own)")
+    parser.add_argument(
+        "--sizes", help="instead: --model and YuNet-n at each of these longer sides, e.g. 320,416,512,640"
+    )
     parser.add_argument("--no-haar", action="store_true", help="skip the Haar cascade")
     parser.add_argument("--limit", type=int, help="only the first N images (a quick look)")
     parser.add_argument("--out", type=Path, help="keep the submissions here (default: a temporary folder)")
@@ -94,14 +99,15 @@ class YuNet:
 
 
 class Facegrid:
-    """A facegrid detector (Keras or an export), at a score threshold low enough for the whole PR curve."""
+    """A facegrid detector (Keras or an export), keeping every box a WIDER submission keeps (raw score 0.01 up)."""
 
     def __init__(self, path: str | None, input_size: int | None, label: str, threads: int | None):
         from facegrid.infer.detector import Detector
         from facegrid.infer.runtimes import is_exported
+        from facegrid.wider.results import SCORE_FLOOR
 
         options = {"threads": threads} if path is None or is_exported(path) else {}  # Keras: TensorFlow's threads
-        self.detector = Detector.load(path, input_size=input_size, score_threshold=0.01, **options)
+        self.detector = Detector.load(path, input_size=input_size, **options).floored(SCORE_FLOOR)
         layout = "pyramid" if self.detector.codec is not None else "single grid"
         self.name = f"facegrid {label} ({layout}, {self.detector.input_size}, {self.detector.runtime})"
 
@@ -136,14 +142,22 @@ def main() -> int:
 
     threads = args.threads or None
     label = "default" if args.model is None else Path(args.model).name
-    detectors = [Facegrid(args.model, args.input_size, label, threads)]
-    detectors += [Facegrid(path, None, Path(path).name, threads) for path in args.compare]
-    if args.yunet.is_file():
-        detectors += [YuNet(args.yunet, 320), YuNet(args.yunet, None)]
+    if args.sizes:
+        if not args.yunet.is_file():
+            print(f"--sizes compares with YuNet-n: {args.yunet} not found", file=sys.stderr)
+            return 2
+        detectors = []
+        for size in map(int, args.sizes.split(",")):
+            detectors += [Facegrid(args.model, size, label, threads), YuNet(args.yunet, size)]
     else:
-        print(f"YuNet-n left out: {args.yunet} not found", file=sys.stderr)
-    if not args.no_haar:
-        detectors.append(Haar())
+        detectors = [Facegrid(args.model, args.input_size, label, threads)]
+        detectors += [Facegrid(path, None, Path(path).name, threads) for path in args.compare]
+        if args.yunet.is_file():
+            detectors += [YuNet(args.yunet, 320), YuNet(args.yunet, None)]
+        else:
+            print(f"YuNet-n left out: {args.yunet} not found", file=sys.stderr)
+        if not args.no_haar:
+            detectors.append(Haar())
     for detector in detectors:  # warm-up: graphs built, caches filled
         detector(images[0])
 
