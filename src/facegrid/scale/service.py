@@ -150,6 +150,13 @@ def python_ops(dataset: tf.data.Dataset) -> list[str]:
     return sorted(op_types(dataset) & set(PYTHON_OPS))
 
 
+def _refuse_python(dataset: tf.data.Dataset) -> None:
+    """Raise ValueError when ``dataset`` calls back into Python, which no service worker can run."""
+    found = python_ops(dataset)
+    if found:
+        raise ValueError(f"this dataset calls Python ({', '.join(found)}), which tf.data service workers cannot run")
+
+
 def distribute(
     dataset: tf.data.Dataset,
     address: str,
@@ -174,9 +181,7 @@ def distribute(
             run; or ``address`` is not ``host:port``.
         ServiceError: the dispatcher did not answer, or had no worker, in time.
     """
-    found = python_ops(dataset)
-    if found:
-        raise ValueError(f"this dataset calls Python ({', '.join(found)}), which tf.data service workers cannot run")
+    _refuse_python(dataset)
     bare = service_address(address)
     workers = wait_for_workers(bare, wait, notice)
     log.info("reading from tf.data service at %s (dynamic sharding, %d worker(s) registered)", address, workers)
@@ -218,6 +223,9 @@ def shared_epoch(
         job_name: the job's name, the same on every trainer and new for each
             epoch of each start (a job read to its end gives nothing more).
         consumer, consumers: this trainer's index and the trainers' count.
+
+    Raises:
+        ValueError: ``batch``'s dataset calls back into Python, which a worker cannot run.
     """
 
     def tagged(k):
@@ -233,9 +241,7 @@ def shared_epoch(
         return tf.data.Dataset.range(consumers).map(part)
 
     stream = tf.data.Dataset.range(batches).repeat().flat_map(tagged).flat_map(slices)
-    found = python_ops(stream)
-    if found:
-        raise ValueError(f"this dataset calls Python ({', '.join(found)}), which tf.data service workers cannot run")
+    _refuse_python(stream)
     served = stream.apply(
         tf.data.experimental.service.distribute(
             processing_mode=PROCESSING_MODE,

@@ -530,18 +530,18 @@ def _served_to_workers(config, strategy, pipeline, initial_epoch, steps, workers
     The jobs' names are drawn anew at each start, agreed by all workers,
     so a restarted run never reads a job its killed start left half read.
     """
-    start = agreed_number(strategy)
+    number = agreed_number(strategy)
     task = strategy.cluster_resolver.task_id
     local = strategy.num_replicas_in_sync // workers
     log.info(
         "input pipeline: one tf.data service job an epoch (facegrid-%x-epoch-N) shared by %d workers, %d steps",
-        start,
+        number,
         workers,
         steps,
     )
     epochs = [
         shared_epoch(
-            pipeline.batch_of(epoch), steps, config.data_service, f"facegrid-{start:x}-epoch-{epoch}", task, workers
+            pipeline.batch_of(epoch), steps, config.data_service, f"facegrid-{number:x}-epoch-{epoch}", task, workers
         )
         for epoch in range(initial_epoch + 1, config.epochs + 1)
     ]
