@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 from conftest import TINY_RUN
+from test_distribute import _free_ports
 
 from facegrid.cli import main
 from facegrid.data.tf import records
@@ -457,7 +458,7 @@ def test_two_training_workers_read_one_service_job_an_epoch(wider, service, tmp_
         data_service=address,
         cluster_wait=60.0,
     ).save(tmp_path / "workers.toml")
-    cluster = [f"localhost:{_free_port()}" for _ in range(2)]
+    cluster = [f"localhost:{port}" for port in _free_ports(2)]  # two at once: never the same port twice
     run = tmp_path / "run"
     workers = []
     for k in (0, 1):
