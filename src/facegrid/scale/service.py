@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from facegrid.core.config import Config, service_address
 from facegrid.core.errors import ServiceError, reason_of
+from facegrid.data.tf.split import even_parts
 from facegrid.scale.preflight import check_port_free, lock_state_folder, wait_for_dispatcher, wait_for_workers
 
 log = logging.getLogger(__name__)
@@ -205,15 +206,15 @@ def shared_epoch(
     Each split the dispatcher hands a worker is one global batch
     (``batch(k)``: a dataset of that one batch, for ``k`` below ``batches``),
     which the worker builds once and cuts into ``consumers`` even slices, one
-    per trainer (images ``n * c // consumers`` to ``n * (c + 1) // consumers``
-    of ``n``). The trainers read in rounds (TensorFlow's coordinated reads):
-    in every round each gets its slice of the same batch, so the trainers'
-    step together is one device's step on that batch. Rounds need an endless
-    stream, so the workers go round the epoch again; a batch that comes back
-    before the epoch's last has come (workers race each other) is dropped by
-    every trainer alike, as all see the same batch numbers in the same
-    rounds, and each stops after ``batches`` distinct ones: every batch of the
-    epoch exactly once, whichever worker built it.
+    per trainer (:func:`~facegrid.data.tf.split.even_parts`). The trainers
+    read in rounds (TensorFlow's coordinated reads): in every round each gets
+    its slice of the same batch, so the trainers' step together is one
+    device's step on that batch. Rounds need an endless stream, so the
+    workers go round the epoch again; a batch that comes back before the
+    epoch's last has come (workers race each other) is dropped by every
+    trainer alike, as all see the same batch numbers in the same rounds, and
+    each stops after ``batches`` distinct ones: every batch of the epoch
+    exactly once, whichever worker built it.
 
     Args:
         batch: ``k -> dataset`` of TensorFlow ops only, ``(images, targets)``
@@ -228,19 +229,11 @@ def shared_epoch(
         ValueError: ``batch``'s dataset calls back into Python, which a worker cannot run.
     """
 
-    def tagged(k):
-        return batch(k).map(lambda images, targets: (k, images, targets))
+    def sliced(k):
+        parts = batch(k).flat_map(lambda images, targets: even_parts(images, targets, consumers))
+        return parts.map(lambda images, targets: (k, images, targets))
 
-    def slices(k, images, targets):
-        count = tf.shape(images, out_type=tf.int64)[0]
-
-        def part(c):
-            start, end = count * c // consumers, count * (c + 1) // consumers
-            return k, images[start:end], targets[start:end]
-
-        return tf.data.Dataset.range(consumers).map(part)
-
-    stream = tf.data.Dataset.range(batches).repeat().flat_map(tagged).flat_map(slices)
+    stream = tf.data.Dataset.range(batches).repeat().flat_map(sliced)
     _refuse_python(stream)
     served = stream.apply(
         tf.data.experimental.service.distribute(

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facegrid.data.tf.split import even_parts
 from facegrid.model.loss import CellLoss
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,10 @@ def agreed_number(strategy: tf.distribute.Strategy) -> int:
 def replica_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> tf.distribute.DistributedDataset:
     """``dataset``'s global batches, each split evenly between ``strategy``'s replicas, as a distributed dataset.
 
-    Every worker reads the same global batches and keeps its replicas' slices:
-    replica ``r`` of ``R`` takes images ``b * r // R`` to ``b * (r + 1) // R``
-    of a batch of ``b``, so a step's images are one device's step's, and no
-    replica is given an empty batch while the batch holds ``R`` images or
-    more (TensorFlow's own split fills the first replicas first, and its
-    oneDNN convolutions mishandle an empty batch). A batch of fewer images
-    than replicas is left out.
+    Every worker reads the same global batches and keeps its replicas' even
+    parts of each (:func:`~facegrid.data.tf.split.even_parts`), so a step's
+    images are one device's step's and no replica is given an empty batch. A
+    batch of fewer images than replicas is left out.
     """
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
@@ -90,19 +88,10 @@ def replica_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) 
     def this_workers(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
-
-        def slices(images, targets):
-            count = tf.shape(images, out_type=tf.int64)[0]
-
-            def part(k):
-                replica = first + k
-                start, end = count * replica // replicas, count * (replica + 1) // replicas
-                return images[start:end], targets[start:end]
-
-            return tf.data.Dataset.range(local).map(part)
-
         enough = dataset.filter(lambda images, targets: tf.shape(images)[0] >= replicas)
-        return enough.flat_map(slices).with_options(options)
+        return enough.flat_map(
+            lambda images, targets: even_parts(images, targets, replicas, first, local)
+        ).with_options(options)
 
     return strategy.distribute_datasets_from_function(this_workers)
 

@@ -69,6 +69,7 @@ from facegrid.data.screening import BadImages
 from facegrid.data.sequence import FaceSequence
 from facegrid.data.tf.choose import pipeline_for
 from facegrid.data.tf.puretf import PackedPipeline
+from facegrid.data.tf.split import even_parts
 from facegrid.eval.ap import average_precision
 from facegrid.eval.validate import detect_at_floor, wider_scores
 from facegrid.infer.detector import Detections, Detector
@@ -550,16 +551,7 @@ def _served_to_workers(config, strategy, pipeline, initial_epoch, steps, workers
         served = served.concatenate(more)
 
     def this_workers(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        def parts(images, targets):
-            count = tf.shape(images, out_type=tf.int64)[0]
-
-            def part(k):
-                start, end = count * k // local, count * (k + 1) // local
-                return images[start:end], targets[start:end]
-
-            return tf.data.Dataset.range(local).map(part)
-
-        return served.flat_map(parts).prefetch(tf.data.AUTOTUNE)
+        return served.flat_map(lambda images, targets: even_parts(images, targets, local)).prefetch(tf.data.AUTOTUNE)
 
     iterator = iter(strategy.distribute_datasets_from_function(this_workers))
     return (lambda epoch: iterator), steps, lambda: None

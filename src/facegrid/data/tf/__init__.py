@@ -7,7 +7,8 @@ TensorFlow ops (:mod:`.pixels`), :class:`~.pipeline.FacePipeline`
 folders and packed sets (:mod:`.puretf`), targets in TensorFlow ops held
 bit for bit to the codec (:mod:`.targets`), the packed record layout
 (:mod:`.records`), packing (:mod:`.pack`), reading a packed set back
-(:mod:`.packed`), and choosing the pipeline a configuration names,
+(:mod:`.packed`), a batch cut evenly between replicas or workers
+(:mod:`.split`), and choosing the pipeline a configuration names,
 FaceSequence included (:mod:`.choose`).
 
 May import: :mod:`facegrid.core`, :mod:`facegrid.wider`, :mod:`facegrid.data`, TensorFlow.
