@@ -60,6 +60,7 @@ from facegrid.core.config import load_config
 from facegrid.train.run import train_detector
 
 annotations, images, run, settings, weights, resume = sys.argv[1:]
+annotations = None if annotations == "-" else annotations  # "-": images is a packed set's folder
 model = train_detector(load_config(settings), annotations, images, run, resume=resume == "resume", verbose=0)
 np.savez(weights, *[np.asarray(w) for w in model.weights])
 print(json.dumps({"iterations": int(model.optimizer.iterations.numpy()),
@@ -67,9 +68,11 @@ print(json.dumps({"iterations": int(model.optimizer.iterations.numpy()),
 """
 
 
-def _start(samples, run, settings, weights, *, resume=False, tf_config=None) -> subprocess.Popen:
+def _start(samples, run, settings, weights, *, resume=False, tf_config=None, packed=None) -> subprocess.Popen:
+    """A worker training on the sample dataset, or on the ``packed`` set's folder."""
     extra = {"TF_CONFIG": json.dumps(tf_config)} if tf_config else {}
-    arguments = [samples / "faces_bbx_gt.txt", samples / "images", run, settings, weights]
+    data = ["-", packed] if packed else [samples / "faces_bbx_gt.txt", samples / "images"]
+    arguments = [*data, run, settings, weights]
     return subprocess.Popen(
         [sys.executable, "-c", WORKER_RUN, *map(str, arguments), "resume" if resume else "new"],
         env=_environment(**extra),
@@ -200,6 +203,42 @@ print(json.dumps({"positives": [int((y[..., 0] > 0).sum()) for _, y in halves], 
                   "one_device_step_loss": one_loss, "two_replica_loss": two_loss, "per_replica_rule": sum(own) / 2,
                   "weight_gap": gap, "weights_moved": moved}))
 """
+
+
+def test_two_workers_train_on_every_image_of_a_packed_set_whose_shards_split_unevenly(wider, tmp_path):
+    """Worker 0 reads shards 0 and 2 (13 images), worker 1 shard 1 (7): each epoch still trains on all 20,
+    in the 3 steps one device takes, and the workers stay bit-identical."""
+    from facegrid.data.tf.pack import pack_dataset
+    from facegrid.wider.annotations import read_annotations
+
+    index = read_annotations(wider / "wider_face_split" / "wider_face_train_bbx_gt.txt").take(np.arange(20))
+    manifest = pack_dataset(index, wider / "WIDER_train" / "images", tmp_path / "packed", shards=3, workers=1)
+    assert [shard.examples for shard in manifest.shards] == [7, 7, 6]
+    TINY.replace(batch_size=8, epochs=2, pipeline="puretf", strategy="multi-worker", cluster_wait=60.0).save(
+        tmp_path / "workers.toml"
+    )
+    cluster, run = _cluster(2), tmp_path / "run"
+    workers = [
+        _start(
+            None,
+            run,
+            tmp_path / "workers.toml",
+            tmp_path / f"w{k}.npz",
+            tf_config=cluster[k],
+            packed=tmp_path / "packed",
+        )
+        for k in (0, 1)
+    ]
+    try:
+        assert [_finish(worker) for worker in workers] == [{"iterations": 6, "replicas": 2}] * 2
+    finally:
+        for worker in workers:
+            worker.kill()
+    first, second = (_weights(tmp_path / f"w{k}.npz") for k in (0, 1))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    log = (run / "train.log").read_text()
+    assert "every image once in 3 steps an epoch (a worker's share of a step: 4.3 / 2.3 images)" in log
+    assert "epoch 1: trained on 20 images in 3 steps" in log and "epoch 2: trained on 20 images in 3 steps" in log
 
 
 def test_a_batch_whose_faces_fall_unevenly_between_replicas_gives_the_one_device_loss_and_step():

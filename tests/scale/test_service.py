@@ -485,3 +485,4 @@ def test_two_training_workers_read_one_service_job_an_epoch(wider, service, tmp_
     assert all(np.array_equal(weights[0][name], weights[1][name]) for name in weights[0].files)
     log = (run / "train.log").read_text()
     assert "one tf.data service job an epoch" in log and "shared by 2 workers, 3 steps" in log
+    assert "epoch 1: trained on 20 images in 3 steps" in log and "epoch 2: trained on 20 images in 3 steps" in log

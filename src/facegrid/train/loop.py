@@ -203,6 +203,7 @@ class TrainingLoop:
                 sums += (score * count, box * count, count)
                 logs = self._logs(sums, box_weight)
                 calls.on_train_batch_end(step, logs)
+            log.info("epoch %d: trained on %d images in %d steps", epoch + 1, sums[2], steps)
             calls.on_epoch_end(epoch, logs)
             if self.model.stop_training:
                 break

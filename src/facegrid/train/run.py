@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import math
 import os
 import shutil
 import tempfile
@@ -425,13 +424,15 @@ def train_detector(
         keras.utils.set_random_seed(config.seed)
         face_filter = FaceFilter(min_size=config.min_face_size)
         train_data = pipeline_for(config, train_annotations, train_images, face_filter)
-        several_workers = _local_replicas(strategy) < strategy.num_replicas_in_sync
-        if config.data_service and several_workers and isinstance(train_data, PackedPipeline):
-            raise SettingsError(
-                train_data.packed.folder,
-                "several workers read a packed set by shard, each its own, not through the tf.data service; "
-                "the service serves several workers from an image folder",
-            )
+        local = _local_replicas(strategy)
+        if isinstance(train_data, PackedPipeline) and local < strategy.num_replicas_in_sync:
+            if config.data_service:
+                raise SettingsError(
+                    train_data.packed.folder,
+                    "several workers read a packed set by shard, each its own, not through the tf.data service; "
+                    "the service serves several workers from an image folder",
+                )
+            _shard_shares(train_data, strategy.num_replicas_in_sync // local, local)
         validation = None
         if val_annotations is not None:
             val_index = val_annotations if isinstance(val_annotations, Index) else read_annotations(val_annotations)
@@ -557,53 +558,56 @@ def _served_to_workers(config, strategy, pipeline, initial_epoch, steps, workers
     return (lambda epoch: iterator), steps, lambda: None
 
 
-def _packed_by_file(config, strategy, packed, initial_epoch, readers, local):
-    """A packed set split by shard between ``readers`` workers of ``local`` replicas each (see :func:`_epoch_batches`).
-
-    Each worker reads its own shards (those whose number it is modulo the
-    workers), in batches of its replicas' share of the global batch. Workers
-    whose shards hold more images than the others' would need more steps;
-    every epoch is cut to the steps of the worker with the fewest (a replica
-    left without a batch would stall the others, and TensorFlow's oneDNN
-    convolutions mishandle an empty one), and the log says how many images
-    that leaves out; each epoch deals the shards anew, so they are not
-    always the same.
+def _shard_shares(packed: PackedPipeline, readers: int, local: int) -> list[int]:
+    """How many images each of ``readers`` workers' shards of ``packed`` hold (worker k: shards k modulo ``readers``).
 
     Raises:
-        facegrid.core.errors.SettingsError: the global batch does not split
-            evenly between the replicas, or there are fewer shards than workers.
+        facegrid.core.errors.SettingsError: fewer shards than workers, or a
+            worker's shards hold fewer images than its ``local`` replicas
+            take in one device's steps an epoch (one image each a step).
     """
-    replicas = strategy.num_replicas_in_sync
     folder = packed.packed.folder
-    if config.batch_size % replicas:
-        raise SettingsError(
-            folder,
-            f"batch_size {config.batch_size} does not split evenly between the {replicas} replicas that read "
-            "the packed set by shard; choose a multiple",
-        )
     shards = len(packed.packed.files)
     if shards < readers:
         raise SettingsError(folder, f"{shards} shard(s) for {readers} workers: pack it into {readers} or more")
-    per_replica = config.batch_size // replicas
     listed = packed.packed.manifest.shards
-    images = [sum(shard.examples for shard in listed[k::readers]) for k in range(readers)]  # worker k's shards
-    steps = min(math.ceil(count / per_replica) // local for count in images)
-    if steps == 0:
-        raise SettingsError(folder, f"a worker's shards hold fewer than {local * per_replica} images, one step's")
-    left_out = sum(count - min(count, steps * local * per_replica) for count in images)
-    log.info("input pipeline: packed set split by shard between %d workers, %d steps an epoch", readers, steps)
-    if left_out:
-        log.warning(
-            "%d of the packed set's %d images are left out each epoch, so that every worker takes as many steps "
-            "(their shards hold different numbers of images): pack it into a multiple of %d shards to use all",
-            left_out,
-            len(packed.index),
-            readers,
+    images = [sum(shard.examples for shard in listed[k::readers]) for k in range(readers)]
+    steps = len(packed)
+    if min(images) < steps * local:
+        raise SettingsError(
+            folder,
+            f"a worker's shards hold {min(images)} images, fewer than its {local} replica(s) need for the "
+            f"{steps} steps of an epoch (one image each a step): pack it into a multiple of {readers} shards "
+            "of even size, or raise batch_size",
         )
+    return images
+
+
+def _packed_by_file(config, strategy, packed, initial_epoch, readers, local):
+    """A packed set split by shard between ``readers`` workers of ``local`` replicas each (see :func:`_epoch_batches`).
+
+    Each worker reads its own shards (:func:`_shard_shares`). An epoch takes
+    the steps one device takes on the whole set, and each worker serves its
+    images in that many steps, split evenly between its replicas
+    (:func:`~facegrid.data.tf.split.even_batches`): every image is trained
+    on once an epoch even when the workers' shards hold different numbers
+    of images, and a step's global batch, the sum of the workers' shares,
+    holds about ``batch_size`` images. The loss is normalised by the whole
+    step's positives and batch normalisation is synchronised, so uneven
+    shares train one device's objective on that global batch.
+    """
+    images, steps = _shard_shares(packed, readers, local), len(packed)
+    log.info(
+        "input pipeline: packed set split by shard between %d workers, every image once in %d steps an epoch "
+        "(a worker's share of a step: %s images)",
+        readers,
+        steps,
+        " / ".join(f"{count / steps:.1f}" for count in images),
+    )
 
     def this_workers(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        part = packed.share(context.num_input_pipelines, context.input_pipeline_id, per_replica)
-        return part.dataset(initial_epoch + 1, config.epochs - initial_epoch, batches=steps * local)
+        share = packed.share(context.num_input_pipelines, context.input_pipeline_id)
+        return share.dataset(initial_epoch + 1, config.epochs - initial_epoch, batches=steps * local)
 
     iterator = iter(strategy.distribute_datasets_from_function(this_workers))
     return (lambda epoch: iterator), steps, lambda: None

@@ -130,18 +130,40 @@ def test_auto_sharding_by_file_splits_an_epoch_among_workers(packed):
     assert sum(served) == 2 * 90
 
 
-def test_a_workers_share_reads_its_own_shards_and_takes_the_steps_asked(packed):
-    """What a multi-worker run reads: worker k of 2 the shards k, k + 2, ...; every epoch cut to the same steps."""
+def test_a_workers_share_reads_its_own_shards_and_serves_them_all_in_the_steps_asked(packed):
+    """What a multi-worker run reads: worker k of 2 the shards k, k + 2, ..., every image of them once an epoch,
+    in the steps one device takes on the whole set, however many images its shards hold."""
     _, _, out = packed
-    pipeline = PackedPipeline(out, seed=6, batch_size=8)
-    shares = [pipeline.share(2, k, batch_size=4) for k in range(2)]
+    pipeline = PackedPipeline(out, seed=6, batch_size=8, augment=True)
+    assert len(pipeline) == 12  # 90 images in batches of 8
+    shares = [pipeline.share(2, k) for k in range(2)]
     assert [share.examples for share in shares] == [54, 36]  # shards 0, 2, 4 and 1, 3 of 18 images each
     for k, share in enumerate(shares):
-        alone = PackedPipeline(out, seed=6, batch_size=4, num_input_pipelines=2, input_pipeline_id=k)
+        alone = PackedPipeline(out, seed=6, batch_size=8, augment=True, num_input_pipelines=2, input_pipeline_id=k)
         assert positions(share.positions(1)) == positions(alone.positions(1))
-        served = batches(share.dataset(first_epoch=1, epochs=2, batches=9))
-        assert [len(x) for x, _ in served] == [4] * 18  # 9 batches an epoch, of 4 images
+        served = batches(share.dataset(first_epoch=1, epochs=2, batches=12))
+        sizes = [len(x) for x, _ in served]
+        assert len(sizes) == 24 and sum(sizes[:12]) == sum(sizes[12:]) == share.examples
+        assert set(sizes) == ({4, 5} if k == 0 else {3})  # 54 or 36 images in 12 even parts
+        for epoch, steps in ((1, served[:12]), (2, served[12:])):  # the epoch's examples, each once, in order
+            whole = batches(alone.dataset(first_epoch=epoch))
+            for got, want in zip((np.concatenate(part) for part in zip(*steps)), map(np.concatenate, zip(*whole))):
+                np.testing.assert_array_equal(got, want)
     assert set(positions(shares[0].positions(1))).isdisjoint(positions(shares[1].positions(1)))
+    with pytest.raises(ValueError, match="parts must be 1 to the 36 elements, got 37"):
+        shares[1].dataset(batches=37)
+
+
+def test_a_packed_set_whose_shards_cannot_feed_every_worker_every_step_is_refused(packed):
+    from facegrid.core.errors import SettingsError
+    from facegrid.train.run import _shard_shares
+
+    _, _, out = packed
+    assert _shard_shares(PackedPipeline(out, batch_size=8), 2, 1) == [54, 36]  # 12 steps: 4.5 and 3 images a step
+    with pytest.raises(SettingsError, match="shards hold 36 images, fewer than its 1 replica.s. need for the 45 steps"):
+        _shard_shares(PackedPipeline(out, batch_size=2), 2, 1)
+    with pytest.raises(SettingsError, match="5 shard.s. for 6 workers: pack it into 6 or more"):
+        _shard_shares(PackedPipeline(out, batch_size=8), 6, 1)
 
 
 def test_no_python_runs_per_example(packed):

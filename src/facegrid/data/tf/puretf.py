@@ -48,6 +48,7 @@ from facegrid.data.tf import records
 from facegrid.data.tf import targets as tf_targets
 from facegrid.data.tf.batches import SourceBatches
 from facegrid.data.tf.pixels import decode_jpeg_at, orient, planned_input
+from facegrid.data.tf.split import even_batches
 from facegrid.wider.index import Index
 
 if TYPE_CHECKING:
@@ -348,8 +349,8 @@ class PackedPipeline(PlannedBatches):
         """Batches per epoch of this pipeline's shards."""
         return math.ceil(self._examples / self.batch_size)
 
-    def share(self, readers: int, reader: int, batch_size: int) -> PackedPipeline:
-        """Reader ``reader`` of ``readers`` of this packed set, with its settings and batches of ``batch_size``.
+    def share(self, readers: int, reader: int) -> PackedPipeline:
+        """Reader ``reader`` of ``readers`` of this packed set, with its settings.
 
         One worker's part of a run over several workers, each reading its own
         shards (see the class's docstring).
@@ -359,28 +360,30 @@ class PackedPipeline(PlannedBatches):
             shuffle_buffer=self.shuffle_buffer,
             num_input_pipelines=readers,
             input_pipeline_id=reader,
-            **{**self._options, "batch_size": batch_size},
+            **self._options,
         )
 
     def dataset(self, first_epoch: int = 0, epochs: int = 1, batches: int | None = None) -> tf.data.Dataset:
         """Epochs ``first_epoch .. first_epoch + epochs - 1`` back to back (pass ``steps_per_epoch=len(self)``).
 
-        With ``batches``, each epoch is cut to its first ``batches`` batches,
+        With ``batches``, each epoch comes in exactly that many batches, the
+        even parts of this pipeline's images (:func:`~facegrid.data.tf.split.even_batches`),
         so that readers whose shards hold different numbers of images take
-        the same number of steps an epoch.
+        the same number of steps an epoch and every image is still served.
+
+        Raises:
+            ValueError: no epoch, or more ``batches`` than images.
         """
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        epoch_datasets = [self.epoch(epoch) for epoch in range(first_epoch, first_epoch + epochs)]
-        if batches is not None:
-            epoch_datasets = [epoch.take(batches) for epoch in epoch_datasets]
+        epoch_datasets = [self.epoch(epoch, batches) for epoch in range(first_epoch, first_epoch + epochs)]
         dataset = epoch_datasets[0]
         for more in epoch_datasets[1:]:
             dataset = dataset.concatenate(more)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def epoch(self, epoch: int) -> tf.data.Dataset:
-        """The batches of epoch ``epoch``."""
+    def epoch(self, epoch: int, batches: int | None = None) -> tf.data.Dataset:
+        """The batches of epoch ``epoch``: of ``batch_size`` images, or ``batches`` of them as even as may be."""
         columns = self._epoch_plans(epoch, 1, by_image=True)
         plan = {key: tf.constant(column) for key, [column] in columns.items()}
         options = tf.data.Options()
@@ -391,12 +394,10 @@ class PackedPipeline(PlannedBatches):
             image = tf.gather(self._image_at, position)
             return self.build(data, {key: tf.gather(column, image) for key, column in plan.items()})
 
-        return (
-            self.records(epoch)
-            .map(example, num_parallel_calls=self.parallel_calls)
-            .batch(self.batch_size)
-            .with_options(options)
-        )
+        examples = self.records(epoch).map(example, num_parallel_calls=self.parallel_calls)
+        if batches is None:
+            return examples.batch(self.batch_size).with_options(options)
+        return even_batches(examples, self._examples, batches).with_options(options)
 
     def positions(self, epoch: int) -> tf.data.Dataset:
         """The annotation-file positions of the images epoch ``epoch`` serves, in serving order."""
