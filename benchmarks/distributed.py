@@ -13,6 +13,10 @@ Variants, each in fresh processes, interleaved pass by pass:
   2 workers       two processes under MultiWorkerMirroredStrategy on loopback
                   (TF_CONFIG), ``--threads`` / 2 intra-op threads each, each
                   computing half of every global batch
+  2 workers, Keras' synchronised batch norm
+                  the same with Keras' own ``BatchNormalization.synchronized``
+                  moments (three all-reduces a layer) instead of facegrid's
+                  (:func:`~facegrid.train.loop.global_moments`, one)
   2 workers, batch norm not synchronised
                   the same with ``BatchNormalization.synchronized`` off (each
                   worker normalises by its own half-batch): what the
@@ -26,8 +30,8 @@ relative to one process's update (batch-norm statistics included), per pass.
 
 Then what a step moves between workers, counted two ways: from the model
 (every trainable variable's gradient in float32, the all-reduce payload; per
-synchronised BatchNormalization layer three all-reduces of a channel-sized
-vector: sum, sum of squares and count; the positive cells' count), and from the
+synchronised BatchNormalization layer one all-reduce of its channels' sums
+and sums of squares and its count; the positive cells' count), and from the
 collective ops of the step the two workers traced (every all-reduce, the
 backward pass's included). Last, how long a ring all-reduce of that payload
 takes on 10, 25 and 100 Gbit/s links: each worker sends and receives
@@ -55,14 +59,15 @@ WORKER_COUNTS = (2, 4, 8)
 COLLECTIVES = ("CollectiveReduceV2", "CollectiveReduceV3", "CollectiveReduce")
 CENSUS = {
     "gradients": "gradients, packed by the strategy",
-    "batch norm, forward": "BatchNormalization sync, forward: sum, sum of squares, count",
-    "batch norm, backward": "BatchNormalization sync, backward: gradients of the two sums",
+    "batch norm, forward": "BatchNormalization sync, forward: sums, sums of squares, count",
+    "batch norm, backward": "BatchNormalization sync, backward: gradients of the sums",
     "scalars": "single values: positive cells; score and box terms and images the step reports",
 }
 VARIANTS = {
     "default": "one process, default strategy",
     "fit": "one process, Keras' fit (as facegrid trained before its own loop)",
     "worker": "2 workers on loopback, multi-worker",
+    "keras-sync": "2 workers, Keras' synchronised batch norm",
     "unsynced": "2 workers, batch norm not synchronised",
 }
 
@@ -103,6 +108,14 @@ def fixed_batch(config):
     x, y = sequence[0]
     repeats = -(-config.batch_size // len(x))
     return np.concatenate([x] * repeats)[: config.batch_size], np.concatenate([y] * repeats)[: config.batch_size]
+
+
+def layers(model):
+    """Every layer of ``model``, those of nested models (the backbone) included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from layers(layer)
 
 
 def collective_census(graph, model_scope: str, gradient_elements: int) -> dict[str, list[int]]:
@@ -168,6 +181,10 @@ def run_child(variant: str, threads: int, steps: int, warmup: int, save: str | N
     start = [np.asarray(w) for w in model.weights]
     if variant == "unsynced":
         synchronise_batch_norm(model, 1)  # before the step is traced: each worker's statistics its own
+    if variant == "keras-sync":  # Keras' own moments of the global batch: three all-reduces a layer
+        for layer in layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                del layer._moments
 
     ends = []
 
@@ -242,12 +259,6 @@ def model_payload() -> list[tuple[str, int, int]]:
 
     from facegrid.model.network import build_detector
 
-    def layers(model):
-        for layer in model.layers:
-            yield layer
-            if hasattr(layer, "layers"):  # the backbone, a nested model
-                yield from layers(layer)
-
     model = build_detector(recipe())
     variables = model.trainable_variables
     gradient_bytes = sum(int(v.shape.num_elements()) for v in variables) * 4
@@ -256,9 +267,9 @@ def model_payload() -> list[tuple[str, int, int]]:
     return [
         (f"gradients: {len(variables)} trainable variables, float32", len(variables), gradient_bytes),
         (
-            f"BatchNormalization sync: {len(norms)} layers, {channels:,} channels, 3 vectors each",
-            3 * len(norms),
-            3 * 4 * channels,
+            f"BatchNormalization sync: {len(norms)} layers, {channels:,} channels, 2 floats each and a count",
+            len(norms),
+            4 * (2 * channels + len(norms)),
         ),
         ("positive cells of the global batch: one float32", 1, 4),
     ]
@@ -293,8 +304,8 @@ def main() -> int:
     order = list(VARIANTS)
     times = {variant: [] for variant in order}
     per_pass = {variant: [] for variant in order}
-    local, census, gpus = {}, None, 0
-    gaps = {variant: [] for variant in ("worker", "unsynced")}
+    local, census, census_keras, gpus = {}, None, None, 0
+    gaps = {variant: [] for variant in ("worker", "keras-sync", "unsynced")}
     saved = Path(tempfile.mkdtemp(prefix="facegrid-distributed-"))
     for number in range(args.passes):
         for variant in order if number % 2 == 0 else order[::-1]:
@@ -304,6 +315,7 @@ def main() -> int:
             local[variant] = result["local_batch"]
             gpus = max(gpus, result["gpus"])
             census = result.get("census", census) if variant == "worker" else census
+            census_keras = result.get("census") if variant == "keras-sync" else census_keras
             print(f"pass {number + 1}: {VARIANTS[variant]}: {1 / per_pass[variant][-1]:.3f} steps/s", file=sys.stderr)
         for variant in gaps:
             gaps[variant].append(weight_gap(saved / f"{variant}.npz", saved / "default.npz"))
@@ -349,6 +361,10 @@ def main() -> int:
         moved = sum(size for _, size in census.values())
         count = sum(count for count, _ in census.values())
         print(f"| traced step, total | {count} | {megabytes(moved)} |")
+    if census_keras:
+        size = sum(size for _, size in census_keras.values())
+        count = sum(count for count, _ in census_keras.values())
+        print(f"| traced step with Keras' synchronised batch norm, total | {count} | {megabytes(size)} |")
 
     print(
         f"\nRing all-reduce of {moved / 1e6:.2f} MB a step: each worker sends and receives 2 (n - 1) / n times "

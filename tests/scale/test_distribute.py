@@ -181,13 +181,23 @@ images, targets = pipeline_for(config, *sample_dataset(), FaceFilter())[0]
 weights = load_detector(bundled_model_path()).get_weights()
 loss = loss_for(config)
 
-def stepped(strategy):
+def norms(layer):
+    for inner in getattr(layer, "layers", ()):
+        yield from norms(inner)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+
+def stepped(strategy, keras_moments=False):
     with strategy.scope():
         model = build_detector(config)
         model.set_weights(weights)
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss_for(config))
     data = tf.data.Dataset.from_tensors((images, targets))
-    score, box, _ = TrainingLoop(model, strategy).run_step(iter(strategy.experimental_distribute_dataset(data)))
+    loop = TrainingLoop(model, strategy)
+    if keras_moments:  # Keras' own synchronised moments (three all-reduces a layer) instead of facegrid's one
+        for layer in norms(model):
+            del layer._moments
+    score, box, _ = loop.run_step(iter(strategy.experimental_distribute_dataset(data)))
     return model, float(score) + config.box_weight * float(box)
 
 model = build_detector(config)
@@ -196,12 +206,16 @@ halves = [(images[:2], targets[:2]), (images[2:], targets[2:])]
 whole = float(loss(targets, model(images, training=True)))
 own = [float(loss(y, model(x, training=True))) for x, y in halves]  # each half over its own positives
 one, one_loss = stepped(tf.distribute.get_strategy())
-two, two_loss = stepped(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one: a second would reuse its collectives' keys
+two, two_loss = stepped(mirrored)
+kept, kept_loss = stepped(mirrored, keras_moments=True)
 gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(one.weights, two.weights))
+keras_gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(kept.weights, two.weights))
 moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(one.weights, weights))
 print(json.dumps({"positives": [int((y[..., 0] > 0).sum()) for _, y in halves], "one_device_loss": whole,
                   "one_device_step_loss": one_loss, "two_replica_loss": two_loss, "per_replica_rule": sum(own) / 2,
-                  "weight_gap": gap, "weights_moved": moved}))
+                  "weight_gap": gap, "weights_moved": moved,
+                  "keras_sync_loss": kept_loss, "keras_sync_gap": keras_gap}))
 """
 
 
@@ -242,6 +256,7 @@ def test_two_workers_train_on_every_image_of_a_packed_set_whose_shards_split_une
 
 
 def test_a_batch_whose_faces_fall_unevenly_between_replicas_gives_the_one_device_loss_and_step():
+    """Also: batch normalisation synchronised in one all-reduce a layer trains as Keras' own synchronised layer."""
     done = subprocess.run(
         [sys.executable, "-c", UNEVEN_STEP], env=_environment(), capture_output=True, text=True, timeout=240
     )
@@ -253,6 +268,8 @@ def test_a_batch_whose_faces_fall_unevenly_between_replicas_gives_the_one_device
     assert result["two_replica_loss"] == pytest.approx(result["one_device_loss"], rel=1e-4), result
     assert abs(result["per_replica_rule"] - result["one_device_loss"]) > 100 * 1e-4 * result["one_device_loss"]
     assert result["weight_gap"] < 1e-2 * result["weights_moved"], result  # the same step, up to rounding
+    # facegrid's one all-reduce a batch-norm layer gives what Keras' own synchronised layer does, bit for bit
+    assert result["keras_sync_loss"] == result["two_replica_loss"] and result["keras_sync_gap"] == 0.0, result
 
 
 def test_a_worker_whose_cluster_never_starts_gives_up_in_one_line(samples, tmp_path):
