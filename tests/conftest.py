@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,25 @@ def shm_blocks():
         return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
 
     return names
+
+
+@pytest.fixture
+def interruptible():
+    """Processes started meanwhile take SIGINT as under a terminal, even where the tests inherited it ignored.
+
+    A shell without job control starts its background jobs with SIGINT
+    ignored, and a process inherits that; ``data serve`` honours an ignored
+    SIGINT, so a test of Ctrl-C gives its servers Python's own handler
+    (a handler set here is reset to the default in a started program).
+    """
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 #: Test files whose tests share no module fixture and are slow one by one (whole training runs): spread over workers.

@@ -297,7 +297,7 @@ def test_training_waits_for_a_worker_within_its_bound(serve, tmp_path):
 
 
 @pytest.mark.parametrize("signal_", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_a_dispatcher_and_a_worker(serve, signal_):
+def test_a_signal_stops_a_dispatcher_and_a_worker(serve, signal_, interruptible):
     dispatcher, address = _dispatcher(serve)
     worker = serve("--worker", address)
     assert worker.line() == f"tf.data service worker for {address}, reached at localhost"

@@ -164,7 +164,7 @@ def test_training_from_a_service_that_never_answers_ends_in_one_line(place, tmp_
     work_dir=st.sampled_from([None, "state", "new/state", "\u00e9 d"]),
     stop=st.sampled_from([signal.SIGINT, signal.SIGTERM]),
 )
-def test_a_dispatcher_that_starts_stops_on_a_signal(tmp_path, work_dir, stop):
+def test_a_dispatcher_that_starts_stops_on_a_signal(tmp_path, interruptible, work_dir, stop):
     command = [sys.executable, "-m", "facegrid.cli", "data", "serve", "--dispatcher", "0"]
     if work_dir is not None:
         command += ["--work-dir", str(tmp_path / f"{time.monotonic_ns()}" / work_dir)]
