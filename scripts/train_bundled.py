@@ -8,10 +8,12 @@ The hold-out (``--holdout`` images of the train sample, drawn with
 can be read and repeated; it is the same whichever ``--train-file`` lists the
 training images (those it holds are left out). The settings are
 ``src/facegrid/models/facegrid-wider.toml``; ``--backbone`` names the
-``.keras`` model (or ``.weights.h5`` file) whose backbone starts the
-training, ``--init`` a facegrid model of these settings whose every weight
-does (fine-tuning); ``--epochs`` and ``--learning-rate`` override the
-schedule's length and peak.
+``.keras`` model (or ``.weights.h5`` file, or ``imagenet-bundled``) whose
+backbone starts the training, ``--init`` a facegrid model of these settings
+whose every weight does (fine-tuning); ``--epochs`` and ``--learning-rate``
+override the schedule's length and peak, ``--alpha`` the backbone's width
+(a narrower one from ``imagenet-bundled`` keeps the first channels of each
+ImageNet layer).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="the schedule's length [default: the settings']")
     parser.add_argument("--learning-rate", type=float, help="the peak learning rate [default: the settings']")
+    parser.add_argument("--alpha", type=float, help="the backbone's width multiplier [default: the settings']")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -64,7 +67,12 @@ def main() -> int:
     write_annotations(held, split / "holdout_bbx_gt.txt")
     logging.info("training on %d images of %s, %d held out", len(rest), args.train_file, len(held))
     config = load_config(
-        SETTINGS, backbone_weights=args.backbone, init=args.init, epochs=args.epochs, learning_rate=args.learning_rate
+        SETTINGS,
+        backbone_weights=args.backbone,
+        init=args.init,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        alpha=args.alpha,
     )
     images = args.wider / "WIDER_train" / "images"
     train_detector(

@@ -368,7 +368,7 @@ def test_train_refuses_a_used_run_folder_or_a_changed_model_before_tensorflow_lo
     assert not (tmp_path / "new").exists()
 
 
-def test_another_alpha_alone_says_to_start_from_random_weights(tmp_path, samples):
+def test_a_wider_alpha_alone_says_to_start_from_random_weights(tmp_path, samples):
     status, stderr, imported = without_tensorflow(
         "train",
         "--annotations",
@@ -378,13 +378,13 @@ def test_another_alpha_alone_says_to_start_from_random_weights(tmp_path, samples
         "--run",
         tmp_path / "run",
         "--alpha",
-        "0.5",
+        "1.4",
     )
     assert (status, imported, stderr.count("\n")) == (2, False, 1)
     assert stderr.startswith(
         "error: backbone_weights 'imagenet-bundled' (the default: the ImageNet backbone shipped "
-        "with facegrid) fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.5: "
-        "for alpha 0.5, start from random weights with backbone_weights 'none'; "
+        "with facegrid) fits alpha 1.0 or less with backbone_style 'torchvision' only, not alpha 1.4: "
+        "for alpha 1.4, start from random weights with backbone_weights 'none'; "
     )
 
 

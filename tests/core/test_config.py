@@ -73,8 +73,8 @@ def test_bad_toml_names_the_file(tmp_path, text, message):
         ({"detect_size": 500}, "detect_size must be a multiple of 32"),
         ({"backbone_style": "caffe"}, "backbone_style"),
         (
-            {"alpha": 0.75},
-            "fits alpha 1.0 with backbone_style 'torchvision' only, not alpha 0.75: for alpha 0.75, "
+            {"alpha": 1.4},
+            "fits alpha 1.0 or less with backbone_style 'torchvision' only, not alpha 1.4: for alpha 1.4, "
             "start from random weights with backbone_weights 'none'",
         ),
         (

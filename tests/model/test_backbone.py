@@ -23,6 +23,7 @@ from facegrid.model.backbone import (
     TORCHVISION_MEAN,
     TORCHVISION_STD,
     load_torchvision_mobilenet_v2,
+    narrowed,
     torchvision_compatible_mobilenet_v2,
 )
 from facegrid.model.from_torchvision import (
@@ -296,6 +297,26 @@ def test_the_bundled_weights_load_at_other_input_sizes(bundled, size):
         assert a.path == b.path
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert bundled(np.zeros((1, 224, 224, 3), np.float32)).shape == (1, 7, 7, 1280)
+
+
+def test_a_narrower_backbone_starts_from_the_first_channels_of_every_bundled_layer(bundled):
+    from facegrid.core.config import Config
+    from facegrid.model.network import build_backbone
+
+    narrow = build_backbone(Config(alpha=0.5))  # the default backbone_weights: the bundled ImageNet ones
+    base = narrow.get_layer("Conv1").output.shape[-1], bundled.get_layer("Conv1").output.shape[-1]
+    assert base == (16, 32)
+    layers = [layer for layer in narrow.layers if layer.weights]
+    assert len(layers) == len([layer for layer in bundled.layers if layer.weights])
+    for layer in layers:
+        for kept, whole in zip(layer.get_weights(), bundled.get_layer(layer.name).get_weights(), strict=True):
+            np.testing.assert_array_equal(kept, whole[tuple(slice(0, n) for n in kept.shape)])
+    # the kept channels of the first stage compute what they computed in the whole network
+    image = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    first = [keras.Model(m.inputs, m.get_layer("Conv1_relu").output)(image) for m in (narrow, bundled)]
+    np.testing.assert_allclose(np.asarray(first[0]), np.asarray(first[1])[..., :16], atol=1e-5)
+    with pytest.raises(ValueError, match="wider than the ImageNet weights"):
+        narrowed(torchvision_compatible_mobilenet_v2(None, alpha=1.4), bundled_backbone_path())
 
 
 def test_the_bundled_weights_note_records_their_source_and_digest():

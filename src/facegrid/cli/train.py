@@ -105,10 +105,10 @@ from facegrid.wider.layout import ANNOTATIONS_FOLDER, GROUND_TRUTH_FOLDER
 @click.option("--alpha", type=Number(0, min_open=True), help=f"MobileNetV2 width multiplier [default: {Config.alpha}].")
 @click.option(
     "--backbone-weights",
-    help=f"'{BUNDLED_IMAGENET}' (torchvision's ImageNet MobileNetV2, shipped with facegrid: alpha 1.0, "
-    "backbone style torchvision), 'none' (random), 'imagenet' (Keras' weights, downloaded: needs "
-    "internet and --backbone-style keras), a .weights.h5 file or a facegrid .keras model's backbone "
-    f"[default: {Config.backbone_weights}].",
+    help=f"'{BUNDLED_IMAGENET}' (torchvision's ImageNet MobileNetV2, shipped with facegrid: alpha 1.0, or "
+    "less taking its first channels, backbone style torchvision), 'none' (random), 'imagenet' (Keras' "
+    "weights, downloaded: needs internet and --backbone-style keras), a .weights.h5 file or a facegrid "
+    f".keras model's backbone [default: {Config.backbone_weights}].",
 )
 @click.option(
     "--backbone-style",

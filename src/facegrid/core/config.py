@@ -8,8 +8,7 @@ Example TOML::
 
     input_size = 224
     grid_size = 7
-    alpha = 0.75
-    backbone_weights = "none"  # the bundled ImageNet backbone is alpha 1.0
+    alpha = 0.75  # the bundled ImageNet backbone's first channels of each layer
     epochs = 40
     learning_rate = 2e-3
 """
@@ -49,7 +48,8 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 BACKBONE_STYLES = ("keras", "torchvision")
 
 #: ``backbone_weights`` naming the ImageNet backbone shipped with facegrid
-#: (:func:`facegrid.core.resources.bundled_backbone_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``.
+#: (:func:`facegrid.core.resources.bundled_backbone_path`): alpha 1.0, ``backbone_style`` ``"torchvision"``;
+#: a narrower alpha takes its first channels of each layer (:func:`facegrid.model.backbone.narrowed`).
 BUNDLED_IMAGENET = "imagenet-bundled"
 
 
@@ -148,7 +148,8 @@ class Config:
         backbone_weights: ``"imagenet-bundled"`` (torchvision's ImageNet
             MobileNetV2 converted by :mod:`facegrid.model.backbone` and shipped with
             facegrid, so training starts from ImageNet features offline; it fits
-            alpha 1.0 with backbone_style ``"torchvision"`` only), ``"none"``
+            backbone_style ``"torchvision"`` and alpha 1.0, or less, whose
+            layers take its first channels), ``"none"``
             (random), ``"imagenet"`` (Keras' weights, downloaded; needs
             internet and backbone_style ``"keras"``), the path of a
             ``.weights.h5`` file, or a facegrid ``.keras`` model with the same
@@ -339,16 +340,16 @@ class Config:
         if len(self.score_calibration) != 2:
             raise ValueError(f"score_calibration must be [slope, offset], got {list(self.score_calibration)}")
         ScoreCalibration(*self.score_calibration)
-        if self.backbone_weights == BUNDLED_IMAGENET and (self.alpha, self.backbone_style) != (1.0, "torchvision"):
+        if self.backbone_weights == BUNDLED_IMAGENET and (self.alpha > 1.0 or self.backbone_style != "torchvision"):
             asked = " with ".join(
-                [f"alpha {self.alpha}"] * (self.alpha != 1.0)
+                [f"alpha {self.alpha}"] * (self.alpha > 1.0)
                 + [f"backbone_style {self.backbone_style!r}"] * (self.backbone_style != "torchvision")
             )
             raise ValueError(
                 f"backbone_weights {BUNDLED_IMAGENET!r} (the default: the ImageNet backbone shipped with facegrid) "
-                f"fits alpha 1.0 with backbone_style 'torchvision' only, not {asked}: for {asked}, start from "
-                "random weights with backbone_weights 'none'; for ImageNet features, "
-                "keep alpha 1.0 and backbone_style 'torchvision'"
+                f"fits alpha 1.0 or less with backbone_style 'torchvision' only, not {asked}: for {asked}, start "
+                "from random weights with backbone_weights 'none'; for ImageNet features, "
+                "keep alpha at most 1.0 and backbone_style 'torchvision'"
             )
         if self.backbone_style == "torchvision" and self.backbone_weights == "imagenet":
             raise ValueError(

@@ -149,3 +149,29 @@ def load_torchvision_mobilenet_v2(weights_path: str | Path, input_size: int):
     model = torchvision_compatible_mobilenet_v2(input_size)
     model.load_weights(weights_path)
     return model
+
+
+def narrowed(backbone, weights_path: str | Path) -> None:
+    """Give ``backbone`` (a :func:`torchvision_compatible_mobilenet_v2` of alpha 1.0 or less) ImageNet weights.
+
+    Each layer takes the first channels of the alpha-1.0 weights in
+    ``weights_path``, in and out alike, so every kept channel still meets the
+    channels it was trained with (a block's output channel ``k`` feeds the
+    next block's input channel ``k``, the residual sums included): a slimmer
+    network that starts from ImageNet features, for a larger input in the
+    same time.
+
+    Raises:
+        ValueError: a layer wider than its alpha-1.0 counterpart (alpha above 1.0).
+    """
+    full = load_torchvision_mobilenet_v2(weights_path, None)
+    for layer in backbone.layers:
+        if not layer.weights:
+            continue
+        source = full.get_layer(layer.name).get_weights()
+        kept = []
+        for wide, narrow in zip(source, layer.get_weights(), strict=True):
+            if any(n > w for n, w in zip(narrow.shape, wide.shape, strict=True)):
+                raise ValueError(f"{layer.name}: {narrow.shape} is wider than the ImageNet weights' {wide.shape}")
+            kept.append(wide[tuple(slice(0, n) for n in narrow.shape)])
+        layer.set_weights(kept)

@@ -81,8 +81,12 @@ def build_backbone(config: Config) -> keras.Model:
             layer.momentum = BATCH_NORM_MOMENTUM
     if config.backbone_weights == BUNDLED_IMAGENET:
         from facegrid.core.resources import bundled_backbone_path
+        from facegrid.model.backbone import narrowed
 
-        base.load_weights(bundled_backbone_path())
+        if config.alpha == 1.0:
+            base.load_weights(bundled_backbone_path())
+        else:
+            narrowed(base, bundled_backbone_path())
     elif config.backbone_weights.endswith(".keras"):
         for layer in load_detector(config.backbone_weights).get_layer("backbone").layers:
             if layer.weights:

@@ -674,8 +674,8 @@ def _build(config: Config) -> keras.Model:
         raise ConnectionError(
             f"backbone_weights 'imagenet' downloads Keras' MobileNetV2 weights, which failed ({cause.reason}): "
             f"it needs internet; offline, start from the ImageNet backbone shipped with facegrid, the default "
-            f"backbone_weights {BUNDLED_IMAGENET!r} with alpha 1.0 and backbone_style 'torchvision' "
-            "(leave out --backbone-weights, --backbone-style and --alpha)"
+            f"backbone_weights {BUNDLED_IMAGENET!r} with backbone_style 'torchvision' and alpha at most 1.0 "
+            "(leave out --backbone-weights and --backbone-style)"
         ) from None
 
 
